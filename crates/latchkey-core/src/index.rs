@@ -1,0 +1,334 @@
+//! The in-memory index of live keys, apps and grants.
+//!
+//! Verification reads only this index, never the store. Every change that
+//! affects verification (a key created or deleted, an app, service account
+//! or account deleted, a grant given or taken back) is applied here right
+//! after the store commits it and before the change is acknowledged, so the
+//! very next request sees it.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use ring::hmac;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::crypto::sha256;
+
+/// Who owns a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOwner {
+    App { account_id: String, app_id: String },
+    UserAccount { account_id: String, user_account_id: String },
+    ServiceAccount { account_id: String, service_account_id: String },
+}
+
+impl KeyOwner {
+    pub fn account_id(&self) -> &str {
+        match self {
+            KeyOwner::App { account_id, .. }
+            | KeyOwner::UserAccount { account_id, .. }
+            | KeyOwner::ServiceAccount { account_id, .. } => account_id,
+        }
+    }
+}
+
+/// A live key as the verification path needs it.
+pub struct LiveKey {
+    pub id: String,
+    pub owner: KeyOwner,
+    secret: Zeroizing<Vec<u8>>,
+    hmac: hmac::Key,
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<i64>,
+    /// Last successful use (unix seconds, 0 = never), written without a
+    /// store write per request and flushed periodically.
+    last_used: AtomicI64,
+    /// The value of `last_used` that the store already has.
+    flushed: AtomicI64,
+}
+
+impl fmt::Debug for LiveKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveKey")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("secret", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl LiveKey {
+    pub fn new(
+        id: String,
+        owner: KeyOwner,
+        secret: &[u8],
+        expires_at: Option<i64>,
+        last_used_at: Option<i64>,
+    ) -> Self {
+        let last = last_used_at.unwrap_or(0);
+        Self {
+            id,
+            owner,
+            secret: Zeroizing::new(secret.to_vec()),
+            hmac: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            expires_at,
+            last_used: AtomicI64::new(last),
+            flushed: AtomicI64::new(last),
+        }
+    }
+
+    /// Constant-time comparison with a presented secret.
+    pub fn secret_matches(&self, presented: &[u8]) -> bool {
+        self.secret.as_slice().ct_eq(presented).into()
+    }
+
+    pub fn hmac_key(&self) -> &hmac::Key {
+        &self.hmac
+    }
+
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
+    }
+
+    pub fn touch(&self, now: i64) {
+        self.last_used.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub fn last_used_at(&self) -> Option<i64> {
+        match self.last_used.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    keys: HashMap<String, Arc<LiveKey>>,
+    /// app id -> account id
+    apps: HashMap<String, String>,
+    /// service account id -> (account id, apps it created or was granted)
+    service_accounts: HashMap<String, (String, HashSet<String>)>,
+    /// operator token id -> SHA-256 of the token
+    operator_tokens: Vec<(String, [u8; 32])>,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    inner: RwLock<Inner>,
+}
+
+impl KeyIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // (each update is a single map operation), so a poisoned lock is safe
+        // to keep using.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn key(&self, id: &str) -> Option<Arc<LiveKey>> {
+        self.read().keys.get(id).cloned()
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.read().keys.len()
+    }
+
+    pub fn insert_key(&self, key: LiveKey) {
+        self.write().keys.insert(key.id.clone(), Arc::new(key));
+    }
+
+    pub fn remove_key(&self, id: &str) -> bool {
+        self.write().keys.remove(id).is_some()
+    }
+
+    pub fn insert_app(&self, app_id: &str, account_id: &str) {
+        self.write()
+            .apps
+            .insert(app_id.to_string(), account_id.to_string());
+    }
+
+    /// The account that owns a live app.
+    pub fn app_account(&self, app_id: &str) -> Option<String> {
+        self.read().apps.get(app_id).cloned()
+    }
+
+    /// Forgets an app, its keys, and every grant of it.
+    pub fn remove_app(&self, app_id: &str) {
+        let mut inner = self.write();
+        inner.apps.remove(app_id);
+        inner.keys.retain(|_, k| match &k.owner {
+            KeyOwner::App { app_id: a, .. } => a != app_id,
+            _ => true,
+        });
+        for (_, apps) in inner.service_accounts.values_mut() {
+            apps.remove(app_id);
+        }
+    }
+
+    pub fn insert_service_account(&self, sa_id: &str, account_id: &str) {
+        self.write()
+            .service_accounts
+            .entry(sa_id.to_string())
+            .or_insert_with(|| (account_id.to_string(), HashSet::new()));
+    }
+
+    /// Forgets a service account and its keys.
+    pub fn remove_service_account(&self, sa_id: &str) {
+        let mut inner = self.write();
+        inner.service_accounts.remove(sa_id);
+        inner.keys.retain(|_, k| match &k.owner {
+            KeyOwner::ServiceAccount {
+                service_account_id, ..
+            } => service_account_id != sa_id,
+            _ => true,
+        });
+    }
+
+    pub fn grant(&self, sa_id: &str, app_id: &str) {
+        if let Some((_, apps)) = self.write().service_accounts.get_mut(sa_id) {
+            apps.insert(app_id.to_string());
+        }
+    }
+
+    pub fn revoke_grant(&self, sa_id: &str, app_id: &str) {
+        if let Some((_, apps)) = self.write().service_accounts.get_mut(sa_id) {
+            apps.remove(app_id);
+        }
+    }
+
+    /// Whether a service account created or was granted an app.
+    pub fn service_account_reaches(&self, sa_id: &str, app_id: &str) -> bool {
+        self.read()
+            .service_accounts
+            .get(sa_id)
+            .is_some_and(|(_, apps)| apps.contains(app_id))
+    }
+
+    /// Forgets an account and everything under it.
+    pub fn remove_account(&self, account_id: &str) {
+        let mut inner = self.write();
+        inner.apps.retain(|_, acc| acc != account_id);
+        inner.service_accounts.retain(|_, (acc, _)| acc != account_id);
+        inner.keys.retain(|_, k| k.owner.account_id() != account_id);
+    }
+
+    pub fn insert_operator_token(&self, token_id: &str, token_hash: [u8; 32]) {
+        self.write()
+            .operator_tokens
+            .push((token_id.to_string(), token_hash));
+    }
+
+    /// The id of the operator token `token` matches, compared in constant time.
+    pub fn operator_token_id(&self, token: &str) -> Option<String> {
+        let presented = sha256(token.as_bytes());
+        let inner = self.read();
+        let mut found = None;
+        for (id, hash) in &inner.operator_tokens {
+            if bool::from(hash.ct_eq(&presented)) {
+                found = Some(id.clone());
+            }
+        }
+        found
+    }
+
+    /// Keys whose `lastUsedAt` moved since the last call, as (id, unix
+    /// seconds), marking them flushed. If the caller fails to store them it
+    /// hands them back with [`KeyIndex::unflush`].
+    pub fn take_unflushed_last_used(&self) -> Vec<(String, i64)> {
+        let inner = self.read();
+        let mut out = Vec::new();
+        for key in inner.keys.values() {
+            let used = key.last_used.load(Ordering::Relaxed);
+            let flushed = key.flushed.swap(used, Ordering::Relaxed);
+            if used > flushed {
+                out.push((key.id.clone(), used));
+            }
+        }
+        out
+    }
+
+    /// Marks keys as not flushed again after a failed store write.
+    pub fn unflush(&self, failed: &[(String, i64)]) {
+        let inner = self.read();
+        for (id, _) in failed {
+            if let Some(key) = inner.keys.get(id) {
+                key.flushed.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_key(id: &str, app: &str, account: &str) -> LiveKey {
+        LiveKey::new(
+            id.into(),
+            KeyOwner::App {
+                account_id: account.into(),
+                app_id: app.into(),
+            },
+            b"secret",
+            None,
+            None,
+        )
+    }
+
+    #[test]
+    fn deleting_an_app_or_account_drops_its_keys() {
+        let index = KeyIndex::new();
+        index.insert_app("ap_1", "acc_A");
+        index.insert_app("ap_2", "acc_A");
+        index.insert_key(app_key("app_1", "ap_1", "acc_A"));
+        index.insert_key(app_key("app_2", "ap_2", "acc_A"));
+        index.insert_service_account("sa_1", "acc_A");
+        index.grant("sa_1", "ap_1");
+        assert!(index.service_account_reaches("sa_1", "ap_1"));
+        index.remove_app("ap_1");
+        assert!(index.key("app_1").is_none());
+        assert!(index.key("app_2").is_some());
+        assert!(!index.service_account_reaches("sa_1", "ap_1"));
+        index.remove_account("acc_A");
+        assert_eq!(index.key_count(), 0);
+        assert!(index.app_account("ap_2").is_none());
+    }
+
+    #[test]
+    fn last_used_is_flushed_once_per_change() {
+        let index = KeyIndex::new();
+        index.insert_key(app_key("app_1", "ap_1", "acc_A"));
+        assert!(index.take_unflushed_last_used().is_empty());
+        let key = index.key("app_1").expect("key");
+        key.touch(100);
+        key.touch(90);
+        assert_eq!(index.take_unflushed_last_used(), vec![("app_1".to_string(), 100)]);
+        assert!(index.take_unflushed_last_used().is_empty());
+        key.touch(200);
+        let batch = index.take_unflushed_last_used();
+        index.unflush(&batch);
+        assert_eq!(index.take_unflushed_last_used(), vec![("app_1".to_string(), 200)]);
+    }
+
+    #[test]
+    fn operator_tokens_match_by_hash() {
+        let index = KeyIndex::new();
+        index.insert_operator_token("op_1", sha256(b"lkop_abc"));
+        assert_eq!(index.operator_token_id("lkop_abc").as_deref(), Some("op_1"));
+        assert_eq!(index.operator_token_id("lkop_abd"), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! Latchkey's domain and verification logic.
+//!
+//! This crate owns everything that decides whether a credential is good and
+//! what it may reach: identifier and secret formats, the master-key AEAD, the
+//! Authorization header and JWT parsers, the scope model and the in-memory
+//! index of live keys that the verification path reads instead of the store.
+//! It performs no I/O and has no async code; time comes in through [`Clock`].
+
+pub mod clock;
+pub mod crypto;
+pub mod ids;
+pub mod index;
+pub mod jwt;
+pub mod password;
+pub mod principal;
+pub mod secret;
+pub mod verify;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use crypto::MasterKey;
+pub use index::{KeyIndex, KeyOwner, LiveKey};
+pub use principal::{Access, Principal, Scope};
+pub use secret::SecretString;
+pub use verify::{AuthError, Verified, VerifyOptions};

@@ -1,0 +1,445 @@
+//! Verification of an `Authorization` header against the key index.
+//!
+//! This is the hot path: it reads the in-memory [`KeyIndex`] only, costs one
+//! constant-time comparison (Basic) or one HMAC (JWT), and never touches the
+//! store. Every failure is an [`AuthError`] whose message says what to fix
+//! without echoing the credential.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use zeroize::Zeroizing;
+
+use crate::ids::IdKind;
+use crate::index::{KeyIndex, KeyOwner, LiveKey};
+use crate::jwt::{self, ClaimedScope, JwtError};
+use crate::principal::Principal;
+use crate::secret::{self, KEY_SECRET_PREFIX, OPERATOR_TOKEN_PREFIX, SecretFormatError};
+
+/// Largest `Authorization` header value accepted.
+pub const MAX_HEADER_LEN: usize = jwt::MAX_TOKEN_LEN + 16;
+
+/// Settings of the verification path.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyOptions {
+    /// Seconds of clock skew tolerated on `exp` and `nbf`.
+    pub leeway_seconds: i64,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self { leeway_seconds: 30 }
+    }
+}
+
+/// A verified credential.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub principal: Principal,
+    /// The key behind the credential (none for the operator token).
+    pub key: Option<Arc<LiveKey>>,
+}
+
+/// Why a credential was refused. All answer 401.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials: send an Authorization header with Basic or Bearer credentials")]
+    Missing,
+    #[error("the Authorization header must use the Basic or Bearer scheme")]
+    Scheme,
+    #[error("the Authorization header is too large")]
+    TooLarge,
+    #[error("Basic credentials must be base64(keyId:secret)")]
+    MalformedBasic,
+    #[error("the key id is not an app_, act_ or svc_ key id")]
+    MalformedKeyId,
+    #[error("the secret is malformed: {0}")]
+    MalformedSecret(SecretFormatError),
+    #[error("unknown key id or wrong secret")]
+    BadCredentials,
+    #[error("unknown operator token")]
+    BadOperatorToken,
+    #[error("the JWT's kid does not name a live key")]
+    UnknownKid,
+    #[error("{0}")]
+    Jwt(JwtError),
+    #[error("the JWT has expired (exp)")]
+    TokenExpired,
+    #[error("the JWT is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("the JWT must carry a scope claim")]
+    MissingScope,
+    #[error("a key of this kind may not sign scope {0:?}")]
+    ScopeNotAllowed(String),
+}
+
+impl AuthError {
+    /// The error code of the HTTP error body and of `/v1/verify`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::TokenExpired => "token_expired",
+            _ => "unauthorized",
+        }
+    }
+}
+
+impl KeyIndex {
+    /// Verifies the value of an `Authorization` header at time `now`.
+    pub fn verify_authorization(
+        &self,
+        header: Option<&[u8]>,
+        now: i64,
+        opts: VerifyOptions,
+    ) -> Result<Verified, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        if header.len() > MAX_HEADER_LEN {
+            return Err(AuthError::TooLarge);
+        }
+        let header = std::str::from_utf8(header).map_err(|_| AuthError::Scheme)?;
+        let (scheme, rest) = header.split_once(' ').ok_or(AuthError::Scheme)?;
+        let credentials = rest.trim_start_matches(' ');
+        if scheme.eq_ignore_ascii_case("basic") {
+            self.verify_basic(credentials, now)
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            if credentials.starts_with(OPERATOR_TOKEN_PREFIX) {
+                self.verify_operator_token(credentials)
+            } else {
+                self.verify_jwt(credentials, now, opts)
+            }
+        } else {
+            Err(AuthError::Scheme)
+        }
+    }
+
+    /// `keyId:secret`, base64-encoded.
+    pub fn verify_basic(&self, credentials: &str, now: i64) -> Result<Verified, AuthError> {
+        let decoded = Zeroizing::new(
+            STANDARD
+                .decode(credentials.trim_end())
+                .map_err(|_| AuthError::MalformedBasic)?,
+        );
+        let decoded = std::str::from_utf8(&decoded).map_err(|_| AuthError::MalformedBasic)?;
+        let (key_id, secret) = decoded.split_once(':').ok_or(AuthError::MalformedBasic)?;
+        if !is_key_id(key_id) {
+            return Err(AuthError::MalformedKeyId);
+        }
+        secret::check_format(KEY_SECRET_PREFIX, secret).map_err(AuthError::MalformedSecret)?;
+        let key = self.key(key_id).ok_or(AuthError::BadCredentials)?;
+        if !key.secret_matches(secret.as_bytes()) || key.is_expired(now) {
+            return Err(AuthError::BadCredentials);
+        }
+        let principal = match &key.owner {
+            KeyOwner::App { account_id, app_id } => Principal::App {
+                key_id: key.id.clone(),
+                account_id: account_id.clone(),
+                app_id: app_id.clone(),
+            },
+            owner => account_principal(&key, owner),
+        };
+        key.touch(now);
+        Ok(Verified {
+            principal,
+            key: Some(key),
+        })
+    }
+
+    /// A JWT signed with a key's secret.
+    pub fn verify_jwt(&self, token: &str, now: i64, opts: VerifyOptions) -> Result<Verified, AuthError> {
+        let parsed = jwt::parse(token).map_err(AuthError::Jwt)?;
+        let key = self.key(&parsed.kid).ok_or(AuthError::UnknownKid)?;
+        if key.is_expired(now) {
+            return Err(AuthError::UnknownKid);
+        }
+        parsed
+            .verify_signature(key.hmac_key())
+            .map_err(AuthError::Jwt)?;
+        let claims = parsed.claims().map_err(AuthError::Jwt)?;
+        if let Some(exp) = claims.exp {
+            if now > exp.saturating_add(opts.leeway_seconds) {
+                return Err(AuthError::TokenExpired);
+            }
+        }
+        if let Some(nbf) = claims.nbf {
+            if now.saturating_add(opts.leeway_seconds) < nbf {
+                return Err(AuthError::NotYetValid);
+            }
+        }
+        let principal = match (&key.owner, claims.scope) {
+            (KeyOwner::App { account_id, app_id }, ClaimedScope::App) => Principal::App {
+                key_id: key.id.clone(),
+                account_id: account_id.clone(),
+                app_id: app_id.clone(),
+            },
+            (KeyOwner::App { account_id, app_id }, ClaimedScope::AppUser { external_id }) => {
+                Principal::AppUser {
+                    key_id: key.id.clone(),
+                    account_id: account_id.clone(),
+                    app_id: app_id.clone(),
+                    external_id,
+                }
+            }
+            (
+                owner @ (KeyOwner::UserAccount { .. } | KeyOwner::ServiceAccount { .. }),
+                ClaimedScope::Account,
+            ) => account_principal(&key, owner),
+            (_, ClaimedScope::Missing) => return Err(AuthError::MissingScope),
+            (_, ClaimedScope::App) => return Err(AuthError::ScopeNotAllowed("app".into())),
+            (_, ClaimedScope::Account) => return Err(AuthError::ScopeNotAllowed("account".into())),
+            (_, ClaimedScope::AppUser { .. }) => {
+                return Err(AuthError::ScopeNotAllowed("appUser".into()));
+            }
+            (_, ClaimedScope::Other(s)) => return Err(AuthError::ScopeNotAllowed(s)),
+        };
+        key.touch(now);
+        Ok(Verified {
+            principal,
+            key: Some(key),
+        })
+    }
+
+    fn verify_operator_token(&self, token: &str) -> Result<Verified, AuthError> {
+        let token = token.trim_end();
+        secret::check_format(OPERATOR_TOKEN_PREFIX, token).map_err(AuthError::MalformedSecret)?;
+        let token_id = self
+            .operator_token_id(token)
+            .ok_or(AuthError::BadOperatorToken)?;
+        Ok(Verified {
+            principal: Principal::Operator { token_id },
+            key: None,
+        })
+    }
+}
+
+fn is_key_id(id: &str) -> bool {
+    IdKind::AppKey.matches(id)
+        || IdKind::UserAccountKey.matches(id)
+        || IdKind::ServiceAccountKey.matches(id)
+}
+
+fn account_principal(key: &LiveKey, owner: &KeyOwner) -> Principal {
+    match owner {
+        KeyOwner::UserAccount {
+            account_id,
+            user_account_id,
+        } => Principal::UserAccount {
+            key_id: key.id.clone(),
+            account_id: account_id.clone(),
+            user_account_id: user_account_id.clone(),
+        },
+        KeyOwner::ServiceAccount {
+            account_id,
+            service_account_id,
+        } => Principal::ServiceAccount {
+            key_id: key.id.clone(),
+            account_id: account_id.clone(),
+            service_account_id: service_account_id.clone(),
+        },
+        KeyOwner::App { account_id, app_id } => Principal::App {
+            key_id: key.id.clone(),
+            account_id: account_id.clone(),
+            app_id: app_id.clone(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::sha256;
+    use crate::ids::new_id;
+    use crate::secret::generate;
+    use proptest::prelude::*;
+    use ring::rand::SystemRandom;
+    use serde_json::json;
+
+    struct Fixture {
+        index: KeyIndex,
+        app_key: String,
+        app_secret: String,
+        svc_key: String,
+        svc_secret: String,
+        op_token: String,
+    }
+
+    fn fixture() -> Fixture {
+        let rng = SystemRandom::new();
+        let index = KeyIndex::new();
+        let app_key = new_id(&rng, IdKind::AppKey);
+        let app_secret = generate(&rng, KEY_SECRET_PREFIX).expose().to_string();
+        index.insert_key(LiveKey::new(
+            app_key.clone(),
+            KeyOwner::App {
+                account_id: "acc_A".into(),
+                app_id: "ap_1".into(),
+            },
+            app_secret.as_bytes(),
+            None,
+            None,
+        ));
+        let svc_key = new_id(&rng, IdKind::ServiceAccountKey);
+        let svc_secret = generate(&rng, KEY_SECRET_PREFIX).expose().to_string();
+        index.insert_key(LiveKey::new(
+            svc_key.clone(),
+            KeyOwner::ServiceAccount {
+                account_id: "acc_A".into(),
+                service_account_id: "sa_1".into(),
+            },
+            svc_secret.as_bytes(),
+            None,
+            None,
+        ));
+        let op_token = generate(&rng, OPERATOR_TOKEN_PREFIX).expose().to_string();
+        index.insert_operator_token("op_1", sha256(op_token.as_bytes()));
+        Fixture {
+            index,
+            app_key,
+            app_secret,
+            svc_key,
+            svc_secret,
+            op_token,
+        }
+    }
+
+    fn basic(id: &str, secret: &str) -> String {
+        format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn verify(f: &Fixture, header: &str) -> Result<Verified, AuthError> {
+        f.index
+            .verify_authorization(Some(header.as_bytes()), NOW, VerifyOptions::default())
+    }
+
+    #[test]
+    fn basic_gives_app_and_account_scope() {
+        let f = fixture();
+        let v = verify(&f, &basic(&f.app_key, &f.app_secret)).expect("app key");
+        assert!(matches!(v.principal, Principal::App { .. }));
+        assert_eq!(v.key.expect("key").last_used_at(), Some(NOW));
+        let v = verify(&f, &basic(&f.svc_key, &f.svc_secret)).expect("svc key");
+        assert!(matches!(v.principal, Principal::ServiceAccount { .. }));
+        assert_eq!(
+            verify(&f, &basic(&f.app_key, &f.svc_secret)).err(),
+            Some(AuthError::BadCredentials)
+        );
+        assert_eq!(
+            verify(&f, &basic("app_nope", &f.app_secret)).err(),
+            Some(AuthError::MalformedKeyId)
+        );
+        assert!(matches!(
+            verify(&f, &basic(&f.app_key, "lksk_short")).err(),
+            Some(AuthError::MalformedSecret(_))
+        ));
+        assert_eq!(verify(&f, "Basic !!!").err(), Some(AuthError::MalformedBasic));
+        assert_eq!(verify(&f, "Digest x").err(), Some(AuthError::Scheme));
+    }
+
+    #[test]
+    fn jwt_scopes_follow_the_key_kind() {
+        let f = fixture();
+        let sign = |kid: &str, secret: &str, claims: serde_json::Value| {
+            format!("Bearer {}", jwt::sign_hs256(secret.as_bytes(), kid, &claims))
+        };
+        let v = verify(&f, &sign(&f.app_key, &f.app_secret, json!({"scope":"appUser","userId":"alice"})))
+            .expect("appUser");
+        assert!(matches!(v.principal, Principal::AppUser { ref external_id, .. } if external_id == "alice"));
+        let v = verify(&f, &sign(&f.app_key, &f.app_secret, json!({"scope":"app"}))).expect("app");
+        assert!(matches!(v.principal, Principal::App { .. }));
+        let v = verify(&f, &sign(&f.svc_key, &f.svc_secret, json!({"scope":"account"}))).expect("account");
+        assert!(matches!(v.principal, Principal::ServiceAccount { .. }));
+        for (kid, secret, claims) in [
+            (&f.app_key, &f.app_secret, json!({"scope":"account"})),
+            (&f.svc_key, &f.svc_secret, json!({"scope":"app"})),
+            (&f.svc_key, &f.svc_secret, json!({"scope":"appUser","userId":"a"})),
+            (&f.app_key, &f.app_secret, json!({"scope":"admin"})),
+        ] {
+            assert!(matches!(
+                verify(&f, &sign(kid, secret, claims)).err(),
+                Some(AuthError::ScopeNotAllowed(_))
+            ));
+        }
+        assert_eq!(
+            verify(&f, &sign(&f.app_key, &f.app_secret, json!({"userId":"a"}))).err(),
+            Some(AuthError::MissingScope)
+        );
+        // Signed by the svc secret but naming the app key.
+        assert!(matches!(
+            verify(&f, &sign(&f.app_key, &f.svc_secret, json!({"scope":"app"}))).err(),
+            Some(AuthError::Jwt(JwtError::Signature))
+        ));
+        assert_eq!(
+            verify(&f, &sign("app_unknown", &f.app_secret, json!({"scope":"app"}))).err(),
+            Some(AuthError::UnknownKid)
+        );
+    }
+
+    #[test]
+    fn exp_and_nbf_with_leeway() {
+        let f = fixture();
+        let sign = |claims: serde_json::Value| {
+            format!("Bearer {}", jwt::sign_hs256(f.app_secret.as_bytes(), &f.app_key, &claims))
+        };
+        assert!(verify(&f, &sign(json!({"scope":"app","exp": NOW - 10}))).is_ok());
+        assert_eq!(
+            verify(&f, &sign(json!({"scope":"app","exp": NOW - 31}))).err(),
+            Some(AuthError::TokenExpired)
+        );
+        assert_eq!(AuthError::TokenExpired.code(), "token_expired");
+        assert!(verify(&f, &sign(json!({"scope":"app","nbf": NOW + 10}))).is_ok());
+        assert_eq!(
+            verify(&f, &sign(json!({"scope":"app","nbf": NOW + 31}))).err(),
+            Some(AuthError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn removed_and_expired_keys_stop_at_once() {
+        let f = fixture();
+        let token = format!(
+            "Bearer {}",
+            jwt::sign_hs256(f.app_secret.as_bytes(), &f.app_key, &json!({"scope":"app"}))
+        );
+        assert!(verify(&f, &token).is_ok());
+        f.index.remove_key(&f.app_key);
+        assert_eq!(verify(&f, &token).err(), Some(AuthError::UnknownKid));
+        assert_eq!(
+            verify(&f, &basic(&f.app_key, &f.app_secret)).err(),
+            Some(AuthError::BadCredentials)
+        );
+    }
+
+    #[test]
+    fn operator_token() {
+        let f = fixture();
+        let v = verify(&f, &format!("Bearer {}", f.op_token)).expect("operator");
+        assert!(v.principal.is_operator());
+        let mut wrong = f.op_token.clone();
+        wrong.replace_range(6..7, if &wrong[6..7] == "a" { "b" } else { "a" });
+        assert!(verify(&f, &format!("Bearer {wrong}")).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_headers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let f = fixture();
+            let _ = f.index.verify_authorization(Some(&bytes), NOW, VerifyOptions::default());
+        }
+
+        #[test]
+        fn arbitrary_basic_payloads_are_refused(payload in ".{0,120}") {
+            let f = fixture();
+            let header = format!("Basic {}", STANDARD.encode(&payload));
+            prop_assert!(verify(&f, &header).is_err());
+        }
+
+        #[test]
+        fn scheme_is_case_insensitive(upper in proptest::bool::ANY) {
+            let f = fixture();
+            let scheme = if upper { "BASIC" } else { "basic" };
+            let header = format!("{scheme} {}", STANDARD.encode(format!("{}:{}", f.app_key, f.app_secret)));
+            prop_assert!(verify(&f, &header).is_ok());
+        }
+    }
+}

@@ -49,7 +49,8 @@ impl MasterKey {
         if bytes.len() != MASTER_KEY_LEN {
             return Err(CryptoError::BadMasterKey);
         }
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| CryptoError::BadMasterKey)?;
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| CryptoError::BadMasterKey)?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
             encoded: Zeroizing::new(STANDARD.encode(bytes)),
@@ -72,7 +73,12 @@ impl MasterKey {
     }
 
     /// Seals `plaintext`, binding it to `aad` (the owning row's id).
-    pub fn seal(&self, rng: &SystemRandom, aad: &str, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    pub fn seal(
+        &self,
+        rng: &SystemRandom,
+        aad: &str,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         let mut nonce = [0u8; NONCE_LEN];
         rng.fill(&mut nonce).map_err(|_| CryptoError::Random)?;
         let mut buf = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
@@ -128,7 +134,10 @@ mod tests {
         let key = MasterKey::generate(&rng).expect("key");
         let sealed = key.seal(&rng, "app_1", b"lksk_secret").expect("seal");
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
-        assert_eq!(key.open("app_1", &sealed).expect("open").as_slice(), b"lksk_secret");
+        assert_eq!(
+            key.open("app_1", &sealed).expect("open").as_slice(),
+            b"lksk_secret"
+        );
         assert_eq!(key.open("app_2", &sealed), Err(CryptoError::Decrypt));
         let other = MasterKey::generate(&rng).expect("key");
         assert_eq!(other.open("app_1", &sealed), Err(CryptoError::Decrypt));
@@ -142,8 +151,14 @@ mod tests {
         let again = MasterKey::from_base64(&format!("{}\n", key.to_base64())).expect("parse");
         let sealed = key.seal(&rng, "x", b"y").expect("seal");
         assert!(again.open("x", &sealed).is_ok());
-        assert_eq!(MasterKey::from_base64("c2hvcnQ=").err(), Some(CryptoError::BadMasterKey));
-        assert_eq!(MasterKey::from_base64("not base64!").err(), Some(CryptoError::BadMasterKey));
+        assert_eq!(
+            MasterKey::from_base64("c2hvcnQ=").err(),
+            Some(CryptoError::BadMasterKey)
+        );
+        assert_eq!(
+            MasterKey::from_base64("not base64!").err(),
+            Some(CryptoError::BadMasterKey)
+        );
         assert_eq!(format!("{key:?}"), "MasterKey(<redacted>)");
     }
 }

@@ -105,6 +105,9 @@ mod tests {
         }
         // Expected 1000 each; a biased generator (b % 62 without rejection)
         // would give the first 8 characters ~25% more.
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
     }
 }

@@ -20,9 +20,18 @@ use crate::crypto::sha256;
 /// Who owns a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyOwner {
-    App { account_id: String, app_id: String },
-    UserAccount { account_id: String, user_account_id: String },
-    ServiceAccount { account_id: String, service_account_id: String },
+    App {
+        account_id: String,
+        app_id: String,
+    },
+    UserAccount {
+        account_id: String,
+        user_account_id: String,
+    },
+    ServiceAccount {
+        account_id: String,
+        service_account_id: String,
+    },
 }
 
 impl KeyOwner {
@@ -222,7 +231,9 @@ impl KeyIndex {
     pub fn remove_account(&self, account_id: &str) {
         let mut inner = self.write();
         inner.apps.retain(|_, acc| acc != account_id);
-        inner.service_accounts.retain(|_, (acc, _)| acc != account_id);
+        inner
+            .service_accounts
+            .retain(|_, (acc, _)| acc != account_id);
         inner.keys.retain(|_, k| k.owner.account_id() != account_id);
     }
 
@@ -316,12 +327,18 @@ mod tests {
         let key = index.key("app_1").expect("key");
         key.touch(100);
         key.touch(90);
-        assert_eq!(index.take_unflushed_last_used(), vec![("app_1".to_string(), 100)]);
+        assert_eq!(
+            index.take_unflushed_last_used(),
+            vec![("app_1".to_string(), 100)]
+        );
         assert!(index.take_unflushed_last_used().is_empty());
         key.touch(200);
         let batch = index.take_unflushed_last_used();
         index.unflush(&batch);
-        assert_eq!(index.take_unflushed_last_used(), vec![("app_1".to_string(), 200)]);
+        assert_eq!(
+            index.take_unflushed_last_used(),
+            vec![("app_1".to_string(), 200)]
+        );
     }
 
     #[test]

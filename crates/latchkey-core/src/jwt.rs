@@ -149,7 +149,9 @@ pub enum ClaimedScope {
     App,
     Account,
     /// `appUser` with `userId`, or `user` with `external_id`.
-    AppUser { external_id: String },
+    AppUser {
+        external_id: String,
+    },
     /// Any other value, kept for the error message.
     Other(String),
     Missing,
@@ -186,7 +188,9 @@ impl UnverifiedJwt<'_> {
                     ("appUser", Some(u), None) => u,
                     ("user", None, Some(e)) => e,
                     ("appUser", None, _) => {
-                        return Err(JwtError::Claims("scope appUser needs a userId claim".into()));
+                        return Err(JwtError::Claims(
+                            "scope appUser needs a userId claim".into(),
+                        ));
                     }
                     ("user", _, None) => {
                         return Err(JwtError::Claims(
@@ -226,7 +230,11 @@ fn claims_error(e: &serde_json::Error) -> String {
     // string \"x\", expected f64"); keep the part before any quoted value.
     match msg.find('"') {
         Some(i) if msg.starts_with("invalid type") => msg[..i].trim_end().to_string(),
-        _ => msg.split(" at line").next().unwrap_or("invalid").to_string(),
+        _ => msg
+            .split(" at line")
+            .next()
+            .unwrap_or("invalid")
+            .to_string(),
     }
 }
 
@@ -255,7 +263,11 @@ mod tests {
         hmac::Key::new(hmac::HMAC_SHA256, SECRET)
     }
 
-    fn encode_parts(header: &serde_json::Value, claims: &serde_json::Value, secret: &[u8]) -> String {
+    fn encode_parts(
+        header: &serde_json::Value,
+        claims: &serde_json::Value,
+        secret: &[u8],
+    ) -> String {
         let mut t = URL_SAFE_NO_PAD.encode(header.to_string());
         t.push('.');
         t.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
@@ -267,7 +279,11 @@ mod tests {
 
     #[test]
     fn our_tokens_verify_and_read_back() {
-        let t = sign_hs256(SECRET, "app_x", &json!({"scope":"appUser","userId":"alice","exp":1.5e9}));
+        let t = sign_hs256(
+            SECRET,
+            "app_x",
+            &json!({"scope":"appUser","userId":"alice","exp":1.5e9}),
+        );
         let parsed = parse(&t).expect("parse");
         assert_eq!(parsed.kid, "app_x");
         parsed.verify_signature(&key()).expect("signature");
@@ -314,11 +330,18 @@ mod tests {
         assert_eq!(parse(&no_kid).err(), Some(JwtError::MissingKid));
         let kid_number = encode_parts(&json!({"alg":"HS256","kid":5}), &claims, SECRET);
         assert_eq!(parse(&kid_number).err(), Some(JwtError::Header));
-        let crit = encode_parts(&json!({"alg":"HS256","kid":"k","crit":["b64"]}), &claims, SECRET);
+        let crit = encode_parts(
+            &json!({"alg":"HS256","kid":"k","crit":["b64"]}),
+            &claims,
+            SECRET,
+        );
         assert_eq!(parse(&crit).err(), Some(JwtError::Critical));
         let forged = encode_parts(&json!({"alg":"HS256","kid":"k"}), &claims, b"other secret");
         assert_eq!(
-            parse(&forged).expect("parse").verify_signature(&key()).err(),
+            parse(&forged)
+                .expect("parse")
+                .verify_signature(&key())
+                .err(),
             Some(JwtError::Signature)
         );
         let unsigned = format!("{}.", &forged[..forged.rfind('.').expect("dot")]);
@@ -338,7 +361,7 @@ mod tests {
             json!({"scope":"appUser","userId":""}),
             json!({"scope":"user","userId":"a"}),
             json!({"scope":"appUser","userId":"a","external_id":"b"}),
-            json!(["scope","app"]),
+            json!(["scope", "app"]),
         ] {
             let t = encode_parts(&json!({"alg":"HS256","kid":"k"}), &claims, SECRET);
             let parsed = parse(&t).expect("parse");

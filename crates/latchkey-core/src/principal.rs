@@ -106,7 +106,9 @@ impl Principal {
             Principal::Operator { .. } => None,
             Principal::AppUser { .. } => Some(Scope::AppUser),
             Principal::App { .. } => Some(Scope::App),
-            Principal::UserAccount { .. } | Principal::ServiceAccount { .. } => Some(Scope::Account),
+            Principal::UserAccount { .. } | Principal::ServiceAccount { .. } => {
+                Some(Scope::Account)
+            }
         }
     }
 
@@ -149,6 +151,16 @@ impl Principal {
             }
             _ => AppReach::None,
         }
+    }
+
+    /// Whether the credential speaks for (part of) this app: its own app for
+    /// app and appUser scope, any reachable app for account scope. The
+    /// operator reaches no app this way.
+    pub fn reaches_app(&self, app: AppRef<'_>) -> bool {
+        matches!(
+            self.app_reach(app),
+            AppReach::Account | AppReach::App | AppReach::AppUser
+        )
     }
 
     /// Operator endpoints (accounts, verification).
@@ -249,7 +261,12 @@ mod tests {
 
     fn principals() -> Vec<(&'static str, Principal)> {
         vec![
-            ("operator", Principal::Operator { token_id: "op".into() }),
+            (
+                "operator",
+                Principal::Operator {
+                    token_id: "op".into(),
+                },
+            ),
             (
                 "act",
                 Principal::UserAccount {

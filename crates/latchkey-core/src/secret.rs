@@ -1,7 +1,7 @@
 //! Secret formats and the type that holds a secret in memory.
 //!
-//! A secret is `PREFIX` + 43 base62 characters (256 bits from the OS CSPRNG)
-//! + a 6-character base62 CRC32 of everything before it. The prefix lets
+//! A secret is `PREFIX`, then 43 base62 characters (256 bits from the OS
+//! CSPRNG), then a 6-character base62 CRC32 of everything before it. The prefix lets
 //! secret scanners find a leaked secret; the checksum lets us refuse a
 //! mistyped or truncated one before any lookup. The prefixes never change.
 

@@ -145,7 +145,12 @@ impl KeyIndex {
     }
 
     /// A JWT signed with a key's secret.
-    pub fn verify_jwt(&self, token: &str, now: i64, opts: VerifyOptions) -> Result<Verified, AuthError> {
+    pub fn verify_jwt(
+        &self,
+        token: &str,
+        now: i64,
+        opts: VerifyOptions,
+    ) -> Result<Verified, AuthError> {
         let parsed = jwt::parse(token).map_err(AuthError::Jwt)?;
         let key = self.key(&parsed.kid).ok_or(AuthError::UnknownKid)?;
         if key.is_expired(now) {
@@ -155,15 +160,15 @@ impl KeyIndex {
             .verify_signature(key.hmac_key())
             .map_err(AuthError::Jwt)?;
         let claims = parsed.claims().map_err(AuthError::Jwt)?;
-        if let Some(exp) = claims.exp {
-            if now > exp.saturating_add(opts.leeway_seconds) {
-                return Err(AuthError::TokenExpired);
-            }
+        if let Some(exp) = claims.exp
+            && now > exp.saturating_add(opts.leeway_seconds)
+        {
+            return Err(AuthError::TokenExpired);
         }
-        if let Some(nbf) = claims.nbf {
-            if now.saturating_add(opts.leeway_seconds) < nbf {
-                return Err(AuthError::NotYetValid);
-            }
+        if let Some(nbf) = claims.nbf
+            && now.saturating_add(opts.leeway_seconds) < nbf
+        {
+            return Err(AuthError::NotYetValid);
         }
         let principal = match (&key.owner, claims.scope) {
             (KeyOwner::App { account_id, app_id }, ClaimedScope::App) => Principal::App {
@@ -332,7 +337,10 @@ mod tests {
             verify(&f, &basic(&f.app_key, "lksk_short")).err(),
             Some(AuthError::MalformedSecret(_))
         ));
-        assert_eq!(verify(&f, "Basic !!!").err(), Some(AuthError::MalformedBasic));
+        assert_eq!(
+            verify(&f, "Basic !!!").err(),
+            Some(AuthError::MalformedBasic)
+        );
         assert_eq!(verify(&f, "Digest x").err(), Some(AuthError::Scheme));
     }
 
@@ -340,19 +348,39 @@ mod tests {
     fn jwt_scopes_follow_the_key_kind() {
         let f = fixture();
         let sign = |kid: &str, secret: &str, claims: serde_json::Value| {
-            format!("Bearer {}", jwt::sign_hs256(secret.as_bytes(), kid, &claims))
+            format!(
+                "Bearer {}",
+                jwt::sign_hs256(secret.as_bytes(), kid, &claims)
+            )
         };
-        let v = verify(&f, &sign(&f.app_key, &f.app_secret, json!({"scope":"appUser","userId":"alice"})))
-            .expect("appUser");
-        assert!(matches!(v.principal, Principal::AppUser { ref external_id, .. } if external_id == "alice"));
+        let v = verify(
+            &f,
+            &sign(
+                &f.app_key,
+                &f.app_secret,
+                json!({"scope":"appUser","userId":"alice"}),
+            ),
+        )
+        .expect("appUser");
+        assert!(
+            matches!(v.principal, Principal::AppUser { ref external_id, .. } if external_id == "alice")
+        );
         let v = verify(&f, &sign(&f.app_key, &f.app_secret, json!({"scope":"app"}))).expect("app");
         assert!(matches!(v.principal, Principal::App { .. }));
-        let v = verify(&f, &sign(&f.svc_key, &f.svc_secret, json!({"scope":"account"}))).expect("account");
+        let v = verify(
+            &f,
+            &sign(&f.svc_key, &f.svc_secret, json!({"scope":"account"})),
+        )
+        .expect("account");
         assert!(matches!(v.principal, Principal::ServiceAccount { .. }));
         for (kid, secret, claims) in [
             (&f.app_key, &f.app_secret, json!({"scope":"account"})),
             (&f.svc_key, &f.svc_secret, json!({"scope":"app"})),
-            (&f.svc_key, &f.svc_secret, json!({"scope":"appUser","userId":"a"})),
+            (
+                &f.svc_key,
+                &f.svc_secret,
+                json!({"scope":"appUser","userId":"a"}),
+            ),
             (&f.app_key, &f.app_secret, json!({"scope":"admin"})),
         ] {
             assert!(matches!(
@@ -370,7 +398,11 @@ mod tests {
             Some(AuthError::Jwt(JwtError::Signature))
         ));
         assert_eq!(
-            verify(&f, &sign("app_unknown", &f.app_secret, json!({"scope":"app"}))).err(),
+            verify(
+                &f,
+                &sign("app_unknown", &f.app_secret, json!({"scope":"app"}))
+            )
+            .err(),
             Some(AuthError::UnknownKid)
         );
     }
@@ -379,7 +411,10 @@ mod tests {
     fn exp_and_nbf_with_leeway() {
         let f = fixture();
         let sign = |claims: serde_json::Value| {
-            format!("Bearer {}", jwt::sign_hs256(f.app_secret.as_bytes(), &f.app_key, &claims))
+            format!(
+                "Bearer {}",
+                jwt::sign_hs256(f.app_secret.as_bytes(), &f.app_key, &claims)
+            )
         };
         assert!(verify(&f, &sign(json!({"scope":"app","exp": NOW - 10}))).is_ok());
         assert_eq!(

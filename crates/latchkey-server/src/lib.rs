@@ -1,1 +1,21 @@
-//! placeholder
+//! Latchkey's HTTP layer.
+//!
+//! [`bootstrap`] opens the store, the master key and the key index;
+//! [`api`] holds the `/v1` handlers, each a few lines that check access
+//! with `latchkey_core::Principal` and call the store; [`serve`] runs the
+//! server (HTTP or HTTPS) with graceful shutdown and the `lastUsedAt`
+//! flusher.
+
+pub mod api;
+pub mod bootstrap;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod serve;
+pub mod state;
+pub mod views;
+
+pub use bootstrap::{InitReport, Opened, open};
+pub use config::{Config, TlsFiles};
+pub use serve::{RunningServer, start};
+pub use state::AppState;

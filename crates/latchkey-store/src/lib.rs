@@ -1,1 +1,114 @@
-//! placeholder
+//! Latchkey's persistence.
+//!
+//! [`Store`] is everything the server needs from a database; [`SqliteStore`]
+//! implements it on an embedded SQLite file (WAL, full sync, foreign keys
+//! on) with the migrations in `migrations/sqlite`. The store keeps secrets
+//! only sealed under the master key; it never sees a plain secret.
+
+mod model;
+mod sqlite;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken; the text says which, for the client.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// The owner already has the maximum number of live keys.
+    #[error("the owner already has {0} live keys, the maximum")]
+    LimitReached(u32),
+    /// A referenced row does not exist (deleted concurrently).
+    #[error("a referenced resource does not exist")]
+    MissingParent,
+    /// The paging cursor names no row of this list.
+    #[error("the after cursor does not name an item of this list")]
+    BadCursor,
+    /// The store was initialized before.
+    #[error("the store is already initialized")]
+    AlreadyInitialized,
+    #[error("the store holds data it cannot read: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Backend(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Everything the server persists.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    // --- bootstrap -------------------------------------------------------
+    async fn is_initialized(&self) -> Result<bool>;
+    /// Writes the first operator token, the master-key check value and the
+    /// first account in one transaction. Fails with
+    /// [`StoreError::AlreadyInitialized`] if that was done before.
+    async fn initialize(&self, init: &Initialization) -> Result<()>;
+    /// The master-key check value written by `initialize`.
+    async fn master_key_check(&self) -> Result<Option<Vec<u8>>>;
+    async fn operator_tokens(&self) -> Result<Vec<OperatorToken>>;
+
+    // --- accounts --------------------------------------------------------
+    /// Creates an account with its owner user account and a first key.
+    async fn create_account(&self, new: &NewAccount) -> Result<()>;
+    async fn list_accounts(&self, page: &Page) -> Result<PageOf<Account>>;
+    async fn get_account(&self, id: &str) -> Result<Option<Account>>;
+    async fn delete_account(&self, id: &str) -> Result<bool>;
+    async fn get_user_account(&self, id: &str) -> Result<Option<UserAccount>>;
+
+    // --- apps ------------------------------------------------------------
+    /// Creates an app; when a service account creates it, also records
+    /// that the service account reaches it.
+    async fn create_app(&self, app: &App, creator: Option<&str>) -> Result<()>;
+    /// Apps of an account; with `only_reachable_by`, only those that service
+    /// account created or was granted.
+    async fn list_apps(
+        &self,
+        account_id: &str,
+        only_reachable_by: Option<&str>,
+        page: &Page,
+    ) -> Result<PageOf<App>>;
+    async fn get_app(&self, id: &str) -> Result<Option<App>>;
+    async fn update_app(&self, app: &App) -> Result<bool>;
+    async fn delete_app(&self, id: &str) -> Result<bool>;
+
+    // --- keys ------------------------------------------------------------
+    /// Inserts a key unless its owner already has `limit` live keys at
+    /// `now` ([`StoreError::LimitReached`]).
+    async fn create_key(&self, key: &ApiKey, limit: u32, now: i64) -> Result<()>;
+    async fn list_keys(&self, owner: KeyOwnerRef<'_>, page: &Page) -> Result<PageOf<ApiKey>>;
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    async fn delete_key(&self, id: &str) -> Result<bool>;
+    /// Stores `lastUsedAt` values, keeping the later of stored and given.
+    async fn record_last_used(&self, batch: &[(String, i64)]) -> Result<()>;
+
+    // --- service accounts ------------------------------------------------
+    async fn create_service_account(&self, sa: &ServiceAccount) -> Result<()>;
+    async fn list_service_accounts(
+        &self,
+        account_id: &str,
+        page: &Page,
+    ) -> Result<PageOf<ServiceAccount>>;
+    async fn get_service_account(&self, id: &str) -> Result<Option<ServiceAccount>>;
+    async fn delete_service_account(&self, id: &str) -> Result<bool>;
+    /// Returns false if the grant existed already.
+    async fn grant_app(&self, sa_id: &str, app_id: &str, now: i64) -> Result<bool>;
+    /// Returns false if there was no such grant.
+    async fn revoke_app(&self, sa_id: &str, app_id: &str) -> Result<bool>;
+
+    // --- app users -------------------------------------------------------
+    async fn create_app_user(&self, user: &AppUser) -> Result<()>;
+    async fn list_app_users(&self, app_id: &str, page: &Page) -> Result<PageOf<AppUser>>;
+    /// By `usr_` id first, then by external id.
+    async fn find_app_user(&self, app_id: &str, id_or_external: &str) -> Result<Option<AppUser>>;
+    async fn update_app_user(&self, user: &AppUser) -> Result<bool>;
+    async fn delete_app_user(&self, app_id: &str, id: &str) -> Result<bool>;
+
+    // --- loading the index -------------------------------------------------
+    async fn snapshot(&self) -> Result<Snapshot>;
+}

@@ -1,1 +1,289 @@
-fn main() {}
+//! The `latchkey` command: `init`, `serve` and `token`.
+#![allow(clippy::print_stdout)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use latchkey_core::secret::{KEY_SECRET_PREFIX, check_format};
+use latchkey_core::{Clock, SecretString, SystemClock, jwt};
+use latchkey_server::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use latchkey_server::{Config, InitReport, TlsFiles};
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "latchkey",
+    version,
+    about = "A scoped API credential authority"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the store, master key, operator token and a first account,
+    /// and print them once.
+    Init {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print what was created as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the server (initializing an empty store first).
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Mint an HS256 JWT signed with an API key's secret.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Directory holding latchkey.db and master.key.
+    #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// File holding the master key (base64), instead of DATA_DIR/master.key.
+    #[arg(long, env = "LATCHKEY_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// Email of the owner user account created on first start.
+    #[arg(long, env = "LATCHKEY_OWNER_EMAIL", default_value = "owner@localhost")]
+    owner_email: String,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LATCHKEY_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// PEM certificate chain; with --tls-key, serve HTTPS.
+    #[arg(long, env = "LATCHKEY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "LATCHKEY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds of clock skew tolerated on JWT exp and nbf.
+    #[arg(long, env = "LATCHKEY_JWT_LEEWAY_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(0..=300))]
+    jwt_leeway_seconds: i64,
+    /// Live keys allowed per app and per service account.
+    #[arg(long, env = "LATCHKEY_MAX_KEYS_PER_OWNER", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_keys_per_owner: u32,
+    /// How often lastUsedAt is written to the store, in seconds.
+    #[arg(long, env = "LATCHKEY_LAST_USED_FLUSH_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    last_used_flush_seconds: u64,
+    /// Log format.
+    #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TokenScope {
+    #[value(name = "appUser")]
+    AppUser,
+    App,
+    Account,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The signing key's id (app_, act_ or svc_).
+    #[arg(long)]
+    key_id: String,
+    /// The signing key's secret.
+    #[arg(long, env = "LATCHKEY_SECRET", hide_env_values = true)]
+    secret: String,
+    #[arg(long, value_enum)]
+    scope: TokenScope,
+    /// The app user's externalId (required for --scope appUser).
+    #[arg(long)]
+    user_id: Option<String>,
+    /// Lifetime in seconds (0: no exp claim).
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Token(args) => mint_token(&args),
+        Command::Init { store, json } => runtime().and_then(|rt| rt.block_on(init(store, json))),
+        Command::Serve { store, serve } => runtime().and_then(|rt| rt.block_on(run(store, serve))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn config(store: StoreArgs) -> Config {
+    let mut config = Config::new(store.data_dir);
+    config.master_key_file = store.master_key_file;
+    config.master_key = std::env::var("LATCHKEY_MASTER_KEY")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(SecretString::new);
+    config.owner_email = store.owner_email;
+    config
+}
+
+fn clock() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+async fn init(store: StoreArgs, as_json: bool) -> anyhow::Result<()> {
+    let data_dir = store.data_dir.clone();
+    let report = latchkey_server::bootstrap::init(config(store), clock()).await?;
+    print_report(&report, &data_dir, as_json)
+}
+
+fn print_report(
+    report: &InitReport,
+    data_dir: &std::path::Path,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if as_json {
+        writeln!(out, "{}", serde_json::to_string(report)?)?;
+    } else {
+        writeln!(
+            out,
+            "Latchkey initialized in {}.\nThese secrets are shown once; store them now.\n\n\
+             operator token:    {}\n\
+             account id:        {}\n\
+             owner user id:     {}\n\
+             owner email:       {}\n\
+             owner password:    {}\n\
+             owner key id:      {}\n\
+             owner key secret:  {}\n",
+            data_dir.display(),
+            report.operator_token.expose(),
+            report.account.id,
+            report.user.id,
+            report.user.email,
+            report.user.password.expose(),
+            report.key.id,
+            report.key.secret.expose(),
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
+    init_logging(serve.log_format);
+    let data_dir = store.data_dir.clone();
+    let mut config = config(store);
+    config.listen = serve.listen;
+    config.tls = match (serve.tls_cert, serve.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
+    config.jwt_leeway_seconds = serve.jwt_leeway_seconds;
+    config.max_keys_per_owner = serve.max_keys_per_owner;
+    config.last_used_flush_interval = Duration::from_secs(serve.last_used_flush_seconds);
+    let opened = latchkey_server::open(config, clock(), true).await?;
+    if let Some(report) = &opened.init_report {
+        print_report(report, &data_dir, false)?;
+    }
+    let server = latchkey_server::start(opened.state).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "latchkey listening on {}", server.base_url())?;
+        out.flush()?;
+    }
+    tracing::info!(url = %server.base_url(), keys = server.state.index.key_count(), "serving");
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn mint_token(args: &TokenArgs) -> anyhow::Result<()> {
+    let expected = match args.scope {
+        TokenScope::AppUser | TokenScope::App => "app_",
+        TokenScope::Account => "act_ or svc_",
+    };
+    let kind_ok = match args.scope {
+        TokenScope::AppUser | TokenScope::App => args.key_id.starts_with("app_"),
+        TokenScope::Account => args.key_id.starts_with("act_") || args.key_id.starts_with("svc_"),
+    };
+    if !kind_ok {
+        bail!("scope {:?} must be signed by an {expected} key", args.scope);
+    }
+    check_format(KEY_SECRET_PREFIX, &args.secret).map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
+    let now = SystemClock.unix();
+    let mut claims = match args.scope {
+        TokenScope::AppUser => {
+            let Some(user) = args.user_id.as_deref().filter(|u| !u.is_empty()) else {
+                bail!("--scope appUser needs --user-id (the app user's externalId)");
+            };
+            json!({"scope": "appUser", "userId": user})
+        }
+        TokenScope::App => json!({"scope": "app"}),
+        TokenScope::Account => json!({"scope": "account"}),
+    };
+    claims["iat"] = json!(now);
+    if args.ttl > 0 {
+        let ttl = i64::try_from(args.ttl).context("--ttl is too large")?;
+        claims["exp"] = json!(now.saturating_add(ttl));
+    }
+    println!(
+        "{}",
+        jwt::sign_hs256(args.secret.as_bytes(), &args.key_id, &claims)
+    );
+    Ok(())
+}

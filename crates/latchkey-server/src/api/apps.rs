@@ -1,0 +1,172 @@
+//! Apps: created and listed with account scope; read and configured with
+//! app scope (or account scope on the app); deleted with account scope.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use latchkey_core::Principal;
+use latchkey_core::ids::{IdKind, new_id};
+use latchkey_store::App;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{app_ref, check_object_size, display_name, load_app, merge_patch};
+use crate::error::{ApiError, ApiResult, require};
+use crate::extract::{Caller, JsonBody, Paging, PathParams};
+use crate::state::AppState;
+use crate::views::{AppView, PageMeta};
+
+const NEEDS_ACCOUNT: &str = "this needs account scope (a user-account or service-account key)";
+const NEEDS_APP: &str = "this needs app scope (an app key) or account scope";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateApp {
+    display_name: String,
+    #[serde(default)]
+    settings: Option<Map<String, Value>>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateApp>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    require(
+        caller.principal.may_use_account_scope(),
+        "app",
+        NEEDS_ACCOUNT,
+    )?;
+    let account_id = caller
+        .principal
+        .account_id()
+        .ok_or_else(|| ApiError::forbidden(NEEDS_ACCOUNT))?
+        .to_string();
+    let display_name = display_name(&body.display_name, "displayName")?;
+    let mut settings = Map::new();
+    if let Some(patch) = &body.settings {
+        merge_patch(&mut settings, patch);
+    }
+    check_object_size(&settings, "settings")?;
+    let app = App {
+        id: new_id(&state.rng, IdKind::App),
+        account_id,
+        display_name,
+        settings,
+        created_at: state.now(),
+    };
+    let creator = match &caller.principal {
+        Principal::ServiceAccount {
+            service_account_id, ..
+        } => Some(service_account_id.as_str()),
+        _ => None,
+    };
+    state.store.create_app(&app, creator).await?;
+    state.index.insert_app(&app.id, &app.account_id);
+    if let Some(sa) = creator {
+        state.index.grant(sa, &app.id);
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"app": AppView::from(&app)})),
+    ))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Paging(page): Paging,
+) -> ApiResult<Json<Value>> {
+    require(
+        caller.principal.may_use_account_scope(),
+        "app",
+        NEEDS_ACCOUNT,
+    )?;
+    let account_id = caller
+        .principal
+        .account_id()
+        .ok_or_else(|| ApiError::forbidden(NEEDS_ACCOUNT))?;
+    let only = match &caller.principal {
+        Principal::ServiceAccount {
+            service_account_id, ..
+        } => Some(service_account_id.as_str()),
+        _ => None,
+    };
+    let found = state.store.list_apps(account_id, only, &page).await?;
+    let apps: Vec<AppView> = found.items.iter().map(AppView::from).collect();
+    Ok(Json(
+        json!({"apps": apps, "meta": PageMeta::of(&found, |a| &a.id)}),
+    ))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(app_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let app = load_app(&state, &app_id).await?;
+    require(
+        caller
+            .principal
+            .may_configure_app(app_ref(&state, &caller.principal, &app)),
+        "app",
+        NEEDS_APP,
+    )?;
+    Ok(Json(json!({"app": AppView::from(&app)})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateApp {
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    settings: Option<Map<String, Value>>,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(app_id): PathParams<String>,
+    JsonBody(body): JsonBody<UpdateApp>,
+) -> ApiResult<Json<Value>> {
+    let mut app = load_app(&state, &app_id).await?;
+    require(
+        caller
+            .principal
+            .may_configure_app(app_ref(&state, &caller.principal, &app)),
+        "app",
+        NEEDS_APP,
+    )?;
+    if let Some(name) = &body.display_name {
+        app.display_name = display_name(name, "displayName")?;
+    }
+    if let Some(patch) = &body.settings {
+        merge_patch(&mut app.settings, patch);
+        check_object_size(&app.settings, "settings")?;
+    }
+    if !state.store.update_app(&app).await? {
+        return Err(ApiError::not_found("app"));
+    }
+    Ok(Json(json!({"app": AppView::from(&app)})))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(app_id): PathParams<String>,
+) -> ApiResult<StatusCode> {
+    let app = load_app(&state, &app_id).await?;
+    require(
+        caller
+            .principal
+            .may_manage_app(app_ref(&state, &caller.principal, &app)),
+        "app",
+        NEEDS_ACCOUNT,
+    )?;
+    if !state.store.delete_app(&app.id).await? {
+        return Err(ApiError::not_found("app"));
+    }
+    state.index.remove_app(&app.id);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,234 @@
+//! The `/v1` API. Handlers check access through `latchkey_core::Principal`
+//! and call the store; every change that affects verification is applied
+//! to the key index before the response is sent.
+
+mod accounts;
+mod apps;
+mod keys;
+mod service_accounts;
+mod users;
+mod verify;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use latchkey_core::Principal;
+use latchkey_core::principal::AppRef;
+use latchkey_store::App;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// The OpenAPI document, kept in the repository and checked against the
+/// router by the test suite.
+pub const OPENAPI_JSON: &str = include_str!("../../../../docs/openapi.json");
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/verify", post(verify::verify))
+        .route("/v1/account", get(accounts::whoami))
+        .route("/v1/accounts", post(accounts::create).get(accounts::list))
+        .route(
+            "/v1/accounts/{account_id}",
+            get(accounts::get).delete(accounts::delete),
+        )
+        .route("/v1/apps", post(apps::create).get(apps::list))
+        .route(
+            "/v1/apps/{app_id}",
+            get(apps::get).patch(apps::update).delete(apps::delete),
+        )
+        .route(
+            "/v1/apps/{app_id}/keys",
+            post(keys::create_app_key).get(keys::list_app_keys),
+        )
+        .route(
+            "/v1/apps/{app_id}/keys/{key_id}",
+            get(keys::get_app_key).delete(keys::delete_app_key),
+        )
+        .route(
+            "/v1/apps/{app_id}/users",
+            post(users::create).get(users::list),
+        )
+        .route(
+            "/v1/apps/{app_id}/users/{user}",
+            get(users::get).patch(users::update).delete(users::delete),
+        )
+        .route(
+            "/v1/serviceAccounts",
+            post(service_accounts::create).get(service_accounts::list),
+        )
+        .route(
+            "/v1/serviceAccounts/{sa_id}",
+            get(service_accounts::get).delete(service_accounts::delete),
+        )
+        .route(
+            "/v1/serviceAccounts/{sa_id}/keys",
+            post(service_accounts::create_key).get(service_accounts::list_keys),
+        )
+        .route(
+            "/v1/serviceAccounts/{sa_id}/keys/{key_id}",
+            get(service_accounts::get_key).delete(service_accounts::delete_key),
+        )
+        .route(
+            "/v1/serviceAccounts/{sa_id}/apps/{app_id}",
+            put(service_accounts::grant).delete(service_accounts::revoke),
+        )
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see /v1/openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not support this method; see /v1/openapi.json",
+    )
+}
+
+/// An app as the access rules see it, for this caller.
+pub(crate) fn app_ref<'a>(state: &AppState, caller: &Principal, app: &'a App) -> AppRef<'a> {
+    let granted_to_caller = match caller {
+        Principal::ServiceAccount {
+            service_account_id, ..
+        } => state
+            .index
+            .service_account_reaches(service_account_id, &app.id),
+        _ => false,
+    };
+    AppRef {
+        id: &app.id,
+        account_id: &app.account_id,
+        granted_to_caller,
+    }
+}
+
+/// Loads an app or answers 404.
+pub(crate) async fn load_app(state: &AppState, app_id: &str) -> ApiResult<App> {
+    state
+        .store
+        .get_app(app_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("app"))
+}
+
+pub const MAX_NAME_LEN: usize = 100;
+
+/// A required display name: trimmed, 1 to 100 characters, no control
+/// characters.
+pub(crate) fn display_name(value: &str, field: &str) -> ApiResult<String> {
+    let v = value.trim();
+    if v.is_empty() || v.chars().count() > MAX_NAME_LEN {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1 to {MAX_NAME_LEN} characters"
+        )));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+pub const MAX_JSON_OBJECT_BYTES: usize = 16 * 1024;
+
+/// RFC 7396 merge patch of a JSON object: null removes a member, objects
+/// merge recursively, anything else replaces.
+pub(crate) fn merge_patch(
+    target: &mut serde_json::Map<String, serde_json::Value>,
+    patch: &serde_json::Map<String, serde_json::Value>,
+) {
+    use serde_json::Value;
+    for (k, v) in patch {
+        match v {
+            Value::Null => {
+                target.remove(k);
+            }
+            Value::Object(p) => {
+                let entry = target
+                    .entry(k.clone())
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()));
+                if !entry.is_object() {
+                    *entry = Value::Object(serde_json::Map::new());
+                }
+                if let Value::Object(t) = entry {
+                    merge_patch(t, p);
+                }
+            }
+            other => {
+                target.insert(k.clone(), other.clone());
+            }
+        }
+    }
+}
+
+/// Refuses JSON objects larger than [`MAX_JSON_OBJECT_BYTES`] when stored.
+pub(crate) fn check_object_size(
+    value: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> ApiResult<()> {
+    let len = serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if len > MAX_JSON_OBJECT_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most {MAX_JSON_OBJECT_BYTES} bytes of JSON"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": 4})
+            .as_object()
+            .cloned()
+            .expect("object");
+        let patch = json!({"a": null, "b": {"c": null, "x": 9}, "e": [1]});
+        merge_patch(&mut target, patch.as_object().expect("object"));
+        assert_eq!(
+            serde_json::Value::Object(target),
+            json!({"b": {"d": 3, "x": 9}, "e": [1]})
+        );
+    }
+
+    #[test]
+    fn display_names_are_checked() {
+        assert_eq!(
+            display_name("  My app ", "displayName").expect("ok"),
+            "My app"
+        );
+        assert!(display_name("", "displayName").is_err());
+        assert!(display_name("a\u{7}b", "displayName").is_err());
+        assert!(display_name(&"x".repeat(101), "displayName").is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! Service accounts, their keys and their app grants: user-account keys
+//! only.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use latchkey_core::ids::{IdKind, new_id};
+use latchkey_store::{KeyKind, KeyOwnerRef, ServiceAccount};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::display_name;
+use super::keys::{self, CreateKey};
+use crate::error::{ApiError, ApiResult, require};
+use crate::extract::{Caller, JsonBody, Paging, PathParams};
+use crate::state::AppState;
+use crate::views::{KeyView, PageMeta, ServiceAccountView};
+
+const NEEDS_USER_ACCOUNT: &str = "service accounts are managed with a user-account (act_) key";
+
+fn caller_account(caller: &Caller) -> ApiResult<String> {
+    require(
+        caller.principal.may_manage_service_accounts(),
+        "service account",
+        NEEDS_USER_ACCOUNT,
+    )?;
+    caller
+        .principal
+        .account_id()
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::forbidden(NEEDS_USER_ACCOUNT))
+}
+
+/// Loads a service account the caller may manage, or answers 403/404.
+async fn load(state: &AppState, caller: &Caller, sa_id: &str) -> ApiResult<ServiceAccount> {
+    require(
+        caller.principal.may_manage_service_accounts(),
+        "service account",
+        NEEDS_USER_ACCOUNT,
+    )?;
+    let sa = state
+        .store
+        .get_service_account(sa_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("service account"))?;
+    require(
+        caller.principal.may_manage_service_account(&sa.account_id),
+        "service account",
+        NEEDS_USER_ACCOUNT,
+    )?;
+    Ok(sa)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateServiceAccount {
+    display_name: String,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateServiceAccount>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let account_id = caller_account(&caller)?;
+    let sa = ServiceAccount {
+        id: new_id(&state.rng, IdKind::ServiceAccount),
+        account_id,
+        display_name: display_name(&body.display_name, "displayName")?,
+        created_at: state.now(),
+    };
+    state.store.create_service_account(&sa).await?;
+    state.index.insert_service_account(&sa.id, &sa.account_id);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"serviceAccount": ServiceAccountView::from(&sa)})),
+    ))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Paging(page): Paging,
+) -> ApiResult<Json<Value>> {
+    let account_id = caller_account(&caller)?;
+    let found = state
+        .store
+        .list_service_accounts(&account_id, &page)
+        .await?;
+    let items: Vec<ServiceAccountView> = found.items.iter().map(ServiceAccountView::from).collect();
+    Ok(Json(json!({
+        "serviceAccounts": items,
+        "meta": PageMeta::of(&found, |s| &s.id),
+    })))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(sa_id): PathParams<String>,
+) -> ApiResult<Json<Value>> {
+    let sa = load(&state, &caller, &sa_id).await?;
+    Ok(Json(
+        json!({"serviceAccount": ServiceAccountView::from(&sa)}),
+    ))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(sa_id): PathParams<String>,
+) -> ApiResult<StatusCode> {
+    let sa = load(&state, &caller, &sa_id).await?;
+    if !state.store.delete_service_account(&sa.id).await? {
+        return Err(ApiError::not_found("service account"));
+    }
+    state.index.remove_service_account(&sa.id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(sa_id): PathParams<String>,
+    JsonBody(body): JsonBody<CreateKey>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let sa = load(&state, &caller, &sa_id).await?;
+    let view: KeyView = keys::create_key(
+        &state,
+        KeyKind::ServiceAccount,
+        &sa.account_id,
+        &sa.id,
+        &body,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({"key": view}))))
+}
+
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(sa_id): PathParams<String>,
+    Paging(page): Paging,
+) -> ApiResult<Json<Value>> {
+    let sa = load(&state, &caller, &sa_id).await?;
+    keys::list_keys(&state, KeyOwnerRef::ServiceAccount(&sa.id), &page).await
+}
+
+pub async fn get_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((sa_id, key_id)): PathParams<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let sa = load(&state, &caller, &sa_id).await?;
+    let key = keys::load_key(&state, KeyOwnerRef::ServiceAccount(&sa.id), &key_id).await?;
+    Ok(Json(json!({"key": KeyView::new(&key, &state.index)})))
+}
+
+pub async fn delete_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((sa_id, key_id)): PathParams<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let sa = load(&state, &caller, &sa_id).await?;
+    keys::delete_key(&state, KeyOwnerRef::ServiceAccount(&sa.id), &key_id).await
+}
+
+/// The app must exist in the service account's own account.
+async fn grantable_app(state: &AppState, sa: &ServiceAccount, app_id: &str) -> ApiResult<()> {
+    match state.store.get_app(app_id).await? {
+        Some(app) if app.account_id == sa.account_id => Ok(()),
+        _ => Err(ApiError::not_found("app")),
+    }
+}
+
+pub async fn grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((sa_id, app_id)): PathParams<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let sa = load(&state, &caller, &sa_id).await?;
+    grantable_app(&state, &sa, &app_id).await?;
+    state.store.grant_app(&sa.id, &app_id, state.now()).await?;
+    state.index.grant(&sa.id, &app_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((sa_id, app_id)): PathParams<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let sa = load(&state, &caller, &sa_id).await?;
+    grantable_app(&state, &sa, &app_id).await?;
+    if !state.store.revoke_app(&sa.id, &app_id).await? {
+        return Err(ApiError::not_found("grant"));
+    }
+    state.index.revoke_grant(&sa.id, &app_id);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,257 @@
+//! App users: managed with app scope (or account scope on the app); an
+//! appUser credential reads and updates only its own record, which its
+//! first use creates.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use latchkey_core::Principal;
+use latchkey_core::ids::{IdKind, new_id};
+use latchkey_core::jwt::MAX_EXTERNAL_ID_LEN;
+use latchkey_core::principal::UserAction;
+use latchkey_store::{App, AppUser, StoreError};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{app_ref, check_object_size, load_app, merge_patch};
+use crate::error::{ApiError, ApiResult, require};
+use crate::extract::{Caller, JsonBody, Paging, PathParams};
+use crate::state::AppState;
+use crate::views::{AppUserView, PageMeta};
+
+const NEEDS_APP: &str = "this needs app scope (an app key) or account scope";
+const MAX_PROFILE_FIELD: usize = 255;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Profile {
+    #[serde(default)]
+    given_name: Option<String>,
+    #[serde(default)]
+    surname: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateUser {
+    external_id: String,
+    #[serde(default)]
+    profile: Option<Profile>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+}
+
+fn check_external_id(id: &str) -> ApiResult<()> {
+    if id.is_empty() || id.len() > MAX_EXTERNAL_ID_LEN || id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "externalId must be 1 to {MAX_EXTERNAL_ID_LEN} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_profile_field(value: &Option<String>, field: &str) -> ApiResult<()> {
+    if let Some(v) = value
+        && (v.chars().count() > MAX_PROFILE_FIELD || v.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(format!(
+            "profile.{field} must be at most {MAX_PROFILE_FIELD} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_profile(p: &Profile) -> ApiResult<()> {
+    check_profile_field(&p.given_name, "givenName")?;
+    check_profile_field(&p.surname, "surname")?;
+    check_profile_field(&p.email, "email")
+}
+
+async fn app_for(
+    state: &AppState,
+    caller: &Caller,
+    app_id: &str,
+    user: Option<&str>,
+    action: UserAction,
+) -> ApiResult<App> {
+    let app = load_app(state, app_id).await?;
+    require(
+        caller
+            .principal
+            .may_access_user(app_ref(state, &caller.principal, &app), user, action),
+        if user.is_some() { "user" } else { "app" },
+        NEEDS_APP,
+    )?;
+    Ok(app)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(app_id): PathParams<String>,
+    JsonBody(body): JsonBody<CreateUser>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let app = app_for(&state, &caller, &app_id, None, UserAction::Manage).await?;
+    check_external_id(&body.external_id)?;
+    let profile = body.profile.unwrap_or_default();
+    check_profile(&profile)?;
+    let metadata = body.metadata.unwrap_or_default();
+    check_object_size(&metadata, "metadata")?;
+    let user = AppUser {
+        id: new_id(&state.rng, IdKind::AppUser),
+        app_id: app.id,
+        external_id: body.external_id,
+        given_name: profile.given_name,
+        surname: profile.surname,
+        email: profile.email,
+        metadata,
+        created_at: state.now(),
+    };
+    state.store.create_app_user(&user).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user": AppUserView::from(&user)})),
+    ))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams(app_id): PathParams<String>,
+    Paging(page): Paging,
+) -> ApiResult<Json<Value>> {
+    let app = app_for(&state, &caller, &app_id, None, UserAction::Manage).await?;
+    let found = state.store.list_app_users(&app.id, &page).await?;
+    let users: Vec<AppUserView> = found.items.iter().map(AppUserView::from).collect();
+    Ok(Json(
+        json!({"users": users, "meta": PageMeta::of(&found, |u| &u.id)}),
+    ))
+}
+
+/// Finds the user named by the path for this caller. For an appUser caller
+/// the path must name its own user; that user is created on first use.
+async fn resolve(
+    state: &AppState,
+    caller: &Caller,
+    app_id: &str,
+    user: &str,
+    action: UserAction,
+) -> ApiResult<AppUser> {
+    let app = load_app(state, app_id).await?;
+    let found = state.store.find_app_user(&app.id, user).await?;
+    // Access is decided on the record's external id when it exists (a path
+    // may name the user by usr_ id), else on the path itself.
+    let external = found.as_ref().map_or(user, |u| u.external_id.as_str());
+    require(
+        caller.principal.may_access_user(
+            app_ref(state, &caller.principal, &app),
+            Some(external),
+            action,
+        ),
+        "user",
+        NEEDS_APP,
+    )?;
+    if let Some(u) = found {
+        return Ok(u);
+    }
+    match &caller.principal {
+        Principal::AppUser { external_id, .. } if external_id == user => {
+            let new = AppUser {
+                id: new_id(&state.rng, IdKind::AppUser),
+                app_id: app.id.clone(),
+                external_id: external_id.clone(),
+                given_name: None,
+                surname: None,
+                email: None,
+                metadata: Map::new(),
+                created_at: state.now(),
+            };
+            match state.store.create_app_user(&new).await {
+                Ok(()) => Ok(new),
+                // Created by a concurrent first request: read it back.
+                Err(StoreError::Conflict(_)) => state
+                    .store
+                    .find_app_user(&app.id, external_id)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found("user")),
+                Err(e) => Err(e.into()),
+            }
+        }
+        _ => Err(ApiError::not_found("user")),
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((app_id, user)): PathParams<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let user = resolve(&state, &caller, &app_id, &user, UserAction::Read).await?;
+    Ok(Json(json!({"user": AppUserView::from(&user)})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateUser {
+    #[serde(default)]
+    profile: Option<Profile>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((app_id, user)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<UpdateUser>,
+) -> ApiResult<Json<Value>> {
+    let mut user = resolve(&state, &caller, &app_id, &user, UserAction::Update).await?;
+    if let Some(p) = body.profile {
+        check_profile(&p)?;
+        if p.given_name.is_some() {
+            user.given_name = p.given_name;
+        }
+        if p.surname.is_some() {
+            user.surname = p.surname;
+        }
+        if p.email.is_some() {
+            user.email = p.email;
+        }
+    }
+    if let Some(patch) = &body.metadata {
+        merge_patch(&mut user.metadata, patch);
+        check_object_size(&user.metadata, "metadata")?;
+    }
+    if !state.store.update_app_user(&user).await? {
+        return Err(ApiError::not_found("user"));
+    }
+    Ok(Json(json!({"user": AppUserView::from(&user)})))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((app_id, user)): PathParams<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let app = load_app(&state, &app_id).await?;
+    let found = state.store.find_app_user(&app.id, &user).await?;
+    let external = found
+        .as_ref()
+        .map_or(user.as_str(), |u| u.external_id.as_str());
+    require(
+        caller.principal.may_access_user(
+            app_ref(&state, &caller.principal, &app),
+            Some(external),
+            UserAction::Manage,
+        ),
+        "user",
+        NEEDS_APP,
+    )?;
+    let found = found.ok_or_else(|| ApiError::not_found("user"))?;
+    if !state.store.delete_app_user(&app.id, &found.id).await? {
+        return Err(ApiError::not_found("user"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,382 @@
+//! Opening a data directory: the store, the master key, the first-run
+//! initialization and the in-memory key index.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use latchkey_core::crypto::sha256;
+use latchkey_core::ids::{IdKind, new_id};
+use latchkey_core::secret::{self, KEY_SECRET_PREFIX, OPERATOR_TOKEN_PREFIX};
+use latchkey_core::{Clock, KeyIndex, KeyOwner, LiveKey, MasterKey, SecretString, password};
+use latchkey_store::{
+    Account, ApiKey, Initialization, KeyKind, NewAccount, OperatorToken, SqliteStore, Store,
+    StoreError, UserAccount,
+};
+use ring::rand::SystemRandom;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::state::AppState;
+
+const MASTER_CHECK_AAD: &str = "latchkey-master-key-check";
+const MASTER_CHECK_TEXT: &[u8] = b"latchkey";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("the store is already initialized in {0}")]
+    AlreadyInitialized(String),
+    #[error(
+        "the store in {0} is initialized but its master key is missing: restore master.key, or give the key with LATCHKEY_MASTER_KEY or LATCHKEY_MASTER_KEY_FILE"
+    )]
+    MissingMasterKey(String),
+    #[error(
+        "the master key does not match this store (a different master.key or LATCHKEY_MASTER_KEY?)"
+    )]
+    WrongMasterKey,
+    #[error("the master key is malformed: it must be 32 bytes, base64-encoded")]
+    BadMasterKey,
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the owner email {0:?} is not a valid email address")]
+    BadEmail(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("a stored key could not be decrypted: {0}")]
+    Crypto(#[from] latchkey_core::crypto::CryptoError),
+    #[error("{0}")]
+    Password(#[from] password::PasswordError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError + '_ {
+    move |source| BootstrapError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// What `init` created, shown once.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitReport {
+    pub operator_token: SecretString,
+    pub account: IdOnly,
+    pub user: InitUser,
+    pub key: InitKey,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IdOnly {
+    pub id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InitUser {
+    pub id: String,
+    pub email: String,
+    pub password: SecretString,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InitKey {
+    pub id: String,
+    pub secret: SecretString,
+}
+
+/// An opened data directory, ready to serve.
+#[derive(Debug)]
+pub struct Opened {
+    pub state: AppState,
+    /// Set when opening initialized an empty store.
+    pub init_report: Option<InitReport>,
+}
+
+/// Opens the data directory; with `init_if_empty`, initializes an empty
+/// store first (what `latchkey serve` does on first start).
+pub async fn open(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    init_if_empty: bool,
+) -> Result<Opened, BootstrapError> {
+    let rng = SystemRandom::new();
+    create_data_dir(&config.data_dir)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
+    let initialized = store.is_initialized().await?;
+    let master = load_master_key(&config, &rng, initialized)?;
+    let init_report = if initialized {
+        check_master_key(store.as_ref(), &master).await?;
+        None
+    } else if init_if_empty {
+        Some(
+            initialize(
+                store.as_ref(),
+                &master,
+                &rng,
+                clock.as_ref(),
+                &config.owner_email,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let index = Arc::new(build_index(store.as_ref(), &master).await?);
+    Ok(Opened {
+        state: AppState {
+            store,
+            index,
+            master: Arc::new(master),
+            clock,
+            rng,
+            config: Arc::new(config),
+        },
+        init_report,
+    })
+}
+
+/// `latchkey init`: initializes an empty store, failing if it is not empty.
+pub async fn init(config: Config, clock: Arc<dyn Clock>) -> Result<InitReport, BootstrapError> {
+    let rng = SystemRandom::new();
+    create_data_dir(&config.data_dir)?;
+    let store = SqliteStore::open(&config.database_path()).await?;
+    if store.is_initialized().await? {
+        return Err(BootstrapError::AlreadyInitialized(
+            config.data_dir.display().to_string(),
+        ));
+    }
+    let master = load_master_key(&config, &rng, false)?;
+    initialize(&store, &master, &rng, clock.as_ref(), &config.owner_email).await
+}
+
+fn create_data_dir(dir: &Path) -> Result<(), BootstrapError> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
+    }
+    Ok(())
+}
+
+/// The master key from LATCHKEY_MASTER_KEY, LATCHKEY_MASTER_KEY_FILE or
+/// `master.key` in the data directory, generating the latter for a new store.
+fn load_master_key(
+    config: &Config,
+    rng: &SystemRandom,
+    initialized: bool,
+) -> Result<MasterKey, BootstrapError> {
+    if let Some(text) = &config.master_key {
+        return MasterKey::from_base64(text.expose()).map_err(|_| BootstrapError::BadMasterKey);
+    }
+    let path = config
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| config.master_key_path());
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            if let Ok(meta) = fs::metadata(&path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(path = %path.display(), "the master key file is readable by other users; chmod 600 it");
+            }
+            MasterKey::from_base64(&text).map_err(|_| BootstrapError::BadMasterKey)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if initialized || config.master_key_file.is_some() {
+                return Err(BootstrapError::MissingMasterKey(
+                    config.data_dir.display().to_string(),
+                ));
+            }
+            let key = MasterKey::generate(rng)?;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            file.write_all(format!("{}\n", key.to_base64()).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io_err(&path))?;
+            Ok(key)
+        }
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+async fn check_master_key(store: &dyn Store, master: &MasterKey) -> Result<(), BootstrapError> {
+    let check = store
+        .master_key_check()
+        .await?
+        .ok_or(BootstrapError::WrongMasterKey)?;
+    master
+        .open(MASTER_CHECK_AAD, &check)
+        .map_err(|_| BootstrapError::WrongMasterKey)?;
+    Ok(())
+}
+
+/// Everything a new account needs: the account, its owner user account and
+/// the owner's first `act_` key (its secret sealed). Returns the plain
+/// secret for the one response that shows it.
+pub fn new_account(
+    rng: &SystemRandom,
+    master: &MasterKey,
+    now: i64,
+    display_name: &str,
+    email: &str,
+    password_hash: String,
+) -> Result<(NewAccount, SecretString), BootstrapError> {
+    let account = Account {
+        id: new_id(rng, IdKind::Account),
+        display_name: display_name.to_string(),
+        created_at: now,
+    };
+    let owner = UserAccount {
+        id: new_id(rng, IdKind::UserAccount),
+        account_id: account.id.clone(),
+        email: email.to_string(),
+        password_hash,
+        created_at: now,
+    };
+    let key_id = new_id(rng, IdKind::UserAccountKey);
+    let secret = secret::generate(rng, KEY_SECRET_PREFIX);
+    let key = ApiKey {
+        secret_sealed: master.seal(rng, &key_id, secret.expose().as_bytes())?,
+        id: key_id,
+        kind: KeyKind::UserAccount,
+        account_id: account.id.clone(),
+        owner_id: owner.id.clone(),
+        display_name: "owner key".into(),
+        created_at: now,
+        expires_at: None,
+        last_used_at: None,
+    };
+    Ok((
+        NewAccount {
+            account,
+            owner,
+            key,
+        },
+        secret,
+    ))
+}
+
+/// Normalizes and checks an email address (lower-cased, trimmed).
+pub fn normalize_email(email: &str) -> Option<String> {
+    let email = email.trim().to_lowercase();
+    let (local, domain) = email.split_once('@')?;
+    let ok = !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then_some(email)
+}
+
+async fn initialize(
+    store: &dyn Store,
+    master: &MasterKey,
+    rng: &SystemRandom,
+    clock: &dyn Clock,
+    owner_email: &str,
+) -> Result<InitReport, BootstrapError> {
+    let now = clock.unix();
+    let email = normalize_email(owner_email)
+        .ok_or_else(|| BootstrapError::BadEmail(owner_email.to_string()))?;
+    let operator_token = secret::generate(rng, OPERATOR_TOKEN_PREFIX);
+    let mut password_bytes = Vec::new();
+    latchkey_core::ids::fill_base62(rng, &mut password_bytes, 24);
+    let password = SecretString::new(String::from_utf8(password_bytes).unwrap_or_default());
+    let hash = password::hash(password.expose())?;
+    let (first_account, key_secret) =
+        new_account(rng, master, now, "Default account", &email, hash)?;
+    let init = Initialization {
+        master_key_check: master.seal(rng, MASTER_CHECK_AAD, MASTER_CHECK_TEXT)?,
+        operator_token: OperatorToken {
+            id: new_id(rng, IdKind::OperatorToken),
+            token_hash: sha256(operator_token.expose().as_bytes()).to_vec(),
+            created_at: now,
+        },
+        first_account,
+    };
+    store.initialize(&init).await?;
+    Ok(InitReport {
+        operator_token,
+        account: IdOnly {
+            id: init.first_account.account.id.clone(),
+        },
+        user: InitUser {
+            id: init.first_account.owner.id.clone(),
+            email,
+            password,
+        },
+        key: InitKey {
+            id: init.first_account.key.id.clone(),
+            secret: key_secret,
+        },
+    })
+}
+
+/// Builds the verification index from the store, decrypting every secret.
+pub async fn build_index(
+    store: &dyn Store,
+    master: &MasterKey,
+) -> Result<KeyIndex, BootstrapError> {
+    let snapshot = store.snapshot().await?;
+    let index = KeyIndex::new();
+    for (app_id, account_id) in &snapshot.apps {
+        index.insert_app(app_id, account_id);
+    }
+    for (sa_id, account_id) in &snapshot.service_accounts {
+        index.insert_service_account(sa_id, account_id);
+    }
+    for (sa_id, app_id) in &snapshot.grants {
+        index.grant(sa_id, app_id);
+    }
+    for token in &snapshot.operator_tokens {
+        let mut hash = [0u8; 32];
+        if token.token_hash.len() == 32 {
+            hash.copy_from_slice(&token.token_hash);
+            index.insert_operator_token(&token.id, hash);
+        }
+    }
+    for key in &snapshot.keys {
+        index.insert_key(live_key(key, master)?);
+    }
+    Ok(index)
+}
+
+/// The index entry of a stored key.
+pub fn live_key(key: &ApiKey, master: &MasterKey) -> Result<LiveKey, BootstrapError> {
+    let secret = master.open(&key.id, &key.secret_sealed)?;
+    Ok(LiveKey::new(
+        key.id.clone(),
+        key_owner(key),
+        &secret,
+        key.expires_at,
+        key.last_used_at,
+    ))
+}
+
+pub fn key_owner(key: &ApiKey) -> KeyOwner {
+    let account_id = key.account_id.clone();
+    match key.kind {
+        KeyKind::App => KeyOwner::App {
+            account_id,
+            app_id: key.owner_id.clone(),
+        },
+        KeyKind::UserAccount => KeyOwner::UserAccount {
+            account_id,
+            user_account_id: key.owner_id.clone(),
+        },
+        KeyKind::ServiceAccount => KeyOwner::ServiceAccount {
+            account_id,
+            service_account_id: key.owner_id.clone(),
+        },
+    }
+}

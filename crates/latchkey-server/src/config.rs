@@ -1,0 +1,68 @@
+//! Server settings. The binary fills them from flags and `LATCHKEY_*`
+//! environment variables; tests build them directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use latchkey_core::SecretString;
+
+/// Where the TLS certificate chain and private key are (PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Holds `latchkey.db` and `master.key`.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    /// The master key as base64 text, instead of `master.key`.
+    pub master_key: Option<SecretString>,
+    /// A file holding the master key as base64 text, instead of `master.key`.
+    pub master_key_file: Option<PathBuf>,
+    /// Clock skew tolerated on JWT `exp` and `nbf`.
+    pub jwt_leeway_seconds: i64,
+    /// Live keys allowed per app and per service account.
+    pub max_keys_per_owner: u32,
+    /// How often `lastUsedAt` values are written to the store.
+    pub last_used_flush_interval: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests get to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Email of the owner user account that `init` creates.
+    pub owner_email: String,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+pub const DEFAULT_DATA_DIR: &str = "./latchkey-data";
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            tls: None,
+            master_key: None,
+            master_key_file: None,
+            jwt_leeway_seconds: 30,
+            max_keys_per_owner: 10,
+            last_used_flush_interval: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+            owner_email: "owner@localhost".into(),
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("latchkey.db")
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        self.data_dir.join("master.key")
+    }
+}

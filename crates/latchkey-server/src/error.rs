@@ -1,0 +1,114 @@
+//! The one place where errors become HTTP responses:
+//! `{"errors":[{"code","title"}]}` with the matching status. A 500 shows the
+//! client nothing internal; its cause is logged.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::{Access, AuthError};
+use latchkey_store::StoreError;
+use serde_json::json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub title: String,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+pub const WWW_AUTHENTICATE: &str = r#"Basic realm="latchkey", Bearer realm="latchkey""#;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, title: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            title: title.into(),
+        }
+    }
+
+    pub fn bad_request(title: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", title)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn forbidden(title: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", title)
+    }
+
+    pub fn conflict(title: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", title)
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error; the cause has been logged",
+        )
+    }
+
+    pub fn unauthorized(e: &AuthError) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+}
+
+/// Turns an access decision into the matching error, naming the resource
+/// for a 404 and the reason for a 403.
+pub fn require(access: Access, what: &str, why: &str) -> ApiResult<()> {
+    match access {
+        Access::Allow => Ok(()),
+        Access::NotFound => Err(ApiError::not_found(what)),
+        Access::Forbidden => Err(ApiError::forbidden(why)),
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(msg) => ApiError::conflict(msg),
+            StoreError::LimitReached(n) => ApiError::conflict(format!(
+                "this owner already has {n} live keys, the maximum; delete one first"
+            )),
+            StoreError::MissingParent => ApiError::not_found("the parent resource"),
+            StoreError::BadCursor => {
+                ApiError::bad_request("after does not name an item of this list")
+            }
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"errors": [{"code": self.code, "title": self.title}]});
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(WWW_AUTHENTICATE),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,149 @@
+//! Request extractors whose every rejection is an [`ApiError`] in the
+//! documented format: the caller's credential, JSON bodies, path segments
+//! and paging parameters.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use latchkey_core::{LiveKey, Principal};
+use latchkey_store::Page;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The verified caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub key: Option<Arc<LiveKey>>,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+        let header = values.next();
+        if values.next().is_some() {
+            return Err(ApiError::unauthorized(&latchkey_core::AuthError::Scheme)
+                .with_title("send exactly one Authorization header"));
+        }
+        let verified = state
+            .index
+            .verify_authorization(
+                header.map(|h| h.as_bytes()),
+                state.now(),
+                state.verify_options(),
+            )
+            .map_err(|e| ApiError::unauthorized(&e))?;
+        Ok(Caller {
+            principal: verified.principal,
+            key: verified.key,
+        })
+    }
+}
+
+impl ApiError {
+    pub fn with_title(mut self, title: impl Into<String>) -> Self {
+        self.title = title.into();
+        self
+    }
+}
+
+/// A JSON body; malformed JSON, wrong types, unknown fields and oversized
+/// bodies are answered in the documented error format.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(JsonBody(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::bad_request(
+                "send the body as JSON with Content-Type: application/json",
+            )),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(format!(
+                "the body is not valid JSON: {}",
+                body_error_text(&e.body_text())
+            ))),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::bad_request(format!(
+                "the body does not have the expected shape: {}",
+                body_error_text(&e.body_text())
+            ))),
+            Err(JsonRejection::BytesRejection(_)) => {
+                Err(ApiError::payload_too_large(state.config.max_body_bytes))
+            }
+            Err(other) => Err(ApiError::bad_request(other.body_text())),
+        }
+    }
+}
+
+/// serde's message without axum's generic prefix.
+fn body_error_text(text: &str) -> String {
+    let text = text
+        .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+        .trim_start_matches("Failed to parse the request body as JSON: ");
+    text.chars().take(300).collect()
+}
+
+/// Path segments.
+#[derive(Debug)]
+pub struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| PathParams(v))
+            .map_err(|e: PathRejection| ApiError::bad_request(e.body_text()))
+    }
+}
+
+pub const DEFAULT_PAGE_LIMIT: u32 = 25;
+pub const MAX_PAGE_LIMIT: u32 = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPage {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+/// `?limit=&after=` cursor paging.
+#[derive(Debug)]
+pub struct Paging(pub Page);
+
+impl FromRequestParts<AppState> for Paging {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Query(raw) = Query::<RawPage>::from_request_parts(parts, state)
+            .await
+            .map_err(|e: QueryRejection| {
+                ApiError::bad_request(format!(
+                    "bad paging parameters (limit: 1 to {MAX_PAGE_LIMIT}, after: an id): {}",
+                    e.body_text()
+                        .trim_start_matches("Failed to deserialize query string: ")
+                ))
+            })?;
+        let limit = raw.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+        if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "limit must be between 1 and {MAX_PAGE_LIMIT}"
+            )));
+        }
+        Ok(Paging(Page {
+            limit,
+            after: raw.after.filter(|a| !a.is_empty()),
+        }))
+    }
+}

@@ -1,0 +1,145 @@
+//! Running the server: HTTP or HTTPS (rustls), the `lastUsedAt` flusher,
+//! and graceful shutdown that finishes in-flight requests and flushes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::router;
+use crate::config::TlsFiles;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A started server. Dropping it does not stop it; call
+/// [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    pub tls: bool,
+    pub state: AppState,
+    handle: Handle<SocketAddr>,
+    server: JoinHandle<std::io::Result<()>>,
+    stop_flusher: watch::Sender<bool>,
+    flusher: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// `http://addr` or `https://addr`.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to
+    /// the configured grace), then writes pending `lastUsedAt` values.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.handle
+            .graceful_shutdown(Some(self.state.config.shutdown_grace));
+        let served = self.server.await;
+        let _ = self.stop_flusher.send(true);
+        let _ = self.flusher.await;
+        flush_last_used(&self.state).await;
+        match served {
+            Ok(result) => result.map_err(ServeError::from),
+            Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
+        }
+    }
+}
+
+fn tls_config(files: &TlsFiles) -> Result<RustlsConfig, ServeError> {
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServeError::Tls(format!("{}: {e}", files.cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServeError::Tls(format!(
+            "{}: no certificate found",
+            files.cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| ServeError::Tls(format!("{}: {e}", files.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(RustlsConfig::from_config(Arc::new(config)))
+}
+
+/// Binds the configured address and starts serving in the background.
+pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
+    let addr = state.config.listen;
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr, source })?;
+    let local_addr = listener.local_addr()?;
+    let handle: Handle<SocketAddr> = Handle::new();
+    let app = router(state.clone()).into_make_service();
+    let tls = state.config.tls.as_ref().map(tls_config).transpose()?;
+    let is_tls = tls.is_some();
+    let server = match tls {
+        Some(tls) => {
+            let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+            tokio::spawn(server.serve(app))
+        }
+        None => {
+            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+            tokio::spawn(server.serve(app))
+        }
+    };
+    let (stop_flusher, stop) = watch::channel(false);
+    let flusher = tokio::spawn(run_flusher(state.clone(), stop));
+    Ok(RunningServer {
+        local_addr,
+        tls: is_tls,
+        state,
+        handle,
+        server,
+        stop_flusher,
+        flusher,
+    })
+}
+
+/// Writes `lastUsedAt` values every `last_used_flush_interval`.
+async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(state.config.last_used_flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => flush_last_used(&state).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Writes the `lastUsedAt` values that moved since the last flush.
+pub async fn flush_last_used(state: &AppState) {
+    let batch = state.index.take_unflushed_last_used();
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = state.store.record_last_used(&batch).await {
+        tracing::warn!(error = %e, keys = batch.len(), "could not store lastUsedAt; will retry");
+        state.index.unflush(&batch);
+    }
+}

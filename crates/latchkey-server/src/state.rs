@@ -1,0 +1,32 @@
+//! State shared by every handler, passed explicitly (no globals), so tests
+//! can run many servers in one process.
+
+use std::sync::Arc;
+
+use latchkey_core::{Clock, KeyIndex, MasterKey, VerifyOptions};
+use latchkey_store::Store;
+use ring::rand::SystemRandom;
+
+use crate::config::Config;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub index: Arc<KeyIndex>,
+    pub master: Arc<MasterKey>,
+    pub clock: Arc<dyn Clock>,
+    pub rng: SystemRandom,
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    pub fn now(&self) -> i64 {
+        self.clock.unix()
+    }
+
+    pub fn verify_options(&self) -> VerifyOptions {
+        VerifyOptions {
+            leeway_seconds: self.config.jwt_leeway_seconds,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! JSON shapes of the API's responses (camelCase, RFC 3339 UTC times).
+
+use latchkey_core::{KeyIndex, SecretString};
+use latchkey_store::{Account, ApiKey, App, AppUser, PageOf, ServiceAccount};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Unix seconds as an RFC 3339 UTC string.
+pub fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountView {
+    pub id: String,
+    pub display_name: String,
+    pub created_at: String,
+}
+
+impl From<&Account> for AccountView {
+    fn from(a: &Account) -> Self {
+        Self {
+            id: a.id.clone(),
+            display_name: a.display_name.clone(),
+            created_at: rfc3339(a.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppView {
+    pub id: String,
+    pub display_name: String,
+    pub account_id: String,
+    pub created_at: String,
+    pub settings: Map<String, Value>,
+}
+
+impl From<&App> for AppView {
+    fn from(a: &App) -> Self {
+        Self {
+            id: a.id.clone(),
+            display_name: a.display_name.clone(),
+            account_id: a.account_id.clone(),
+            created_at: rfc3339(a.created_at),
+            settings: a.settings.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    pub id: String,
+    pub display_name: String,
+    /// Present only in the response that creates the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretString>,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+impl KeyView {
+    /// The key as stored, with `lastUsedAt` from the index when it is newer
+    /// than what has been flushed to the store.
+    pub fn new(k: &ApiKey, index: &KeyIndex) -> Self {
+        let live = index.key(&k.id).and_then(|l| l.last_used_at());
+        let last_used = match (k.last_used_at, live) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        Self {
+            id: k.id.clone(),
+            display_name: k.display_name.clone(),
+            secret: None,
+            created_at: rfc3339(k.created_at),
+            expires_at: k.expires_at.map(rfc3339),
+            last_used_at: last_used.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountView {
+    pub id: String,
+    pub display_name: String,
+    pub account_id: String,
+    pub created_at: String,
+}
+
+impl From<&ServiceAccount> for ServiceAccountView {
+    fn from(s: &ServiceAccount) -> Self {
+        Self {
+            id: s.id.clone(),
+            display_name: s.display_name.clone(),
+            account_id: s.account_id.clone(),
+            created_at: rfc3339(s.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileView {
+    pub given_name: Option<String>,
+    pub surname: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppUserView {
+    pub id: String,
+    pub external_id: String,
+    pub app_id: String,
+    pub profile: ProfileView,
+    pub metadata: Map<String, Value>,
+    pub created_at: String,
+}
+
+impl From<&AppUser> for AppUserView {
+    fn from(u: &AppUser) -> Self {
+        Self {
+            id: u.id.clone(),
+            external_id: u.external_id.clone(),
+            app_id: u.app_id.clone(),
+            profile: ProfileView {
+                given_name: u.given_name.clone(),
+                surname: u.surname.clone(),
+                email: u.email.clone(),
+            },
+            metadata: u.metadata.clone(),
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+/// Paging information of a list response.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageMeta {
+    pub has_more: bool,
+    /// Pass as `after` to get the next page; null on the last page.
+    pub after_cursor: Option<String>,
+}
+
+impl PageMeta {
+    pub fn of<T>(page: &PageOf<T>, id: impl Fn(&T) -> &str) -> Self {
+        Self {
+            has_more: page.has_more,
+            after_cursor: if page.has_more {
+                page.items.last().map(|t| id(t).to_string())
+            } else {
+                None
+            },
+        }
+    }
+}

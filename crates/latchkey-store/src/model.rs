@@ -1,0 +1,185 @@
+//! Rows as the store reads and writes them. Times are Unix seconds.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub display_name: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserAccount {
+    pub id: String,
+    pub account_id: String,
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+impl fmt::Debug for UserAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserAccount")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("email", &self.email)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccount {
+    pub id: String,
+    pub account_id: String,
+    pub display_name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub id: String,
+    pub account_id: String,
+    pub display_name: String,
+    pub settings: Map<String, Value>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    App,
+    UserAccount,
+    ServiceAccount,
+}
+
+impl KeyKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::App => "app",
+            KeyKind::UserAccount => "act",
+            KeyKind::ServiceAccount => "svc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "app" => Some(KeyKind::App),
+            "act" => Some(KeyKind::UserAccount),
+            "svc" => Some(KeyKind::ServiceAccount),
+            _ => None,
+        }
+    }
+}
+
+/// The owner of a key, by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOwnerRef<'a> {
+    App(&'a str),
+    UserAccount(&'a str),
+    ServiceAccount(&'a str),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub kind: KeyKind,
+    pub account_id: String,
+    /// The app, user account or service account that owns the key.
+    pub owner_id: String,
+    pub display_name: String,
+    /// The secret sealed under the master key.
+    pub secret_sealed: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+impl ApiKey {
+    pub fn owner(&self) -> KeyOwnerRef<'_> {
+        match self.kind {
+            KeyKind::App => KeyOwnerRef::App(&self.owner_id),
+            KeyKind::UserAccount => KeyOwnerRef::UserAccount(&self.owner_id),
+            KeyKind::ServiceAccount => KeyOwnerRef::ServiceAccount(&self.owner_id),
+        }
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("account_id", &self.account_id)
+            .field("owner_id", &self.owner_id)
+            .field("display_name", &self.display_name)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("last_used_at", &self.last_used_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppUser {
+    pub id: String,
+    pub app_id: String,
+    pub external_id: String,
+    pub given_name: Option<String>,
+    pub surname: Option<String>,
+    pub email: Option<String>,
+    pub metadata: Map<String, Value>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorToken {
+    pub id: String,
+    pub token_hash: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// A new account: the account, its owner and the owner's first key.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub account: Account,
+    pub owner: UserAccount,
+    pub key: ApiKey,
+}
+
+/// What `latchkey init` writes.
+#[derive(Debug, Clone)]
+pub struct Initialization {
+    pub master_key_check: Vec<u8>,
+    pub operator_token: OperatorToken,
+    pub first_account: NewAccount,
+}
+
+/// One page request: at most `limit` items after the item with id `after`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub limit: u32,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageOf<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+/// Everything the in-memory index is built from.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub keys: Vec<ApiKey>,
+    /// (app id, account id)
+    pub apps: Vec<(String, String)>,
+    /// (service account id, account id)
+    pub service_accounts: Vec<(String, String)>,
+    /// (service account id, app id)
+    pub grants: Vec<(String, String)>,
+    pub operator_tokens: Vec<OperatorToken>,
+}

@@ -1,0 +1,259 @@
+//! Test harness: a real server on 127.0.0.1:0 over a fresh SQLite store in a
+//! temporary directory, driven with a manual clock and real HTTP.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use latchkey_core::{ManualClock, jwt};
+use latchkey_server::{Config, InitReport, RunningServer};
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub use reqwest::StatusCode;
+
+/// One response, body parsed as JSON (Null when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+impl Reply {
+    /// The error code of an error body.
+    pub fn code(&self) -> &str {
+        self.body["errors"][0]["code"].as_str().unwrap_or("")
+    }
+}
+
+pub struct TestApp {
+    pub server: Option<RunningServer>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub init: InitReport,
+    pub dir: TempDir,
+}
+
+pub fn basic(id: &str, secret: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+}
+
+pub fn bearer_jwt(kid: &str, secret: &str, claims: Value) -> String {
+    format!(
+        "Bearer {}",
+        jwt::sign_hs256(secret.as_bytes(), kid, &claims)
+    )
+}
+
+/// An API key as created: id and secret.
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub id: String,
+    pub secret: String,
+}
+
+impl Key {
+    pub fn basic(&self) -> String {
+        basic(&self.id, &self.secret)
+    }
+
+    pub fn jwt(&self, claims: Value) -> String {
+        bearer_jwt(&self.id, &self.secret, claims)
+    }
+}
+
+/// A reqwest client; rustls uses ring, as the server does.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::new(dir.path().join("data"));
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        configure(&mut config);
+        let clock = Arc::new(ManualClock::fixed());
+        let opened = latchkey_server::open(config, clock.clone(), true)
+            .await
+            .expect("open");
+        let init = opened.init_report.expect("fresh store initializes");
+        let server = latchkey_server::start(opened.state).await.expect("start");
+        let base = server.base_url();
+        Self {
+            server: Some(server),
+            base,
+            http: http_client(),
+            clock,
+            init,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn operator(&self) -> String {
+        format!("Bearer {}", self.init.operator_token.expose())
+    }
+
+    /// The first account's owner key (a user-account key).
+    pub fn owner_key(&self) -> Key {
+        Key {
+            id: self.init.key.id.clone(),
+            secret: self.init.key.secret.expose().to_string(),
+        }
+    }
+
+    pub fn owner(&self) -> String {
+        self.owner_key().basic()
+    }
+
+    pub fn account_id(&self) -> String {
+        self.init.account.id.clone()
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str, auth: &str) -> Reply {
+        self.call(Method::GET, path, Some(auth), None).await
+    }
+
+    pub async fn post(&self, path: &str, auth: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(auth), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, auth: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(auth), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, auth: &str) -> Reply {
+        self.call(Method::PUT, path, Some(auth), None).await
+    }
+
+    pub async fn delete(&self, path: &str, auth: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(auth), None).await
+    }
+
+    /// Creates an app with `auth` (account scope) and returns its id.
+    pub async fn create_app(&self, auth: &str, name: &str) -> String {
+        let r = self
+            .post("/v1/apps", auth, json!({"displayName": name}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        r.body["app"]["id"].as_str().expect("app id").to_string()
+    }
+
+    pub async fn create_app_key(&self, auth: &str, app_id: &str) -> Key {
+        let r = self
+            .post(
+                &format!("/v1/apps/{app_id}/keys"),
+                auth,
+                json!({"displayName": "test key"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        Key {
+            id: r.body["key"]["id"].as_str().expect("key id").to_string(),
+            secret: r.body["key"]["secret"]
+                .as_str()
+                .expect("secret")
+                .to_string(),
+        }
+    }
+
+    pub async fn create_service_account(&self, auth: &str) -> String {
+        let r = self
+            .post("/v1/serviceAccounts", auth, json!({"displayName": "robot"}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        r.body["serviceAccount"]["id"]
+            .as_str()
+            .expect("sa id")
+            .to_string()
+    }
+
+    pub async fn create_service_account_key(&self, auth: &str, sa_id: &str) -> Key {
+        let r = self
+            .post(
+                &format!("/v1/serviceAccounts/{sa_id}/keys"),
+                auth,
+                json!({"displayName": "robot key"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        Key {
+            id: r.body["key"]["id"].as_str().expect("key id").to_string(),
+            secret: r.body["key"]["secret"]
+                .as_str()
+                .expect("secret")
+                .to_string(),
+        }
+    }
+
+    /// Creates a second account through the operator API; returns its
+    /// owner key.
+    pub async fn create_account(&self, email: &str) -> Key {
+        let r = self
+            .post(
+                "/v1/accounts",
+                &self.operator(),
+                json!({"displayName": "Other", "owner": {"email": email, "password": "a long enough password"}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        Key {
+            id: r.body["key"]["id"].as_str().expect("key id").to_string(),
+            secret: r.body["key"]["secret"]
+                .as_str()
+                .expect("secret")
+                .to_string(),
+        }
+    }
+
+    /// Stops the server gracefully (flushing lastUsedAt).
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.expect("shutdown");
+        }
+    }
+}

@@ -250,6 +250,26 @@ impl TestApp {
         }
     }
 
+    /// Stops the server gracefully and starts a new one on the same data
+    /// directory and clock (the index is rebuilt from the store).
+    pub async fn restart(&mut self) {
+        let config = {
+            let server = self.server.as_ref().expect("running");
+            (*server.state.config).clone()
+        };
+        self.stop().await;
+        let opened = latchkey_server::open(config, self.clock.clone(), true)
+            .await
+            .expect("reopen");
+        assert!(
+            opened.init_report.is_none(),
+            "a restart must not re-initialize"
+        );
+        let server = latchkey_server::start(opened.state).await.expect("start");
+        self.base = server.base_url();
+        self.server = Some(server);
+    }
+
     /// Stops the server gracefully (flushing lastUsedAt).
     pub async fn stop(&mut self) {
         if let Some(s) = self.server.take() {

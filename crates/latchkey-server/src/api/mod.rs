@@ -17,7 +17,8 @@ use axum::routing::{get, post, put};
 use latchkey_core::Principal;
 use latchkey_core::principal::AppRef;
 use latchkey_store::App;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -81,7 +82,14 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(TraceLayer::new_for_http())
+        // One line per request: method, path, status, latency. Headers (and
+        // so credentials) are never recorded.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
         .with_state(state)
 }
 

@@ -51,12 +51,20 @@ struct RawHeader<'a> {
 }
 
 /// A token split into its parts, header checked, signature not yet checked.
-#[derive(Debug)]
+/// `Debug` shows only the `kid`: the token is a credential.
 pub struct UnverifiedJwt<'a> {
     pub kid: String,
     signing_input: &'a str,
     payload: &'a str,
     signature: &'a str,
+}
+
+impl std::fmt::Debug for UnverifiedJwt<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnverifiedJwt")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Splits a compact JWS and checks its header.

@@ -13,7 +13,7 @@ use crate::error::{ApiResult, require};
 use crate::extract::{Caller, JsonBody};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct VerifyRequest {
     /// The request's `Authorization` header value.
@@ -28,6 +28,17 @@ pub struct VerifyRequest {
     /// browser).
     #[serde(default)]
     origin: Option<String>,
+}
+
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("authorization", &"<redacted>")
+            .field("app_id", &self.app_id)
+            .field("user_id", &self.user_id)
+            .field("origin", &self.origin)
+            .finish()
+    }
 }
 
 fn invalid(code: &str, title: &str) -> Json<Value> {

@@ -161,7 +161,7 @@ impl KeyIndex {
             .map_err(AuthError::Jwt)?;
         let claims = parsed.claims().map_err(AuthError::Jwt)?;
         if let Some(exp) = claims.exp
-            && now > exp.saturating_add(opts.leeway_seconds)
+            && now >= exp.saturating_add(opts.leeway_seconds)
         {
             return Err(AuthError::TokenExpired);
         }

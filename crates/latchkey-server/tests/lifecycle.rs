@@ -353,6 +353,29 @@ async fn app_settings_merge_and_users_conflict() {
     assert!(user_id.starts_with("usr_"));
     let r = app.post(&users, &owner, body).await;
     assert_eq!(r.status, StatusCode::CONFLICT);
+    // PATCH merges: an absent field stays, null clears.
+    let r = app
+        .patch(
+            &format!("{users}/ext-1"),
+            &owner,
+            json!({"profile": {"surname": "Smith"}}),
+        )
+        .await;
+    assert_eq!(r.body["user"]["profile"]["givenName"], "Ann");
+    assert_eq!(r.body["user"]["profile"]["surname"], "Smith");
+    let r = app
+        .patch(
+            &format!("{users}/ext-1"),
+            &owner,
+            json!({"profile": {"givenName": null}, "metadata": {"k": null, "n": 1}}),
+        )
+        .await;
+    assert_eq!(
+        r.body["user"]["profile"]["givenName"],
+        serde_json::Value::Null
+    );
+    assert_eq!(r.body["user"]["profile"]["surname"], "Smith");
+    assert_eq!(r.body["user"]["metadata"], json!({"n": 1}));
     // Found by id and by externalId.
     assert_eq!(
         app.get(&format!("{users}/{user_id}"), &owner).await.status,

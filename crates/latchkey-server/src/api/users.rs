@@ -22,15 +22,21 @@ use crate::views::{AppUserView, PageMeta};
 const NEEDS_APP: &str = "this needs app scope (an app key) or account scope";
 const MAX_PROFILE_FIELD: usize = 255;
 
+/// Profile fields: absent leaves a field as it is, `null` clears it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Profile {
-    #[serde(default)]
-    given_name: Option<String>,
-    #[serde(default)]
-    surname: Option<String>,
-    #[serde(default)]
-    email: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    given_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    surname: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    email: Option<Option<String>>,
+}
+
+/// Tells a member given as `null` (Some(None)) from an absent one (None).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,8 +58,8 @@ fn check_external_id(id: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_profile_field(value: &Option<String>, field: &str) -> ApiResult<()> {
-    if let Some(v) = value
+fn check_profile_field(value: &Option<Option<String>>, field: &str) -> ApiResult<()> {
+    if let Some(Some(v)) = value
         && (v.chars().count() > MAX_PROFILE_FIELD || v.chars().any(char::is_control))
     {
         return Err(ApiError::bad_request(format!(
@@ -103,9 +109,9 @@ pub async fn create(
         id: new_id(&state.rng, IdKind::AppUser),
         app_id: app.id,
         external_id: body.external_id,
-        given_name: profile.given_name,
-        surname: profile.surname,
-        email: profile.email,
+        given_name: profile.given_name.flatten(),
+        surname: profile.surname.flatten(),
+        email: profile.email.flatten(),
         metadata,
         created_at: state.now(),
     };
@@ -210,14 +216,14 @@ pub async fn update(
     let mut user = resolve(&state, &caller, &app_id, &user, UserAction::Update).await?;
     if let Some(p) = body.profile {
         check_profile(&p)?;
-        if p.given_name.is_some() {
-            user.given_name = p.given_name;
+        if let Some(v) = p.given_name {
+            user.given_name = v;
         }
-        if p.surname.is_some() {
-            user.surname = p.surname;
+        if let Some(v) = p.surname {
+            user.surname = v;
         }
-        if p.email.is_some() {
-            user.email = p.email;
+        if let Some(v) = p.email {
+            user.email = v;
         }
     }
     if let Some(patch) = &body.metadata {

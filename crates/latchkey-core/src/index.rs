@@ -117,6 +117,7 @@ impl LiveKey {
 
 #[derive(Debug, Default)]
 struct Inner {
+    accounts: HashSet<String>,
     keys: HashMap<String, Arc<LiveKey>>,
     /// app id -> account id
     apps: HashMap<String, String>,
@@ -156,18 +157,47 @@ impl KeyIndex {
         self.read().keys.len()
     }
 
-    pub fn insert_key(&self, key: LiveKey) {
-        self.write().keys.insert(key.id.clone(), Arc::new(key));
+    pub fn insert_account(&self, account_id: &str) {
+        self.write().accounts.insert(account_id.to_string());
+    }
+
+    /// Adds a key if its owner is still live. Checking under the same lock
+    /// that deletions take means a key created concurrently with the
+    /// deletion of its app, service account or account never outlives it
+    /// here. Returns false (and adds nothing) if the owner is gone.
+    pub fn insert_key(&self, key: LiveKey) -> bool {
+        let mut inner = self.write();
+        let owner_live = match &key.owner {
+            KeyOwner::App { account_id, app_id } => inner.apps.get(app_id) == Some(account_id),
+            KeyOwner::ServiceAccount {
+                account_id,
+                service_account_id,
+            } => inner
+                .service_accounts
+                .get(service_account_id)
+                .is_some_and(|(acc, _)| acc == account_id),
+            KeyOwner::UserAccount { account_id, .. } => inner.accounts.contains(account_id),
+        };
+        if owner_live {
+            inner.keys.insert(key.id.clone(), Arc::new(key));
+        }
+        owner_live
     }
 
     pub fn remove_key(&self, id: &str) -> bool {
         self.write().keys.remove(id).is_some()
     }
 
-    pub fn insert_app(&self, app_id: &str, account_id: &str) {
-        self.write()
+    /// Adds an app if its account is still live; returns false otherwise.
+    pub fn insert_app(&self, app_id: &str, account_id: &str) -> bool {
+        let mut inner = self.write();
+        if !inner.accounts.contains(account_id) {
+            return false;
+        }
+        inner
             .apps
             .insert(app_id.to_string(), account_id.to_string());
+        true
     }
 
     /// The account that owns a live app.
@@ -188,11 +218,17 @@ impl KeyIndex {
         }
     }
 
-    pub fn insert_service_account(&self, sa_id: &str, account_id: &str) {
-        self.write()
+    /// Adds a service account if its account is still live.
+    pub fn insert_service_account(&self, sa_id: &str, account_id: &str) -> bool {
+        let mut inner = self.write();
+        if !inner.accounts.contains(account_id) {
+            return false;
+        }
+        inner
             .service_accounts
             .entry(sa_id.to_string())
             .or_insert_with(|| (account_id.to_string(), HashSet::new()));
+        true
     }
 
     /// Forgets a service account and its keys.
@@ -207,9 +243,19 @@ impl KeyIndex {
         });
     }
 
-    pub fn grant(&self, sa_id: &str, app_id: &str) {
-        if let Some((_, apps)) = self.write().service_accounts.get_mut(sa_id) {
-            apps.insert(app_id.to_string());
+    /// Records that a service account reaches an app of its own account,
+    /// if both are still live.
+    pub fn grant(&self, sa_id: &str, app_id: &str) -> bool {
+        let mut inner = self.write();
+        let Some(app_account) = inner.apps.get(app_id).cloned() else {
+            return false;
+        };
+        match inner.service_accounts.get_mut(sa_id) {
+            Some((account, apps)) if *account == app_account => {
+                apps.insert(app_id.to_string());
+                true
+            }
+            _ => false,
         }
     }
 
@@ -230,6 +276,7 @@ impl KeyIndex {
     /// Forgets an account and everything under it.
     pub fn remove_account(&self, account_id: &str) {
         let mut inner = self.write();
+        inner.accounts.remove(account_id);
         inner.apps.retain(|_, acc| acc != account_id);
         inner
             .service_accounts
@@ -303,6 +350,7 @@ mod tests {
     #[test]
     fn deleting_an_app_or_account_drops_its_keys() {
         let index = KeyIndex::new();
+        index.insert_account("acc_A");
         index.insert_app("ap_1", "acc_A");
         index.insert_app("ap_2", "acc_A");
         index.insert_key(app_key("app_1", "ap_1", "acc_A"));
@@ -322,6 +370,8 @@ mod tests {
     #[test]
     fn last_used_is_flushed_once_per_change() {
         let index = KeyIndex::new();
+        index.insert_account("acc_A");
+        index.insert_app("ap_1", "acc_A");
         index.insert_key(app_key("app_1", "ap_1", "acc_A"));
         assert!(index.take_unflushed_last_used().is_empty());
         let key = index.key("app_1").expect("key");
@@ -339,6 +389,26 @@ mod tests {
             index.take_unflushed_last_used(),
             vec![("app_1".to_string(), 200)]
         );
+    }
+
+    #[test]
+    fn keys_of_deleted_owners_are_not_added() {
+        let index = KeyIndex::new();
+        assert!(!index.insert_app("ap_1", "acc_A"), "no such account");
+        index.insert_account("acc_A");
+        assert!(index.insert_app("ap_1", "acc_A"));
+        assert!(
+            !index.insert_key(app_key("app_1", "ap_1", "acc_B")),
+            "wrong account"
+        );
+        index.remove_app("ap_1");
+        // A create that committed before the delete but indexes after it.
+        assert!(!index.insert_key(app_key("app_1", "ap_1", "acc_A")));
+        assert_eq!(index.key_count(), 0);
+        assert!(index.insert_service_account("sa_1", "acc_A"));
+        assert!(!index.grant("sa_1", "ap_1"), "deleted app");
+        index.remove_account("acc_A");
+        assert!(!index.insert_service_account("sa_2", "acc_A"));
     }
 
     #[test]

@@ -270,6 +270,9 @@ mod tests {
     fn fixture() -> Fixture {
         let rng = SystemRandom::new();
         let index = KeyIndex::new();
+        index.insert_account("acc_A");
+        index.insert_app("ap_1", "acc_A");
+        index.insert_service_account("sa_1", "acc_A");
         let app_key = new_id(&rng, IdKind::AppKey);
         let app_secret = generate(&rng, KEY_SECRET_PREFIX).expose().to_string();
         index.insert_key(LiveKey::new(

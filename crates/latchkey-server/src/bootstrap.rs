@@ -329,6 +329,9 @@ pub async fn build_index(
 ) -> Result<KeyIndex, BootstrapError> {
     let snapshot = store.snapshot().await?;
     let index = KeyIndex::new();
+    for account_id in &snapshot.accounts {
+        index.insert_account(account_id);
+    }
     for (app_id, account_id) in &snapshot.apps {
         index.insert_app(app_id, account_id);
     }
@@ -346,6 +349,7 @@ pub async fn build_index(
         }
     }
     for key in &snapshot.keys {
+        // Foreign keys guarantee every owner is in the snapshot.
         index.insert_key(live_key(key, master)?);
     }
     Ok(index)

@@ -174,6 +174,8 @@ pub struct PageOf<T> {
 /// Everything the in-memory index is built from.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// Account ids.
+    pub accounts: Vec<String>,
     pub keys: Vec<ApiKey>,
     /// (app id, account id)
     pub apps: Vec<(String, String)>,

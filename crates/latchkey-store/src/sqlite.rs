@@ -675,6 +675,9 @@ impl Store for SqliteStore {
     async fn snapshot(&self) -> Result<Snapshot> {
         // One read transaction, so the parts agree with each other.
         let mut tx = self.pool.begin().await?;
+        let accounts: Vec<String> = sqlx::query_scalar("SELECT id FROM accounts")
+            .fetch_all(&mut *tx)
+            .await?;
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY seq");
         let keys = sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&mut *tx)
@@ -716,6 +719,7 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>>>()?;
         tx.commit().await?;
         Ok(Snapshot {
+            accounts,
             keys,
             apps,
             service_accounts,

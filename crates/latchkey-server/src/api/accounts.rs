@@ -61,12 +61,15 @@ pub async fn create(
             ApiError::internal()
         })?;
     state.store.create_account(&new).await?;
-    state.index.insert_key(
-        crate::bootstrap::live_key(&new.key, &state.master).map_err(|e| {
-            tracing::error!(error = %e, "indexing a new key");
-            ApiError::internal()
-        })?,
-    );
+    state.index.insert_account(&new.account.id);
+    let live = crate::bootstrap::live_key(&new.key, &state.master).map_err(|e| {
+        tracing::error!(error = %e, "indexing a new key");
+        ApiError::internal()
+    })?;
+    if !state.index.insert_key(live) {
+        // Deleted by the operator while this request ran.
+        return Err(ApiError::not_found("account"));
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({

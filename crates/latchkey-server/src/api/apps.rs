@@ -62,9 +62,15 @@ pub async fn create(
         _ => None,
     };
     state.store.create_app(&app, creator).await?;
-    state.index.insert_app(&app.id, &app.account_id);
-    if let Some(sa) = creator {
-        state.index.grant(sa, &app.id);
+    // The account (or the creating service account) may have been deleted
+    // while this request ran; then the store's cascade removed the app too.
+    if !state.index.insert_app(&app.id, &app.account_id) {
+        return Err(ApiError::not_found("account"));
+    }
+    if let Some(sa) = creator
+        && !state.index.grant(sa, &app.id)
+    {
+        return Err(ApiError::not_found("service account"));
     }
     Ok((
         StatusCode::CREATED,

@@ -65,12 +65,15 @@ pub(crate) async fn create_key(
         .store
         .create_key(&key, state.config.max_keys_per_owner, now)
         .await?;
-    state
-        .index
-        .insert_key(live_key(&key, &state.master).map_err(|e| {
-            tracing::error!(error = %e, "indexing a new key");
-            ApiError::internal()
-        })?);
+    let live = live_key(&key, &state.master).map_err(|e| {
+        tracing::error!(error = %e, "indexing a new key");
+        ApiError::internal()
+    })?;
+    // The owner may have been deleted while this request ran; its cascade
+    // then removed this key from the store as well.
+    if !state.index.insert_key(live) {
+        return Err(ApiError::not_found("key owner"));
+    }
     let mut view = KeyView::new(&key, &state.index);
     view.secret = Some(secret);
     Ok(view)

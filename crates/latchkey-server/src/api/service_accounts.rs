@@ -70,7 +70,9 @@ pub async fn create(
         created_at: state.now(),
     };
     state.store.create_service_account(&sa).await?;
-    state.index.insert_service_account(&sa.id, &sa.account_id);
+    if !state.index.insert_service_account(&sa.id, &sa.account_id) {
+        return Err(ApiError::not_found("account"));
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({"serviceAccount": ServiceAccountView::from(&sa)})),
@@ -181,7 +183,9 @@ pub async fn grant(
     let sa = load(&state, &caller, &sa_id).await?;
     grantable_app(&state, &sa, &app_id).await?;
     state.store.grant_app(&sa.id, &app_id, state.now()).await?;
-    state.index.grant(&sa.id, &app_id);
+    if !state.index.grant(&sa.id, &app_id) {
+        return Err(ApiError::not_found("app"));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

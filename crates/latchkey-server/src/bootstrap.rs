@@ -150,7 +150,9 @@ pub async fn init(config: Config, clock: Arc<dyn Clock>) -> Result<InitReport, B
         ));
     }
     let master = load_master_key(&config, &rng, false)?;
-    initialize(&store, &master, &rng, clock.as_ref(), &config.owner_email).await
+    let report = initialize(&store, &master, &rng, clock.as_ref(), &config.owner_email).await;
+    store.close().await;
+    report
 }
 
 fn create_data_dir(dir: &Path) -> Result<(), BootstrapError> {

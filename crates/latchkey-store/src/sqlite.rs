@@ -33,7 +33,10 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations.
+    /// A new file is created readable by its owner only; SQLite gives the
+    /// -wal and -shm files the same permissions.
     pub async fn open(path: &Path) -> Result<Self> {
+        create_private_file(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -43,6 +46,11 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         Self::connect(options).await
+    }
+
+    /// Closes every connection, checkpointing the WAL into the main file.
+    pub async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// A private in-memory database, for tests.
@@ -107,6 +115,20 @@ impl SqliteStore {
             .map(map)
             .collect::<Result<Vec<_>>>()?;
         Ok(PageOf { items, has_more })
+    }
+}
+
+fn create_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Backend(sqlx::Error::Io(e))),
     }
 }
 

@@ -1,0 +1,502 @@
+//! The scope matrix over real HTTP: every kind of credential against every
+//! class of endpoint, with the status the access rules require.
+//!
+//! Every cell runs, every mismatch is collected, and the test fails once at
+//! the end with the whole list, so one run shows every wrong cell.
+//! Destructive cells (deleting an app, a key or a user; creating keys;
+//! granting apps) act on throwaway copies of the fixtures made for that cell
+//! alone, so no cell depends on another.
+
+mod common;
+
+use std::fmt::Write as _;
+
+use common::{Key, Reply, StatusCode, TestApp};
+use latchkey_core::Clock;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The kinds of credential, in the column order of [`EXPECTED`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cred {
+    Operator,
+    ActBasic,
+    ActJwt,
+    ActOtherAccount,
+    SvcGranted,
+    SvcNotGranted,
+    AppBasic,
+    AppJwt,
+    OtherAppKey,
+    AppUserAlice,
+    AppUserBob,
+    DeletedKey,
+    ExpiredJwt,
+    NoCredential,
+    Garbage,
+}
+
+const CREDS: [Cred; 15] = [
+    Cred::Operator,
+    Cred::ActBasic,
+    Cred::ActJwt,
+    Cred::ActOtherAccount,
+    Cred::SvcGranted,
+    Cred::SvcNotGranted,
+    Cred::AppBasic,
+    Cred::AppJwt,
+    Cred::OtherAppKey,
+    Cred::AppUserAlice,
+    Cred::AppUserBob,
+    Cred::DeletedKey,
+    Cred::ExpiredJwt,
+    Cred::NoCredential,
+    Cred::Garbage,
+];
+
+impl Cred {
+    fn label(self) -> &'static str {
+        match self {
+            Cred::Operator => "operator token",
+            Cred::ActBasic => "act_ of A (Basic)",
+            Cred::ActJwt => "act_ of A (JWT account)",
+            Cred::ActOtherAccount => "act_ of account B",
+            Cred::SvcGranted => "svc_ granted ap1",
+            Cred::SvcNotGranted => "svc_ without grants",
+            Cred::AppBasic => "app key of ap1 (Basic)",
+            Cred::AppJwt => "app key of ap1 (JWT app)",
+            Cred::OtherAppKey => "app key of ap2",
+            Cred::AppUserAlice => "appUser alice of ap1",
+            Cred::AppUserBob => "appUser bob of ap1",
+            Cred::DeletedKey => "deleted app key",
+            Cred::ExpiredJwt => "expired appUser JWT",
+            Cred::NoCredential => "no credential",
+            Cred::Garbage => "garbage header",
+        }
+    }
+
+    /// The error code a 401 must carry for this credential.
+    fn unauthorized_code(self) -> &'static str {
+        match self {
+            Cred::ExpiredJwt => "token_expired",
+            _ => "unauthorized",
+        }
+    }
+}
+
+/// The classes of endpoint, one row of [`EXPECTED`] each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ep {
+    ListAccounts,
+    Verify,
+    WhoAmI,
+    ListApps,
+    CreateApp,
+    GetApp,
+    PatchApp,
+    ListKeys,
+    CreateKey,
+    GetKey,
+    ListUsers,
+    CreateUser,
+    GetUser,
+    PatchUser,
+    ListServiceAccounts,
+    CreateServiceAccount,
+    GetServiceAccount,
+    ListServiceAccountKeys,
+    CreateServiceAccountKey,
+    GrantApp,
+    DeleteKey,
+    DeleteUser,
+    DeleteApp,
+}
+
+impl Ep {
+    fn label(self) -> &'static str {
+        match self {
+            Ep::ListAccounts => "GET /v1/accounts",
+            Ep::Verify => "POST /v1/verify",
+            Ep::WhoAmI => "GET /v1/account",
+            Ep::ListApps => "GET /v1/apps",
+            Ep::CreateApp => "POST /v1/apps",
+            Ep::GetApp => "GET /v1/apps/{ap1}",
+            Ep::PatchApp => "PATCH /v1/apps/{ap1}",
+            Ep::ListKeys => "GET /v1/apps/{ap1}/keys",
+            Ep::CreateKey => "POST /v1/apps/{ap1*}/keys",
+            Ep::GetKey => "GET /v1/apps/{ap1}/keys/{key}",
+            Ep::ListUsers => "GET /v1/apps/{ap1}/users",
+            Ep::CreateUser => "POST /v1/apps/{ap1}/users",
+            Ep::GetUser => "GET /v1/apps/{ap1}/users/alice",
+            Ep::PatchUser => "PATCH /v1/apps/{ap1}/users/alice",
+            Ep::ListServiceAccounts => "GET /v1/serviceAccounts",
+            Ep::CreateServiceAccount => "POST /v1/serviceAccounts",
+            Ep::GetServiceAccount => "GET /v1/serviceAccounts/{sa}",
+            Ep::ListServiceAccountKeys => "GET /v1/serviceAccounts/{sa}/keys",
+            Ep::CreateServiceAccountKey => "POST /v1/serviceAccounts/{sa*}/keys",
+            Ep::GrantApp => "PUT /v1/serviceAccounts/{sa*}/apps/{ap1}",
+            Ep::DeleteKey => "DELETE /v1/apps/{ap1*}/keys/{key}",
+            Ep::DeleteUser => "DELETE /v1/apps/{ap1*}/users/alice",
+            Ep::DeleteApp => "DELETE /v1/apps/{ap1*}",
+        }
+    }
+
+    /// Cells that change the app they act on get a fresh copy of ap1
+    /// (same account, same service-account grant, own key, own alice).
+    fn needs_fresh_app(self) -> bool {
+        matches!(
+            self,
+            Ep::CreateKey | Ep::DeleteKey | Ep::DeleteUser | Ep::DeleteApp
+        )
+    }
+
+    /// Cells that change a service account get a fresh one of account A.
+    fn needs_fresh_service_account(self) -> bool {
+        matches!(self, Ep::CreateServiceAccountKey | Ep::GrantApp)
+    }
+}
+
+// Columns, in the order of CREDS:
+//  op   act  actJ actB svcG svcN app1 appJ app2 alice bob  del  exp  none garb
+#[rustfmt::skip]
+const EXPECTED: &[(Ep, [u16; 15])] = &[
+    (Ep::ListAccounts,            [200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::Verify,                  [200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::WhoAmI,                  [200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 401, 401, 401, 401]),
+    (Ep::ListApps,                [403, 200, 200, 200, 200, 200, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::CreateApp,               [403, 201, 201, 201, 201, 201, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::GetApp,                  [403, 200, 200, 404, 200, 404, 200, 200, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::PatchApp,                [403, 200, 200, 404, 200, 404, 200, 200, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::ListKeys,                [403, 200, 200, 404, 200, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::CreateKey,               [403, 201, 201, 404, 201, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::GetKey,                  [403, 200, 200, 404, 200, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::ListUsers,               [403, 200, 200, 404, 200, 404, 200, 200, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::CreateUser,              [403, 201, 201, 404, 201, 404, 201, 201, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::GetUser,                 [403, 200, 200, 404, 200, 404, 200, 200, 404, 200, 404, 401, 401, 401, 401]),
+    (Ep::PatchUser,               [403, 200, 200, 404, 200, 404, 200, 200, 404, 200, 404, 401, 401, 401, 401]),
+    (Ep::ListServiceAccounts,     [403, 200, 200, 200, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::CreateServiceAccount,    [403, 201, 201, 201, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::GetServiceAccount,       [403, 200, 200, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::ListServiceAccountKeys,  [403, 200, 200, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::CreateServiceAccountKey, [403, 201, 201, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::GrantApp,                [403, 204, 204, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::DeleteKey,               [403, 204, 204, 404, 204, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::DeleteUser,              [403, 204, 204, 404, 204, 404, 204, 204, 404, 403, 404, 401, 401, 401, 401]),
+    (Ep::DeleteApp,               [403, 204, 204, 404, 204, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
+];
+
+/// An app of account A as the app-bound credentials see it: ap1 itself, or
+/// a throwaway copy with the same relations.
+#[derive(Debug, Clone)]
+struct Target {
+    app_id: String,
+    /// The app key that the app and appUser credentials use.
+    key: Key,
+    /// A second key of the app, for deleting.
+    spare_key_id: String,
+    /// An appUser JWT for alice signed by `key`, expired beyond the leeway.
+    expired: String,
+}
+
+struct World {
+    app: TestApp,
+    owner: Key,
+    owner_b: Key,
+    sa_granted: String,
+    svc_granted: Key,
+    svc_plain: Key,
+    ap2_key: Key,
+    deleted: Key,
+    ap1: Target,
+}
+
+impl World {
+    async fn build() -> Self {
+        let app = TestApp::spawn().await;
+        let owner = app.owner_key();
+        let auth = owner.basic();
+
+        let ap1 = app.create_app(&auth, "ap1").await;
+        let ap2 = app.create_app(&auth, "ap2").await;
+        let ap1_key = app.create_app_key(&auth, &ap1).await;
+        let ap1_spare = app.create_app_key(&auth, &ap1).await;
+        let ap2_key = app.create_app_key(&auth, &ap2).await;
+        create_alice(&app, &auth, &ap1).await;
+
+        let sa_granted = app.create_service_account(&auth).await;
+        let svc_granted = app.create_service_account_key(&auth, &sa_granted).await;
+        grant(&app, &auth, &sa_granted, &ap1).await;
+        let sa_plain = app.create_service_account(&auth).await;
+        let svc_plain = app.create_service_account_key(&auth, &sa_plain).await;
+
+        let owner_b = app.create_account("owner-b@example.com").await;
+
+        let deleted = app.create_app_key(&auth, &ap1).await;
+        let r = app
+            .delete(&format!("/v1/apps/{ap1}/keys/{}", deleted.id), &auth)
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+
+        // An appUser JWT that is good now and expires once the clock moves.
+        let exp = app.clock.unix() + 60;
+        let expiring = ap1_key.jwt(json!({"scope": "appUser", "userId": "alice", "exp": exp}));
+        let r = app
+            .get(&format!("/v1/apps/{ap1}/users/alice"), &expiring)
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "the soon-expired JWT must work before the clock moves: {:?}",
+            r.body
+        );
+        app.clock.advance(time::Duration::hours(1));
+
+        Self {
+            app,
+            owner,
+            owner_b,
+            sa_granted,
+            svc_granted,
+            svc_plain,
+            ap2_key,
+            deleted,
+            ap1: Target {
+                app_id: ap1,
+                key: ap1_key,
+                spare_key_id: ap1_spare.id,
+                expired: expiring,
+            },
+        }
+    }
+
+    /// A throwaway copy of ap1: same account, granted to the same service
+    /// account, with its own app key, spare key and user alice.
+    async fn fresh_target(&self) -> Target {
+        let auth = self.owner.basic();
+        let app_id = self.app.create_app(&auth, "throwaway").await;
+        let key = self.app.create_app_key(&auth, &app_id).await;
+        let spare = self.app.create_app_key(&auth, &app_id).await;
+        create_alice(&self.app, &auth, &app_id).await;
+        grant(&self.app, &auth, &self.sa_granted, &app_id).await;
+        let exp = self.app.clock.unix() - 3600;
+        let expired = key.jwt(json!({"scope": "appUser", "userId": "alice", "exp": exp}));
+        Target {
+            app_id,
+            key,
+            spare_key_id: spare.id,
+            expired,
+        }
+    }
+
+    /// The Authorization header of `cred`, with app-bound credentials bound
+    /// to `target`.
+    fn auth(&self, cred: Cred, target: &Target) -> Option<String> {
+        Some(match cred {
+            Cred::Operator => self.app.operator(),
+            Cred::ActBasic => self.owner.basic(),
+            Cred::ActJwt => self.owner.jwt(json!({"scope": "account"})),
+            Cred::ActOtherAccount => self.owner_b.basic(),
+            Cred::SvcGranted => self.svc_granted.basic(),
+            Cred::SvcNotGranted => self.svc_plain.basic(),
+            Cred::AppBasic => target.key.basic(),
+            Cred::AppJwt => target.key.jwt(json!({"scope": "app"})),
+            Cred::OtherAppKey => self.ap2_key.basic(),
+            Cred::AppUserAlice => target
+                .key
+                .jwt(json!({"scope": "appUser", "userId": "alice"})),
+            Cred::AppUserBob => target.key.jwt(json!({"scope": "appUser", "userId": "bob"})),
+            Cred::DeletedKey => self.deleted.basic(),
+            Cred::ExpiredJwt => target.expired.clone(),
+            Cred::NoCredential => return None,
+            Cred::Garbage => "Garbage !!not*a*credential!!".to_string(),
+        })
+    }
+
+    /// Runs one cell: its own fixtures if it needs them, then one request.
+    async fn run(&self, ep: Ep, cred: Cred, column: usize) -> Reply {
+        let target = if ep.needs_fresh_app() {
+            self.fresh_target().await
+        } else {
+            self.ap1.clone()
+        };
+        let sa = if ep.needs_fresh_service_account() {
+            self.app.create_service_account(&self.owner.basic()).await
+        } else {
+            self.sa_granted.clone()
+        };
+        let auth = self.auth(cred, &target);
+        let tag = cred.label();
+        let app_id = &target.app_id;
+        let name = json!({"displayName": "matrix"});
+        let (method, path, body): (Method, String, Option<Value>) = match ep {
+            Ep::ListAccounts => (Method::GET, "/v1/accounts".into(), None),
+            Ep::Verify => (
+                Method::POST,
+                "/v1/verify".into(),
+                Some(json!({"authorization": self.owner.basic()})),
+            ),
+            Ep::WhoAmI => (Method::GET, "/v1/account".into(), None),
+            Ep::ListApps => (Method::GET, "/v1/apps".into(), None),
+            Ep::CreateApp => (Method::POST, "/v1/apps".into(), Some(name)),
+            Ep::GetApp => (Method::GET, format!("/v1/apps/{app_id}"), None),
+            Ep::PatchApp => (
+                Method::PATCH,
+                format!("/v1/apps/{app_id}"),
+                Some(json!({"settings": {"lastPatchedBy": tag}})),
+            ),
+            Ep::DeleteApp => (Method::DELETE, format!("/v1/apps/{app_id}"), None),
+            Ep::ListKeys => (Method::GET, format!("/v1/apps/{app_id}/keys"), None),
+            Ep::CreateKey => (Method::POST, format!("/v1/apps/{app_id}/keys"), Some(name)),
+            Ep::GetKey => (
+                Method::GET,
+                format!("/v1/apps/{app_id}/keys/{}", target.key.id),
+                None,
+            ),
+            Ep::DeleteKey => (
+                Method::DELETE,
+                format!("/v1/apps/{app_id}/keys/{}", target.spare_key_id),
+                None,
+            ),
+            Ep::ListUsers => (Method::GET, format!("/v1/apps/{app_id}/users"), None),
+            Ep::CreateUser => (
+                Method::POST,
+                format!("/v1/apps/{app_id}/users"),
+                Some(json!({"externalId": format!("new-user-{column}")})),
+            ),
+            Ep::GetUser => (Method::GET, format!("/v1/apps/{app_id}/users/alice"), None),
+            Ep::PatchUser => (
+                Method::PATCH,
+                format!("/v1/apps/{app_id}/users/alice"),
+                Some(json!({"metadata": {"lastPatchedBy": tag}})),
+            ),
+            Ep::DeleteUser => (
+                Method::DELETE,
+                format!("/v1/apps/{app_id}/users/alice"),
+                None,
+            ),
+            Ep::ListServiceAccounts => (Method::GET, "/v1/serviceAccounts".into(), None),
+            Ep::CreateServiceAccount => (Method::POST, "/v1/serviceAccounts".into(), Some(name)),
+            Ep::GetServiceAccount => (Method::GET, format!("/v1/serviceAccounts/{sa}"), None),
+            Ep::ListServiceAccountKeys => {
+                (Method::GET, format!("/v1/serviceAccounts/{sa}/keys"), None)
+            }
+            Ep::CreateServiceAccountKey => (
+                Method::POST,
+                format!("/v1/serviceAccounts/{sa}/keys"),
+                Some(name),
+            ),
+            Ep::GrantApp => (
+                Method::PUT,
+                format!("/v1/serviceAccounts/{sa}/apps/{app_id}"),
+                None,
+            ),
+        };
+        self.app.call(method, &path, auth.as_deref(), body).await
+    }
+}
+
+async fn create_alice(app: &TestApp, auth: &str, app_id: &str) {
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/users"),
+            auth,
+            json!({"externalId": "alice"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+async fn grant(app: &TestApp, auth: &str, sa_id: &str, app_id: &str) {
+    let r = app
+        .put(&format!("/v1/serviceAccounts/{sa_id}/apps/{app_id}"), auth)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+}
+
+/// What is wrong with one reply, if anything.
+fn check(cred: Cred, want: u16, r: &Reply) -> Option<String> {
+    let got = r.status.as_u16();
+    let summary = || {
+        if r.status.is_success() {
+            String::new()
+        } else {
+            format!(
+                " ({}: {})",
+                r.code(),
+                r.body["errors"][0]["title"].as_str().unwrap_or("no title")
+            )
+        }
+    };
+    if got != want {
+        return Some(format!("expected {want}, got {got}{}", summary()));
+    }
+    let want_code = match want {
+        401 => cred.unauthorized_code(),
+        403 => "forbidden",
+        404 => "not_found",
+        _ => return None,
+    };
+    let mut wrong = Vec::new();
+    if r.code() != want_code {
+        wrong.push(format!("code {want_code:?}, got {:?}", r.code()));
+    }
+    if !r.body["errors"][0]["title"].is_string() {
+        wrong.push(format!("an errors[0].title string, body {}", r.body));
+    }
+    if want == 401 && r.headers.get("www-authenticate").is_none() {
+        wrong.push("a WWW-Authenticate header".to_string());
+    }
+    if wrong.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "{want} as expected, but wanted {}",
+            wrong.join("; ")
+        ))
+    }
+}
+
+#[tokio::test]
+async fn every_credential_against_every_endpoint() {
+    let world = World::build().await;
+    let mut failures: Vec<(Ep, Cred, String)> = Vec::new();
+    let mut cells = 0;
+    for (ep, row) in EXPECTED {
+        for (column, (cred, want)) in CREDS.iter().zip(row.iter()).enumerate() {
+            let reply = world.run(*ep, *cred, column).await;
+            cells += 1;
+            if let Some(problem) = check(*cred, *want, &reply) {
+                failures.push((*ep, *cred, problem));
+            }
+        }
+    }
+    assert_eq!(cells, 23 * 15, "the table must cover every cell");
+
+    // The server still answers normally after the whole matrix.
+    let r = world
+        .app
+        .get(
+            &format!("/v1/apps/{}", world.ap1.app_id),
+            &world.owner.basic(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+
+    let mut report = String::new();
+    for (ep, cred, problem) in &failures {
+        let _ = writeln!(
+            report,
+            "  {:<44} {:<26} {problem}",
+            ep.label(),
+            cred.label()
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} cells differ from the access rules \
+         ({{ap1*}}/{{sa*}}: a fresh copy made for the cell):\n  {:<44} {:<26} problem\n{report}",
+        failures.len(),
+        "endpoint",
+        "credential",
+    );
+}

@@ -69,6 +69,25 @@ pub fn fill_base62(rng: &SystemRandom, out: &mut Vec<u8>, count: usize) {
     }
 }
 
+/// Longest accepted external id (an app user's id in the customer's system).
+pub const MAX_EXTERNAL_ID_LEN: usize = 255;
+
+/// Checks an app user's external id: 1 to 255 bytes, no control characters,
+/// and not shaped like a `usr_` id (paths accept either, so an external id
+/// that looks like another user's id would be ambiguous).
+pub fn check_external_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() || id.len() > MAX_EXTERNAL_ID_LEN {
+        return Err("the user id must be 1 to 255 bytes");
+    }
+    if id.chars().any(char::is_control) {
+        return Err("the user id must not contain control characters");
+    }
+    if IdKind::AppUser.matches(id) {
+        return Err("the user id must not have the form of a usr_ id");
+    }
+    Ok(())
+}
+
 /// A fresh identifier of the given kind.
 pub fn new_id(rng: &SystemRandom, kind: IdKind) -> String {
     let prefix = kind.prefix();

@@ -17,8 +17,7 @@ use serde::de::IgnoredAny;
 
 /// The largest token accepted (8 KiB).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
-/// Longest accepted `userId` / external id.
-pub const MAX_EXTERNAL_ID_LEN: usize = 255;
+pub use crate::ids::MAX_EXTERNAL_ID_LEN;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwtError {
@@ -211,11 +210,7 @@ impl UnverifiedJwt<'_> {
                         ));
                     }
                 };
-                if id.is_empty() || id.len() > MAX_EXTERNAL_ID_LEN {
-                    return Err(JwtError::Claims(format!(
-                        "the user id must be 1 to {MAX_EXTERNAL_ID_LEN} bytes"
-                    )));
-                }
+                crate::ids::check_external_id(id).map_err(|e| JwtError::Claims(e.to_string()))?;
                 ClaimedScope::AppUser {
                     external_id: id.to_string(),
                 }
@@ -367,6 +362,8 @@ mod tests {
             json!({"scope":"appUser","userId":42}),
             json!({"scope":"appUser"}),
             json!({"scope":"appUser","userId":""}),
+            json!({"scope":"appUser","userId":"ev\nil"}),
+            json!({"scope":"appUser","userId":"usr_0123456789012345678901"}),
             json!({"scope":"user","userId":"a"}),
             json!({"scope":"appUser","userId":"a","external_id":"b"}),
             json!(["scope", "app"]),

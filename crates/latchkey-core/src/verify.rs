@@ -60,10 +60,14 @@ pub enum AuthError {
     BadCredentials,
     #[error("unknown operator token")]
     BadOperatorToken,
-    #[error("the JWT's kid does not name a live key")]
+    /// Same message as a bad signature: whether a key id is live is not
+    /// told to a caller who cannot sign with it.
+    #[error("the JWT's kid does not name a live key, or its signature does not match")]
     UnknownKid,
     #[error("{0}")]
     Jwt(JwtError),
+    #[error("the JWT's kid does not name a live key, or its signature does not match")]
+    BadSignature,
     #[error("the JWT has expired (exp)")]
     TokenExpired,
     #[error("the JWT is not valid yet (nbf)")]
@@ -158,7 +162,7 @@ impl KeyIndex {
         }
         parsed
             .verify_signature(key.hmac_key())
-            .map_err(AuthError::Jwt)?;
+            .map_err(|_| AuthError::BadSignature)?;
         let claims = parsed.claims().map_err(AuthError::Jwt)?;
         if let Some(exp) = claims.exp
             && now >= exp.saturating_add(opts.leeway_seconds)
@@ -398,7 +402,7 @@ mod tests {
         // Signed by the svc secret but naming the app key.
         assert!(matches!(
             verify(&f, &sign(&f.app_key, &f.svc_secret, json!({"scope":"app"}))).err(),
-            Some(AuthError::Jwt(JwtError::Signature))
+            Some(AuthError::BadSignature)
         ));
         assert_eq!(
             verify(

@@ -134,6 +134,7 @@ pub async fn open(
             clock,
             rng,
             config: Arc::new(config),
+            write_lock: Arc::new(tokio::sync::Mutex::new(())),
         },
         init_report,
     })
@@ -196,19 +197,38 @@ fn load_master_key(
                 ));
             }
             let key = MasterKey::generate(rng)?;
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            file.write_all(format!("{}\n", key.to_base64()).as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(io_err(&path))?;
+            write_key_file(&path, key.to_base64())?;
             Ok(key)
         }
         Err(e) => Err(io_err(&path)(e)),
     }
+}
+
+/// Writes the key to a temporary file (0600), syncs it, then renames it into
+/// place and syncs the directory, so a crash never leaves an empty or partial
+/// `master.key`.
+fn write_key_file(path: &Path, text: &str) -> Result<(), BootstrapError> {
+    let tmp = path.with_extension("key.tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    file.write_all(format!("{text}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(&tmp))?;
+    drop(file);
+    // hard_link fails if master.key appeared meanwhile; never overwrite one.
+    fs::hard_link(&tmp, path).map_err(io_err(path))?;
+    let _ = fs::remove_file(&tmp);
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))?;
+    }
+    Ok(())
 }
 
 async fn check_master_key(store: &dyn Store, master: &MasterKey) -> Result<(), BootstrapError> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, ORIGIN};
 use axum::http::request::Parts;
 use latchkey_core::{LiveKey, Principal};
 use latchkey_store::Page;
@@ -41,6 +41,22 @@ impl FromRequestParts<AppState> for Caller {
                 state.verify_options(),
             )
             .map_err(|e| ApiError::unauthorized(&e))?;
+        // Browsers send Origin on cross-origin requests (and on same-origin
+        // writes). Only appUser credentials belong in a browser: any other
+        // credential seen with an Origin has leaked, and is refused before
+        // it has any effect.
+        if parts.headers.contains_key(ORIGIN)
+            && !matches!(verified.principal, Principal::AppUser { .. })
+        {
+            tracing::warn!(
+                key_id = verified.principal.key_id().unwrap_or("operator token"),
+                "refused a server credential sent from a browser (Origin header present)"
+            );
+            return Err(ApiError::forbidden(
+                "app and account credentials must never be used from a browser; \
+                 give the browser an appUser JWT instead",
+            ));
+        }
         Ok(Caller {
             principal: verified.principal,
             key: verified.key,
@@ -52,6 +68,23 @@ impl ApiError {
     pub fn with_title(mut self, title: impl Into<String>) -> Self {
         self.title = title.into();
         self
+    }
+}
+
+/// Held by handlers that change what verification sees (keys, apps,
+/// service accounts, grants, accounts), from before the caller is verified
+/// until the index is updated. It serializes those writes with each other,
+/// so that (a) the store and the index apply them in the same order and (b)
+/// a credential deleted by one request cannot act in a request that was
+/// verified before the deletion committed. Extract it before [`Caller`].
+#[derive(Debug)]
+pub struct WriteGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
+impl FromRequestParts<AppState> for WriteGuard {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(WriteGuard(state.write_lock.clone().lock_owned().await))
     }
 }
 
@@ -77,8 +110,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 "the body does not have the expected shape: {}",
                 body_error_text(&e.body_text())
             ))),
-            Err(JsonRejection::BytesRejection(_)) => {
-                Err(ApiError::payload_too_large(state.config.max_body_bytes))
+            Err(JsonRejection::BytesRejection(e)) => {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Err(ApiError::payload_too_large(state.config.max_body_bytes))
+                } else {
+                    Err(ApiError::bad_request(
+                        "the request body could not be read completely",
+                    ))
+                }
             }
             Err(other) => Err(ApiError::bad_request(other.body_text())),
         }

@@ -17,6 +17,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub rng: SystemRandom,
     pub config: Arc<Config>,
+    /// See [`crate::extract::WriteGuard`].
+    pub write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {

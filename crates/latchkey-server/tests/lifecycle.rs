@@ -394,3 +394,71 @@ async fn app_settings_merge_and_users_conflict() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn server_credentials_from_a_browser_are_refused() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "Shop").await;
+    let key = app.create_app_key(&owner, &app_id).await;
+    let send = |auth: String, path: String| {
+        let req = app
+            .http
+            .get(app.url(&path))
+            .header("authorization", auth)
+            .header("origin", "https://shop.example");
+        async move { req.send().await.expect("send") }
+    };
+    for auth in [key.basic(), key.jwt(json!({"scope": "app"})), owner.clone()] {
+        let r = send(auth, format!("/v1/apps/{app_id}")).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let body: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(body["errors"][0]["code"], "forbidden");
+    }
+    // Refused before it had any effect: a delete from a browser deletes nothing.
+    let r = app
+        .http
+        .delete(app.url(&format!("/v1/apps/{app_id}/keys/{}", key.id)))
+        .header("authorization", owner.clone())
+        .header("origin", "https://shop.example")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get("/v1/account", &key.basic()).await.status,
+        StatusCode::OK
+    );
+    // The appUser JWT is the browser's credential.
+    let user = key.jwt(json!({"scope": "appUser", "userId": "web-user"}));
+    let r = send(user, format!("/v1/apps/{app_id}/users/web-user")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn external_ids_shaped_like_user_ids_are_refused() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "Ids").await;
+    let users = format!("/v1/apps/{app_id}/users");
+    let r = app
+        .post(
+            &users,
+            &owner,
+            json!({"externalId": "usr_0123456789abcdefghijkl"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    let r = app
+        .post(&users, &owner, json!({"externalId": "a\nb"}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let key = app.create_app_key(&owner, &app_id).await;
+    let jwt = key.jwt(json!({"scope": "appUser", "userId": "usr_0123456789abcdefghijkl"}));
+    let r = app
+        .get(&format!("{users}/usr_0123456789abcdefghijkl"), &jwt)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = app.get(&users, &owner).await;
+    assert_eq!(r.body["users"], json!([]), "nothing was created");
+}

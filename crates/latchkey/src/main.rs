@@ -104,12 +104,13 @@ enum TokenScope {
     Account,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct TokenArgs {
     /// The signing key's id (app_, act_ or svc_).
     #[arg(long)]
     key_id: String,
-    /// The signing key's secret.
+    /// The signing key's secret. Prefer the LATCHKEY_SECRET environment
+    /// variable: a flag is visible in the process list and shell history.
     #[arg(long, env = "LATCHKEY_SECRET", hide_env_values = true)]
     secret: String,
     #[arg(long, value_enum)]
@@ -120,6 +121,18 @@ struct TokenArgs {
     /// Lifetime in seconds (0: no exp claim).
     #[arg(long, default_value_t = 3600)]
     ttl: u64,
+}
+
+impl std::fmt::Debug for TokenArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenArgs")
+            .field("key_id", &self.key_id)
+            .field("secret", &"<redacted>")
+            .field("scope", &self.scope)
+            .field("user_id", &self.user_id)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
 }
 
 fn main() -> ExitCode {

@@ -3,14 +3,14 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use latchkey_core::{Principal, password};
+use latchkey_core::{Principal, Scope, password};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::display_name;
 use crate::bootstrap::{new_account, normalize_email};
 use crate::error::{ApiError, ApiResult, require};
-use crate::extract::{Caller, JsonBody, Paging, PathParams};
+use crate::extract::{Caller, JsonBody, Paging, PathParams, WriteGuard};
 use crate::state::AppState;
 use crate::views::{AccountView, PageMeta};
 
@@ -40,6 +40,7 @@ impl std::fmt::Debug for Owner {
 
 pub async fn create(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     JsonBody(body): JsonBody<CreateAccount>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -110,6 +111,7 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     PathParams(account_id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
@@ -151,7 +153,10 @@ pub async fn whoami(State(state): State<AppState>, caller: Caller) -> ApiResult<
         } => json!({"scope": "account", "keyId": key_id, "accountId": account_id,
                     "serviceAccountId": service_account_id}),
     };
+    // An appUser credential lives in a browser: it learns nothing about the
+    // account beyond the ids it already carries.
     if let Some(account_id) = p.account_id()
+        && p.scope() != Some(Scope::AppUser)
         && let Some(account) = state.store.get_account(account_id).await?
     {
         body["account"] = json!(AccountView::from(&account));

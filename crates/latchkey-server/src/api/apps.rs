@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::{app_ref, check_object_size, display_name, load_app, merge_patch};
 use crate::error::{ApiError, ApiResult, require};
-use crate::extract::{Caller, JsonBody, Paging, PathParams};
+use crate::extract::{Caller, JsonBody, Paging, PathParams, WriteGuard};
 use crate::state::AppState;
 use crate::views::{AppView, PageMeta};
 
@@ -29,6 +29,7 @@ pub struct CreateApp {
 
 pub async fn create(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     JsonBody(body): JsonBody<CreateApp>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -159,6 +160,7 @@ pub async fn update(
 
 pub async fn delete(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     PathParams(app_id): PathParams<String>,
 ) -> ApiResult<StatusCode> {

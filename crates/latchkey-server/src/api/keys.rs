@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::{app_ref, display_name, load_app};
 use crate::bootstrap::live_key;
 use crate::error::{ApiError, ApiResult, require};
-use crate::extract::{Caller, JsonBody, Paging, PathParams};
+use crate::extract::{Caller, JsonBody, Paging, PathParams, WriteGuard};
 use crate::state::AppState;
 use crate::views::{KeyView, PageMeta};
 
@@ -138,6 +138,7 @@ async fn app_for_keys(
 
 pub async fn create_app_key(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     PathParams(app_id): PathParams<String>,
     JsonBody(body): JsonBody<CreateKey>,
@@ -169,6 +170,7 @@ pub async fn get_app_key(
 
 pub async fn delete_app_key(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     PathParams((app_id, key_id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::display_name;
 use super::keys::{self, CreateKey};
 use crate::error::{ApiError, ApiResult, require};
-use crate::extract::{Caller, JsonBody, Paging, PathParams};
+use crate::extract::{Caller, JsonBody, Paging, PathParams, WriteGuard};
 use crate::state::AppState;
 use crate::views::{KeyView, PageMeta, ServiceAccountView};
 
@@ -59,6 +59,7 @@ pub struct CreateServiceAccount {
 
 pub async fn create(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     JsonBody(body): JsonBody<CreateServiceAccount>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -109,6 +110,7 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     PathParams(sa_id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
@@ -122,6 +124,7 @@ pub async fn delete(
 
 pub async fn create_key(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     PathParams(sa_id): PathParams<String>,
     JsonBody(body): JsonBody<CreateKey>,
@@ -160,6 +163,7 @@ pub async fn get_key(
 
 pub async fn delete_key(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     PathParams((sa_id, key_id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
@@ -177,6 +181,7 @@ async fn grantable_app(state: &AppState, sa: &ServiceAccount, app_id: &str) -> A
 
 pub async fn grant(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     PathParams((sa_id, app_id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
@@ -191,6 +196,7 @@ pub async fn grant(
 
 pub async fn revoke(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     PathParams((sa_id, app_id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {

@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use latchkey_core::Principal;
 use latchkey_core::ids::{IdKind, new_id};
-use latchkey_core::jwt::MAX_EXTERNAL_ID_LEN;
 use latchkey_core::principal::UserAction;
 use latchkey_store::{App, AppUser, StoreError};
 use serde::Deserialize;
@@ -50,12 +49,8 @@ pub struct CreateUser {
 }
 
 fn check_external_id(id: &str) -> ApiResult<()> {
-    if id.is_empty() || id.len() > MAX_EXTERNAL_ID_LEN || id.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "externalId must be 1 to {MAX_EXTERNAL_ID_LEN} bytes without control characters"
-        )));
-    }
-    Ok(())
+    latchkey_core::ids::check_external_id(id)
+        .map_err(|e| ApiError::bad_request(format!("externalId is invalid: {e}")))
 }
 
 fn check_profile_field(value: &Option<Option<String>>, field: &str) -> ApiResult<()> {
@@ -73,6 +68,18 @@ fn check_profile(p: &Profile) -> ApiResult<()> {
     check_profile_field(&p.given_name, "givenName")?;
     check_profile_field(&p.surname, "surname")?;
     check_profile_field(&p.email, "email")
+}
+
+fn refuse_unreachable(state: &AppState, caller: &Caller, app: &App) -> ApiResult<()> {
+    let access = caller.principal.may_access_user(
+        app_ref(state, &caller.principal, app),
+        None,
+        UserAction::Read,
+    );
+    if access == latchkey_core::Access::NotFound {
+        return Err(ApiError::not_found("user"));
+    }
+    Ok(())
 }
 
 async fn app_for(
@@ -146,6 +153,9 @@ async fn resolve(
     action: UserAction,
 ) -> ApiResult<AppUser> {
     let app = load_app(state, app_id).await?;
+    // Outside the caller's reach: answer before touching the users table,
+    // so timing tells nothing about the app either.
+    refuse_unreachable(state, caller, &app)?;
     let found = state.store.find_app_user(&app.id, user).await?;
     // Access is decided on the record's external id when it exists (a path
     // may name the user by usr_ id), else on the path itself.
@@ -242,6 +252,7 @@ pub async fn delete(
     PathParams((app_id, user)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let app = load_app(&state, &app_id).await?;
+    refuse_unreachable(&state, &caller, &app)?;
     let found = state.store.find_app_user(&app.id, &user).await?;
     let external = found
         .as_ref()

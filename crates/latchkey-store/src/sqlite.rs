@@ -180,6 +180,14 @@ fn key_from(row: &SqliteRow) -> Result<ApiKey> {
     })
 }
 
+fn operator_token_from(row: &SqliteRow) -> Result<OperatorToken> {
+    Ok(OperatorToken {
+        id: row.try_get("id")?,
+        token_hash: row.try_get("token_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
 fn service_account_from(row: &SqliteRow) -> Result<ServiceAccount> {
     Ok(ServiceAccount {
         id: row.try_get("id")?,
@@ -316,15 +324,7 @@ impl Store for SqliteStore {
             sqlx::query("SELECT id, token_hash, created_at FROM operator_tokens ORDER BY seq")
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OperatorToken {
-                    id: r.try_get("id")?,
-                    token_hash: r.try_get("token_hash")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(operator_token_from).collect()
     }
 
     async fn create_account(&self, new: &NewAccount) -> Result<()> {
@@ -731,13 +731,7 @@ impl Store for SqliteStore {
             .fetch_all(&mut *tx)
             .await?
             .iter()
-            .map(|r| {
-                Ok(OperatorToken {
-                    id: r.try_get("id")?,
-                    token_hash: r.try_get("token_hash")?,
-                    created_at: r.try_get("created_at")?,
-                })
-            })
+            .map(operator_token_from)
             .collect::<Result<Vec<_>>>()?;
         tx.commit().await?;
         Ok(Snapshot {

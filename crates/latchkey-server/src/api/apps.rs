@@ -27,12 +27,9 @@ pub struct CreateApp {
     settings: Option<Map<String, Value>>,
 }
 
-pub async fn create(
-    State(state): State<AppState>,
-    _write: WriteGuard,
-    caller: Caller,
-    JsonBody(body): JsonBody<CreateApp>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+/// The caller's account, and its service account id if it is one; 403 for
+/// credentials without account scope.
+fn account_caller(caller: &Caller) -> ApiResult<(&str, Option<&str>)> {
     require(
         caller.principal.may_use_account_scope(),
         "app",
@@ -41,8 +38,23 @@ pub async fn create(
     let account_id = caller
         .principal
         .account_id()
-        .ok_or_else(|| ApiError::forbidden(NEEDS_ACCOUNT))?
-        .to_string();
+        .ok_or_else(|| ApiError::forbidden(NEEDS_ACCOUNT))?;
+    let service_account = match &caller.principal {
+        Principal::ServiceAccount {
+            service_account_id, ..
+        } => Some(service_account_id.as_str()),
+        _ => None,
+    };
+    Ok((account_id, service_account))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    _write: WriteGuard,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateApp>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (account_id, creator) = account_caller(&caller)?;
     let display_name = display_name(&body.display_name, "displayName")?;
     let mut settings = Map::new();
     if let Some(patch) = &body.settings {
@@ -51,16 +63,10 @@ pub async fn create(
     check_object_size(&settings, "settings")?;
     let app = App {
         id: new_id(&state.rng, IdKind::App),
-        account_id,
+        account_id: account_id.to_string(),
         display_name,
         settings,
         created_at: state.now(),
-    };
-    let creator = match &caller.principal {
-        Principal::ServiceAccount {
-            service_account_id, ..
-        } => Some(service_account_id.as_str()),
-        _ => None,
     };
     state.store.create_app(&app, creator).await?;
     // The account (or the creating service account) may have been deleted
@@ -84,21 +90,8 @@ pub async fn list(
     caller: Caller,
     Paging(page): Paging,
 ) -> ApiResult<Json<Value>> {
-    require(
-        caller.principal.may_use_account_scope(),
-        "app",
-        NEEDS_ACCOUNT,
-    )?;
-    let account_id = caller
-        .principal
-        .account_id()
-        .ok_or_else(|| ApiError::forbidden(NEEDS_ACCOUNT))?;
-    let only = match &caller.principal {
-        Principal::ServiceAccount {
-            service_account_id, ..
-        } => Some(service_account_id.as_str()),
-        _ => None,
-    };
+    // A service account lists only the apps it created or was granted.
+    let (account_id, only) = account_caller(&caller)?;
     let found = state.store.list_apps(account_id, only, &page).await?;
     let apps: Vec<AppView> = found.items.iter().map(AppView::from).collect();
     Ok(Json(

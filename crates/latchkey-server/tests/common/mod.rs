@@ -58,6 +58,17 @@ pub struct Key {
 }
 
 impl Key {
+    /// The key in a 201 response that created it.
+    pub fn from_reply(r: &Reply) -> Self {
+        Key {
+            id: r.body["key"]["id"].as_str().expect("key id").to_string(),
+            secret: r.body["key"]["secret"]
+                .as_str()
+                .expect("secret")
+                .to_string(),
+        }
+    }
+
     pub fn basic(&self) -> String {
         basic(&self.id, &self.secret)
     }
@@ -192,13 +203,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        Key {
-            id: r.body["key"]["id"].as_str().expect("key id").to_string(),
-            secret: r.body["key"]["secret"]
-                .as_str()
-                .expect("secret")
-                .to_string(),
-        }
+        Key::from_reply(&r)
     }
 
     pub async fn create_service_account(&self, auth: &str) -> String {
@@ -221,13 +226,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        Key {
-            id: r.body["key"]["id"].as_str().expect("key id").to_string(),
-            secret: r.body["key"]["secret"]
-                .as_str()
-                .expect("secret")
-                .to_string(),
-        }
+        Key::from_reply(&r)
     }
 
     /// Creates a second account through the operator API; returns its
@@ -241,13 +240,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        Key {
-            id: r.body["key"]["id"].as_str().expect("key id").to_string(),
-            secret: r.body["key"]["secret"]
-                .as_str()
-                .expect("secret")
-                .to_string(),
-        }
+        Key::from_reply(&r)
     }
 
     /// Stops the server gracefully and starts a new one on the same data

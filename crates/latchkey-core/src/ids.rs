@@ -20,6 +20,8 @@ pub enum IdKind {
     UserAccountKey,
     ServiceAccountKey,
     OperatorToken,
+    Event,
+    Webhook,
 }
 
 impl IdKind {
@@ -34,6 +36,8 @@ impl IdKind {
             IdKind::UserAccountKey => "act_",
             IdKind::ServiceAccountKey => "svc_",
             IdKind::OperatorToken => "op_",
+            IdKind::Event => "evt_",
+            IdKind::Webhook => "whk_",
         }
     }
 

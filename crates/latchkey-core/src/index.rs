@@ -107,6 +107,20 @@ impl LiveKey {
         self.last_used.fetch_max(now, Ordering::Relaxed);
     }
 
+    /// The same key with another expiry (rotation shortens the old key's
+    /// life), keeping its usage counters.
+    fn with_expiry(&self, expires_at: Option<i64>) -> LiveKey {
+        LiveKey {
+            id: self.id.clone(),
+            owner: self.owner.clone(),
+            secret: self.secret.clone(),
+            hmac: self.hmac.clone(),
+            expires_at,
+            last_used: AtomicI64::new(self.last_used.load(Ordering::Relaxed)),
+            flushed: AtomicI64::new(self.flushed.load(Ordering::Relaxed)),
+        }
+    }
+
     pub fn last_used_at(&self) -> Option<i64> {
         match self.last_used.load(Ordering::Relaxed) {
             0 => None,
@@ -121,6 +135,8 @@ struct Inner {
     keys: HashMap<String, Arc<LiveKey>>,
     /// app id -> account id
     apps: HashMap<String, String>,
+    /// app id -> the app's maxTokenTtlSeconds policy, where set
+    token_ttl: HashMap<String, i64>,
     /// service account id -> (account id, apps it created or was granted)
     service_accounts: HashMap<String, (String, HashSet<String>)>,
     /// operator token id -> SHA-256 of the token
@@ -184,6 +200,36 @@ impl KeyIndex {
         owner_live
     }
 
+    /// Changes a live key's expiry; false if the key is not live.
+    pub fn set_key_expiry(&self, id: &str, expires_at: Option<i64>) -> bool {
+        let mut inner = self.write();
+        let Some(old) = inner.keys.get(id).cloned() else {
+            return false;
+        };
+        inner
+            .keys
+            .insert(id.to_string(), Arc::new(old.with_expiry(expires_at)));
+        true
+    }
+
+    /// Sets (or clears) the longest JWT lifetime an app accepts.
+    pub fn set_app_token_ttl(&self, app_id: &str, max_seconds: Option<i64>) {
+        let mut inner = self.write();
+        match max_seconds {
+            Some(ttl) if inner.apps.contains_key(app_id) => {
+                inner.token_ttl.insert(app_id.to_string(), ttl);
+            }
+            _ => {
+                inner.token_ttl.remove(app_id);
+            }
+        }
+    }
+
+    /// The app's maxTokenTtlSeconds policy, if any.
+    pub fn app_token_ttl(&self, app_id: &str) -> Option<i64> {
+        self.read().token_ttl.get(app_id).copied()
+    }
+
     pub fn remove_key(&self, id: &str) -> bool {
         self.write().keys.remove(id).is_some()
     }
@@ -209,6 +255,7 @@ impl KeyIndex {
     pub fn remove_app(&self, app_id: &str) {
         let mut inner = self.write();
         inner.apps.remove(app_id);
+        inner.token_ttl.remove(app_id);
         inner.keys.retain(|_, k| match &k.owner {
             KeyOwner::App { app_id: a, .. } => a != app_id,
             _ => true,
@@ -278,6 +325,10 @@ impl KeyIndex {
         let mut inner = self.write();
         inner.accounts.remove(account_id);
         inner.apps.retain(|_, acc| acc != account_id);
+        let Inner {
+            apps, token_ttl, ..
+        } = &mut *inner;
+        token_ttl.retain(|app, _| apps.contains_key(app));
         inner
             .service_accounts
             .retain(|_, (acc, _)| acc != account_id);

@@ -68,6 +68,8 @@ pub enum AuthError {
     Jwt(JwtError),
     #[error("the JWT's kid does not name a live key, or its signature does not match")]
     BadSignature,
+    #[error("the app accepts JWTs that live at most {0} seconds: set exp (and iat) within that")]
+    TokenTooLong(i64),
     #[error("the JWT has expired (exp)")]
     TokenExpired,
     #[error("the JWT is not valid yet (nbf)")]
@@ -173,6 +175,19 @@ impl KeyIndex {
             && now.saturating_add(opts.leeway_seconds) < nbf
         {
             return Err(AuthError::NotYetValid);
+        }
+        if let KeyOwner::App { app_id, .. } = &key.owner
+            && let Some(max) = self.app_token_ttl(app_id)
+        {
+            // Without iat, the remaining lifetime is what counts.
+            let lifetime = match (claims.exp, claims.iat) {
+                (None, _) => return Err(AuthError::TokenTooLong(max)),
+                (Some(exp), Some(iat)) => exp.saturating_sub(iat),
+                (Some(exp), None) => exp.saturating_sub(now),
+            };
+            if lifetime > max {
+                return Err(AuthError::TokenTooLong(max));
+            }
         }
         let principal = match (&key.owner, claims.scope) {
             (KeyOwner::App { account_id, app_id }, ClaimedScope::App) => Principal::App {
@@ -433,6 +448,50 @@ mod tests {
         assert_eq!(
             verify(&f, &sign(json!({"scope":"app","nbf": NOW + 31}))).err(),
             Some(AuthError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn app_token_ttl_policy() {
+        let f = fixture();
+        let sign = |claims: serde_json::Value| {
+            format!(
+                "Bearer {}",
+                jwt::sign_hs256(f.app_secret.as_bytes(), &f.app_key, &claims)
+            )
+        };
+        let no_exp = sign(json!({"scope":"app"}));
+        assert!(verify(&f, &no_exp).is_ok(), "no policy: no exp needed");
+        f.index.set_app_token_ttl("ap_1", Some(600));
+        assert_eq!(
+            verify(&f, &no_exp).err(),
+            Some(AuthError::TokenTooLong(600))
+        );
+        let ok = sign(json!({"scope":"app","iat": NOW, "exp": NOW + 600}));
+        assert!(verify(&f, &ok).is_ok());
+        let long = sign(json!({"scope":"app","iat": NOW, "exp": NOW + 601}));
+        assert_eq!(verify(&f, &long).err(), Some(AuthError::TokenTooLong(600)));
+        let long_no_iat = sign(json!({"scope":"app","exp": NOW + 3600}));
+        assert_eq!(
+            verify(&f, &long_no_iat).err(),
+            Some(AuthError::TokenTooLong(600))
+        );
+        // Basic is not a JWT: the policy does not apply.
+        assert!(verify(&f, &basic(&f.app_key, &f.app_secret)).is_ok());
+        f.index.set_app_token_ttl("ap_1", None);
+        assert!(verify(&f, &no_exp).is_ok());
+    }
+
+    #[test]
+    fn rotation_shortens_a_live_key() {
+        let f = fixture();
+        let header = basic(&f.app_key, &f.app_secret);
+        assert!(f.index.set_key_expiry(&f.app_key, Some(NOW + 10)));
+        assert!(verify(&f, &header).is_ok());
+        assert!(
+            f.index
+                .verify_authorization(Some(header.as_bytes()), NOW + 10, VerifyOptions::default())
+                .is_err()
         );
     }
 

@@ -277,6 +277,8 @@ pub fn new_account(
         created_at: now,
         expires_at: None,
         last_used_at: None,
+        rotated_from: None,
+        replaced_by: None,
     };
     Ok((
         NewAccount {
@@ -354,8 +356,9 @@ pub async fn build_index(
     for account_id in &snapshot.accounts {
         index.insert_account(account_id);
     }
-    for (app_id, account_id) in &snapshot.apps {
-        index.insert_app(app_id, account_id);
+    for app in &snapshot.apps {
+        index.insert_app(&app.id, &app.account_id);
+        index.set_app_token_ttl(&app.id, crate::api::policy::max_token_ttl(&app.settings));
     }
     for (sa_id, account_id) in &snapshot.service_accounts {
         index.insert_service_account(sa_id, account_id);

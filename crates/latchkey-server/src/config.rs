@@ -32,6 +32,8 @@ pub struct Config {
     pub last_used_flush_interval: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How often key notices (expiring, expired, rotation due) are checked.
+    pub maintenance_interval: Duration,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
     /// Email of the owner user account that `init` creates.
@@ -53,6 +55,7 @@ impl Config {
             max_keys_per_owner: 10,
             last_used_flush_interval: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
+            maintenance_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             owner_email: "owner@localhost".into(),
         }

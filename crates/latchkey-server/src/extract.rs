@@ -2,10 +2,11 @@
 //! documented format: the caller's credential, JSON bodies, path segments
 //! and paging parameters.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::{AUTHORIZATION, ORIGIN};
 use axum::http::request::Parts;
 use latchkey_core::{LiveKey, Principal};
@@ -21,6 +22,8 @@ use crate::state::AppState;
 pub struct Caller {
     pub principal: Principal,
     pub key: Option<Arc<LiveKey>>,
+    /// The peer's address, for the audit log.
+    pub address: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -57,10 +60,35 @@ impl FromRequestParts<AppState> for Caller {
                  give the browser an appUser JWT instead",
             ));
         }
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        if let Some(slot) = parts.extensions.get::<AuditSlot>() {
+            slot.fill(&verified.principal, address.as_deref());
+        }
         Ok(Caller {
             principal: verified.principal,
             key: verified.key,
+            address,
         })
+    }
+}
+
+/// Where the `Caller` extractor leaves the verified principal, so that the
+/// failure-auditing middleware can attribute a refused action.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSlot(Arc<Mutex<Option<(Principal, Option<String>)>>>);
+
+impl AuditSlot {
+    fn fill(&self, principal: &Principal, address: Option<&str>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((principal.clone(), address.map(str::to_string)));
+        }
+    }
+
+    pub fn take(&self) -> Option<(Principal, Option<String>)> {
+        self.0.lock().ok().and_then(|mut s| s.take())
     }
 }
 
@@ -121,6 +149,28 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             }
             Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
+    }
+}
+
+/// A JSON body that may also be absent (no body at all): then `T::default()`.
+#[derive(Debug)]
+pub struct JsonBodyOrEmpty<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBodyOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let headers = req.headers();
+        let has_body = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+            || headers.contains_key(axum::http::header::TRANSFER_ENCODING);
+        if !has_body {
+            return Ok(JsonBodyOrEmpty(T::default()));
+        }
+        JsonBody::<T>::from_request(req, state)
+            .await
+            .map(|JsonBody(v)| JsonBodyOrEmpty(v))
     }
 }
 

@@ -7,10 +7,12 @@
 //! flusher.
 
 pub mod api;
+pub mod audit;
 pub mod bootstrap;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod maintenance;
 pub mod serve;
 pub mod state;
 pub mod views;

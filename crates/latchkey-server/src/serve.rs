@@ -94,7 +94,7 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
         std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr, source })?;
     let local_addr = listener.local_addr()?;
     let handle: Handle<SocketAddr> = Handle::new();
-    let app = router(state.clone()).into_make_service();
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let tls = state.config.tls.as_ref().map(tls_config).transpose()?;
     let is_tls = tls.is_some();
     let server = match tls {
@@ -124,9 +124,16 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
 async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(state.config.last_used_flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut notices = tokio::time::interval(state.config.maintenance_interval);
+    notices.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => flush_last_used(&state).await,
+            _ = notices.tick() => {
+                if let Err(e) = crate::maintenance::run_key_notices(&state).await {
+                    tracing::warn!(error = %e, "key notices failed; will retry");
+                }
+            }
             _ = stop.changed() => return,
         }
     }

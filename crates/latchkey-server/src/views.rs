@@ -63,27 +63,55 @@ pub struct KeyView {
     /// Present only in the response that creates the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretString>,
+    /// `active`, `expiring` (it has an expiresAt in the future) or `expired`.
+    pub status: &'static str,
     pub created_at: String,
     pub expires_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// The key this one replaced by rotation.
+    pub rotated_from: Option<String>,
+    /// The key that replaced this one by rotation.
+    pub replaced_by: Option<String>,
+    /// The key is older than its app's `maxKeyAgeDays`: rotate it.
+    pub rotation_due: bool,
+}
+
+/// A key's status at `now`.
+pub fn key_status(expires_at: Option<i64>, now: i64) -> &'static str {
+    match expires_at {
+        Some(t) if t <= now => "expired",
+        Some(_) => "expiring",
+        None => "active",
+    }
 }
 
 impl KeyView {
     /// The key as stored, with `lastUsedAt` from the index when it is newer
-    /// than what has been flushed to the store.
-    pub fn new(k: &ApiKey, index: &KeyIndex) -> Self {
+    /// than what has been flushed to the store. `max_key_age_days` is the
+    /// owning app's policy (None for other keys).
+    pub fn new(k: &ApiKey, index: &KeyIndex, now: i64, max_key_age_days: Option<i64>) -> Self {
         let live = index.key(&k.id).and_then(|l| l.last_used_at());
         let last_used = match (k.last_used_at, live) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+        let status = key_status(k.expires_at, now);
+        let rotation_due = k.replaced_by.is_none()
+            && status != "expired"
+            && max_key_age_days.is_some_and(|days| {
+                k.created_at.saturating_add(days.saturating_mul(86_400)) <= now
+            });
         Self {
             id: k.id.clone(),
             display_name: k.display_name.clone(),
             secret: None,
+            status,
             created_at: rfc3339(k.created_at),
             expires_at: k.expires_at.map(rfc3339),
             last_used_at: last_used.map(rfc3339),
+            rotated_from: k.rotated_from.clone(),
+            replaced_by: k.replaced_by.clone(),
+            rotation_due,
         }
     }
 }

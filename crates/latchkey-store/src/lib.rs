@@ -7,9 +7,11 @@
 
 mod model;
 mod sqlite;
+mod webhooks;
 
 pub use model::*;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, delivery_id};
+pub use webhooks::*;
 
 use async_trait::async_trait;
 
@@ -42,7 +44,7 @@ pub enum StoreError {
 
 /// Everything the server persists.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: WebhookStore + Send + Sync + std::fmt::Debug + 'static {
     // --- bootstrap -------------------------------------------------------
     async fn is_initialized(&self) -> Result<bool>;
     /// Writes the first operator token, the master-key check value and the
@@ -55,16 +57,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // --- accounts --------------------------------------------------------
     /// Creates an account with its owner user account and a first key.
-    async fn create_account(&self, new: &NewAccount) -> Result<()>;
+    async fn create_account(&self, new: &NewAccount, audit: &AuditEvent) -> Result<()>;
     async fn list_accounts(&self, page: &Page) -> Result<PageOf<Account>>;
     async fn get_account(&self, id: &str) -> Result<Option<Account>>;
-    async fn delete_account(&self, id: &str) -> Result<bool>;
+    async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<bool>;
     async fn get_user_account(&self, id: &str) -> Result<Option<UserAccount>>;
 
     // --- apps ------------------------------------------------------------
     /// Creates an app; when a service account creates it, also records
     /// that the service account reaches it.
-    async fn create_app(&self, app: &App, creator: Option<&str>) -> Result<()>;
+    async fn create_app(&self, app: &App, creator: Option<&str>, audit: &AuditEvent) -> Result<()>;
     /// Apps of an account; with `only_reachable_by`, only those that service
     /// account created or was granted.
     async fn list_apps(
@@ -74,40 +76,77 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         page: &Page,
     ) -> Result<PageOf<App>>;
     async fn get_app(&self, id: &str) -> Result<Option<App>>;
-    async fn update_app(&self, app: &App) -> Result<bool>;
-    async fn delete_app(&self, id: &str) -> Result<bool>;
+    async fn update_app(&self, app: &App, audit: &AuditEvent) -> Result<bool>;
+    async fn delete_app(&self, id: &str, audit: &AuditEvent) -> Result<bool>;
 
     // --- keys ------------------------------------------------------------
     /// Inserts a key unless its owner already has `limit` live keys at
-    /// `now` ([`StoreError::LimitReached`]).
-    async fn create_key(&self, key: &ApiKey, limit: u32, now: i64) -> Result<()>;
+    /// `now` ([`StoreError::LimitReached`]). Keys already replaced by a
+    /// rotation do not count.
+    async fn create_key(
+        &self,
+        key: &ApiKey,
+        limit: u32,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<()>;
+    /// Replaces a key: inserts the new one and shortens the old one's life,
+    /// in one transaction. Fails with [`StoreError::Conflict`] if the old
+    /// key was rotated or expired meanwhile.
+    async fn rotate_key(&self, rotation: &Rotation, now: i64, audit: &AuditEvent) -> Result<()>;
     async fn list_keys(&self, owner: KeyOwnerRef<'_>, page: &Page) -> Result<PageOf<ApiKey>>;
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
-    async fn delete_key(&self, id: &str) -> Result<bool>;
+    async fn delete_key(&self, id: &str, audit: &AuditEvent) -> Result<bool>;
     /// Stores `lastUsedAt` values, keeping the later of stored and given.
     async fn record_last_used(&self, batch: &[(String, i64)]) -> Result<()>;
 
     // --- service accounts ------------------------------------------------
-    async fn create_service_account(&self, sa: &ServiceAccount) -> Result<()>;
+    async fn create_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()>;
     async fn list_service_accounts(
         &self,
         account_id: &str,
         page: &Page,
     ) -> Result<PageOf<ServiceAccount>>;
     async fn get_service_account(&self, id: &str) -> Result<Option<ServiceAccount>>;
-    async fn delete_service_account(&self, id: &str) -> Result<bool>;
+    async fn delete_service_account(&self, id: &str, audit: &AuditEvent) -> Result<bool>;
     /// Returns false if the grant existed already.
-    async fn grant_app(&self, sa_id: &str, app_id: &str, now: i64) -> Result<bool>;
+    async fn grant_app(
+        &self,
+        sa_id: &str,
+        app_id: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool>;
     /// Returns false if there was no such grant.
-    async fn revoke_app(&self, sa_id: &str, app_id: &str) -> Result<bool>;
+    async fn revoke_app(&self, sa_id: &str, app_id: &str, audit: &AuditEvent) -> Result<bool>;
 
     // --- app users -------------------------------------------------------
-    async fn create_app_user(&self, user: &AppUser) -> Result<()>;
+    async fn create_app_user(&self, user: &AppUser, audit: &AuditEvent) -> Result<()>;
     async fn list_app_users(&self, app_id: &str, page: &Page) -> Result<PageOf<AppUser>>;
     /// By `usr_` id first, then by external id.
     async fn find_app_user(&self, app_id: &str, id_or_external: &str) -> Result<Option<AppUser>>;
-    async fn update_app_user(&self, user: &AppUser) -> Result<bool>;
-    async fn delete_app_user(&self, app_id: &str, id: &str) -> Result<bool>;
+    async fn update_app_user(&self, user: &AppUser, audit: &AuditEvent) -> Result<bool>;
+    async fn delete_app_user(&self, app_id: &str, id: &str, audit: &AuditEvent) -> Result<bool>;
+
+    // --- audit log and key notices ---------------------------------------------
+    /// Records an event on its own (failed actions); successful actions
+    /// record theirs in the same transaction as the change.
+    async fn record_audit(&self, audit: &AuditEvent) -> Result<()>;
+    /// Newest first; `page.after` is the id of the last event already seen.
+    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<PageOf<AuditEvent>>;
+    /// Keys (not replaced, not yet noticed) for which `notice` is due at
+    /// `now`: expiring within 7 days / 1 day, expired, or (for app keys)
+    /// older than their app's `maxKeyAgeDays` setting.
+    async fn keys_due_notice(&self, notice: KeyNotice, now: i64, limit: u32)
+    -> Result<Vec<ApiKey>>;
+    /// Marks a notice as recorded and records its event, once: returns
+    /// false (and records nothing) if it was marked already.
+    async fn mark_key_notice(
+        &self,
+        key_id: &str,
+        notice: KeyNotice,
+        audit: &AuditEvent,
+    ) -> Result<bool>;
 
     // --- loading the index -------------------------------------------------
     async fn snapshot(&self) -> Result<Snapshot>;

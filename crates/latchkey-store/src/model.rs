@@ -96,6 +96,10 @@ pub struct ApiKey {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// The key this one replaced by rotation.
+    pub rotated_from: Option<String>,
+    /// The key that replaced this one by rotation.
+    pub replaced_by: Option<String>,
 }
 
 impl ApiKey {
@@ -119,6 +123,8 @@ impl fmt::Debug for ApiKey {
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .field("last_used_at", &self.last_used_at)
+            .field("rotated_from", &self.rotated_from)
+            .field("replaced_by", &self.replaced_by)
             .finish_non_exhaustive()
     }
 }
@@ -177,11 +183,113 @@ pub struct Snapshot {
     /// Account ids.
     pub accounts: Vec<String>,
     pub keys: Vec<ApiKey>,
-    /// (app id, account id)
-    pub apps: Vec<(String, String)>,
+    pub apps: Vec<App>,
     /// (service account id, account id)
     pub service_accounts: Vec<(String, String)>,
     /// (service account id, app id)
     pub grants: Vec<(String, String)>,
     pub operator_tokens: Vec<OperatorToken>,
+}
+
+/// Who performed an audited action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Operator {
+        token_id: String,
+    },
+    /// A key credential (Basic or a JWT it signed).
+    Key {
+        key_id: String,
+    },
+    /// Latchkey itself (expiry and other scheduled notices).
+    System,
+}
+
+impl Actor {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Actor::Operator { .. } => "operator",
+            Actor::Key { .. } => "key",
+            Actor::System => "system",
+        }
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Actor::Operator { token_id } => Some(token_id),
+            Actor::Key { key_id } => Some(key_id),
+            Actor::System => None,
+        }
+    }
+}
+
+/// A webhook notification caused by an audited event: enqueued for every
+/// webhook of the event's app that subscribes to `trigger`, in the same
+/// transaction as the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub trigger: &'static str,
+    /// The JSON body every delivery will carry.
+    pub payload: String,
+}
+
+/// One entry of the append-only audit log. Never carries a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub id: String,
+    pub at: i64,
+    pub account_id: Option<String>,
+    pub app_id: Option<String>,
+    /// e.g. `key.created`.
+    pub action: String,
+    pub actor: Actor,
+    /// The caller's network address.
+    pub address: Option<String>,
+    pub target_type: String,
+    pub target_id: Option<String>,
+    /// `success` or `failure`.
+    pub outcome: String,
+    pub details: Map<String, Value>,
+    pub notify: Option<Notification>,
+}
+
+/// What to read from the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub account_id: Option<String>,
+    pub app_id: Option<String>,
+    /// For service accounts: only events of apps this service account reaches.
+    pub reachable_by: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+/// A notice about a key that the scheduler records once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyNotice {
+    Expiring7d,
+    Expiring1d,
+    Expired,
+    RotationDue,
+}
+
+impl KeyNotice {
+    pub fn column(self) -> &'static str {
+        match self {
+            KeyNotice::Expiring7d => "notified_expiring_7d",
+            KeyNotice::Expiring1d => "notified_expiring_1d",
+            KeyNotice::Expired => "notified_expired",
+            KeyNotice::RotationDue => "notified_rotation_due",
+        }
+    }
+}
+
+/// How a rotation changes the old key.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub old_id: String,
+    /// The old key's new expiry (never later than one it already had).
+    pub old_expires_at: i64,
+    pub new_key: ApiKey,
 }

@@ -13,14 +13,17 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
 use crate::{
-    Account, ApiKey, App, AppUser, Initialization, KeyKind, KeyOwnerRef, NewAccount, OperatorToken,
-    Page, PageOf, Result, ServiceAccount, Snapshot, Store, StoreError, UserAccount,
+    Account, Actor, ApiKey, App, AppUser, AuditEvent, AuditFilter, Initialization, KeyKind,
+    KeyNotice, KeyOwnerRef, NewAccount, OperatorToken, Page, PageOf, Result, Rotation,
+    ServiceAccount, Snapshot, Store, StoreError, UserAccount,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 const KEY_COLUMNS: &str = "id, kind, account_id, app_id, user_account_id, service_account_id, \
-     display_name, secret_sealed, created_at, expires_at, last_used_at";
+     display_name, secret_sealed, created_at, expires_at, last_used_at, rotated_from, replaced_by";
+const AUDIT_COLUMNS: &str = "id, at, account_id, app_id, action, actor_type, actor_id, address, \
+     target_type, target_id, outcome, details";
 const APP_COLUMNS: &str = "id, account_id, display_name, settings, created_at";
 const USER_COLUMNS: &str =
     "id, app_id, external_id, given_name, surname, email, metadata, created_at";
@@ -28,7 +31,7 @@ const USER_COLUMNS: &str =
 /// See the module documentation.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -72,6 +75,28 @@ impl SqliteStore {
             .await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// Runs a DELETE and, if it removed anything, records `audit` in the
+    /// same transaction.
+    async fn delete_audited(
+        &self,
+        sql: &'static str,
+        args: &[&str],
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let mut q = sqlx::query(sql);
+        for a in args {
+            q = q.bind(*a);
+        }
+        let done = q.execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn page<T>(
@@ -132,7 +157,7 @@ fn create_private_file(path: &Path) -> Result<()> {
     }
 }
 
-fn json_object(text: &str) -> Result<Map<String, Value>> {
+pub(crate) fn json_object(text: &str) -> Result<Map<String, Value>> {
     match serde_json::from_str(text) {
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(StoreError::Corrupt("a JSON column is not an object".into())),
@@ -177,7 +202,100 @@ fn key_from(row: &SqliteRow) -> Result<ApiKey> {
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,
+        rotated_from: row.try_get("rotated_from")?,
+        replaced_by: row.try_get("replaced_by")?,
     })
+}
+
+fn audit_from(row: &SqliteRow) -> Result<AuditEvent> {
+    let actor_type: String = row.try_get("actor_type")?;
+    let actor_id: Option<String> = row.try_get("actor_id")?;
+    let actor = match (actor_type.as_str(), actor_id) {
+        ("operator", Some(token_id)) => Actor::Operator { token_id },
+        ("key", Some(key_id)) => Actor::Key { key_id },
+        ("system", _) => Actor::System,
+        _ => {
+            return Err(StoreError::Corrupt(
+                "an audit event has an unknown actor".into(),
+            ));
+        }
+    };
+    Ok(AuditEvent {
+        id: row.try_get("id")?,
+        at: row.try_get("at")?,
+        account_id: row.try_get("account_id")?,
+        app_id: row.try_get("app_id")?,
+        action: row.try_get("action")?,
+        actor,
+        address: row.try_get("address")?,
+        target_type: row.try_get("target_type")?,
+        target_id: row.try_get("target_id")?,
+        outcome: row.try_get("outcome")?,
+        details: json_object(row.try_get("details")?)?,
+        notify: None,
+    })
+}
+
+/// Appends an audit event and enqueues its webhook deliveries, inside the
+/// caller's transaction. A delivery's id is derived from the event and the
+/// webhook, so it is stable across retries and nodes.
+pub(crate) async fn insert_audit_tx(
+    tx: &mut Transaction<'_, Sqlite>,
+    audit: &AuditEvent,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_events (id, at, account_id, app_id, action, actor_type, actor_id, \
+         address, target_type, target_id, outcome, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&audit.id)
+    .bind(audit.at)
+    .bind(&audit.account_id)
+    .bind(&audit.app_id)
+    .bind(&audit.action)
+    .bind(audit.actor.kind())
+    .bind(audit.actor.id())
+    .bind(&audit.address)
+    .bind(&audit.target_type)
+    .bind(&audit.target_id)
+    .bind(&audit.outcome)
+    .bind(Value::Object(audit.details.clone()).to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| classify(e, "an audit event with this id already exists"))?;
+    let (Some(notify), Some(app_id)) = (&audit.notify, &audit.app_id) else {
+        return Ok(());
+    };
+    let webhooks: Vec<String> = sqlx::query_scalar(
+        "SELECT w.id FROM webhooks w JOIN webhook_triggers t ON t.webhook_id = w.id \
+         WHERE w.app_id = ? AND t.trigger = ? ORDER BY w.seq",
+    )
+    .bind(app_id)
+    .bind(notify.trigger)
+    .fetch_all(&mut **tx)
+    .await?;
+    for webhook_id in webhooks {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, webhook_id, event_id, trigger, payload, \
+             next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(delivery_id(&audit.id, &webhook_id))
+        .bind(&webhook_id)
+        .bind(&audit.id)
+        .bind(notify.trigger)
+        .bind(&notify.payload)
+        .bind(audit.at)
+        .bind(audit.at)
+        .bind(audit.at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// `dlv_` + the random parts of the event id and the webhook id.
+pub fn delivery_id(event_id: &str, webhook_id: &str) -> String {
+    let body = |id: &str| id.split_once('_').map_or(id, |(_, b)| b).to_string();
+    format!("dlv_{}{}", body(event_id), body(webhook_id))
 }
 
 fn operator_token_from(row: &SqliteRow) -> Result<OperatorToken> {
@@ -211,7 +329,7 @@ fn user_from(row: &SqliteRow) -> Result<AppUser> {
 }
 
 /// Maps constraint violations to what they mean for the client.
-fn classify(e: sqlx::Error, unique: &'static str) -> StoreError {
+pub(crate) fn classify(e: sqlx::Error, unique: &'static str) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         if db.is_unique_violation() {
             return StoreError::Conflict(unique);
@@ -235,7 +353,8 @@ async fn insert_key_tx(tx: &mut Transaction<'_, Sqlite>, key: &ApiKey) -> Result
     let (app, user, sa) = owner_columns(key);
     sqlx::query(
         "INSERT INTO api_keys (id, kind, account_id, app_id, user_account_id, service_account_id, \
-         display_name, secret_sealed, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         display_name, secret_sealed, created_at, expires_at, rotated_from) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&key.id)
     .bind(key.kind.as_str())
@@ -247,6 +366,7 @@ async fn insert_key_tx(tx: &mut Transaction<'_, Sqlite>, key: &ApiKey) -> Result
     .bind(&key.secret_sealed)
     .bind(key.created_at)
     .bind(key.expires_at)
+    .bind(&key.rotated_from)
     .execute(&mut **tx)
     .await
     .map_err(|e| classify(e, "a key with this id already exists"))?;
@@ -327,9 +447,10 @@ impl Store for SqliteStore {
         rows.iter().map(operator_token_from).collect()
     }
 
-    async fn create_account(&self, new: &NewAccount) -> Result<()> {
+    async fn create_account(&self, new: &NewAccount, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         insert_account_tx(&mut tx, new).await?;
+        insert_audit_tx(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -354,12 +475,9 @@ impl Store for SqliteStore {
         row.as_ref().map(account_from).transpose()
     }
 
-    async fn delete_account(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM accounts WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+    async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
+        self.delete_audited("DELETE FROM accounts WHERE id = ?", &[id], audit)
+            .await
     }
 
     async fn get_user_account(&self, id: &str) -> Result<Option<UserAccount>> {
@@ -381,7 +499,7 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn create_app(&self, app: &App, creator: Option<&str>) -> Result<()> {
+    async fn create_app(&self, app: &App, creator: Option<&str>, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO apps (id, account_id, display_name, settings, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -405,6 +523,7 @@ impl Store for SqliteStore {
             .await
             .map_err(|e| classify(e, "the grant exists already"))?;
         }
+        insert_audit_tx(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -451,34 +570,45 @@ impl Store for SqliteStore {
         row.as_ref().map(app_from).transpose()
     }
 
-    async fn update_app(&self, app: &App) -> Result<bool> {
+    async fn update_app(&self, app: &App, audit: &AuditEvent) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE apps SET display_name = ?, settings = ? WHERE id = ?")
             .bind(&app.display_name)
             .bind(Value::Object(app.settings.clone()).to_string())
             .bind(&app.id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
-    async fn delete_app(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM apps WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+    async fn delete_app(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
+        self.delete_audited("DELETE FROM apps WHERE id = ?", &[id], audit)
+            .await
     }
 
-    async fn create_key(&self, key: &ApiKey, limit: u32, now: i64) -> Result<()> {
+    async fn create_key(
+        &self,
+        key: &ApiKey,
+        limit: u32,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<()> {
         let (app, user, sa) = owner_columns(key);
+        let mut tx = self.pool.begin().await?;
         // Count and insert in one statement, so two concurrent creates cannot
         // both pass the limit.
         let done = sqlx::query(
             "INSERT INTO api_keys (id, kind, account_id, app_id, user_account_id, service_account_id, \
-             display_name, secret_sealed, created_at, expires_at) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             display_name, secret_sealed, created_at, expires_at, rotated_from) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
              WHERE (SELECT COUNT(*) FROM api_keys \
                     WHERE (app_id = ? OR user_account_id = ? OR service_account_id = ?) \
+                      AND replaced_by IS NULL \
                       AND (expires_at IS NULL OR expires_at > ?)) < ?",
         )
         .bind(&key.id)
@@ -491,17 +621,43 @@ impl Store for SqliteStore {
         .bind(&key.secret_sealed)
         .bind(key.created_at)
         .bind(key.expires_at)
+        .bind(&key.rotated_from)
         .bind(app)
         .bind(user)
         .bind(sa)
         .bind(now)
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| classify(e, "a key with this id already exists"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::LimitReached(limit));
         }
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rotate_key(&self, rotation: &Rotation, now: i64, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET replaced_by = ?, expires_at = ? \
+             WHERE id = ? AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(&rotation.new_key.id)
+        .bind(rotation.old_expires_at)
+        .bind(&rotation.old_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(
+                "the key has already been rotated or has expired",
+            ));
+        }
+        insert_key_tx(&mut tx, &rotation.new_key).await?;
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -524,12 +680,9 @@ impl Store for SqliteStore {
         row.as_ref().map(key_from).transpose()
     }
 
-    async fn delete_key(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM api_keys WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+    async fn delete_key(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
+        self.delete_audited("DELETE FROM api_keys WHERE id = ?", &[id], audit)
+            .await
     }
 
     async fn record_last_used(&self, batch: &[(String, i64)]) -> Result<()> {
@@ -550,7 +703,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_service_account(&self, sa: &ServiceAccount) -> Result<()> {
+    async fn create_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO service_accounts (id, account_id, display_name, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -558,9 +712,11 @@ impl Store for SqliteStore {
         .bind(&sa.account_id)
         .bind(&sa.display_name)
         .bind(sa.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| classify(e, "a service account with this id already exists"))?;
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -590,15 +746,19 @@ impl Store for SqliteStore {
         row.as_ref().map(service_account_from).transpose()
     }
 
-    async fn delete_service_account(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM service_accounts WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+    async fn delete_service_account(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
+        self.delete_audited("DELETE FROM service_accounts WHERE id = ?", &[id], audit)
+            .await
     }
 
-    async fn grant_app(&self, sa_id: &str, app_id: &str, now: i64) -> Result<bool> {
+    async fn grant_app(
+        &self,
+        sa_id: &str,
+        app_id: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "INSERT INTO service_account_apps (service_account_id, app_id, created_at) \
              VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -606,24 +766,28 @@ impl Store for SqliteStore {
         .bind(sa_id)
         .bind(app_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| classify(e, "the grant exists already"))?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
-    async fn revoke_app(&self, sa_id: &str, app_id: &str) -> Result<bool> {
-        let done = sqlx::query(
+    async fn revoke_app(&self, sa_id: &str, app_id: &str, audit: &AuditEvent) -> Result<bool> {
+        self.delete_audited(
             "DELETE FROM service_account_apps WHERE service_account_id = ? AND app_id = ?",
+            &[sa_id, app_id],
+            audit,
         )
-        .bind(sa_id)
-        .bind(app_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        .await
     }
 
-    async fn create_app_user(&self, user: &AppUser) -> Result<()> {
+    async fn create_app_user(&self, user: &AppUser, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO app_users (id, app_id, external_id, given_name, surname, email, metadata, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -636,9 +800,11 @@ impl Store for SqliteStore {
         .bind(&user.email)
         .bind(Value::Object(user.metadata.clone()).to_string())
         .bind(user.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| classify(e, "a user with this externalId already exists in this app"))?;
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -669,7 +835,8 @@ impl Store for SqliteStore {
         row.as_ref().map(user_from).transpose()
     }
 
-    async fn update_app_user(&self, user: &AppUser) -> Result<bool> {
+    async fn update_app_user(&self, user: &AppUser, audit: &AuditEvent) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE app_users SET given_name = ?, surname = ?, email = ?, metadata = ? \
              WHERE id = ? AND app_id = ?",
@@ -680,18 +847,135 @@ impl Store for SqliteStore {
         .bind(Value::Object(user.metadata.clone()).to_string())
         .bind(&user.id)
         .bind(&user.app_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
-    async fn delete_app_user(&self, app_id: &str, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM app_users WHERE app_id = ? AND id = ?")
-            .bind(app_id)
-            .bind(id)
-            .execute(&self.pool)
+    async fn delete_app_user(&self, app_id: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
+        self.delete_audited(
+            "DELETE FROM app_users WHERE app_id = ? AND id = ?",
+            &[app_id, id],
+            audit,
+        )
+        .await
+    }
+
+    async fn record_audit(&self, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<PageOf<AuditEvent>> {
+        const FILTER: &str = "(?1 IS NULL OR account_id = ?1) AND (?2 IS NULL OR app_id = ?2) \
+             AND (?3 IS NULL OR app_id IN (SELECT app_id FROM service_account_apps \
+                                           WHERE service_account_id = ?3)) \
+             AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at <= ?6)";
+        let before: i64 = match &page.after {
+            None => i64::MAX,
+            Some(after) => {
+                let sql = format!("SELECT seq FROM audit_events WHERE {FILTER} AND id = ?7");
+                sqlx::query_scalar(AssertSqlSafe(sql))
+                    .bind(&filter.account_id)
+                    .bind(&filter.app_id)
+                    .bind(&filter.reachable_by)
+                    .bind(&filter.action)
+                    .bind(filter.since)
+                    .bind(filter.until)
+                    .bind(after)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or(StoreError::BadCursor)?
+            }
+        };
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {FILTER} AND seq < ?7 \
+             ORDER BY seq DESC LIMIT ?8"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&filter.account_id)
+            .bind(&filter.app_id)
+            .bind(&filter.reachable_by)
+            .bind(&filter.action)
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(before)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.pool)
             .await?;
-        Ok(done.rows_affected() > 0)
+        let has_more = rows.len() > page.limit as usize;
+        let items = rows
+            .iter()
+            .take(page.limit as usize)
+            .map(audit_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PageOf { items, has_more })
+    }
+
+    async fn keys_due_notice(
+        &self,
+        notice: KeyNotice,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<ApiKey>> {
+        let condition = match notice {
+            KeyNotice::Expiring7d => {
+                "k.expires_at > ?1 AND k.expires_at <= ?1 + 604800 AND k.notified_expiring_7d IS NULL"
+            }
+            KeyNotice::Expiring1d => {
+                "k.expires_at > ?1 AND k.expires_at <= ?1 + 86400 AND k.notified_expiring_1d IS NULL"
+            }
+            KeyNotice::Expired => "k.expires_at <= ?1 AND k.notified_expired IS NULL",
+            KeyNotice::RotationDue => {
+                "k.kind = 'app' AND k.replaced_by IS NULL AND k.notified_rotation_due IS NULL \
+                 AND (k.expires_at IS NULL OR k.expires_at > ?1) \
+                 AND EXISTS (SELECT 1 FROM apps a WHERE a.id = k.app_id \
+                     AND json_type(a.settings, '$.maxKeyAgeDays') = 'integer' \
+                     AND k.created_at + json_extract(a.settings, '$.maxKeyAgeDays') * 86400 <= ?1)"
+            }
+        };
+        let columns = KEY_COLUMNS
+            .split(", ")
+            .map(|c| format!("k.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql =
+            format!("SELECT {columns} FROM api_keys k WHERE {condition} ORDER BY k.seq LIMIT ?2");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_from).collect()
+    }
+
+    async fn mark_key_notice(
+        &self,
+        key_id: &str,
+        notice: KeyNotice,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let col = notice.column();
+        let sql = format!("UPDATE api_keys SET {col} = ? WHERE id = ? AND {col} IS NULL");
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(audit.at)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn snapshot(&self) -> Result<Snapshot> {
@@ -712,11 +996,13 @@ impl Store for SqliteStore {
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect()
         };
-        let apps = pairs(
-            sqlx::query("SELECT id, account_id FROM apps")
-                .fetch_all(&mut *tx)
-                .await?,
-        )?;
+        let sql = format!("SELECT {APP_COLUMNS} FROM apps ORDER BY seq");
+        let apps = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(app_from)
+            .collect::<Result<Vec<_>>>()?;
         let service_accounts = pairs(
             sqlx::query("SELECT id, account_id FROM service_accounts")
                 .fetch_all(&mut *tx)

@@ -2,8 +2,8 @@
 //! uniqueness and initialization.
 
 use latchkey_store::{
-    Account, ApiKey, App, AppUser, Initialization, KeyKind, KeyOwnerRef, NewAccount, OperatorToken,
-    Page, ServiceAccount, SqliteStore, Store, StoreError, UserAccount,
+    Account, Actor, ApiKey, App, AppUser, AuditEvent, Initialization, KeyKind, KeyOwnerRef,
+    NewAccount, OperatorToken, Page, ServiceAccount, SqliteStore, Store, StoreError, UserAccount,
 };
 use serde_json::Map;
 
@@ -55,6 +55,28 @@ fn key(id: &str, kind: KeyKind, account: &str, owner: &str) -> ApiKey {
         created_at: 100,
         expires_at: None,
         last_used_at: None,
+        rotated_from: None,
+        replaced_by: None,
+    }
+}
+
+/// A distinct audit event for each call.
+fn ev() -> AuditEvent {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    AuditEvent {
+        id: format!("evt_{}", N.fetch_add(1, Ordering::Relaxed)),
+        at: 100,
+        account_id: Some("acc_1".into()),
+        app_id: None,
+        action: "test".into(),
+        actor: Actor::System,
+        address: None,
+        target_type: "test".into(),
+        target_id: None,
+        outcome: "success".into(),
+        details: Map::new(),
+        notify: None,
     }
 }
 
@@ -105,15 +127,15 @@ async fn initialize_happens_once() {
 async fn key_limit_counts_only_live_keys_of_the_owner() {
     let f = store().await;
     f.store
-        .create_account(&new_account(1))
+        .create_account(&new_account(1), &ev())
         .await
         .expect("account");
     f.store
-        .create_app(&app("ap_1", "acc_1"), None)
+        .create_app(&app("ap_1", "acc_1"), None, &ev())
         .await
         .expect("app");
     f.store
-        .create_app(&app("ap_2", "acc_1"), None)
+        .create_app(&app("ap_2", "acc_1"), None, &ev())
         .await
         .expect("app");
     for i in 0..3 {
@@ -122,35 +144,41 @@ async fn key_limit_counts_only_live_keys_of_the_owner() {
                 &key(&format!("app_{i}"), KeyKind::App, "acc_1", "ap_1"),
                 3,
                 200,
+                &ev(),
             )
             .await
             .expect("under the limit");
     }
     let err = f
         .store
-        .create_key(&key("app_x", KeyKind::App, "acc_1", "ap_1"), 3, 200)
+        .create_key(&key("app_x", KeyKind::App, "acc_1", "ap_1"), 3, 200, &ev())
         .await;
     assert!(matches!(err, Err(StoreError::LimitReached(3))));
     // Another owner is not affected.
     f.store
-        .create_key(&key("app_y", KeyKind::App, "acc_1", "ap_2"), 3, 200)
+        .create_key(&key("app_y", KeyKind::App, "acc_1", "ap_2"), 3, 200, &ev())
         .await
         .expect("other app");
     // An expired key does not count.
     let mut expired = key("app_e", KeyKind::App, "acc_1", "ap_2");
     expired.expires_at = Some(150);
     f.store
-        .create_key(&expired, 3, 100)
+        .create_key(&expired, 3, 100, &ev())
         .await
         .expect("expiring");
     f.store
-        .create_key(&key("app_z", KeyKind::App, "acc_1", "ap_2"), 2, 200)
+        .create_key(&key("app_z", KeyKind::App, "acc_1", "ap_2"), 2, 200, &ev())
         .await
         .expect("the expired key is not live at 200");
     // A key for a missing owner is refused by the foreign key.
     let orphan = f
         .store
-        .create_key(&key("app_o", KeyKind::App, "acc_1", "ap_missing"), 3, 200)
+        .create_key(
+            &key("app_o", KeyKind::App, "acc_1", "ap_missing"),
+            3,
+            200,
+            &ev(),
+        )
         .await;
     assert!(matches!(orphan, Err(StoreError::MissingParent)));
 }
@@ -159,11 +187,11 @@ async fn key_limit_counts_only_live_keys_of_the_owner() {
 async fn deleting_cascades_and_snapshot_agrees() {
     let f = store().await;
     f.store
-        .create_account(&new_account(1))
+        .create_account(&new_account(1), &ev())
         .await
         .expect("account");
     f.store
-        .create_account(&new_account(2))
+        .create_account(&new_account(2), &ev())
         .await
         .expect("account");
     let sa = ServiceAccount {
@@ -172,17 +200,20 @@ async fn deleting_cascades_and_snapshot_agrees() {
         display_name: "robot".into(),
         created_at: 100,
     };
-    f.store.create_service_account(&sa).await.expect("sa");
     f.store
-        .create_app(&app("ap_1", "acc_1"), Some("sa_1"))
+        .create_service_account(&sa, &ev())
+        .await
+        .expect("sa");
+    f.store
+        .create_app(&app("ap_1", "acc_1"), Some("sa_1"), &ev())
         .await
         .expect("app");
     f.store
-        .create_app(&app("ap_2", "acc_2"), None)
+        .create_app(&app("ap_2", "acc_2"), None, &ev())
         .await
         .expect("app");
     f.store
-        .create_key(&key("app_1", KeyKind::App, "acc_1", "ap_1"), 10, 100)
+        .create_key(&key("app_1", KeyKind::App, "acc_1", "ap_1"), 10, 100, &ev())
         .await
         .expect("key");
     f.store
@@ -190,27 +221,31 @@ async fn deleting_cascades_and_snapshot_agrees() {
             &key("svc_1", KeyKind::ServiceAccount, "acc_1", "sa_1"),
             10,
             100,
+            &ev(),
         )
         .await
         .expect("key");
     f.store
-        .create_app_user(&AppUser {
-            id: "usr_1".into(),
-            app_id: "ap_1".into(),
-            external_id: "alice".into(),
-            given_name: None,
-            surname: None,
-            email: None,
-            metadata: Map::new(),
-            created_at: 100,
-        })
+        .create_app_user(
+            &AppUser {
+                id: "usr_1".into(),
+                app_id: "ap_1".into(),
+                external_id: "alice".into(),
+                given_name: None,
+                surname: None,
+                email: None,
+                metadata: Map::new(),
+                created_at: 100,
+            },
+            &ev(),
+        )
         .await
         .expect("user");
     let snap = f.store.snapshot().await.expect("snapshot");
     assert_eq!(snap.keys.len(), 4);
     assert_eq!(snap.grants, vec![("sa_1".to_string(), "ap_1".to_string())]);
 
-    assert!(f.store.delete_app("ap_1").await.expect("delete"));
+    assert!(f.store.delete_app("ap_1", &ev()).await.expect("delete"));
     assert!(f.store.get_key("app_1").await.expect("get").is_none());
     assert!(
         f.store
@@ -228,34 +263,44 @@ async fn deleting_cascades_and_snapshot_agrees() {
             .is_empty()
     );
 
-    assert!(f.store.delete_account("acc_1").await.expect("delete"));
+    assert!(
+        f.store
+            .delete_account("acc_1", &ev())
+            .await
+            .expect("delete")
+    );
     let snap = f.store.snapshot().await.expect("snapshot");
     let ids: Vec<&str> = snap.keys.iter().map(|k| k.id.as_str()).collect();
     assert_eq!(ids, vec!["act_2"]);
-    assert_eq!(snap.apps, vec![("ap_2".to_string(), "acc_2".to_string())]);
+    let apps: Vec<(&str, &str)> = snap
+        .apps
+        .iter()
+        .map(|a| (a.id.as_str(), a.account_id.as_str()))
+        .collect();
+    assert_eq!(apps, vec![("ap_2", "acc_2")]);
     assert!(snap.service_accounts.is_empty());
-    assert!(!f.store.delete_account("acc_1").await.expect("again"));
+    assert!(!f.store.delete_account("acc_1", &ev()).await.expect("again"));
 }
 
 #[tokio::test]
 async fn paging_is_in_creation_order_and_refuses_foreign_cursors() {
     let f = store().await;
     f.store
-        .create_account(&new_account(1))
+        .create_account(&new_account(1), &ev())
         .await
         .expect("account");
     f.store
-        .create_account(&new_account(2))
+        .create_account(&new_account(2), &ev())
         .await
         .expect("account");
     for i in 0..5 {
         f.store
-            .create_app(&app(&format!("ap_{i}"), "acc_1"), None)
+            .create_app(&app(&format!("ap_{i}"), "acc_1"), None, &ev())
             .await
             .expect("app");
     }
     f.store
-        .create_app(&app("ap_other", "acc_2"), None)
+        .create_app(&app("ap_other", "acc_2"), None, &ev())
         .await
         .expect("app");
     let first = f
@@ -297,13 +342,13 @@ async fn paging_is_in_creation_order_and_refuses_foreign_cursors() {
 async fn uniqueness_and_last_used() {
     let f = store().await;
     f.store
-        .create_account(&new_account(1))
+        .create_account(&new_account(1), &ev())
         .await
         .expect("account");
     let mut dup = new_account(2);
     dup.owner.email = "owner1@example.com".into();
     assert!(matches!(
-        f.store.create_account(&dup).await,
+        f.store.create_account(&dup, &ev()).await,
         Err(StoreError::Conflict(_))
     ));
     // The failed transaction left nothing behind.

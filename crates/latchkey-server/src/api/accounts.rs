@@ -8,11 +8,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::display_name;
+use super::keys::{self, KeyContext, RotateKey};
+use crate::audit::{self, EventExt};
 use crate::bootstrap::{new_account, normalize_email};
 use crate::error::{ApiError, ApiResult, require};
-use crate::extract::{Caller, JsonBody, Paging, PathParams, WriteGuard};
+use crate::extract::{Caller, JsonBody, JsonBodyOrEmpty, Paging, PathParams, WriteGuard};
 use crate::state::AppState;
 use crate::views::{AccountView, PageMeta};
+use latchkey_store::KeyOwnerRef;
 
 const OPERATOR_ONLY: &str = "only the operator token may manage accounts";
 
@@ -61,7 +64,19 @@ pub async fn create(
             tracing::error!(error = %e, "creating an account");
             ApiError::internal()
         })?;
-    state.store.create_account(&new).await?;
+    let event = audit::event(
+        &state,
+        &caller,
+        "account.created",
+        "account",
+        &new.account.id,
+    )
+    .in_account(&new.account.id)
+    .detail(
+        "owner",
+        json!({"id": new.owner.id, "email": new.owner.email}),
+    );
+    state.store.create_account(&new, &event).await?;
     state.index.insert_account(&new.account.id);
     let live = crate::bootstrap::live_key(&new.key, &state.master).map_err(|e| {
         tracing::error!(error = %e, "indexing a new key");
@@ -116,11 +131,65 @@ pub async fn delete(
     PathParams(account_id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     require(caller.principal.may_operate(), "account", OPERATOR_ONLY)?;
-    if !state.store.delete_account(&account_id).await? {
+    let event = audit::event(&state, &caller, "account.deleted", "account", &account_id)
+        .in_account(&account_id);
+    if !state.store.delete_account(&account_id, &event).await? {
         return Err(ApiError::not_found("account"));
     }
     state.index.remove_account(&account_id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+const NEEDS_USER_ACCOUNT_KEY: &str =
+    "these are the keys of a user account: use a user-account (act_) key";
+
+/// The user account behind an `act_` key, or 403.
+fn user_account_of(caller: &Caller) -> ApiResult<&str> {
+    match &caller.principal {
+        Principal::UserAccount {
+            user_account_id, ..
+        } => Ok(user_account_id),
+        _ => Err(ApiError::forbidden(NEEDS_USER_ACCOUNT_KEY)),
+    }
+}
+
+/// The caller's own user-account keys.
+pub async fn list_own_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Paging(page): Paging,
+) -> ApiResult<Json<Value>> {
+    let user = user_account_of(&caller)?;
+    keys::list_keys(
+        &state,
+        KeyContext { app: None },
+        KeyOwnerRef::UserAccount(user),
+        &page,
+    )
+    .await
+}
+
+/// A user-account key rotates itself (or another key of the same user
+/// account). User-account keys cannot be deleted through the API; rotating
+/// with `graceSeconds: 0` ends the old key at once.
+pub async fn rotate_own_key(
+    State(state): State<AppState>,
+    _write: WriteGuard,
+    caller: Caller,
+    PathParams(key_id): PathParams<String>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<RotateKey>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let user = user_account_of(&caller)?;
+    let out = keys::rotate_key(
+        &state,
+        &caller,
+        KeyContext { app: None },
+        KeyOwnerRef::UserAccount(user),
+        &key_id,
+        &body,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 /// Who the caller is.

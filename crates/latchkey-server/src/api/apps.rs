@@ -10,7 +10,8 @@ use latchkey_store::App;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{app_ref, check_object_size, display_name, load_app, merge_patch};
+use super::{app_ref, check_object_size, display_name, load_app, merge_patch, policy};
+use crate::audit::{self, EventExt};
 use crate::error::{ApiError, ApiResult, require};
 use crate::extract::{Caller, JsonBody, Paging, PathParams, WriteGuard};
 use crate::state::AppState;
@@ -61,6 +62,7 @@ pub async fn create(
         merge_patch(&mut settings, patch);
     }
     check_object_size(&settings, "settings")?;
+    policy::validate(&settings)?;
     let app = App {
         id: new_id(&state.rng, IdKind::App),
         account_id: account_id.to_string(),
@@ -68,7 +70,10 @@ pub async fn create(
         settings,
         created_at: state.now(),
     };
-    state.store.create_app(&app, creator).await?;
+    let event = audit::event(&state, &caller, "app.created", "app", &app.id)
+        .in_app(&app.id)
+        .detail("displayName", json!(app.display_name));
+    state.store.create_app(&app, creator, &event).await?;
     // The account (or the creating service account) may have been deleted
     // while this request ran; then the store's cascade removed the app too.
     if !state.index.insert_app(&app.id, &app.account_id) {
@@ -79,6 +84,9 @@ pub async fn create(
     {
         return Err(ApiError::not_found("service account"));
     }
+    state
+        .index
+        .set_app_token_ttl(&app.id, policy::max_token_ttl(&app.settings));
     Ok((
         StatusCode::CREATED,
         Json(json!({"app": AppView::from(&app)})),
@@ -126,6 +134,7 @@ pub struct UpdateApp {
 
 pub async fn update(
     State(state): State<AppState>,
+    _write: WriteGuard,
     caller: Caller,
     PathParams(app_id): PathParams<String>,
     JsonBody(body): JsonBody<UpdateApp>,
@@ -144,10 +153,24 @@ pub async fn update(
     if let Some(patch) = &body.settings {
         merge_patch(&mut app.settings, patch);
         check_object_size(&app.settings, "settings")?;
+        policy::validate(&app.settings)?;
     }
-    if !state.store.update_app(&app).await? {
+    let mut changed = Vec::new();
+    if body.display_name.is_some() {
+        changed.push("displayName");
+    }
+    if let Some(patch) = &body.settings {
+        changed.extend(patch.keys().map(String::as_str));
+    }
+    let event = audit::event(&state, &caller, "app.updated", "app", &app.id)
+        .in_app(&app.id)
+        .detail("changed", json!(changed));
+    if !state.store.update_app(&app, &event).await? {
         return Err(ApiError::not_found("app"));
     }
+    state
+        .index
+        .set_app_token_ttl(&app.id, policy::max_token_ttl(&app.settings));
     Ok(Json(json!({"app": AppView::from(&app)})))
 }
 
@@ -165,7 +188,8 @@ pub async fn delete(
         "app",
         NEEDS_ACCOUNT,
     )?;
-    if !state.store.delete_app(&app.id).await? {
+    let event = audit::event(&state, &caller, "app.deleted", "app", &app.id).in_app(&app.id);
+    if !state.store.delete_app(&app.id, &event).await? {
         return Err(ApiError::not_found("app"));
     }
     state.index.remove_app(&app.id);

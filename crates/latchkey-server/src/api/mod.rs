@@ -4,15 +4,23 @@
 
 mod accounts;
 mod apps;
+mod audit_log;
 mod keys;
+pub mod policy;
 mod service_accounts;
 mod users;
 mod verify;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use latchkey_store::AuditEvent;
+
+use crate::extract::AuditSlot;
 use axum::routing::{get, post, put};
 use latchkey_core::Principal;
 use latchkey_core::principal::AppRef;
@@ -33,6 +41,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/verify", post(verify::verify))
         .route("/v1/account", get(accounts::whoami))
+        .route("/v1/account/keys", get(accounts::list_own_keys))
+        .route(
+            "/v1/account/keys/{key_id}/rotate",
+            post(accounts::rotate_own_key),
+        )
+        .route("/v1/audit", get(audit_log::account_audit))
         .route("/v1/accounts", post(accounts::create).get(accounts::list))
         .route(
             "/v1/accounts/{account_id}",
@@ -51,6 +65,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/apps/{app_id}/keys/{key_id}",
             get(keys::get_app_key).delete(keys::delete_app_key),
         )
+        .route(
+            "/v1/apps/{app_id}/keys/{key_id}/rotate",
+            post(keys::rotate_app_key),
+        )
+        .route("/v1/apps/{app_id}/audit", get(audit_log::app_audit))
         .route(
             "/v1/apps/{app_id}/users",
             post(users::create).get(users::list),
@@ -76,9 +95,19 @@ pub fn router(state: AppState) -> Router {
             get(service_accounts::get_key).delete(service_accounts::delete_key),
         )
         .route(
+            "/v1/serviceAccounts/{sa_id}/keys/{key_id}/rotate",
+            post(service_accounts::rotate_key),
+        )
+        .route(
             "/v1/serviceAccounts/{sa_id}/apps/{app_id}",
             put(service_accounts::grant).delete(service_accounts::revoke),
         )
+        // Refused writes are audited too (successful ones are recorded by
+        // the store together with the change).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_failures,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -91,6 +120,58 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .with_state(state)
+}
+
+/// Records a failed write (4xx other than 401) by an authenticated caller
+/// as an audit event with outcome `failure`.
+async fn audit_failures(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let slot = AuditSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let path = req.uri().path().to_string();
+    let response = next.run(req).await;
+    let status = response.status();
+    if !status.is_client_error() || status == StatusCode::UNAUTHORIZED {
+        return response;
+    }
+    let Some((principal, address)) = slot.take() else {
+        return response;
+    };
+    let route = matched.map_or_else(|| path.clone(), |m| m.as_str().to_string());
+    // The app named in the path, unless the caller could not see it (a 404
+    // must not put another tenant's app id in anyone's log).
+    let app_id = (route.starts_with("/v1/apps/{app_id}") && status != StatusCode::NOT_FOUND)
+        .then(|| path.split('/').nth(3).map(str::to_string))
+        .flatten();
+    let event = AuditEvent {
+        id: latchkey_core::ids::new_id(&state.rng, latchkey_core::ids::IdKind::Event),
+        at: state.now(),
+        account_id: principal.account_id().map(str::to_string),
+        app_id,
+        action: format!("{method} {route}"),
+        actor: crate::audit::actor_of(&principal),
+        address,
+        target_type: "request".into(),
+        target_id: None,
+        outcome: "failure".into(),
+        details: serde_json::json!({"status": status.as_u16()})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        notify: None,
+    };
+    if let Err(e) = state.store.record_audit(&event).await {
+        tracing::warn!(error = %e, "could not record a failed action in the audit log");
+    }
+    response
 }
 
 async fn health() -> impl IntoResponse {

@@ -10,9 +10,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::display_name;
-use super::keys::{self, CreateKey};
+use super::keys::{self, CreateKey, KeyContext, RotateKey};
+use crate::audit::{self, EventExt};
 use crate::error::{ApiError, ApiResult, require};
-use crate::extract::{Caller, JsonBody, Paging, PathParams, WriteGuard};
+use crate::extract::{Caller, JsonBody, JsonBodyOrEmpty, Paging, PathParams, WriteGuard};
 use crate::state::AppState;
 use crate::views::{KeyView, PageMeta, ServiceAccountView};
 
@@ -70,7 +71,14 @@ pub async fn create(
         display_name: display_name(&body.display_name, "displayName")?,
         created_at: state.now(),
     };
-    state.store.create_service_account(&sa).await?;
+    let event = audit::event(
+        &state,
+        &caller,
+        "serviceAccount.created",
+        "serviceAccount",
+        &sa.id,
+    );
+    state.store.create_service_account(&sa, &event).await?;
     if !state.index.insert_service_account(&sa.id, &sa.account_id) {
         return Err(ApiError::not_found("account"));
     }
@@ -115,12 +123,21 @@ pub async fn delete(
     PathParams(sa_id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
     let sa = load(&state, &caller, &sa_id).await?;
-    if !state.store.delete_service_account(&sa.id).await? {
+    let event = audit::event(
+        &state,
+        &caller,
+        "serviceAccount.deleted",
+        "serviceAccount",
+        &sa.id,
+    );
+    if !state.store.delete_service_account(&sa.id, &event).await? {
         return Err(ApiError::not_found("service account"));
     }
     state.index.remove_service_account(&sa.id);
     Ok(StatusCode::NO_CONTENT)
 }
+
+const NO_APP: KeyContext<'static> = KeyContext { app: None };
 
 pub async fn create_key(
     State(state): State<AppState>,
@@ -132,6 +149,8 @@ pub async fn create_key(
     let sa = load(&state, &caller, &sa_id).await?;
     let view: KeyView = keys::create_key(
         &state,
+        &caller,
+        NO_APP,
         KeyKind::ServiceAccount,
         &sa.account_id,
         &sa.id,
@@ -148,7 +167,7 @@ pub async fn list_keys(
     Paging(page): Paging,
 ) -> ApiResult<Json<Value>> {
     let sa = load(&state, &caller, &sa_id).await?;
-    keys::list_keys(&state, KeyOwnerRef::ServiceAccount(&sa.id), &page).await
+    keys::list_keys(&state, NO_APP, KeyOwnerRef::ServiceAccount(&sa.id), &page).await
 }
 
 pub async fn get_key(
@@ -157,8 +176,7 @@ pub async fn get_key(
     PathParams((sa_id, key_id)): PathParams<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let sa = load(&state, &caller, &sa_id).await?;
-    let key = keys::load_key(&state, KeyOwnerRef::ServiceAccount(&sa.id), &key_id).await?;
-    Ok(Json(json!({"key": KeyView::new(&key, &state.index)})))
+    keys::get_key(&state, NO_APP, KeyOwnerRef::ServiceAccount(&sa.id), &key_id).await
 }
 
 pub async fn delete_key(
@@ -168,7 +186,34 @@ pub async fn delete_key(
     PathParams((sa_id, key_id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let sa = load(&state, &caller, &sa_id).await?;
-    keys::delete_key(&state, KeyOwnerRef::ServiceAccount(&sa.id), &key_id).await
+    keys::delete_key(
+        &state,
+        &caller,
+        NO_APP,
+        KeyOwnerRef::ServiceAccount(&sa.id),
+        &key_id,
+    )
+    .await
+}
+
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    _write: WriteGuard,
+    caller: Caller,
+    PathParams((sa_id, key_id)): PathParams<(String, String)>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<RotateKey>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let sa = load(&state, &caller, &sa_id).await?;
+    let out = keys::rotate_key(
+        &state,
+        &caller,
+        NO_APP,
+        KeyOwnerRef::ServiceAccount(&sa.id),
+        &key_id,
+        &body,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 /// The app must exist in the service account's own account.
@@ -187,7 +232,12 @@ pub async fn grant(
 ) -> ApiResult<StatusCode> {
     let sa = load(&state, &caller, &sa_id).await?;
     grantable_app(&state, &sa, &app_id).await?;
-    state.store.grant_app(&sa.id, &app_id, state.now()).await?;
+    let event =
+        audit::event(&state, &caller, "grant.created", "serviceAccount", &sa.id).in_app(&app_id);
+    state
+        .store
+        .grant_app(&sa.id, &app_id, state.now(), &event)
+        .await?;
     if !state.index.grant(&sa.id, &app_id) {
         return Err(ApiError::not_found("app"));
     }
@@ -202,7 +252,9 @@ pub async fn revoke(
 ) -> ApiResult<StatusCode> {
     let sa = load(&state, &caller, &sa_id).await?;
     grantable_app(&state, &sa, &app_id).await?;
-    if !state.store.revoke_app(&sa.id, &app_id).await? {
+    let event =
+        audit::event(&state, &caller, "grant.deleted", "serviceAccount", &sa.id).in_app(&app_id);
+    if !state.store.revoke_app(&sa.id, &app_id, &event).await? {
         return Err(ApiError::not_found("grant"));
     }
     state.index.revoke_grant(&sa.id, &app_id);

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{app_ref, check_object_size, load_app, merge_patch};
+use crate::audit::{self, EventExt};
 use crate::error::{ApiError, ApiResult, require};
 use crate::extract::{Caller, JsonBody, Paging, PathParams};
 use crate::state::AppState;
@@ -122,7 +123,10 @@ pub async fn create(
         metadata,
         created_at: state.now(),
     };
-    state.store.create_app_user(&user).await?;
+    let event = audit::event(&state, &caller, "user.created", "user", &user.id)
+        .in_app(&user.app_id)
+        .detail("externalId", json!(user.external_id));
+    state.store.create_app_user(&user, &event).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"user": AppUserView::from(&user)})),
@@ -184,7 +188,11 @@ async fn resolve(
                 metadata: Map::new(),
                 created_at: state.now(),
             };
-            match state.store.create_app_user(&new).await {
+            let event = audit::event(state, caller, "user.created", "user", &new.id)
+                .in_app(&new.app_id)
+                .detail("externalId", json!(new.external_id))
+                .detail("firstUse", json!(true));
+            match state.store.create_app_user(&new, &event).await {
                 Ok(()) => Ok(new),
                 // Created by a concurrent first request: read it back.
                 Err(StoreError::Conflict(_)) => state
@@ -240,7 +248,10 @@ pub async fn update(
         merge_patch(&mut user.metadata, patch);
         check_object_size(&user.metadata, "metadata")?;
     }
-    if !state.store.update_app_user(&user).await? {
+    let event = audit::event(&state, &caller, "user.updated", "user", &user.id)
+        .in_app(&user.app_id)
+        .detail("externalId", json!(user.external_id));
+    if !state.store.update_app_user(&user, &event).await? {
         return Err(ApiError::not_found("user"));
     }
     Ok(Json(json!({"user": AppUserView::from(&user)})))
@@ -267,7 +278,14 @@ pub async fn delete(
         NEEDS_APP,
     )?;
     let found = found.ok_or_else(|| ApiError::not_found("user"))?;
-    if !state.store.delete_app_user(&app.id, &found.id).await? {
+    let event = audit::event(&state, &caller, "user.deleted", "user", &found.id)
+        .in_app(&app.id)
+        .detail("externalId", json!(found.external_id));
+    if !state
+        .store
+        .delete_app_user(&app.id, &found.id, &event)
+        .await?
+    {
         return Err(ApiError::not_found("user"));
     }
     Ok(StatusCode::NO_CONTENT)

@@ -1,0 +1,137 @@
+//! Building audit events (and the webhook notifications they carry).
+//!
+//! Successful management actions pass their event to the store, which
+//! writes it in the same transaction as the change (and enqueues webhook
+//! deliveries with it). Failed actions are recorded by the `audit_failures`
+//! middleware in `api/mod.rs`.
+
+use latchkey_core::Principal;
+use latchkey_core::ids::{IdKind, new_id};
+use latchkey_store::{Actor, AuditEvent, Notification};
+use serde_json::{Map, Value, json};
+
+use crate::extract::Caller;
+use crate::state::AppState;
+use crate::views::rfc3339;
+
+/// The actor recorded for a principal.
+pub fn actor_of(principal: &Principal) -> Actor {
+    match principal {
+        Principal::Operator { token_id } => Actor::Operator {
+            token_id: token_id.clone(),
+        },
+        other => Actor::Key {
+            key_id: other.key_id().unwrap_or_default().to_string(),
+        },
+    }
+}
+
+/// A successful action by `caller` on `target_type` `target_id`, in the
+/// caller's account.
+pub fn event(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+) -> AuditEvent {
+    AuditEvent {
+        id: new_id(&state.rng, IdKind::Event),
+        at: state.now(),
+        account_id: caller.principal.account_id().map(str::to_string),
+        app_id: None,
+        action: action.to_string(),
+        actor: actor_of(&caller.principal),
+        address: caller.address.clone(),
+        target_type: target_type.to_string(),
+        target_id: Some(target_id.to_string()),
+        outcome: "success".into(),
+        details: Map::new(),
+        notify: None,
+    }
+}
+
+/// An action Latchkey takes itself (key expiry and other notices).
+pub fn system_event(
+    state: &AppState,
+    account_id: &str,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+) -> AuditEvent {
+    AuditEvent {
+        id: new_id(&state.rng, IdKind::Event),
+        at: state.now(),
+        account_id: Some(account_id.to_string()),
+        app_id: None,
+        action: action.to_string(),
+        actor: Actor::System,
+        address: None,
+        target_type: target_type.to_string(),
+        target_id: Some(target_id.to_string()),
+        outcome: "success".into(),
+        details: Map::new(),
+        notify: None,
+    }
+}
+
+/// Builder-style additions to an event.
+pub trait EventExt: Sized {
+    /// The app the event concerns (shown in that app's audit log, and the
+    /// app whose webhooks it can notify).
+    fn in_app(self, app_id: &str) -> Self;
+    /// Overrides the account (operator actions on an account).
+    fn in_account(self, account_id: &str) -> Self;
+    fn detail(self, key: &str, value: Value) -> Self;
+    /// Notifies the app's webhooks subscribed to `trigger` with `data`.
+    fn notify(self, trigger: &'static str, data: Value) -> Self;
+}
+
+impl EventExt for AuditEvent {
+    fn in_app(mut self, app_id: &str) -> Self {
+        self.app_id = Some(app_id.to_string());
+        self
+    }
+
+    fn in_account(mut self, account_id: &str) -> Self {
+        self.account_id = Some(account_id.to_string());
+        self
+    }
+
+    fn detail(mut self, key: &str, value: Value) -> Self {
+        self.details.insert(key.to_string(), value);
+        self
+    }
+
+    fn notify(mut self, trigger: &'static str, data: Value) -> Self {
+        let payload = json!({
+            "id": self.id,
+            "type": trigger,
+            "createdAt": rfc3339(self.at),
+            "accountId": self.account_id,
+            "appId": self.app_id,
+            "data": data,
+        });
+        self.notify = Some(Notification {
+            trigger,
+            payload: payload.to_string(),
+        });
+        self
+    }
+}
+
+/// The JSON shape of an event in `GET /v1/audit`.
+pub fn event_json(e: &AuditEvent) -> Value {
+    json!({
+        "id": e.id,
+        "at": rfc3339(e.at),
+        "action": e.action,
+        "outcome": e.outcome,
+        "accountId": e.account_id,
+        "appId": e.app_id,
+        "actor": {"type": e.actor.kind(), "id": e.actor.id()},
+        "address": e.address,
+        "target": {"type": e.target_type, "id": e.target_id},
+        "details": e.details,
+    })
+}

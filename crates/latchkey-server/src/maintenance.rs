@@ -1,0 +1,78 @@
+//! Scheduled work driven by the injected clock: notices about keys that
+//! are about to expire, have expired, or are due for rotation. Each notice
+//! is recorded once (audit event plus webhook notification, in one
+//! transaction), and an expired key leaves the index.
+
+use latchkey_store::{ApiKey, KeyKind, KeyNotice, StoreError};
+use serde_json::json;
+
+use crate::api::policy;
+use crate::audit::{EventExt, system_event};
+use crate::state::AppState;
+use crate::views::KeyView;
+
+const BATCH: u32 = 200;
+
+fn describe(notice: KeyNotice) -> (&'static str, &'static str) {
+    match notice {
+        KeyNotice::Expiring7d | KeyNotice::Expiring1d => ("key.expiring", "key:expiring"),
+        KeyNotice::Expired => ("key.expired", "key:expired"),
+        KeyNotice::RotationDue => ("key.rotationDue", "key:rotation-due"),
+    }
+}
+
+async fn record(state: &AppState, notice: KeyNotice, key: &ApiKey) -> Result<bool, StoreError> {
+    let (action, trigger) = describe(notice);
+    let app = match key.kind {
+        KeyKind::App => state.store.get_app(&key.owner_id).await?,
+        _ => None,
+    };
+    let max_age = app
+        .as_ref()
+        .and_then(|a| policy::max_key_age_days(&a.settings));
+    let view = KeyView::new(key, &state.index, state.now(), max_age);
+    let mut event = system_event(state, &key.account_id, action, "key", &key.id)
+        .detail("owner", json!(key.owner_id));
+    match notice {
+        KeyNotice::Expiring7d => event = event.detail("within", json!("7d")),
+        KeyNotice::Expiring1d => event = event.detail("within", json!("1d")),
+        _ => {}
+    }
+    if let Some(app) = &app {
+        event = event.in_app(&app.id).notify(trigger, json!({"key": view}));
+    }
+    let marked = state.store.mark_key_notice(&key.id, notice, &event).await?;
+    if marked && notice == KeyNotice::Expired {
+        state.index.remove_key(&key.id);
+    }
+    Ok(marked)
+}
+
+/// Records every key notice due now. Returns how many were recorded.
+pub async fn run_key_notices(state: &AppState) -> Result<usize, StoreError> {
+    let mut recorded = 0;
+    for notice in [
+        KeyNotice::Expired,
+        KeyNotice::Expiring7d,
+        KeyNotice::Expiring1d,
+        KeyNotice::RotationDue,
+    ] {
+        loop {
+            let due = state
+                .store
+                .keys_due_notice(notice, state.now(), BATCH)
+                .await?;
+            let mut progressed = false;
+            for key in &due {
+                if record(state, notice, key).await? {
+                    recorded += 1;
+                    progressed = true;
+                }
+            }
+            if due.len() < BATCH as usize || !progressed {
+                break;
+            }
+        }
+    }
+    Ok(recorded)
+}

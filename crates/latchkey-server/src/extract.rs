@@ -78,7 +78,10 @@ impl FromRequestParts<AppState> for Caller {
 /// Where the `Caller` extractor leaves the verified principal, so that the
 /// failure-auditing middleware can attribute a refused action.
 #[derive(Debug, Clone, Default)]
-pub struct AuditSlot(Arc<Mutex<Option<(Principal, Option<String>)>>>);
+pub struct AuditSlot(Arc<Mutex<Option<Attributed>>>);
+
+/// A verified principal and the peer address it came from.
+pub type Attributed = (Principal, Option<String>);
 
 impl AuditSlot {
     fn fill(&self, principal: &Principal, address: Option<&str>) {
@@ -87,7 +90,7 @@ impl AuditSlot {
         }
     }
 
-    pub fn take(&self) -> Option<(Principal, Option<String>)> {
+    pub fn take(&self) -> Option<Attributed> {
         self.0.lock().ok().and_then(|mut s| s.take())
     }
 }

@@ -85,6 +85,11 @@ struct ServeArgs {
     #[arg(long, env = "LATCHKEY_LAST_USED_FLUSH_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     last_used_flush_seconds: u64,
+    /// How often key notices (expiring, expired, rotation due) are checked,
+    /// in seconds.
+    #[arg(long, env = "LATCHKEY_MAINTENANCE_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    maintenance_seconds: u64,
     /// Log format.
     #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -237,6 +242,7 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
     config.jwt_leeway_seconds = serve.jwt_leeway_seconds;
     config.max_keys_per_owner = serve.max_keys_per_owner;
     config.last_used_flush_interval = Duration::from_secs(serve.last_used_flush_seconds);
+    config.maintenance_interval = Duration::from_secs(serve.maintenance_seconds);
     let opened = latchkey_server::open(config, clock(), true).await?;
     if let Some(report) = &opened.init_report {
         print_report(report, &data_dir, false)?;

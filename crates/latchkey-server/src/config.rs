@@ -34,6 +34,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How often key notices (expiring, expired, rotation due) are checked.
     pub maintenance_interval: Duration,
+    /// How often the webhook dispatcher looks for due deliveries.
+    pub webhook_poll_interval: Duration,
     /// How long in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
     /// Email of the owner user account that `init` creates.
@@ -56,6 +58,7 @@ impl Config {
             last_used_flush_interval: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             maintenance_interval: Duration::from_secs(60),
+            webhook_poll_interval: crate::webhooks::DEFAULT_POLL_INTERVAL,
             shutdown_grace: Duration::from_secs(10),
             owner_email: "owner@localhost".into(),
         }

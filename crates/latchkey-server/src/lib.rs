@@ -16,6 +16,7 @@ pub mod maintenance;
 pub mod serve;
 pub mod state;
 pub mod views;
+pub mod webhooks;
 
 pub use bootstrap::{InitReport, Opened, open};
 pub use config::{Config, TlsFiles};

@@ -39,6 +39,7 @@ pub struct RunningServer {
     server: JoinHandle<std::io::Result<()>>,
     stop_flusher: watch::Sender<bool>,
     flusher: JoinHandle<()>,
+    dispatcher: crate::webhooks::Dispatcher,
 }
 
 impl RunningServer {
@@ -54,6 +55,7 @@ impl RunningServer {
         self.handle
             .graceful_shutdown(Some(self.state.config.shutdown_grace));
         let served = self.server.await;
+        self.dispatcher.stop().await;
         let _ = self.stop_flusher.send(true);
         let _ = self.flusher.await;
         flush_last_used(&self.state).await;
@@ -109,6 +111,8 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
     };
     let (stop_flusher, stop) = watch::channel(false);
     let flusher = tokio::spawn(run_flusher(state.clone(), stop));
+    let dispatcher =
+        crate::webhooks::spawn_dispatcher(state.clone(), state.config.webhook_poll_interval);
     Ok(RunningServer {
         local_addr,
         tls: is_tls,
@@ -117,6 +121,7 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
         server,
         stop_flusher,
         flusher,
+        dispatcher,
     })
 }
 

@@ -1100,6 +1100,78 @@ async fn real_responses_match_their_schemas() {
         json!({"givenName": null, "surname": null, "email": "bob@example.com"})
     );
 
+    // Webhooks: the secret only in the create response.
+    let hooks = format!("{ap}/webhooks");
+    let r = t
+        .call(
+            "post",
+            "/v1/apps/{app_id}/webhooks",
+            &hooks,
+            app_basic,
+            Some(json!({"target": "https://hooks.example.com/latchkey", "triggers": ["key:rotated", "key:created"]})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let hook = format!("{hooks}/{}", id_of(&r, "webhook"));
+    let hook_secret = r.body["webhook"]["secret"]
+        .as_str()
+        .expect("the create response carries the secret")
+        .to_string();
+    t.call(
+        "get",
+        "/v1/apps/{app_id}/webhooks",
+        &hooks,
+        owner,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let r = t
+        .call(
+            "patch",
+            "/v1/apps/{app_id}/webhooks/{webhook_id}",
+            &hook,
+            owner,
+            Some(json!({"triggers": ["key:deleted", "key:expiring"]})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        r.body["webhook"]["triggers"],
+        json!(["key:deleted", "key:expiring"])
+    );
+    let r = t
+        .call(
+            "get",
+            "/v1/apps/{app_id}/webhooks/{webhook_id}",
+            &hook,
+            app_basic,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(!r.body.to_string().contains(&hook_secret));
+    let bad_target = json!({"target": "ftp://example.com/", "triggers": ["key:created"]});
+    assert!(request_errors(&t.doc, "/v1/apps/{app_id}/webhooks", "post", &bad_target).is_empty());
+    t.call(
+        "post",
+        "/v1/apps/{app_id}/webhooks",
+        &hooks,
+        owner,
+        Some(bad_target),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    t.call(
+        "delete",
+        "/v1/apps/{app_id}/webhooks/{webhook_id}",
+        &hook,
+        owner,
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+
     // Service accounts, their keys and grants.
     let r = t
         .call(
@@ -1396,6 +1468,439 @@ async fn real_responses_match_their_schemas() {
     let r = app.put("/v1/apps", &owner_auth).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_valid(&t.doc, &error, &r.body, "405");
+
+    // Key expiry, rotation, app policy settings and the audit log.
+    let r = t
+        .call(
+            "post",
+            "/v1/apps/{app_id}/keys",
+            &format!("{ap}/keys"),
+            owner,
+            Some(json!({"displayName": "expiring", "expiresAt": "2027-01-01T00:00:00Z"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(r.body["key"]["status"], "expiring");
+    let expiring = key_of(&r);
+    t.call(
+        "post",
+        "/v1/apps/{app_id}/keys",
+        &format!("{ap}/keys"),
+        owner,
+        Some(json!({"displayName": "past", "expiresAt": "2020-01-01T00:00:00Z"})),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let policy = json!({"settings": {"maxKeyAgeDays": 30, "maxTokenTtlSeconds": 3600}});
+    let r = t
+        .call(
+            "patch",
+            "/v1/apps/{app_id}",
+            &ap,
+            owner,
+            Some(policy),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["app"]["settings"]["maxKeyAgeDays"], 30);
+    let bad = json!({"settings": {"maxKeyAgeDays": 0}});
+    assert!(!request_errors(&t.doc, "/v1/apps/{app_id}", "patch", &bad).is_empty());
+    t.call(
+        "patch",
+        "/v1/apps/{app_id}",
+        &ap,
+        owner,
+        Some(bad),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let bad = json!({"displayName": "x", "settings": {"maxTokenTtlSeconds": 59}});
+    assert!(!request_errors(&t.doc, "/v1/apps", "post", &bad).is_empty());
+    t.call(
+        "post",
+        "/v1/apps",
+        "/v1/apps",
+        owner,
+        Some(bad),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let r = t
+        .call(
+            "get",
+            "/v1/apps/{app_id}",
+            &ap,
+            Some(&key.jwt(json!({"scope": "app"}))),
+            None,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    assert_eq!(r.code(), "unauthorized");
+    t.call(
+        "patch",
+        "/v1/apps/{app_id}",
+        &ap,
+        owner,
+        Some(json!({"settings": {"maxKeyAgeDays": null, "maxTokenTtlSeconds": null}})),
+        StatusCode::OK,
+    )
+    .await;
+    let rotate = format!("{ap}/keys/{}/rotate", expiring.id);
+    let bad = json!({"graceSeconds": 2_592_001});
+    assert!(
+        !request_errors(
+            &t.doc,
+            "/v1/apps/{app_id}/keys/{key_id}/rotate",
+            "post",
+            &bad
+        )
+        .is_empty()
+    );
+    t.call(
+        "post",
+        "/v1/apps/{app_id}/keys/{key_id}/rotate",
+        &rotate,
+        owner,
+        Some(bad),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let r = t
+        .call(
+            "post",
+            "/v1/apps/{app_id}/keys/{key_id}/rotate",
+            &rotate,
+            owner,
+            Some(json!({"graceSeconds": 60})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(r.body["key"]["rotatedFrom"], expiring.id.as_str());
+    let rotated = key_of(&r);
+    t.call(
+        "post",
+        "/v1/apps/{app_id}/keys/{key_id}/rotate",
+        &rotate,
+        owner,
+        None,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let r = t
+        .call(
+            "post",
+            "/v1/apps/{app_id}/keys/{key_id}/rotate",
+            &format!("{ap}/keys/{}/rotate", rotated.id),
+            owner,
+            None,
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(r.body["key"]["status"], "active");
+    let r = t
+        .call(
+            "get",
+            "/v1/apps/{app_id}/keys/{key_id}",
+            &format!("{ap}/keys/{}", expiring.id),
+            owner,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["key"]["replacedBy"], rotated.id.as_str());
+    t.call(
+        "get",
+        "/v1/apps/{app_id}/keys",
+        &format!("{ap}/keys"),
+        owner,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let r = t
+        .call(
+            "post",
+            "/v1/serviceAccounts/{sa_id}/keys",
+            &format!("{sa}/keys"),
+            owner,
+            Some(json!({"displayName": "robot 2", "expiresAt": "2026-06-01T00:00:00+02:00"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let svc2 = key_of(&r);
+    t.call(
+        "post",
+        "/v1/serviceAccounts/{sa_id}/keys/{key_id}/rotate",
+        &format!("{sa}/keys/{}/rotate", svc2.id),
+        owner,
+        Some(json!({})),
+        StatusCode::CREATED,
+    )
+    .await;
+    t.call(
+        "post",
+        "/v1/serviceAccounts/{sa_id}/keys/{key_id}/rotate",
+        &format!("{sa}/keys/{}/rotate", svc2.id),
+        Some(svc_basic.as_str()),
+        Some(json!({})),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let r = t
+        .call(
+            "get",
+            "/v1/account/keys",
+            "/v1/account/keys",
+            owner,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let own = r.body["keys"][0]["id"]
+        .as_str()
+        .expect("own key")
+        .to_string();
+    for auth in [app_basic, Some(svc_basic.as_str()), op, alice] {
+        t.call(
+            "get",
+            "/v1/account/keys",
+            "/v1/account/keys",
+            auth,
+            None,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    }
+    t.call(
+        "get",
+        "/v1/account/keys",
+        "/v1/account/keys?colour=red",
+        owner,
+        None,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let r = t
+        .call(
+            "post",
+            "/v1/account/keys/{key_id}/rotate",
+            &format!("/v1/account/keys/{own}/rotate"),
+            owner,
+            Some(json!({"graceSeconds": 2_592_000})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(r.body["previousKey"]["id"], own.as_str());
+    t.call(
+        "post",
+        "/v1/account/keys/{key_id}/rotate",
+        &format!("/v1/account/keys/{own}/rotate"),
+        Some(svc_basic.as_str()),
+        None,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    t.call(
+        "post",
+        "/v1/account/keys/{key_id}/rotate",
+        "/v1/account/keys/act_0000000000000000000000/rotate",
+        owner,
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    t.call(
+        "get",
+        "/v1/account/keys",
+        "/v1/account/keys",
+        owner,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let r = t
+        .call(
+            "get",
+            "/v1/audit",
+            "/v1/audit?limit=100",
+            owner,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let events = r.body["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["outcome"] == "failure"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e["action"] == "key.rotated"));
+    let r = t
+        .call(
+            "get",
+            "/v1/audit",
+            "/v1/audit?limit=1&action=key.rotated",
+            owner,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let cursor = r.body["meta"]["afterCursor"]
+        .as_str()
+        .expect("cursor")
+        .to_string();
+    t.call(
+        "get",
+        "/v1/audit",
+        &format!("/v1/audit?after={cursor}&action=key.rotated&since=2025-01-01T00:00:00Z&until=2030-01-01T00:00:00%2B01:00"),
+        owner,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    t.call(
+        "get",
+        "/v1/audit",
+        "/v1/audit?action=POST%20%2Fv1%2Fapps%2F%7Bapp_id%7D%2Fkeys%2F%7Bkey_id%7D%2Frotate",
+        owner,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let r = t
+        .call(
+            "get",
+            "/v1/audit",
+            "/v1/audit",
+            Some(svc_basic.as_str()),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(
+        r.body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .all(|e| e["appId"] == app_id.as_str())
+    );
+    for q in [
+        "since=yesterday",
+        "colour=red",
+        "limit=0",
+        "after=evt_nothing",
+    ] {
+        t.call(
+            "get",
+            "/v1/audit",
+            &format!("/v1/audit?{q}"),
+            owner,
+            None,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    for auth in [app_basic, alice, op] {
+        t.call(
+            "get",
+            "/v1/audit",
+            "/v1/audit",
+            auth,
+            None,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    }
+    let app_audit = format!("{ap}/audit");
+    for auth in [app_basic, owner] {
+        t.call(
+            "get",
+            "/v1/apps/{app_id}/audit",
+            &app_audit,
+            auth,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    }
+    // The grant was revoked above: the app is out of the service account's reach.
+    t.call(
+        "get",
+        "/v1/apps/{app_id}/audit",
+        &app_audit,
+        Some(svc_basic.as_str()),
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    for auth in [alice, op] {
+        t.call(
+            "get",
+            "/v1/apps/{app_id}/audit",
+            &app_audit,
+            auth,
+            None,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    }
+    t.call(
+        "get",
+        "/v1/apps/{app_id}/audit",
+        "/v1/apps/ap_0000000000000000000000/audit",
+        owner,
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let r = t
+        .call(
+            "get",
+            "/v1/apps/{app_id}/audit",
+            &format!("{app_audit}?until=2020-01-01T00:00:00Z"),
+            app_basic,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"events": [], "meta": {"hasMore": false, "afterCursor": null}})
+    );
+    // A system event (key notice) in the log.
+    app.clock.advance(time::Duration::days(1));
+    let state = &app.server.as_ref().expect("running").state;
+    let n = latchkey_server::maintenance::run_key_notices(state)
+        .await
+        .expect("notices");
+    assert!(n > 0);
+    let r = t
+        .call(
+            "get",
+            "/v1/apps/{app_id}/audit",
+            &app_audit,
+            owner,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(
+        r.body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["actor"]["type"] == "system"),
+        "{:?}",
+        r.body
+    );
+    t.call(
+        "get",
+        "/v1/audit",
+        "/v1/audit?limit=100",
+        owner,
+        None,
+        StatusCode::OK,
+    )
+    .await;
 
     // Deletions.
     for (template, path, auth) in [

@@ -10,6 +10,7 @@ pub mod policy;
 mod service_accounts;
 mod users;
 mod verify;
+mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -77,6 +78,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/apps/{app_id}/users/{user}",
             get(users::get).patch(users::update).delete(users::delete),
+        )
+        .route(
+            "/v1/apps/{app_id}/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/v1/apps/{app_id}/webhooks/{webhook_id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
         )
         .route(
             "/v1/serviceAccounts",

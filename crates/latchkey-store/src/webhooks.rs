@@ -1,0 +1,491 @@
+//! Webhooks and their durable delivery queue.
+//!
+//! Deliveries are enqueued by `insert_audit_tx` (in `sqlite.rs`) in the same
+//! transaction as the event that causes them; this module manages webhooks
+//! and moves deliveries through their attempts:
+//!
+//! ```text
+//! pending --claim--> (leased) --record_attempt--> delivered
+//!    ^                                        \--> failed
+//!    \------------------ retry at T ----------/
+//! ```
+//!
+//! A claim leases a delivery until a given time, so that two dispatchers
+//! never send it at once; a dispatcher that dies mid-attempt leaves a lease
+//! that runs out, and the delivery is claimed again (at least once).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::sqlite::{classify, insert_audit_tx};
+use crate::{AuditEvent, Page, PageOf, Result, StoreError};
+
+/// Webhooks allowed per app.
+pub const MAX_WEBHOOKS_PER_APP: u32 = 10;
+
+/// The conflict reported when an app already has
+/// [`MAX_WEBHOOKS_PER_APP`] webhooks.
+pub const WEBHOOK_LIMIT_REACHED: &str =
+    "the app already has 10 webhooks, the maximum; delete one first";
+
+/// A webhook of an app.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: String,
+    pub app_id: String,
+    /// The URL deliveries are POSTed to.
+    pub target: String,
+    /// The triggers it subscribes to, sorted, without duplicates.
+    pub triggers: Vec<String>,
+    /// The signing secret sealed under the master key (the webhook id as
+    /// associated data).
+    pub secret_sealed: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The target may carry a token of the receiver in its query.
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("app_id", &self.app_id)
+            .field("triggers", &self.triggers)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a delivery is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (at `next_attempt_at`).
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Given up: a final answer from the receiver, or out of attempts.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeliveryStatus::Pending),
+            "delivered" => Some(DeliveryStatus::Delivered),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One notification to one webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Stable across attempts: the receiver's idempotency key.
+    pub id: String,
+    pub webhook_id: String,
+    /// The audit event that caused it.
+    pub event_id: String,
+    pub trigger: String,
+    /// The JSON body, sent byte for byte on every attempt.
+    pub payload: String,
+    pub status: DeliveryStatus,
+    /// Attempts whose outcome was recorded.
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    /// The HTTP status of the last attempt, if the receiver answered.
+    pub last_status: Option<u16>,
+    /// Why the last attempt did not deliver.
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A delivery claimed for one attempt, with what sending it needs.
+#[derive(Clone)]
+pub struct ClaimedDelivery {
+    pub delivery: Delivery,
+    pub target: String,
+    pub secret_sealed: Vec<u8>,
+    /// Names this claim; [`WebhookStore::record_attempt`] needs it.
+    pub lease: String,
+}
+
+impl fmt::Debug for ClaimedDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClaimedDelivery")
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an attempt leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Try again at this time.
+    Retry {
+        at: i64,
+    },
+    /// Give up.
+    Failed,
+}
+
+/// The outcome of one attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub outcome: AttemptOutcome,
+    /// The receiver's HTTP status, if it answered.
+    pub http_status: Option<u16>,
+    /// Why it did not deliver (never a secret, never the target URL).
+    pub error: Option<String>,
+    /// When the attempt ended.
+    pub at: i64,
+}
+
+/// What the server needs from the store for webhooks.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Inserts a webhook and its triggers and records `audit`, in one
+    /// transaction; fails with [`StoreError::Conflict`]
+    /// ([`WEBHOOK_LIMIT_REACHED`]) if the app already has
+    /// [`MAX_WEBHOOKS_PER_APP`] webhooks, and [`StoreError::MissingParent`]
+    /// if the app does not exist.
+    async fn create_webhook(&self, webhook: &Webhook, audit: &AuditEvent) -> Result<()>;
+    /// Webhooks of an app in creation order.
+    async fn list_webhooks(&self, app_id: &str, page: &Page) -> Result<PageOf<Webhook>>;
+    async fn get_webhook(&self, app_id: &str, id: &str) -> Result<Option<Webhook>>;
+    /// Replaces target and triggers (id and app id select the row); false
+    /// if there is no such webhook. Deliveries already enqueued are kept.
+    async fn update_webhook(&self, webhook: &Webhook, audit: &AuditEvent) -> Result<bool>;
+    /// Deletes a webhook with its triggers and its deliveries, delivered or
+    /// not; false if there is no such webhook.
+    async fn delete_webhook(&self, app_id: &str, id: &str, audit: &AuditEvent) -> Result<bool>;
+
+    /// Claims up to `limit` pending deliveries due at `now` that no live
+    /// lease holds, leasing each until `lease_until`; oldest due first.
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>>;
+    /// Records the outcome of an attempt made under `lease` and releases
+    /// the lease. Returns false (and changes nothing) if the lease was lost
+    /// (it ran out and the delivery was claimed again), or the delivery is
+    /// gone or no longer pending.
+    async fn record_attempt(
+        &self,
+        delivery_id: &str,
+        lease: &str,
+        attempt: &Attempt,
+    ) -> Result<bool>;
+    /// Deliveries of a webhook, newest first; `page.after` is the id of the
+    /// last delivery already seen.
+    async fn list_deliveries(&self, webhook_id: &str, page: &Page) -> Result<PageOf<Delivery>>;
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>>;
+}
+
+const WEBHOOK_COLUMNS: &str = "w.id, w.app_id, w.target, w.secret_sealed, w.created_at, \
+     (SELECT json_group_array(t.trigger) FROM webhook_triggers t WHERE t.webhook_id = w.id) \
+     AS triggers";
+const DELIVERY_COLUMNS: &str = "d.id, d.webhook_id, d.event_id, d.trigger, d.payload, d.status, \
+     d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.updated_at";
+
+fn webhook_from(row: &SqliteRow) -> Result<Webhook> {
+    let triggers: String = row.try_get("triggers")?;
+    let mut triggers: Vec<String> = serde_json::from_str(&triggers)
+        .map_err(|_| StoreError::Corrupt("a webhook's triggers are not a JSON array".into()))?;
+    triggers.sort();
+    Ok(Webhook {
+        id: row.try_get("id")?,
+        app_id: row.try_get("app_id")?,
+        target: row.try_get("target")?,
+        triggers,
+        secret_sealed: row.try_get("secret_sealed")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn delivery_from(row: &SqliteRow) -> Result<Delivery> {
+    let status: &str = row.try_get("status")?;
+    let status = DeliveryStatus::parse(status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status {status:?}")))?;
+    let attempts: i64 = row.try_get("attempts")?;
+    let last_status: Option<i64> = row.try_get("last_status")?;
+    Ok(Delivery {
+        id: row.try_get("id")?,
+        webhook_id: row.try_get("webhook_id")?,
+        event_id: row.try_get("event_id")?,
+        trigger: row.try_get("trigger")?,
+        payload: row.try_get("payload")?,
+        status,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| StoreError::Corrupt("a delivery has a negative attempt count".into()))?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_status: last_status
+            .map(u16::try_from)
+            .transpose()
+            .map_err(|_| StoreError::Corrupt("a delivery has an impossible HTTP status".into()))?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+async fn insert_triggers(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    webhook: &Webhook,
+) -> Result<()> {
+    for trigger in &webhook.triggers {
+        sqlx::query("INSERT INTO webhook_triggers (webhook_id, trigger) VALUES (?, ?)")
+            .bind(&webhook.id)
+            .bind(trigger)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| classify(e, "a trigger is listed twice"))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl WebhookStore for crate::SqliteStore {
+    async fn create_webhook(&self, webhook: &Webhook, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // The count and the insert are one statement, so that concurrent
+        // creations cannot together pass the limit.
+        let done = sqlx::query(
+            "INSERT INTO webhooks (id, app_id, target, secret_sealed, created_at) \
+             SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM webhooks WHERE app_id = ?) < ?",
+        )
+        .bind(&webhook.id)
+        .bind(&webhook.app_id)
+        .bind(&webhook.target)
+        .bind(&webhook.secret_sealed)
+        .bind(webhook.created_at)
+        .bind(&webhook.app_id)
+        .bind(i64::from(MAX_WEBHOOKS_PER_APP))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "a webhook with this id already exists"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(WEBHOOK_LIMIT_REACHED));
+        }
+        insert_triggers(&mut tx, webhook).await?;
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_webhooks(&self, app_id: &str, page: &Page) -> Result<PageOf<Webhook>> {
+        let after_seq: i64 = match &page.after {
+            None => 0,
+            Some(after) => {
+                sqlx::query_scalar("SELECT seq FROM webhooks WHERE id = ? AND app_id = ?")
+                    .bind(after)
+                    .bind(app_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .ok_or(StoreError::BadCursor)?
+            }
+        };
+        let sql = format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.app_id = ? AND w.seq > ? \
+             ORDER BY w.seq LIMIT ?"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(app_id)
+            .bind(after_seq)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let has_more = rows.len() > page.limit as usize;
+        let items = rows
+            .iter()
+            .take(page.limit as usize)
+            .map(webhook_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PageOf { items, has_more })
+    }
+
+    async fn get_webhook(&self, app_id: &str, id: &str) -> Result<Option<Webhook>> {
+        let sql =
+            format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.app_id = ? AND w.id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(app_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(webhook_from).transpose()
+    }
+
+    async fn update_webhook(&self, webhook: &Webhook, audit: &AuditEvent) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE webhooks SET target = ? WHERE id = ? AND app_id = ?")
+            .bind(&webhook.target)
+            .bind(&webhook.id)
+            .bind(&webhook.app_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM webhook_triggers WHERE webhook_id = ?")
+            .bind(&webhook.id)
+            .execute(&mut *tx)
+            .await?;
+        insert_triggers(&mut tx, webhook).await?;
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn delete_webhook(&self, app_id: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Triggers and deliveries go by cascade.
+        let done = sqlx::query("DELETE FROM webhooks WHERE id = ? AND app_id = ?")
+            .bind(id)
+            .bind(app_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        // Polled often: look before taking the write lock.
+        let any_due: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 \
+             AND (locked_until IS NULL OR locked_until <= ?1) LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if any_due.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        // Writing first takes the write lock at once; each claimed row gets
+        // its own random lease name.
+        let leased: Vec<(String, String)> = sqlx::query_as(
+            "UPDATE webhook_deliveries SET locked_until = ?1, lease = lower(hex(randomblob(16))) \
+             WHERE id IN (SELECT id FROM webhook_deliveries \
+                          WHERE status = 'pending' AND next_attempt_at <= ?2 \
+                            AND (locked_until IS NULL OR locked_until <= ?2) \
+                          ORDER BY next_attempt_at, seq LIMIT ?3) \
+             RETURNING id, lease",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(leased.len());
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS}, w.target, w.secret_sealed \
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?"
+        );
+        for (id, lease) in leased {
+            let row = sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(&id)
+                .fetch_one(&mut *tx)
+                .await?;
+            claimed.push(ClaimedDelivery {
+                delivery: delivery_from(&row)?,
+                target: row.try_get("target")?,
+                secret_sealed: row.try_get("secret_sealed")?,
+                lease,
+            });
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn record_attempt(
+        &self,
+        delivery_id: &str,
+        lease: &str,
+        attempt: &Attempt,
+    ) -> Result<bool> {
+        let (status, next_attempt_at) = match attempt.outcome {
+            AttemptOutcome::Delivered => (DeliveryStatus::Delivered, None),
+            AttemptOutcome::Retry { at } => (DeliveryStatus::Pending, Some(at)),
+            AttemptOutcome::Failed => (DeliveryStatus::Failed, None),
+        };
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, \
+             next_attempt_at = COALESCE(?, next_attempt_at), last_status = ?, last_error = ?, \
+             updated_at = ?, locked_until = NULL, lease = NULL \
+             WHERE id = ? AND lease = ? AND status = 'pending'",
+        )
+        .bind(status.as_str())
+        .bind(next_attempt_at)
+        .bind(attempt.http_status.map(i64::from))
+        .bind(&attempt.error)
+        .bind(attempt.at)
+        .bind(delivery_id)
+        .bind(lease)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn list_deliveries(&self, webhook_id: &str, page: &Page) -> Result<PageOf<Delivery>> {
+        let before: i64 = match &page.after {
+            None => i64::MAX,
+            Some(after) => sqlx::query_scalar(
+                "SELECT seq FROM webhook_deliveries WHERE id = ? AND webhook_id = ?",
+            )
+            .bind(after)
+            .bind(webhook_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::BadCursor)?,
+        };
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d \
+             WHERE d.webhook_id = ? AND d.seq < ? ORDER BY d.seq DESC LIMIT ?"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(webhook_id)
+            .bind(before)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let has_more = rows.len() > page.limit as usize;
+        let items = rows
+            .iter()
+            .take(page.limit as usize)
+            .map(delivery_from)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PageOf { items, has_more })
+    }
+
+    async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(delivery_from).transpose()
+    }
+}

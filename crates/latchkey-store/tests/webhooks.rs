@@ -1,0 +1,724 @@
+//! Webhooks and the delivery queue against a real SQLite file: the limit per
+//! app, triggers, paging, audit, enqueueing with the audited event, leases,
+//! attempts and cascades.
+
+use std::sync::Arc;
+
+use latchkey_store::{
+    Account, Actor, ApiKey, App, Attempt, AttemptOutcome, AuditEvent, AuditFilter, DeliveryStatus,
+    KeyKind, MAX_WEBHOOKS_PER_APP, NewAccount, Notification, Page, SqliteStore, Store, StoreError,
+    UserAccount, WEBHOOK_LIMIT_REACHED, Webhook, WebhookStore, delivery_id,
+};
+use serde_json::Map;
+
+struct Fixture {
+    store: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+}
+
+async fn store() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = seeded(&dir.path().join("t.db")).await;
+    Fixture {
+        store: Arc::new(store),
+        _dir: dir,
+    }
+}
+
+/// A store at `path` with account `acc_1` and its apps `ap_1` and `ap_2`.
+async fn seeded(path: &std::path::Path) -> SqliteStore {
+    let store = SqliteStore::open(path).await.expect("open");
+    let account = Account {
+        id: "acc_1".into(),
+        display_name: "Account".into(),
+        created_at: 100,
+    };
+    let new = NewAccount {
+        owner: UserAccount {
+            id: "ua_1".into(),
+            account_id: "acc_1".into(),
+            email: "owner@example.com".into(),
+            password_hash: "$argon2id$…".into(),
+            created_at: 100,
+        },
+        key: ApiKey {
+            id: "act_1".into(),
+            kind: KeyKind::UserAccount,
+            account_id: "acc_1".into(),
+            owner_id: "ua_1".into(),
+            display_name: "k".into(),
+            secret_sealed: vec![1, 2, 3],
+            created_at: 100,
+            expires_at: None,
+            last_used_at: None,
+            rotated_from: None,
+            replaced_by: None,
+        },
+        account,
+    };
+    store.create_account(&new, &ev()).await.expect("account");
+    for id in ["ap_1", "ap_2"] {
+        let app = App {
+            id: id.into(),
+            account_id: "acc_1".into(),
+            display_name: id.into(),
+            settings: Map::new(),
+            created_at: 100,
+        };
+        store.create_app(&app, None, &ev()).await.expect("app");
+    }
+    store
+}
+
+/// A distinct audit event for each call.
+fn ev() -> AuditEvent {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    AuditEvent {
+        id: format!("evt_{}", N.fetch_add(1, Ordering::Relaxed)),
+        at: 100,
+        account_id: Some("acc_1".into()),
+        app_id: None,
+        action: "test".into(),
+        actor: Actor::System,
+        address: None,
+        target_type: "test".into(),
+        target_id: None,
+        outcome: "success".into(),
+        details: Map::new(),
+        notify: None,
+    }
+}
+
+/// An event of `app` at `at` that notifies `trigger`.
+fn notifying(app: &str, trigger: &'static str, at: i64) -> AuditEvent {
+    AuditEvent {
+        at,
+        app_id: Some(app.into()),
+        action: "key.created".into(),
+        notify: Some(Notification {
+            trigger,
+            payload: format!(r#"{{"type":"{trigger}"}}"#),
+        }),
+        ..ev()
+    }
+}
+
+fn hook(id: &str, app: &str, triggers: &[&str]) -> Webhook {
+    Webhook {
+        id: id.into(),
+        app_id: app.into(),
+        target: format!("https://example.com/hooks/{id}"),
+        triggers: triggers.iter().map(|t| t.to_string()).collect(),
+        secret_sealed: vec![9, 9, 9],
+        created_at: 100,
+    }
+}
+
+fn page(limit: u32, after: Option<&str>) -> Page {
+    Page {
+        limit,
+        after: after.map(str::to_string),
+    }
+}
+
+fn attempt(outcome: AttemptOutcome, status: Option<u16>, at: i64) -> Attempt {
+    Attempt {
+        outcome,
+        http_status: status,
+        error: status.map(|s| format!("HTTP {s}")),
+        at,
+    }
+}
+
+#[tokio::test]
+async fn webhooks_are_created_read_updated_and_deleted_with_audit() {
+    let f = store().await;
+    let created = ev();
+    let mut w = hook("whk_1", "ap_1", &["key:rotated", "key:created"]);
+    f.store.create_webhook(&w, &created).await.expect("create");
+    let got = f
+        .store
+        .get_webhook("ap_1", "whk_1")
+        .await
+        .expect("get")
+        .expect("exists");
+    w.triggers.sort();
+    assert_eq!(got, w, "triggers come back sorted");
+    // Another app does not see it.
+    assert!(
+        f.store
+            .get_webhook("ap_2", "whk_1")
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    let mut changed = w.clone();
+    changed.target = "http://127.0.0.1:9/other".into();
+    changed.triggers = vec!["key:deleted".into()];
+    assert!(
+        f.store
+            .update_webhook(&changed, &ev())
+            .await
+            .expect("update")
+    );
+    let got = f
+        .store
+        .get_webhook("ap_1", "whk_1")
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(got, changed);
+    // Updating through the wrong app changes nothing.
+    let mut foreign = changed.clone();
+    foreign.app_id = "ap_2".into();
+    foreign.target = "http://evil.example/".into();
+    assert!(
+        !f.store
+            .update_webhook(&foreign, &ev())
+            .await
+            .expect("update")
+    );
+    assert_eq!(
+        f.store
+            .get_webhook("ap_1", "whk_1")
+            .await
+            .expect("get")
+            .expect("exists")
+            .target,
+        changed.target
+    );
+
+    assert!(
+        !f.store
+            .delete_webhook("ap_2", "whk_1", &ev())
+            .await
+            .expect("delete")
+    );
+    let deleted = ev();
+    assert!(
+        f.store
+            .delete_webhook("ap_1", "whk_1", &deleted)
+            .await
+            .expect("delete")
+    );
+    assert!(
+        f.store
+            .get_webhook("ap_1", "whk_1")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        !f.store
+            .delete_webhook("ap_1", "whk_1", &ev())
+            .await
+            .expect("delete again")
+    );
+
+    // The successful changes were audited; the refused ones were not.
+    let all = f
+        .store
+        .list_audit(&AuditFilter::default(), &page(100, None))
+        .await
+        .expect("audit");
+    let ids: Vec<&str> = all.items.iter().map(|e| e.id.as_str()).collect();
+    assert!(ids.contains(&created.id.as_str()));
+    assert!(ids.contains(&deleted.id.as_str()));
+    // account + 2 apps + create + update + delete
+    assert_eq!(all.items.len(), 6, "{ids:?}");
+}
+
+#[tokio::test]
+async fn at_most_ten_webhooks_per_app_even_when_created_concurrently() {
+    let f = store().await;
+    let mut tasks = Vec::new();
+    for i in 0..25 {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .create_webhook(&hook(&format!("whk_{i}"), "ap_1", &["key:created"]), &ev())
+                .await
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.expect("join") {
+            Ok(()) => created += 1,
+            Err(StoreError::Conflict(msg)) => assert_eq!(msg, WEBHOOK_LIMIT_REACHED),
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(created, MAX_WEBHOOKS_PER_APP);
+    let listed = f
+        .store
+        .list_webhooks("ap_1", &page(100, None))
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 10);
+    // The refused ones left no triggers or audit events behind.
+    let audit = f
+        .store
+        .list_audit(&AuditFilter::default(), &page(100, None))
+        .await
+        .expect("audit");
+    assert_eq!(audit.items.len(), 3 + 10);
+    // Another app still has room.
+    f.store
+        .create_webhook(&hook("whk_other", "ap_2", &["key:created"]), &ev())
+        .await
+        .expect("other app");
+    // A webhook of a missing app is refused by the foreign key.
+    let orphan = f
+        .store
+        .create_webhook(&hook("whk_orphan", "ap_missing", &["key:created"]), &ev())
+        .await;
+    assert!(
+        matches!(orphan, Err(StoreError::MissingParent)),
+        "{orphan:?}"
+    );
+    // Duplicate ids and duplicate triggers are conflicts, with nothing kept.
+    let dup = f
+        .store
+        .create_webhook(&hook("whk_other", "ap_2", &["key:created"]), &ev())
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    let twice = f
+        .store
+        .create_webhook(
+            &hook("whk_twice", "ap_2", &["key:created", "key:created"]),
+            &ev(),
+        )
+        .await;
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
+    assert!(
+        f.store
+            .get_webhook("ap_2", "whk_twice")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn webhooks_page_in_creation_order() {
+    let f = store().await;
+    for i in 0..5 {
+        f.store
+            .create_webhook(&hook(&format!("whk_{i}"), "ap_1", &["key:created"]), &ev())
+            .await
+            .expect("create");
+    }
+    f.store
+        .create_webhook(&hook("whk_x", "ap_2", &["key:created"]), &ev())
+        .await
+        .expect("create");
+    let first = f
+        .store
+        .list_webhooks("ap_1", &page(2, None))
+        .await
+        .expect("page 1");
+    assert!(first.has_more);
+    let ids: Vec<&str> = first.items.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(ids, ["whk_0", "whk_1"]);
+    let rest = f
+        .store
+        .list_webhooks("ap_1", &page(10, Some("whk_1")))
+        .await
+        .expect("page 2");
+    assert!(!rest.has_more);
+    let ids: Vec<&str> = rest.items.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(ids, ["whk_2", "whk_3", "whk_4"]);
+    // A cursor from another app's list is refused.
+    assert!(matches!(
+        f.store
+            .list_webhooks("ap_1", &page(10, Some("whk_x")))
+            .await,
+        Err(StoreError::BadCursor)
+    ));
+}
+
+#[tokio::test]
+async fn events_enqueue_one_delivery_per_subscribed_webhook() {
+    let f = store().await;
+    f.store
+        .create_webhook(
+            &hook("whk_a", "ap_1", &["key:created", "key:deleted"]),
+            &ev(),
+        )
+        .await
+        .expect("a");
+    f.store
+        .create_webhook(&hook("whk_b", "ap_1", &["key:deleted"]), &ev())
+        .await
+        .expect("b");
+    f.store
+        .create_webhook(&hook("whk_c", "ap_2", &["key:created"]), &ev())
+        .await
+        .expect("c");
+    let event = notifying("ap_1", "key:created", 500);
+    f.store.record_audit(&event).await.expect("event");
+    let a = f
+        .store
+        .list_deliveries("whk_a", &page(10, None))
+        .await
+        .expect("a deliveries");
+    assert_eq!(a.items.len(), 1);
+    let d = &a.items[0];
+    assert_eq!(d.id, delivery_id(&event.id, "whk_a"));
+    assert_eq!(d.event_id, event.id);
+    assert_eq!(d.trigger, "key:created");
+    assert_eq!(d.payload, r#"{"type":"key:created"}"#);
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!(d.attempts, 0);
+    assert_eq!(d.next_attempt_at, 500);
+    assert_eq!((d.last_status, d.last_error.as_deref()), (None, None));
+    // Not subscribed, or another app's webhook: nothing.
+    for other in ["whk_b", "whk_c"] {
+        assert!(
+            f.store
+                .list_deliveries(other, &page(10, None))
+                .await
+                .expect("deliveries")
+                .items
+                .is_empty(),
+            "{other}"
+        );
+    }
+    assert_eq!(
+        f.store.get_delivery(&d.id).await.expect("get").as_ref(),
+        Some(d)
+    );
+}
+
+#[tokio::test]
+async fn claims_take_due_deliveries_once_and_leases_run_out() {
+    let f = store().await;
+    f.store
+        .create_webhook(&hook("whk_a", "ap_1", &["key:created"]), &ev())
+        .await
+        .expect("a");
+    let early = notifying("ap_1", "key:created", 500);
+    let late = notifying("ap_1", "key:created", 900);
+    f.store.record_audit(&early).await.expect("early");
+    f.store.record_audit(&late).await.expect("late");
+
+    // Only what is due.
+    let claimed = f.store.claim_deliveries(600, 660, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let c = &claimed[0];
+    assert_eq!(c.delivery.id, delivery_id(&early.id, "whk_a"));
+    assert_eq!(c.target, "https://example.com/hooks/whk_a");
+    assert_eq!(c.secret_sealed, vec![9, 9, 9]);
+    assert!(!c.lease.is_empty());
+    // Leased: not claimed again while the lease lives, even once due...
+    assert!(
+        f.store
+            .claim_deliveries(650, 710, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // ...but once it has run out (the dispatcher died), it is claimed again,
+    // under a new lease; the old lease can no longer record an outcome.
+    let again = f.store.claim_deliveries(660, 720, 10).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.id, c.delivery.id);
+    assert_ne!(again[0].lease, c.lease);
+    let stale = attempt(AttemptOutcome::Delivered, Some(200), 661);
+    assert!(
+        !f.store
+            .record_attempt(&c.delivery.id, &c.lease, &stale)
+            .await
+            .expect("stale")
+    );
+    let d = f
+        .store
+        .get_delivery(&c.delivery.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0));
+
+    // A limit is respected, oldest due first.
+    let both = f
+        .store
+        .claim_deliveries(2000, 2060, 1)
+        .await
+        .expect("claim");
+    assert_eq!(both.len(), 1);
+    assert_eq!(both[0].delivery.id, delivery_id(&early.id, "whk_a"));
+}
+
+#[tokio::test]
+async fn concurrent_claims_never_share_a_delivery() {
+    let f = store().await;
+    f.store
+        .create_webhook(&hook("whk_a", "ap_1", &["key:created"]), &ev())
+        .await
+        .expect("a");
+    for i in 0..40 {
+        f.store
+            .record_audit(&notifying("ap_1", "key:created", 100 + i))
+            .await
+            .expect("event");
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.claim_deliveries(1000, 1060, 7).await
+        }));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in tasks {
+        for c in t.await.expect("join").expect("claim") {
+            assert!(seen.insert(c.delivery.id.clone()), "claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 40);
+}
+
+#[tokio::test]
+async fn attempts_retry_deliver_or_fail_and_release_the_lease() {
+    let f = store().await;
+    f.store
+        .create_webhook(&hook("whk_a", "ap_1", &["key:created"]), &ev())
+        .await
+        .expect("a");
+    let one = notifying("ap_1", "key:created", 500);
+    let two = notifying("ap_1", "key:created", 500);
+    f.store.record_audit(&one).await.expect("one");
+    f.store.record_audit(&two).await.expect("two");
+    let id_one = delivery_id(&one.id, "whk_a");
+    let id_two = delivery_id(&two.id, "whk_a");
+
+    // Both fail with a retryable answer: back to pending, later, unleased.
+    for c in f.store.claim_deliveries(500, 560, 10).await.expect("claim") {
+        let a = attempt(AttemptOutcome::Retry { at: 530 }, Some(503), 501);
+        assert!(
+            f.store
+                .record_attempt(&c.delivery.id, &c.lease, &a)
+                .await
+                .expect("record")
+        );
+        // An outcome is recorded once per claim.
+        assert!(
+            !f.store
+                .record_attempt(&c.delivery.id, &c.lease, &a)
+                .await
+                .expect("record twice")
+        );
+    }
+    let d = f
+        .store
+        .get_delivery(&id_one)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.next_attempt_at, 530);
+    assert_eq!(d.last_status, Some(503));
+    assert_eq!(d.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(d.updated_at, 501);
+    // Not due before the retry time, even though the lease was released.
+    assert!(
+        f.store
+            .claim_deliveries(529, 589, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let claimed = f.store.claim_deliveries(530, 590, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    for c in claimed {
+        let a = if c.delivery.id == id_one {
+            Attempt {
+                outcome: AttemptOutcome::Delivered,
+                http_status: Some(204),
+                error: None,
+                at: 531,
+            }
+        } else {
+            Attempt {
+                outcome: AttemptOutcome::Failed,
+                http_status: None,
+                error: Some("connection refused".into()),
+                at: 531,
+            }
+        };
+        assert!(
+            f.store
+                .record_attempt(&c.delivery.id, &c.lease, &a)
+                .await
+                .expect("record")
+        );
+    }
+    let one = f
+        .store
+        .get_delivery(&id_one)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(one.status, DeliveryStatus::Delivered);
+    assert_eq!(one.attempts, 2);
+    assert_eq!((one.last_status, one.last_error), (Some(204), None));
+    let two = f
+        .store
+        .get_delivery(&id_two)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(two.status, DeliveryStatus::Failed);
+    assert_eq!(two.attempts, 2);
+    assert_eq!(two.last_status, None);
+    assert_eq!(two.last_error.as_deref(), Some("connection refused"));
+    // Neither is claimed again, ever.
+    assert!(
+        f.store
+            .claim_deliveries(i64::MAX / 2, i64::MAX / 2, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // Newest first.
+    let listed = f
+        .store
+        .list_deliveries("whk_a", &page(1, None))
+        .await
+        .expect("list");
+    assert!(listed.has_more);
+    assert_eq!(listed.items[0].id, id_two);
+    let rest = f
+        .store
+        .list_deliveries("whk_a", &page(1, Some(&id_two)))
+        .await
+        .expect("list");
+    assert!(!rest.has_more);
+    assert_eq!(rest.items[0].id, id_one);
+}
+
+#[tokio::test]
+async fn deleting_a_webhook_or_its_app_removes_its_deliveries() {
+    let f = store().await;
+    f.store
+        .create_webhook(&hook("whk_a", "ap_1", &["key:created"]), &ev())
+        .await
+        .expect("a");
+    f.store
+        .create_webhook(&hook("whk_b", "ap_2", &["key:created"]), &ev())
+        .await
+        .expect("b");
+    let one = notifying("ap_1", "key:created", 500);
+    f.store.record_audit(&one).await.expect("one");
+    f.store
+        .record_audit(&notifying("ap_2", "key:created", 500))
+        .await
+        .expect("two");
+    let claimed = f.store.claim_deliveries(500, 560, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 2);
+    let in_flight = claimed
+        .iter()
+        .find(|c| c.delivery.webhook_id == "whk_a")
+        .expect("whk_a claimed");
+
+    assert!(
+        f.store
+            .delete_webhook("ap_1", "whk_a", &ev())
+            .await
+            .expect("delete")
+    );
+    let id_one = delivery_id(&one.id, "whk_a");
+    assert!(f.store.get_delivery(&id_one).await.expect("get").is_none());
+    // An attempt that was in flight when the webhook went records nothing.
+    let a = attempt(AttemptOutcome::Retry { at: 600 }, Some(500), 501);
+    assert!(
+        !f.store
+            .record_attempt(&in_flight.delivery.id, &in_flight.lease, &a)
+            .await
+            .expect("record")
+    );
+    // New events no longer reach it.
+    f.store
+        .record_audit(&notifying("ap_1", "key:created", 700))
+        .await
+        .expect("three");
+    assert!(
+        f.store
+            .list_deliveries("whk_a", &page(10, None))
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+
+    // Deleting the app takes its webhooks and their deliveries along.
+    assert!(f.store.delete_app("ap_2", &ev()).await.expect("delete app"));
+    assert!(
+        f.store
+            .get_webhook("ap_2", "whk_b")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        f.store
+            .list_deliveries("whk_b", &page(10, None))
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
+    assert!(
+        f.store
+            .claim_deliveries(i64::MAX / 2, i64::MAX / 2, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn deliveries_survive_closing_and_reopening_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("t.db");
+    let store = seeded(&path).await;
+    store
+        .create_webhook(&hook("whk_a", "ap_1", &["key:created"]), &ev())
+        .await
+        .expect("a");
+    let event = notifying("ap_1", "key:created", 500);
+    store.record_audit(&event).await.expect("event");
+    // Claimed, then the process stops before recording an outcome.
+    assert_eq!(
+        store
+            .claim_deliveries(500, 560, 10)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+    store.close().await;
+    drop(store);
+
+    let store = SqliteStore::open(&path).await.expect("reopen");
+    let d = store
+        .get_delivery(&delivery_id(&event.id, "whk_a"))
+        .await
+        .expect("get")
+        .expect("still queued");
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0));
+    // The dead claim's lease runs out, then the delivery is sent again.
+    assert!(
+        store
+            .claim_deliveries(559, 619, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let again = store.claim_deliveries(560, 620, 10).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery.payload, r#"{"type":"key:created"}"#);
+}

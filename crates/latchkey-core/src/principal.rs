@@ -50,6 +50,12 @@ pub enum Principal {
         account_id: String,
         user_account_id: String,
     },
+    /// A person signed in to the dashboard: the same reach as their
+    /// user-account keys, without a key.
+    Session {
+        account_id: String,
+        user_account_id: String,
+    },
     /// A machine's service account (an `svc_` key): the apps it created or
     /// was granted.
     ServiceAccount {
@@ -106,7 +112,9 @@ impl Principal {
             Principal::Operator { .. } => None,
             Principal::AppUser { .. } => Some(Scope::AppUser),
             Principal::App { .. } => Some(Scope::App),
-            Principal::UserAccount { .. } | Principal::ServiceAccount { .. } => {
+            Principal::UserAccount { .. }
+            | Principal::Session { .. }
+            | Principal::ServiceAccount { .. } => {
                 Some(Scope::Account)
             }
         }
@@ -118,13 +126,14 @@ impl Principal {
             Principal::AppUser { account_id, .. }
             | Principal::App { account_id, .. }
             | Principal::UserAccount { account_id, .. }
+            | Principal::Session { account_id, .. }
             | Principal::ServiceAccount { account_id, .. } => Some(account_id),
         }
     }
 
     pub fn key_id(&self) -> Option<&str> {
         match self {
-            Principal::Operator { .. } => None,
+            Principal::Operator { .. } | Principal::Session { .. } => None,
             Principal::AppUser { key_id, .. }
             | Principal::App { key_id, .. }
             | Principal::UserAccount { key_id, .. }
@@ -141,7 +150,9 @@ impl Principal {
             Principal::Operator { .. } => AppReach::Operator,
             Principal::AppUser { app_id, .. } if app_id == app.id => AppReach::AppUser,
             Principal::App { app_id, .. } if app_id == app.id => AppReach::App,
-            Principal::UserAccount { account_id, .. } if account_id == app.account_id => {
+            Principal::UserAccount { account_id, .. } | Principal::Session { account_id, .. }
+                if account_id == app.account_id =>
+            {
                 AppReach::Account
             }
             Principal::ServiceAccount { account_id, .. }
@@ -183,7 +194,7 @@ impl Principal {
     /// Service-account management: user-account keys only.
     pub fn may_manage_service_accounts(&self) -> Access {
         match self {
-            Principal::UserAccount { .. } => Access::Allow,
+            Principal::UserAccount { .. } | Principal::Session { .. } => Access::Allow,
             _ => Access::Forbidden,
         }
     }
@@ -191,10 +202,12 @@ impl Principal {
     /// A service account (by its owning account) as seen by this caller.
     pub fn may_manage_service_account(&self, sa_account_id: &str) -> Access {
         match self {
-            Principal::UserAccount { account_id, .. } if account_id == sa_account_id => {
+            Principal::UserAccount { account_id, .. } | Principal::Session { account_id, .. }
+                if account_id == sa_account_id =>
+            {
                 Access::Allow
             }
-            Principal::UserAccount { .. } => Access::NotFound,
+            Principal::UserAccount { .. } | Principal::Session { .. } => Access::NotFound,
             _ => Access::Forbidden,
         }
     }
@@ -308,6 +321,13 @@ mod tests {
                 },
             ),
             (
+                "session",
+                Principal::Session {
+                    account_id: "acc_A".into(),
+                    user_account_id: "ua_1".into(),
+                },
+            ),
+            (
                 "appUser",
                 Principal::AppUser {
                     key_id: "app_1".into(),
@@ -330,6 +350,7 @@ mod tests {
         let expected: &[(&str, [Access; 11])] = &[
             ("operator", [A, F, F, F, F, F, F, F, F, F, F]),
             ("act", [F, A, A, A, A, A, A, A, A, A, A]),
+            ("session", [F, A, A, A, A, A, A, A, A, A, A]),
             ("act_other_account", [F, A, A, N, N, N, N, N, N, N, N]),
             ("svc", [F, A, F, A, N, A, A, A, A, A, A]),
             ("app", [F, F, F, F, F, A, A, A, A, A, A]),

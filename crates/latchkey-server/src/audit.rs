@@ -20,6 +20,11 @@ pub fn actor_of(principal: &Principal) -> Actor {
         Principal::Operator { token_id } => Actor::Operator {
             token_id: token_id.clone(),
         },
+        Principal::Session {
+            user_account_id, ..
+        } => Actor::UserAccount {
+            user_account_id: user_account_id.clone(),
+        },
         other => Actor::Key {
             key_id: other.key_id().unwrap_or_default().to_string(),
         },

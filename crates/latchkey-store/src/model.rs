@@ -201,6 +201,8 @@ pub enum Actor {
     Key {
         key_id: String,
     },
+    /// A person signed in to the dashboard.
+    UserAccount { user_account_id: String },
     /// Latchkey itself (expiry and other scheduled notices).
     System,
 }
@@ -210,6 +212,7 @@ impl Actor {
         match self {
             Actor::Operator { .. } => "operator",
             Actor::Key { .. } => "key",
+            Actor::UserAccount { .. } => "userAccount",
             Actor::System => "system",
         }
     }
@@ -218,6 +221,7 @@ impl Actor {
         match self {
             Actor::Operator { token_id } => Some(token_id),
             Actor::Key { key_id } => Some(key_id),
+            Actor::UserAccount { user_account_id } => Some(user_account_id),
             Actor::System => None,
         }
     }

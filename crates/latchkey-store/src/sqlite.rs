@@ -213,6 +213,7 @@ fn audit_from(row: &SqliteRow) -> Result<AuditEvent> {
     let actor = match (actor_type.as_str(), actor_id) {
         ("operator", Some(token_id)) => Actor::Operator { token_id },
         ("key", Some(key_id)) => Actor::Key { key_id },
+        ("userAccount", Some(user_account_id)) => Actor::UserAccount { user_account_id },
         ("system", _) => Actor::System,
         _ => {
             return Err(StoreError::Corrupt(

@@ -221,6 +221,11 @@ pub async fn whoami(State(state): State<AppState>, caller: Caller) -> ApiResult<
             service_account_id,
         } => json!({"scope": "account", "keyId": key_id, "accountId": account_id,
                     "serviceAccountId": service_account_id}),
+        Principal::Session {
+            account_id,
+            user_account_id,
+        } => json!({"scope": "account", "accountId": account_id,
+                    "userAccountId": user_account_id}),
     };
     // An appUser credential lives in a browser: it learns nothing about the
     // account beyond the ids it already carries.
@@ -231,6 +236,9 @@ pub async fn whoami(State(state): State<AppState>, caller: Caller) -> ApiResult<
         body["account"] = json!(AccountView::from(&account));
     }
     if let Principal::UserAccount {
+        user_account_id, ..
+    }
+    | Principal::Session {
         user_account_id, ..
     } = p
         && let Some(user) = state.store.get_user_account(user_account_id).await?

@@ -17,6 +17,27 @@ use zeroize::Zeroizing;
 
 use crate::crypto::sha256;
 
+/// What an app's settings ask of the verification path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppPolicy {
+    /// JWTs signed by the app's keys must carry `exp` and live at most this
+    /// many seconds.
+    pub max_token_ttl: Option<i64>,
+    /// Origins whose browsers may call the API with appUser credentials;
+    /// `None` allows any.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Refuse the app's server credentials when they arrive from a browser.
+    pub block_browser_secrets: bool,
+}
+
+impl AppPolicy {
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|o| o == origin))
+    }
+}
+
 /// Who owns a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyOwner {
@@ -135,8 +156,8 @@ struct Inner {
     keys: HashMap<String, Arc<LiveKey>>,
     /// app id -> account id
     apps: HashMap<String, String>,
-    /// app id -> the app's maxTokenTtlSeconds policy, where set
-    token_ttl: HashMap<String, i64>,
+    /// app id -> what its settings ask of verification
+    policies: HashMap<String, Arc<AppPolicy>>,
     /// service account id -> (account id, apps it created or was granted)
     service_accounts: HashMap<String, (String, HashSet<String>)>,
     /// operator token id -> SHA-256 of the token
@@ -212,22 +233,39 @@ impl KeyIndex {
         true
     }
 
-    /// Sets (or clears) the longest JWT lifetime an app accepts.
-    pub fn set_app_token_ttl(&self, app_id: &str, max_seconds: Option<i64>) {
+    /// Sets what a live app's settings ask of verification.
+    pub fn set_app_policy(&self, app_id: &str, policy: AppPolicy) {
         let mut inner = self.write();
-        match max_seconds {
-            Some(ttl) if inner.apps.contains_key(app_id) => {
-                inner.token_ttl.insert(app_id.to_string(), ttl);
-            }
-            _ => {
-                inner.token_ttl.remove(app_id);
-            }
+        if inner.apps.contains_key(app_id) {
+            inner.policies.insert(app_id.to_string(), Arc::new(policy));
         }
+    }
+
+    /// A live app's policy (the default for an app without one).
+    pub fn app_policy(&self, app_id: &str) -> Option<Arc<AppPolicy>> {
+        let inner = self.read();
+        if !inner.apps.contains_key(app_id) {
+            return None;
+        }
+        Some(inner.policies.get(app_id).cloned().unwrap_or_default())
     }
 
     /// The app's maxTokenTtlSeconds policy, if any.
     pub fn app_token_ttl(&self, app_id: &str) -> Option<i64> {
-        self.read().token_ttl.get(app_id).copied()
+        self.read()
+            .policies
+            .get(app_id)
+            .and_then(|p| p.max_token_ttl)
+    }
+
+    /// Sets (or clears) only the longest JWT lifetime an app accepts.
+    pub fn set_app_token_ttl(&self, app_id: &str, max_seconds: Option<i64>) {
+        let mut policy = self
+            .app_policy(app_id)
+            .map(|p| (*p).clone())
+            .unwrap_or_default();
+        policy.max_token_ttl = max_seconds;
+        self.set_app_policy(app_id, policy);
     }
 
     pub fn remove_key(&self, id: &str) -> bool {
@@ -255,7 +293,7 @@ impl KeyIndex {
     pub fn remove_app(&self, app_id: &str) {
         let mut inner = self.write();
         inner.apps.remove(app_id);
-        inner.token_ttl.remove(app_id);
+        inner.policies.remove(app_id);
         inner.keys.retain(|_, k| match &k.owner {
             KeyOwner::App { app_id: a, .. } => a != app_id,
             _ => true,
@@ -325,10 +363,8 @@ impl KeyIndex {
         let mut inner = self.write();
         inner.accounts.remove(account_id);
         inner.apps.retain(|_, acc| acc != account_id);
-        let Inner {
-            apps, token_ttl, ..
-        } = &mut *inner;
-        token_ttl.retain(|app, _| apps.contains_key(app));
+        let Inner { apps, policies, .. } = &mut *inner;
+        policies.retain(|app, _| apps.contains_key(app));
         inner
             .service_accounts
             .retain(|_, (acc, _)| acc != account_id);

@@ -18,7 +18,7 @@ pub mod verify;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::MasterKey;
-pub use index::{KeyIndex, KeyOwner, LiveKey};
+pub use index::{AppPolicy, KeyIndex, KeyOwner, LiveKey};
 pub use principal::{Access, Principal, Scope};
 pub use secret::SecretString;
 pub use verify::{AuthError, Verified, VerifyOptions};

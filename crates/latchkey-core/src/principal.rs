@@ -114,9 +114,7 @@ impl Principal {
             Principal::App { .. } => Some(Scope::App),
             Principal::UserAccount { .. }
             | Principal::Session { .. }
-            | Principal::ServiceAccount { .. } => {
-                Some(Scope::Account)
-            }
+            | Principal::ServiceAccount { .. } => Some(Scope::Account),
         }
     }
 

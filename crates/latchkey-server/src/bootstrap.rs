@@ -358,7 +358,7 @@ pub async fn build_index(
     }
     for app in &snapshot.apps {
         index.insert_app(&app.id, &app.account_id);
-        index.set_app_token_ttl(&app.id, crate::api::policy::max_token_ttl(&app.settings));
+        index.set_app_policy(&app.id, crate::api::policy::app_policy(&app.settings));
     }
     for (sa_id, account_id) in &snapshot.service_accounts {
         index.insert_service_account(sa_id, account_id);

@@ -333,7 +333,7 @@ async fn app_settings_merge_and_users_conflict() {
         .await;
     assert_eq!(
         r.body["app"]["settings"],
-        json!({"nested": {"x": 1, "y": 3}})
+        json!({"blockBrowserSecrets": true, "nested": {"x": 1, "y": 3}})
     );
     assert_eq!(r.body["app"]["displayName"], "Renamed");
     let r = app.patch(&path, &owner, json!({"displayName": ""})).await;

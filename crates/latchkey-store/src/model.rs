@@ -202,7 +202,9 @@ pub enum Actor {
         key_id: String,
     },
     /// A person signed in to the dashboard.
-    UserAccount { user_account_id: String },
+    UserAccount {
+        user_account_id: String,
+    },
     /// Latchkey itself (expiry and other scheduled notices).
     System,
 }

@@ -57,7 +57,10 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let (account_id, creator) = account_caller(&caller)?;
     let display_name = display_name(&body.display_name, "displayName")?;
+    // New apps refuse server credentials sent from a browser unless told
+    // otherwise.
     let mut settings = Map::new();
+    settings.insert(policy::BLOCK_BROWSER_SECRETS.into(), Value::Bool(true));
     if let Some(patch) = &body.settings {
         merge_patch(&mut settings, patch);
     }
@@ -86,7 +89,7 @@ pub async fn create(
     }
     state
         .index
-        .set_app_token_ttl(&app.id, policy::max_token_ttl(&app.settings));
+        .set_app_policy(&app.id, policy::app_policy(&app.settings));
     Ok((
         StatusCode::CREATED,
         Json(json!({"app": AppView::from(&app)})),
@@ -139,7 +142,7 @@ pub async fn update(
     PathParams(app_id): PathParams<String>,
     JsonBody(body): JsonBody<UpdateApp>,
 ) -> ApiResult<Json<Value>> {
-    let mut app = load_app(&state, &app_id).await?;
+    let app = load_app(&state, &app_id).await?;
     require(
         caller
             .principal
@@ -147,22 +150,43 @@ pub async fn update(
         "app",
         NEEDS_APP,
     )?;
-    if let Some(name) = &body.display_name {
+    let app = apply_update(
+        &state,
+        &caller,
+        app,
+        body.display_name.as_deref(),
+        body.settings.as_ref(),
+    )
+    .await?;
+    Ok(Json(json!({"app": AppView::from(&app)})))
+}
+
+/// Renames an app and/or merges a settings patch (RFC 7396), validated,
+/// audited, and applied to the index. The caller must hold the write guard
+/// and have been allowed to configure the app.
+pub(crate) async fn apply_update(
+    state: &AppState,
+    caller: &Caller,
+    mut app: App,
+    new_name: Option<&str>,
+    settings_patch: Option<&Map<String, Value>>,
+) -> ApiResult<App> {
+    if let Some(name) = new_name {
         app.display_name = display_name(name, "displayName")?;
     }
-    if let Some(patch) = &body.settings {
+    if let Some(patch) = settings_patch {
         merge_patch(&mut app.settings, patch);
         check_object_size(&app.settings, "settings")?;
         policy::validate(&app.settings)?;
     }
     let mut changed = Vec::new();
-    if body.display_name.is_some() {
+    if new_name.is_some() {
         changed.push("displayName");
     }
-    if let Some(patch) = &body.settings {
+    if let Some(patch) = settings_patch {
         changed.extend(patch.keys().map(String::as_str));
     }
-    let event = audit::event(&state, &caller, "app.updated", "app", &app.id)
+    let event = audit::event(state, caller, "app.updated", "app", &app.id)
         .in_app(&app.id)
         .detail("changed", json!(changed));
     if !state.store.update_app(&app, &event).await? {
@@ -170,8 +194,8 @@ pub async fn update(
     }
     state
         .index
-        .set_app_token_ttl(&app.id, policy::max_token_ttl(&app.settings));
-    Ok(Json(json!({"app": AppView::from(&app)})))
+        .set_app_policy(&app.id, policy::app_policy(&app.settings));
+    Ok(app)
 }
 
 pub async fn delete(

@@ -116,6 +116,12 @@ impl LiveKey {
         self.secret.as_slice().ct_eq(presented).into()
     }
 
+    /// Signs `claims` as an HS256 JWT with this key (for tokens Latchkey
+    /// mints on behalf of an app).
+    pub fn sign_jwt(&self, claims: &serde_json::Value) -> String {
+        crate::jwt::sign_hs256(&self.secret, &self.id, claims)
+    }
+
     pub fn hmac_key(&self) -> &hmac::Key {
         &self.hmac
     }

@@ -135,6 +135,7 @@ pub async fn open(
             rng,
             config: Arc::new(config),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
+            exposures: Arc::default(),
         },
         init_report,
     })

@@ -44,26 +44,36 @@ impl FromRequestParts<AppState> for Caller {
                 state.verify_options(),
             )
             .map_err(|e| ApiError::unauthorized(&e))?;
-        // Browsers send Origin on cross-origin requests (and on same-origin
-        // writes). Only appUser credentials belong in a browser: any other
-        // credential seen with an Origin has leaked, and is refused before
-        // it has any effect.
-        if parts.headers.contains_key(ORIGIN)
-            && !matches!(verified.principal, Principal::AppUser { .. })
-        {
-            tracing::warn!(
-                key_id = verified.principal.key_id().unwrap_or("operator token"),
-                "refused a server credential sent from a browser (Origin header present)"
-            );
-            return Err(ApiError::forbidden(
-                "app and account credentials must never be used from a browser; \
-                 give the browser an appUser JWT instead",
-            ));
-        }
         let address = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_string());
+        // Browsers send Origin on cross-origin requests (and on same-origin
+        // writes). Only appUser credentials belong in a browser: any other
+        // credential seen with an Origin has leaked. It is recorded, and
+        // refused before it has any effect: always for account and operator
+        // credentials, for app keys unless the app turned
+        // blockBrowserSecrets off.
+        if let Some(origin) = parts.headers.get(ORIGIN)
+            && !matches!(verified.principal, Principal::AppUser { .. })
+        {
+            let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+            let refuse = match &verified.principal {
+                Principal::App { app_id, .. } => state
+                    .index
+                    .app_policy(app_id)
+                    .is_none_or(|p| p.block_browser_secrets),
+                _ => true,
+            };
+            crate::cors::record_exposure(state, &verified.principal, &origin, address.as_deref(), refuse)
+                .await;
+            if refuse {
+                return Err(ApiError::forbidden(
+                    "app and account credentials must never be used from a browser; \
+                     give the browser an appUser JWT instead",
+                ));
+            }
+        }
         if let Some(slot) = parts.extensions.get::<AuditSlot>() {
             slot.fill(&verified.principal, address.as_deref());
         }
@@ -90,8 +100,19 @@ impl AuditSlot {
         }
     }
 
-    pub fn take(&self) -> Option<Attributed> {
-        self.0.lock().ok().and_then(|mut s| s.take())
+    /// The principal the `Caller` extractor verified, if it ran.
+    pub fn get(&self) -> Option<Attributed> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// The slot of this request, inserting one if no layer did yet.
+    pub fn of(req: &mut axum::extract::Request) -> AuditSlot {
+        if let Some(slot) = req.extensions().get::<AuditSlot>() {
+            return slot.clone();
+        }
+        let slot = AuditSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        slot
     }
 }
 

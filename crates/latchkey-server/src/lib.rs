@@ -10,6 +10,7 @@ pub mod api;
 pub mod audit;
 pub mod bootstrap;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod maintenance;

@@ -19,6 +19,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// See [`crate::extract::WriteGuard`].
     pub write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// When each key was last recorded as exposed to a browser (unix
+    /// seconds), so a leaked key in a busy page is recorded once per window.
+    pub exposures: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
 impl AppState {

@@ -76,6 +76,10 @@ pub fn router(state: AppState) -> Router {
             post(users::create).get(users::list),
         )
         .route(
+            "/v1/apps/{app_id}/users/{user}/tokens",
+            post(users::mint_token),
+        )
+        .route(
             "/v1/apps/{app_id}/users/{user}",
             get(users::get).patch(users::update).delete(users::delete),
         )
@@ -122,6 +126,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cors::layer,
+        ))
         // One line per request: method, path, status, latency. Headers (and
         // so credentials) are never recorded.
         .layer(
@@ -145,15 +153,14 @@ async fn audit_failures(
     if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
-    let slot = AuditSlot::default();
-    req.extensions_mut().insert(slot.clone());
+    let slot = AuditSlot::of(&mut req);
     let path = req.uri().path().to_string();
     let response = next.run(req).await;
     let status = response.status();
     if !status.is_client_error() || status == StatusCode::UNAUTHORIZED {
         return response;
     }
-    let Some((principal, address)) = slot.take() else {
+    let Some((principal, address)) = slot.get() else {
         return response;
     };
     let route = matched.map_or_else(|| path.clone(), |m| m.as_str().to_string());

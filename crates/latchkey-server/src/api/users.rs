@@ -12,10 +12,11 @@ use latchkey_store::{App, AppUser, StoreError};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{app_ref, check_object_size, load_app, merge_patch};
+use super::{app_ref, check_object_size, load_app, merge_patch, policy};
+use crate::views::rfc3339;
 use crate::audit::{self, EventExt};
 use crate::error::{ApiError, ApiResult, require};
-use crate::extract::{Caller, JsonBody, Paging, PathParams};
+use crate::extract::{Caller, JsonBody, JsonBodyOrEmpty, Paging, PathParams};
 use crate::state::AppState;
 use crate::views::{AppUserView, PageMeta};
 
@@ -289,4 +290,98 @@ pub async fn delete(
         return Err(ApiError::not_found("user"));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MintToken {
+    #[serde(default)]
+    ttl_seconds: Option<i64>,
+}
+
+/// Default and bounds of a minted token's lifetime.
+const DEFAULT_TOKEN_TTL: i64 = 3600;
+const TOKEN_TTL_RANGE: (i64, i64) = (60, 86_400);
+
+/// Mints an appUser JWT for one user, signed with the app's newest live key,
+/// for platforms that would rather not sign tokens themselves. The lifetime
+/// is capped by the app's `maxTokenTtlSeconds`.
+pub async fn mint_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((app_id, user)): PathParams<(String, String)>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<MintToken>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let app = app_for(&state, &caller, &app_id, None, UserAction::Manage).await?;
+    let ttl = body.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
+    let (lo, hi) = TOKEN_TTL_RANGE;
+    if !(lo..=hi).contains(&ttl) {
+        return Err(ApiError::bad_request(format!(
+            "ttlSeconds must be from {lo} to {hi}"
+        )));
+    }
+    let ttl = match policy::max_token_ttl(&app.settings) {
+        Some(max) => ttl.min(max),
+        None => ttl,
+    };
+    let external_id = match state.store.find_app_user(&app.id, &user).await? {
+        Some(u) => u.external_id,
+        None => {
+            // Not created yet: the token's first use creates the user.
+            latchkey_core::ids::check_external_id(&user)
+                .map_err(|_| ApiError::not_found("user"))?;
+            user
+        }
+    };
+    let now = state.now();
+    let signing = newest_live_key(&state, &app.id, now)
+        .await?
+        .ok_or_else(|| ApiError::conflict("the app has no live key to sign with; create an app key first"))?;
+    let expires_at = now.saturating_add(ttl);
+    let token = signing.sign_jwt(&json!({
+        "scope": "appUser",
+        "userId": external_id,
+        "iat": now,
+        "exp": expires_at,
+    }));
+    let event = audit::event(&state, &caller, "token.minted", "user", &external_id)
+        .in_app(&app.id)
+        .detail("keyId", json!(signing.id))
+        .detail("ttlSeconds", json!(ttl));
+    state.store.record_audit(&event).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": token, "expiresAt": rfc3339(expires_at)})),
+    ))
+}
+
+/// The app's newest key that is live in the index and not replaced.
+async fn newest_live_key(
+    state: &AppState,
+    app_id: &str,
+    now: i64,
+) -> ApiResult<Option<std::sync::Arc<latchkey_core::LiveKey>>> {
+    let mut page = latchkey_store::Page {
+        limit: 100,
+        after: None,
+    };
+    let mut best = None;
+    loop {
+        let found = state
+            .store
+            .list_keys(latchkey_store::KeyOwnerRef::App(app_id), &page)
+            .await?;
+        for k in &found.items {
+            if k.replaced_by.is_none()
+                && let Some(live) = state.index.key(&k.id)
+                && !live.is_expired(now)
+            {
+                best = Some(live);
+            }
+        }
+        if !found.has_more {
+            return Ok(best);
+        }
+        page.after = found.items.last().map(|k| k.id.clone());
+    }
 }

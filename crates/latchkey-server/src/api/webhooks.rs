@@ -26,13 +26,14 @@ pub const WEBHOOK_SECRET_PREFIX: &str = "lkwh_";
 
 /// Every trigger a webhook may subscribe to, in the order responses list
 /// them.
-pub const TRIGGERS: [&str; 6] = [
+pub const TRIGGERS: [&str; 7] = [
     "key:created",
     "key:rotated",
     "key:deleted",
     "key:expiring",
     "key:expired",
     "key:rotation-due",
+    "credential:exposed",
 ];
 
 /// Longest accepted target URL, in bytes.

@@ -179,10 +179,11 @@ impl KeyIndex {
         if let KeyOwner::App { app_id, .. } = &key.owner
             && let Some(max) = self.app_token_ttl(app_id)
         {
-            // Without iat, the remaining lifetime is what counts.
+            // Lifetime from issue (an iat in the future counts as now, so it
+            // cannot stretch the window), or what remains without iat.
             let lifetime = match (claims.exp, claims.iat) {
                 (None, _) => return Err(AuthError::TokenTooLong(max)),
-                (Some(exp), Some(iat)) => exp.saturating_sub(iat),
+                (Some(exp), Some(iat)) => exp.saturating_sub(iat.min(now)),
                 (Some(exp), None) => exp.saturating_sub(now),
             };
             if lifetime > max {
@@ -471,6 +472,17 @@ mod tests {
         assert!(verify(&f, &ok).is_ok());
         let long = sign(json!({"scope":"app","iat": NOW, "exp": NOW + 601}));
         assert_eq!(verify(&f, &long).err(), Some(AuthError::TokenTooLong(600)));
+        let future_iat =
+            sign(json!({"scope":"app","iat": NOW + 86_400, "exp": NOW + 86_400 + 600}));
+        assert_eq!(
+            verify(&f, &future_iat).err(),
+            Some(AuthError::TokenTooLong(600))
+        );
+        let backwards = sign(json!({"scope":"app","iat": NOW + 7200, "exp": NOW + 3600}));
+        assert_eq!(
+            verify(&f, &backwards).err(),
+            Some(AuthError::TokenTooLong(600))
+        );
         let long_no_iat = sign(json!({"scope":"app","exp": NOW + 3600}));
         assert_eq!(
             verify(&f, &long_no_iat).err(),

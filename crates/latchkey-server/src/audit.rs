@@ -125,8 +125,10 @@ impl EventExt for AuditEvent {
     }
 }
 
-/// The JSON shape of an event in `GET /v1/audit`.
-pub fn event_json(e: &AuditEvent) -> Value {
+/// The JSON shape of an event in `GET /v1/audit`. Customers see that the
+/// operator acted, not the operator's token id or address.
+pub fn event_json(e: &AuditEvent, for_operator: bool) -> Value {
+    let hide = !for_operator && matches!(e.actor, latchkey_store::Actor::Operator { .. });
     json!({
         "id": e.id,
         "at": rfc3339(e.at),
@@ -134,8 +136,8 @@ pub fn event_json(e: &AuditEvent) -> Value {
         "outcome": e.outcome,
         "accountId": e.account_id,
         "appId": e.app_id,
-        "actor": {"type": e.actor.kind(), "id": e.actor.id()},
-        "address": e.address,
+        "actor": {"type": e.actor.kind(), "id": if hide { None } else { e.actor.id() }},
+        "address": if hide { None } else { e.address.as_deref() },
         "target": {"type": e.target_type, "id": e.target_id},
         "details": e.details,
     })

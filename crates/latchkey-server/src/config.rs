@@ -34,6 +34,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How often key notices (expiring, expired, rotation due) are checked.
     pub maintenance_interval: Duration,
+    /// Deliver webhooks to loopback, private and link-local addresses too
+    /// (off by default: a customer's webhook must not reach the operator's
+    /// own network).
+    pub allow_private_webhook_targets: bool,
     /// How often the webhook dispatcher looks for due deliveries.
     pub webhook_poll_interval: Duration,
     /// How long in-flight requests get to finish on shutdown.
@@ -58,6 +62,7 @@ impl Config {
             last_used_flush_interval: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             maintenance_interval: Duration::from_secs(60),
+            allow_private_webhook_targets: false,
             webhook_poll_interval: crate::webhooks::DEFAULT_POLL_INTERVAL,
             shutdown_grace: Duration::from_secs(10),
             owner_email: "owner@localhost".into(),

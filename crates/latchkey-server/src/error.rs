@@ -85,7 +85,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(msg) => ApiError::conflict(msg),
             StoreError::LimitReached(n) => ApiError::conflict(format!(
-                "this owner already has {n} live keys, the maximum; delete one first"
+                "this owner already has {n} working keys (keys in a rotation's grace period count), the maximum; delete one first"
             )),
             StoreError::MissingParent => ApiError::not_found("the parent resource"),
             StoreError::BadCursor => {

@@ -65,8 +65,14 @@ impl FromRequestParts<AppState> for Caller {
                     .is_none_or(|p| p.block_browser_secrets),
                 _ => true,
             };
-            crate::cors::record_exposure(state, &verified.principal, &origin, address.as_deref(), refuse)
-                .await;
+            crate::cors::record_exposure(
+                state,
+                &verified.principal,
+                &origin,
+                address.as_deref(),
+                refuse,
+            )
+            .await;
             if refuse {
                 return Err(ApiError::forbidden(
                     "app and account credentials must never be used from a browser; \
@@ -124,17 +130,39 @@ impl ApiError {
 }
 
 /// Held by handlers that change what verification sees (keys, apps,
-/// service accounts, grants, accounts), from before the caller is verified
-/// until the index is updated. It serializes those writes with each other,
-/// so that (a) the store and the index apply them in the same order and (b)
-/// a credential deleted by one request cannot act in a request that was
-/// verified before the deletion committed. Extract it before [`Caller`].
+/// service accounts, grants, accounts, settings) from after the request has
+/// been read until the index is updated. It serializes those writes, so
+/// the store and the index apply them in the same order. Taken after the
+/// body is read (a slow client cannot hold it) and before access checks;
+/// on acquiring it the caller's credential is checked again, so a key
+/// deleted by one request cannot act in a request verified just before.
 #[derive(Debug)]
 pub struct WriteGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
+impl WriteGuard {
+    pub async fn acquire(state: &AppState, caller: &Caller) -> Result<Self, ApiError> {
+        let guard = state.write_lock.clone().lock_owned().await;
+        if let Some(key) = &caller.key {
+            let live = state
+                .index
+                .key(&key.id)
+                .is_some_and(|k| !k.is_expired(state.now()));
+            if !live {
+                return Err(
+                    ApiError::unauthorized(&latchkey_core::AuthError::BadCredentials)
+                        .with_title("the credential was deleted or expired while this request ran"),
+                );
+            }
+        }
+        Ok(WriteGuard(guard))
+    }
+}
 
 impl FromRequestParts<AppState> for WriteGuard {
     type Rejection = ApiError;
 
+    /// Only for callers without a key credential (the dashboard, which
+    /// checks its session itself); API handlers use [`WriteGuard::acquire`].
     async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         Ok(WriteGuard(state.write_lock.clone().lock_owned().await))
     }

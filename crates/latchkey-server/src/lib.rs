@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod config;
 pub mod cors;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod maintenance;

@@ -31,15 +31,35 @@ async fn record(state: &AppState, notice: KeyNotice, key: &ApiKey) -> Result<boo
         .as_ref()
         .and_then(|a| policy::max_key_age_days(&a.settings));
     let view = KeyView::new(key, &state.index, state.now(), max_age);
+    let within = match notice {
+        KeyNotice::Expiring7d => Some("7d"),
+        KeyNotice::Expiring1d => Some("1d"),
+        _ => None,
+    };
     let mut event = system_event(state, &key.account_id, action, "key", &key.id)
-        .detail("owner", json!(key.owner_id));
-    match notice {
-        KeyNotice::Expiring7d => event = event.detail("within", json!("7d")),
-        KeyNotice::Expiring1d => event = event.detail("within", json!("1d")),
-        _ => {}
+        .detail("owner", json!(key.owner_id))
+        .detail(
+            "expiresAt",
+            json!(key.expires_at.map(crate::views::rfc3339)),
+        );
+    if let Some(w) = within {
+        event = event.detail("within", json!(w));
     }
     if let Some(app) = &app {
-        event = event.in_app(&app.id).notify(trigger, json!({"key": view}));
+        let mut data = json!({"key": view});
+        if let Some(w) = within {
+            data["within"] = json!(w);
+        }
+        event = event.in_app(&app.id).notify(trigger, data);
+    }
+    if notice == KeyNotice::Expired {
+        // Keep the last uses before the key leaves the index.
+        if let Some(used) = state.index.key(&key.id).and_then(|k| k.last_used_at()) {
+            state
+                .store
+                .record_last_used(&[(key.id.clone(), used)])
+                .await?;
+        }
     }
     let marked = state.store.mark_key_notice(&key.id, notice, &event).await?;
     if marked && notice == KeyNotice::Expired {

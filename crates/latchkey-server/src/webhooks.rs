@@ -100,16 +100,74 @@ fn outcome(verdict: Verdict, attempt: u32, now: i64) -> AttemptOutcome {
     }
 }
 
+/// Whether an address is on the public internet: not loopback, private,
+/// link-local, carrier-grade NAT, unique-local, unspecified, multicast or
+/// broadcast (IPv4-mapped IPv6 addresses judged as their IPv4 address).
+/// Webhook targets must be public unless the operator allows otherwise, so
+/// a customer cannot make Latchkey post into the operator's network.
+pub fn is_public_ip(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_ip(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Resolves names to public addresses only.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| is_public_ip(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err("the target resolves to no public address".into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 /// The HTTP client deliveries use: no redirects followed (a 3xx is
-/// retried like any other non-final answer), 10 s per attempt.
-pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+/// retried like any other non-final answer), 10 s per attempt, and (unless
+/// `allow_private`) connections to public addresses only.
+pub fn client_for(allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(REQUEST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("Latchkey-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("Latchkey-Webhooks/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        builder = builder.dns_resolver(std::sync::Arc::new(PublicOnly));
+    }
+    builder.build()
 }
 
 /// Why an attempt got no answer, without the URL (its path or query may
@@ -160,6 +218,16 @@ async fn send(
         })?;
     let url = reqwest::Url::parse(&claim.target)
         .map_err(|_| (Verdict::Final, "the target is not a valid URL".to_string()))?;
+    // An IP literal bypasses the resolver's check.
+    if !state.config.allow_private_webhook_targets
+        && let Some(ip) = literal_ip(&url)
+        && !is_public_ip(ip)
+    {
+        return Err((
+            Verdict::Final,
+            "the target is a private address, which this server does not deliver to".into(),
+        ));
+    }
     let t = state.now();
     let response = client
         .post(url)
@@ -175,6 +243,15 @@ async fn send(
         .await
         .map_err(|e| (Verdict::Retry, describe(&e.without_url())))?;
     Ok(response.status().as_u16())
+}
+
+/// The address in a URL whose host is an IP literal.
+pub fn literal_ip(url: &reqwest::Url) -> Option<std::net::IpAddr> {
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 /// Makes one attempt and records its outcome.
@@ -278,7 +355,7 @@ pub async fn dispatch_due_with(state: &AppState, client: &reqwest::Client) -> us
 
 /// One pass (see [`dispatch_due_with`]) with a client of its own.
 pub async fn dispatch_due(state: &AppState) -> usize {
-    match client() {
+    match client_for(state.config.allow_private_webhook_targets) {
         Ok(client) => dispatch_due_with(state, &client).await,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the webhook HTTP client");
@@ -321,7 +398,7 @@ async fn run(state: AppState, poll: Duration, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         if client.is_none() {
-            match self::client() {
+            match client_for(state.config.allow_private_webhook_targets) {
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot build the webhook HTTP client; will retry");

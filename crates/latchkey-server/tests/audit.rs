@@ -167,10 +167,16 @@ async fn who_may_read_which_log() {
     assert_eq!(r.status, StatusCode::OK);
     let seen = events(&r);
     assert!(!seen.is_empty());
+    // Those of the apps it reaches, and those about itself and its keys;
+    // nothing of app B.
     assert!(
-        seen.iter().all(|e| e["appId"] == app_a.as_str()),
+        seen.iter().all(|e| e["appId"] == app_a.as_str()
+            || e["target"]["id"] == sa.as_str()
+            || e["details"]["owner"] == sa.as_str()),
         "{seen:?}"
     );
+    assert!(seen.iter().any(|e| e["target"]["id"] == sa_key.id.as_str()));
+    assert!(seen.iter().all(|e| e["appId"] != app_b.as_str()));
 
     // Another account sees nothing of this one.
     let other = app.create_account("o@example.com").await;
@@ -200,4 +206,24 @@ async fn who_may_read_which_log() {
         .await;
     assert_eq!(events(&r).len(), 1);
     assert_eq!(events(&r)[0]["actor"]["type"], "operator");
+    // Customers do not see the operator's token id or address.
+    assert_eq!(events(&r)[0]["actor"]["id"], Value::Null);
+    assert_eq!(events(&r)[0]["address"], Value::Null);
+    // The operator reads any account's log by naming it, and sees itself.
+    let r = app
+        .get(
+            &format!("/v1/audit?accountId={}", app.account_id()),
+            &app.operator(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!events(&r).is_empty());
+    assert_eq!(
+        app.get("/v1/audit", &app.operator()).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let r = app
+        .get(&format!("/v1/audit?accountId={}", app.account_id()), &owner)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }

@@ -351,3 +351,36 @@ async fn minted_app_user_tokens() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn webhooks_to_private_addresses_are_refused_by_default() {
+    let app = TestApp::spawn_with(|c| c.allow_private_webhook_targets = false).await;
+    let app_id = app.create_app(&app.owner(), "Ssrf").await;
+    for target in [
+        "http://127.0.0.1:9/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/",
+        "http://localhost/",
+    ] {
+        let r = app
+            .post(
+                &format!("/v1/apps/{app_id}/webhooks"),
+                &app.owner(),
+                json!({"target": target, "triggers": ["key:created"]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{target}: {:?}", r.body);
+    }
+    assert!(!latchkey_server::webhooks::is_public_ip(
+        "10.1.2.3".parse().expect("ip")
+    ));
+    assert!(!latchkey_server::webhooks::is_public_ip(
+        "100.64.0.1".parse().expect("ip")
+    ));
+    assert!(!latchkey_server::webhooks::is_public_ip(
+        "fd00::1".parse().expect("ip")
+    ));
+    assert!(latchkey_server::webhooks::is_public_ip(
+        "93.184.216.34".parse().expect("ip")
+    ));
+}

@@ -8,6 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{Key, Reply, StatusCode, TestApp};
+use latchkey_core::Clock;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -801,7 +802,27 @@ impl Tour<'_> {
         body: Option<Value>,
         expect: StatusCode,
     ) -> Reply {
-        let r = self.app.call(method(m), path, auth, body.clone()).await;
+        self.call_from(m, template, path, auth, body, None, expect)
+            .await
+    }
+
+    /// Like [`Tour::call`], from a browser page when `origin` is given
+    /// (the request carries that `Origin` header).
+    #[allow(clippy::too_many_arguments)]
+    async fn call_from(
+        &mut self,
+        m: &str,
+        template: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+        origin: Option<&str>,
+        expect: StatusCode,
+    ) -> Reply {
+        let r = match origin {
+            None => self.app.call(method(m), path, auth, body.clone()).await,
+            Some(o) => send_from(self.app, m, path, auth, body.clone(), o).await,
+        };
         assert_eq!(r.status, expect, "{m} {path}: {:?}", r.body);
         check_reply(&self.doc, template, m, &r);
         if r.status.is_success() {
@@ -816,6 +837,56 @@ impl Tour<'_> {
         }
         r
     }
+}
+
+/// A request with an `Origin` header, as a browser page sends it.
+async fn send_from(
+    app: &TestApp,
+    m: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+    origin: &str,
+) -> Reply {
+    let mut req = app
+        .http
+        .request(method(m), app.url(path))
+        .header("origin", origin);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Reply {
+        status,
+        body,
+        headers,
+    }
+}
+
+/// The `Access-Control-Allow-Origin` of a reply.
+fn allowed_origin(r: &Reply) -> Option<&str> {
+    r.headers
+        .get("access-control-allow-origin")
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Seconds since the epoch of an RFC 3339 member of a reply.
+fn unix(v: &Value) -> i64 {
+    let text = v.as_str().expect("an RFC 3339 time");
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+        .unix_timestamp()
 }
 
 fn key_of(r: &Reply) -> Key {
@@ -893,6 +964,7 @@ async fn real_responses_match_their_schemas() {
         )
         .await;
     let account2 = id_of(&r, "account");
+    let account2_owner = key_of(&r);
     assert_eq!(r.body["account"]["displayName"], "Second");
     assert_eq!(r.body["user"]["email"], "second@example.com");
     let r = t
@@ -943,9 +1015,10 @@ async fn real_responses_match_their_schemas() {
         )
         .await;
     let app_id = id_of(&r, "app");
+    // New apps refuse their keys from a browser unless told otherwise.
     assert_eq!(
         r.body["app"]["settings"],
-        json!({"theme": {"colour": "blue"}})
+        json!({"blockBrowserSecrets": true, "theme": {"colour": "blue"}})
     );
     let ap = format!("/v1/apps/{app_id}");
     t.call("get", "/v1/apps", "/v1/apps", owner, None, StatusCode::OK)
@@ -964,7 +1037,7 @@ async fn real_responses_match_their_schemas() {
         .await;
     assert_eq!(
         r.body["app"]["settings"],
-        json!({"theme": {}, "beta": true})
+        json!({"blockBrowserSecrets": true, "theme": {}, "beta": true})
     );
 
     // App keys: the secret only in the create response.
@@ -1100,6 +1173,127 @@ async fn real_responses_match_their_schemas() {
         json!({"givenName": null, "surname": null, "email": "bob@example.com"})
     );
 
+    // Minted appUser tokens: named by usr_ id or by an external id not
+    // created yet (its first use creates it).
+    let mint = "/v1/apps/{app_id}/users/{user}/tokens";
+    let r = t
+        .call(
+            "post",
+            mint,
+            &format!("{ap}/users/{bob}/tokens"),
+            app_basic,
+            Some(json!({"ttlSeconds": 600})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(
+        unix(&r.body["expiresAt"]),
+        app.clock.now().unix_timestamp() + 600
+    );
+    let bob_token = format!("Bearer {}", r.body["token"].as_str().expect("token"));
+    let r = t
+        .call(
+            "get",
+            "/v1/apps/{app_id}/users/{user}",
+            &format!("{ap}/users/{bob}"),
+            Some(&bob_token),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["user"]["externalId"], "bob");
+    let r = t
+        .call(
+            "post",
+            mint,
+            &format!("{ap}/users/dana/tokens"),
+            owner,
+            None,
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(
+        unix(&r.body["expiresAt"]),
+        app.clock.now().unix_timestamp() + 3600
+    );
+    let dana_token = format!("Bearer {}", r.body["token"].as_str().expect("token"));
+    let r = t
+        .call(
+            "get",
+            "/v1/account",
+            "/v1/account",
+            Some(&dana_token),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["scope"], "appUser");
+    assert_eq!(r.body["userId"], "dana");
+    for bad in [json!({"ttlSeconds": 59}), json!({"ttlSeconds": 86_401})] {
+        assert!(!request_errors(&t.doc, mint, "post", &bad).is_empty());
+        t.call(
+            "post",
+            mint,
+            &format!("{ap}/users/dana/tokens"),
+            owner,
+            Some(bad),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    let r = t
+        .call(
+            "post",
+            mint,
+            &format!("{ap}/users/alice/tokens"),
+            alice,
+            Some(json!({})),
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    assert_eq!(r.code(), "forbidden");
+    let r = t
+        .call(
+            "post",
+            mint,
+            &format!("{ap}/users/usr_0000000000000000000000/tokens"),
+            app_basic,
+            None,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    assert_eq!(r.code(), "not_found");
+    t.call(
+        "post",
+        mint,
+        "/v1/apps/ap_0000000000000000000000/users/dana/tokens",
+        owner,
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let r = t
+        .call(
+            "post",
+            "/v1/apps",
+            "/v1/apps",
+            owner,
+            Some(json!({"displayName": "Keyless"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let r = t
+        .call(
+            "post",
+            mint,
+            &format!("/v1/apps/{}/users/dana/tokens", id_of(&r, "app")),
+            owner,
+            None,
+            StatusCode::CONFLICT,
+        )
+        .await;
+    assert_eq!(r.code(), "conflict");
+
     // Webhooks: the secret only in the create response.
     let hooks = format!("{ap}/webhooks");
     let r = t
@@ -1183,7 +1377,8 @@ async fn real_responses_match_their_schemas() {
             StatusCode::CREATED,
         )
         .await;
-    let sa = format!("/v1/serviceAccounts/{}", id_of(&r, "serviceAccount"));
+    let sa_id = id_of(&r, "serviceAccount");
+    let sa = format!("/v1/serviceAccounts/{sa_id}");
     t.call(
         "get",
         "/v1/serviceAccounts",
@@ -1481,6 +1676,7 @@ async fn real_responses_match_their_schemas() {
         )
         .await;
     assert_eq!(r.body["key"]["status"], "expiring");
+    let lifetime = unix(&r.body["key"]["expiresAt"]) - unix(&r.body["key"]["createdAt"]);
     let expiring = key_of(&r);
     t.call(
         "post",
@@ -1503,6 +1699,31 @@ async fn real_responses_match_their_schemas() {
         )
         .await;
     assert_eq!(r.body["app"]["settings"]["maxKeyAgeDays"], 30);
+    // A minted token's lifetime is capped by maxTokenTtlSeconds.
+    let r = t
+        .call(
+            "post",
+            mint,
+            &format!("{ap}/users/dana/tokens"),
+            owner,
+            Some(json!({"ttlSeconds": 86_400})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(
+        unix(&r.body["expiresAt"]),
+        app.clock.now().unix_timestamp() + 3600
+    );
+    let capped = format!("Bearer {}", r.body["token"].as_str().expect("token"));
+    t.call(
+        "get",
+        "/v1/apps/{app_id}/users/{user}",
+        &format!("{ap}/users/dana"),
+        Some(&capped),
+        None,
+        StatusCode::OK,
+    )
+    .await;
     let bad = json!({"settings": {"maxKeyAgeDays": 0}});
     assert!(!request_errors(&t.doc, "/v1/apps/{app_id}", "patch", &bad).is_empty());
     t.call(
@@ -1545,6 +1766,143 @@ async fn real_responses_match_their_schemas() {
         StatusCode::OK,
     )
     .await;
+
+    // Browsers: CORS by scope, and server credentials refused from a page.
+    let page = "https://shop.example";
+    let r = t
+        .call(
+            "patch",
+            "/v1/apps/{app_id}",
+            &ap,
+            owner,
+            Some(json!({"settings": {"allowedOrigins": [page]}})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["app"]["settings"]["allowedOrigins"], json!([page]));
+    for bad in [
+        json!({"settings": {"blockBrowserSecrets": "no"}}),
+        json!({"settings": {"allowedOrigins": page}}),
+    ] {
+        assert!(!request_errors(&t.doc, "/v1/apps/{app_id}", "patch", &bad).is_empty());
+        t.call(
+            "patch",
+            "/v1/apps/{app_id}",
+            &ap,
+            owner,
+            Some(bad),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    // Not an exact origin (a trailing slash): the server refuses it.
+    t.call(
+        "patch",
+        "/v1/apps/{app_id}",
+        &ap,
+        owner,
+        Some(json!({"settings": {"allowedOrigins": ["https://shop.example/"]}})),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let alice_path = format!("{ap}/users/alice");
+    let r = t
+        .call_from(
+            "get",
+            "/v1/apps/{app_id}/users/{user}",
+            &alice_path,
+            alice,
+            None,
+            Some(page),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(allowed_origin(&r), Some(page));
+    let r = t
+        .call_from(
+            "get",
+            "/v1/apps/{app_id}/users/{user}",
+            &alice_path,
+            alice,
+            None,
+            Some("https://elsewhere.example"),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(allowed_origin(&r), None);
+    let r = t
+        .call_from(
+            "get",
+            "/v1/apps/{app_id}",
+            &ap,
+            app_basic,
+            None,
+            Some(page),
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    assert_eq!(r.code(), "forbidden");
+    assert_eq!(allowed_origin(&r), None);
+    let r = t
+        .call_from(
+            "get",
+            "/v1/account",
+            "/v1/account",
+            owner,
+            None,
+            Some(page),
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    assert_eq!(r.code(), "forbidden");
+    t.call(
+        "patch",
+        "/v1/apps/{app_id}",
+        &ap,
+        owner,
+        Some(json!({"settings": {"blockBrowserSecrets": false}})),
+        StatusCode::OK,
+    )
+    .await;
+    let r = t
+        .call_from(
+            "get",
+            "/v1/apps/{app_id}",
+            &ap,
+            app_basic,
+            None,
+            Some(page),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(allowed_origin(&r), None, "never CORS for an app key");
+    let r = t
+        .call(
+            "patch",
+            "/v1/apps/{app_id}",
+            &ap,
+            owner,
+            Some(json!({"settings": {"blockBrowserSecrets": true, "allowedOrigins": null}})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["app"]["settings"]["blockBrowserSecrets"], true);
+    assert!(r.body["app"]["settings"].get("allowedOrigins").is_none());
+    let r = t
+        .call(
+            "get",
+            "/v1/apps/{app_id}/audit",
+            &format!("{ap}/audit?action=credential.exposed"),
+            owner,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let exposed = r.body["events"].as_array().expect("events");
+    assert_eq!(exposed.len(), 1, "once per key per window: {exposed:?}");
+    assert_eq!(exposed[0]["target"]["id"], key.id.as_str());
+    assert_eq!(exposed[0]["outcome"], "failure");
+    assert_eq!(exposed[0]["details"]["refused"], true);
     let rotate = format!("{ap}/keys/{}/rotate", expiring.id);
     let bad = json!({"graceSeconds": 2_592_001});
     assert!(
@@ -1576,6 +1934,12 @@ async fn real_responses_match_their_schemas() {
         )
         .await;
     assert_eq!(r.body["key"]["rotatedFrom"], expiring.id.as_str());
+    // The new key inherits the old key's lifetime.
+    assert_eq!(r.body["key"]["status"], "expiring");
+    assert_eq!(
+        unix(&r.body["key"]["expiresAt"]) - unix(&r.body["key"]["createdAt"]),
+        lifetime
+    );
     let rotated = key_of(&r);
     t.call(
         "post",
@@ -1596,7 +1960,11 @@ async fn real_responses_match_their_schemas() {
             StatusCode::CREATED,
         )
         .await;
-    assert_eq!(r.body["key"]["status"], "active");
+    assert_eq!(r.body["key"]["status"], "expiring");
+    assert_eq!(
+        unix(&r.body["key"]["expiresAt"]) - unix(&r.body["key"]["createdAt"]),
+        lifetime
+    );
     let r = t
         .call(
             "get",
@@ -1646,6 +2014,60 @@ async fn real_responses_match_their_schemas() {
         StatusCode::FORBIDDEN,
     )
     .await;
+    // Rotation cannot pile up working keys: at most twice the live-key
+    // limit (10 by default), keys in their grace period included.
+    let r = t
+        .call(
+            "post",
+            "/v1/serviceAccounts",
+            "/v1/serviceAccounts",
+            owner,
+            Some(json!({"displayName": "rotor"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let rotor = format!("/v1/serviceAccounts/{}", id_of(&r, "serviceAccount"));
+    let r = t
+        .call(
+            "post",
+            "/v1/serviceAccounts/{sa_id}/keys",
+            &format!("{rotor}/keys"),
+            owner,
+            Some(json!({"displayName": "spinning"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let mut current = key_of(&r).id;
+    for _ in 1..20 {
+        let r = t
+            .call(
+                "post",
+                "/v1/serviceAccounts/{sa_id}/keys/{key_id}/rotate",
+                &format!("{rotor}/keys/{current}/rotate"),
+                owner,
+                None,
+                StatusCode::CREATED,
+            )
+            .await;
+        current = key_of(&r).id;
+    }
+    let r = t
+        .call(
+            "post",
+            "/v1/serviceAccounts/{sa_id}/keys/{key_id}/rotate",
+            &format!("{rotor}/keys/{current}/rotate"),
+            owner,
+            None,
+            StatusCode::CONFLICT,
+        )
+        .await;
+    assert!(
+        r.body["errors"][0]["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("20 working keys")),
+        "{:?}",
+        r.body
+    );
     let r = t
         .call(
             "get",
@@ -1776,12 +2198,20 @@ async fn real_responses_match_their_schemas() {
             StatusCode::OK,
         )
         .await;
+    // A service account sees the events of the apps it reaches, and those
+    // about itself and its keys.
+    let events = r.body["events"].as_array().expect("events");
     assert!(
-        r.body["events"]
-            .as_array()
-            .expect("events")
+        events.iter().all(|e| e["appId"] == app_id.as_str()
+            || e["target"]["id"] == sa_id.as_str()
+            || e["details"]["owner"] == sa_id.as_str()),
+        "{events:?}"
+    );
+    assert!(
+        events
             .iter()
-            .all(|e| e["appId"] == app_id.as_str())
+            .any(|e| e["action"] == "serviceAccount.created"),
+        "{events:?}"
     );
     for q in [
         "since=yesterday",
@@ -1799,7 +2229,7 @@ async fn real_responses_match_their_schemas() {
         )
         .await;
     }
-    for auth in [app_basic, alice, op] {
+    for auth in [app_basic, alice] {
         t.call(
             "get",
             "/v1/audit",
@@ -1810,6 +2240,78 @@ async fn real_responses_match_their_schemas() {
         )
         .await;
     }
+    // accountId: required of the operator, refused from anyone else.
+    let by_operator = format!("/v1/audit?accountId={account2}");
+    for (path, auth) in [
+        ("/v1/audit", op),
+        (by_operator.as_str(), owner),
+        (by_operator.as_str(), app_basic),
+    ] {
+        t.call(
+            "get",
+            "/v1/audit",
+            path,
+            auth,
+            None,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    // The operator sees its own token id and address; customers see only
+    // that the operator acted.
+    let r = t
+        .call("get", "/v1/audit", &by_operator, op, None, StatusCode::OK)
+        .await;
+    let created = r.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["action"] == "account.created")
+        .expect("account.created")
+        .clone();
+    assert_eq!(created["actor"]["type"], "operator");
+    assert!(created["actor"]["id"].is_string(), "{created}");
+    assert!(created["address"].is_string(), "{created}");
+    let account2_auth = account2_owner.basic();
+    let r = t
+        .call(
+            "get",
+            "/v1/audit",
+            "/v1/audit?action=account.created",
+            Some(&account2_auth),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["events"][0]["id"], created["id"]);
+    assert_eq!(r.body["events"][0]["actor"]["type"], "operator");
+    assert_eq!(r.body["events"][0]["actor"]["id"], Value::Null);
+    assert_eq!(r.body["events"][0]["address"], Value::Null);
+    let r = t
+        .call(
+            "get",
+            "/v1/audit",
+            &format!(
+                "/v1/audit?accountId={}&action=token.minted",
+                app.account_id()
+            ),
+            op,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let minted = r.body["events"].as_array().expect("events");
+    assert!(
+        minted
+            .iter()
+            .any(|e| e["target"]["id"] == "bob" && e["details"]["ttlSeconds"] == 600),
+        "{minted:?}"
+    );
+    assert!(
+        !r.body
+            .to_string()
+            .contains(bob_token.trim_start_matches("Bearer "))
+    );
     let app_audit = format!("{ap}/audit");
     for auth in [app_basic, owner] {
         t.call(
@@ -1822,6 +2324,15 @@ async fn real_responses_match_their_schemas() {
         )
         .await;
     }
+    t.call(
+        "get",
+        "/v1/apps/{app_id}/audit",
+        &format!("{app_audit}?accountId={}", app.account_id()),
+        owner,
+        None,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     // The grant was revoked above: the app is out of the service account's reach.
     t.call(
         "get",
@@ -1915,6 +2426,7 @@ async fn real_responses_match_their_schemas() {
             owner,
         ),
         ("/v1/serviceAccounts/{sa_id}", sa.clone(), owner),
+        ("/v1/serviceAccounts/{sa_id}", rotor.clone(), owner),
         (
             "/v1/apps/{app_id}/keys/{key_id}",
             format!("{ap}/keys/{}", key.id),

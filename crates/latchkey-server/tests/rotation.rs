@@ -433,3 +433,92 @@ async fn key_notices_are_recorded_once_and_old_keys_are_due_for_rotation() {
         ]
     );
 }
+
+#[tokio::test]
+async fn repeated_rotation_cannot_pile_up_working_keys() {
+    let app = TestApp::spawn_with(|c| c.max_keys_per_owner = 2).await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "Chain").await;
+    let mut key = app.create_app_key(&owner, &app_id).await;
+    let mut working = vec![key.clone()];
+    // Up to twice the limit may work at once (keys in grace included).
+    for _ in 0..3 {
+        let r = app
+            .post(
+                &format!("/v1/apps/{app_id}/keys/{}/rotate", key.id),
+                &owner,
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        key = Key::from_reply(&r);
+        working.push(key.clone());
+    }
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys/{}/rotate", key.id),
+            &owner,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    for k in &working {
+        assert!(works(&app, &app_id, &k.basic()).await);
+    }
+    // Revoking an old key makes room again.
+    let r = app
+        .delete(&format!("/v1/apps/{app_id}/keys/{}", working[0].id), &owner)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys/{}/rotate", key.id),
+            &owner,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn an_expiring_key_hands_its_lifetime_on_and_keeps_its_last_use() {
+    let (app, app_id, _) = setup().await;
+    let owner = app.owner();
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys"),
+            &owner,
+            json!({"displayName": "weekly", "expiresAt": iso(app.clock.now() + Duration::days(7))}),
+        )
+        .await;
+    let weekly = Key::from_reply(&r);
+    app.clock.advance(Duration::days(2));
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys/{}/rotate", weekly.id),
+            &owner,
+            json!({"graceSeconds": 3600}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        r.body["key"]["expiresAt"],
+        iso(app.clock.now() + Duration::days(7)).as_str(),
+        "the successor gets the same seven days"
+    );
+    // The old key's last use just before it expires survives its removal
+    // from the index.
+    app.clock.advance(Duration::minutes(50));
+    let used = app.clock.now();
+    assert!(works(&app, &app_id, &weekly.basic()).await);
+    app.clock.advance(Duration::minutes(11));
+    let state = app.server.as_ref().expect("running").state.clone();
+    latchkey_server::maintenance::run_key_notices(&state)
+        .await
+        .expect("notices");
+    let r = app
+        .get(&format!("/v1/apps/{app_id}/keys/{}", weekly.id), &owner)
+        .await;
+    assert_eq!(r.body["key"]["status"], "expired");
+    assert_eq!(r.body["key"]["lastUsedAt"], iso(used).as_str());
+}

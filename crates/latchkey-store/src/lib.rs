@@ -5,10 +5,12 @@
 //! on) with the migrations in `migrations/sqlite`. The store keeps secrets
 //! only sealed under the master key; it never sees a plain secret.
 
+mod dashboard;
 mod model;
 mod sqlite;
 mod webhooks;
 
+pub use dashboard::*;
 pub use model::*;
 pub use sqlite::{SqliteStore, delivery_id};
 pub use webhooks::*;
@@ -44,7 +46,7 @@ pub enum StoreError {
 
 /// Everything the server persists.
 #[async_trait]
-pub trait Store: WebhookStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: WebhookStore + DashboardStore + Send + Sync + std::fmt::Debug + 'static {
     // --- bootstrap -------------------------------------------------------
     async fn is_initialized(&self) -> Result<bool>;
     /// Writes the first operator token, the master-key check value and the
@@ -134,9 +136,10 @@ pub trait Store: WebhookStore + Send + Sync + std::fmt::Debug + 'static {
     async fn record_audit(&self, audit: &AuditEvent) -> Result<()>;
     /// Newest first; `page.after` is the id of the last event already seen.
     async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<PageOf<AuditEvent>>;
-    /// Keys (not replaced, not yet noticed) for which `notice` is due at
-    /// `now`: expiring within 7 days / 1 day, expired, or (for app keys)
-    /// older than their app's `maxKeyAgeDays` setting.
+    /// Keys not yet noticed for which `notice` is due at `now`: expiring
+    /// within 7 days (but not within 1 day, which has its own notice) or
+    /// within 1 day, expired (keys in a rotation's grace period included),
+    /// or (app keys not replaced) older than their app's `maxKeyAgeDays`.
     async fn keys_due_notice(&self, notice: KeyNotice, now: i64, limit: u32)
     -> Result<Vec<ApiKey>>;
     /// Marks a notice as recorded and records its event, once: returns

@@ -298,4 +298,7 @@ pub struct Rotation {
     /// The old key's new expiry (never later than one it already had).
     pub old_expires_at: i64,
     pub new_key: ApiKey,
+    /// Most keys of the owner that may work at once, those in their grace
+    /// period included: repeated rotation cannot pile up live keys.
+    pub max_working: u32,
 }

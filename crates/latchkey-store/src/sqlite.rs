@@ -51,6 +51,14 @@ impl SqliteStore {
         Self::connect(options).await
     }
 
+    /// A transaction that takes SQLite's write lock at once (BEGIN
+    /// IMMEDIATE). A deferred transaction that reads and then writes fails
+    /// with SQLITE_BUSY_SNAPSHOT when another connection wrote in between,
+    /// and the busy timeout cannot help; an immediate one waits its turn.
+    pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// Closes every connection, checkpointing the WAL into the main file.
     pub async fn close(&self) {
         self.pool.close().await;
@@ -85,7 +93,7 @@ impl SqliteStore {
         args: &[&str],
         audit: &AuditEvent,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut q = sqlx::query(sql);
         for a in args {
             q = q.bind(*a);
@@ -408,7 +416,7 @@ impl Store for SqliteStore {
     }
 
     async fn initialize(&self, init: &Initialization) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let inserted = sqlx::query(
             "INSERT INTO meta (name, value) VALUES ('initialized', X'01') ON CONFLICT DO NOTHING",
         )
@@ -449,7 +457,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_account(&self, new: &NewAccount, audit: &AuditEvent) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         insert_account_tx(&mut tx, new).await?;
         insert_audit_tx(&mut tx, audit).await?;
         tx.commit().await?;
@@ -501,7 +509,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_app(&self, app: &App, creator: Option<&str>, audit: &AuditEvent) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO apps (id, account_id, display_name, settings, created_at) VALUES (?, ?, ?, ?, ?)",
         )
@@ -572,7 +580,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_app(&self, app: &App, audit: &AuditEvent) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("UPDATE apps SET display_name = ?, settings = ? WHERE id = ?")
             .bind(&app.display_name)
             .bind(Value::Object(app.settings.clone()).to_string())
@@ -600,7 +608,7 @@ impl Store for SqliteStore {
         audit: &AuditEvent,
     ) -> Result<()> {
         let (app, user, sa) = owner_columns(key);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         // Count and insert in one statement, so two concurrent creates cannot
         // both pass the limit.
         let done = sqlx::query(
@@ -640,7 +648,22 @@ impl Store for SqliteStore {
     }
 
     async fn rotate_key(&self, rotation: &Rotation, now: i64, audit: &AuditEvent) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
+        let (app, user, sa) = owner_columns(&rotation.new_key);
+        let working: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM api_keys \
+             WHERE (app_id = ? OR user_account_id = ? OR service_account_id = ?) \
+               AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(app)
+        .bind(user)
+        .bind(sa)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if working >= i64::from(rotation.max_working) {
+            return Err(StoreError::LimitReached(rotation.max_working));
+        }
         let done = sqlx::query(
             "UPDATE api_keys SET replaced_by = ?, expires_at = ? \
              WHERE id = ? AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > ?)",
@@ -690,7 +713,7 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (id, at) in batch {
             sqlx::query(
                 "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
@@ -705,7 +728,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO service_accounts (id, account_id, display_name, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -759,7 +782,7 @@ impl Store for SqliteStore {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "INSERT INTO service_account_apps (service_account_id, app_id, created_at) \
              VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -788,7 +811,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_app_user(&self, user: &AppUser, audit: &AuditEvent) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO app_users (id, app_id, external_id, given_name, surname, email, metadata, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -837,7 +860,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_app_user(&self, user: &AppUser, audit: &AuditEvent) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE app_users SET given_name = ?, surname = ?, email = ?, metadata = ? \
              WHERE id = ? AND app_id = ?",
@@ -868,7 +891,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_audit(&self, audit: &AuditEvent) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         insert_audit_tx(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -877,7 +900,8 @@ impl Store for SqliteStore {
     async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<PageOf<AuditEvent>> {
         const FILTER: &str = "(?1 IS NULL OR account_id = ?1) AND (?2 IS NULL OR app_id = ?2) \
              AND (?3 IS NULL OR app_id IN (SELECT app_id FROM service_account_apps \
-                                           WHERE service_account_id = ?3)) \
+                                           WHERE service_account_id = ?3) \
+                  OR target_id = ?3 OR json_extract(details, '$.owner') = ?3) \
              AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at <= ?6)";
         let before: i64 = match &page.after {
             None => i64::MAX,
@@ -928,7 +952,8 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ApiKey>> {
         let condition = match notice {
             KeyNotice::Expiring7d => {
-                "k.expires_at > ?1 AND k.expires_at <= ?1 + 604800 AND k.notified_expiring_7d IS NULL"
+                "k.expires_at > ?1 + 86400 AND k.expires_at <= ?1 + 604800 \
+                 AND k.notified_expiring_7d IS NULL"
             }
             KeyNotice::Expiring1d => {
                 "k.expires_at > ?1 AND k.expires_at <= ?1 + 86400 AND k.notified_expiring_1d IS NULL"
@@ -963,7 +988,7 @@ impl Store for SqliteStore {
         notice: KeyNotice,
         audit: &AuditEvent,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let col = notice.column();
         let sql = format!("UPDATE api_keys SET {col} = ? WHERE id = ? AND {col} IS NULL");
         let done = sqlx::query(AssertSqlSafe(sql))

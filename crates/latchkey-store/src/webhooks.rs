@@ -261,7 +261,7 @@ async fn insert_triggers(
 #[async_trait]
 impl WebhookStore for crate::SqliteStore {
     async fn create_webhook(&self, webhook: &Webhook, audit: &AuditEvent) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         // The count and the insert are one statement, so that concurrent
         // creations cannot together pass the limit.
         let done = sqlx::query(
@@ -330,7 +330,7 @@ impl WebhookStore for crate::SqliteStore {
     }
 
     async fn update_webhook(&self, webhook: &Webhook, audit: &AuditEvent) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("UPDATE webhooks SET target = ? WHERE id = ? AND app_id = ?")
             .bind(&webhook.target)
             .bind(&webhook.id)
@@ -351,7 +351,7 @@ impl WebhookStore for crate::SqliteStore {
     }
 
     async fn delete_webhook(&self, app_id: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         // Triggers and deliveries go by cascade.
         let done = sqlx::query("DELETE FROM webhooks WHERE id = ? AND app_id = ?")
             .bind(id)
@@ -383,7 +383,7 @@ impl WebhookStore for crate::SqliteStore {
         if any_due.is_none() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         // Writing first takes the write lock at once; each claimed row gets
         // its own random lease name.
         let leased: Vec<(String, String)> = sqlx::query_as(

@@ -90,6 +90,9 @@ struct ServeArgs {
     #[arg(long, env = "LATCHKEY_MAINTENANCE_SECONDS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     maintenance_seconds: u64,
+    /// Deliver webhooks to loopback, private and link-local addresses too.
+    #[arg(long, env = "LATCHKEY_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
+    allow_private_webhook_targets: bool,
     /// Log format.
     #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -243,6 +246,7 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
     config.max_keys_per_owner = serve.max_keys_per_owner;
     config.last_used_flush_interval = Duration::from_secs(serve.last_used_flush_seconds);
     config.maintenance_interval = Duration::from_secs(serve.maintenance_seconds);
+    config.allow_private_webhook_targets = serve.allow_private_webhook_targets;
     let opened = latchkey_server::open(config, clock(), true).await?;
     if let Some(report) = &opened.init_report {
         print_report(report, &data_dir, false)?;

@@ -43,10 +43,10 @@ impl std::fmt::Debug for Owner {
 
 pub async fn create(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     JsonBody(body): JsonBody<CreateAccount>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     require(caller.principal.may_operate(), "account", OPERATOR_ONLY)?;
     let name = display_name(&body.display_name, "displayName")?;
     let email = normalize_email(&body.owner.email)
@@ -126,10 +126,10 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams(account_id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     require(caller.principal.may_operate(), "account", OPERATOR_ONLY)?;
     let event = audit::event(&state, &caller, "account.deleted", "account", &account_id)
         .in_account(&account_id);
@@ -174,11 +174,11 @@ pub async fn list_own_keys(
 /// with `graceSeconds: 0` ends the old key at once.
 pub async fn rotate_own_key(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams(key_id): PathParams<String>,
     JsonBodyOrEmpty(body): JsonBodyOrEmpty<RotateKey>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let user = user_account_of(&caller)?;
     let out = keys::rotate_key(
         &state,

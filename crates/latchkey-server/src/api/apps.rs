@@ -51,17 +51,32 @@ fn account_caller(caller: &Caller) -> ApiResult<(&str, Option<&str>)> {
 
 pub async fn create(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     JsonBody(body): JsonBody<CreateApp>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let (account_id, creator) = account_caller(&caller)?;
-    let display_name = display_name(&body.display_name, "displayName")?;
+    let _write = WriteGuard::acquire(&state, &caller).await?;
+    let app = create_app(&state, &caller, &body.display_name, body.settings.as_ref()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"app": AppView::from(&app)})),
+    ))
+}
+
+/// Creates an app in the caller's account (account scope), audited and
+/// indexed. The caller must hold the write guard.
+pub(crate) async fn create_app(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    settings_patch: Option<&Map<String, Value>>,
+) -> ApiResult<App> {
+    let (account_id, creator) = account_caller(caller)?;
+    let display_name = display_name(name, "displayName")?;
     // New apps refuse server credentials sent from a browser unless told
     // otherwise.
     let mut settings = Map::new();
     settings.insert(policy::BLOCK_BROWSER_SECRETS.into(), Value::Bool(true));
-    if let Some(patch) = &body.settings {
+    if let Some(patch) = settings_patch {
         merge_patch(&mut settings, patch);
     }
     check_object_size(&settings, "settings")?;
@@ -73,7 +88,7 @@ pub async fn create(
         settings,
         created_at: state.now(),
     };
-    let event = audit::event(&state, &caller, "app.created", "app", &app.id)
+    let event = audit::event(state, caller, "app.created", "app", &app.id)
         .in_app(&app.id)
         .detail("displayName", json!(app.display_name));
     state.store.create_app(&app, creator, &event).await?;
@@ -90,10 +105,7 @@ pub async fn create(
     state
         .index
         .set_app_policy(&app.id, policy::app_policy(&app.settings));
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"app": AppView::from(&app)})),
-    ))
+    Ok(app)
 }
 
 pub async fn list(
@@ -137,11 +149,11 @@ pub struct UpdateApp {
 
 pub async fn update(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams(app_id): PathParams<String>,
     JsonBody(body): JsonBody<UpdateApp>,
 ) -> ApiResult<Json<Value>> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let app = load_app(&state, &app_id).await?;
     require(
         caller
@@ -200,10 +212,10 @@ pub(crate) async fn apply_update(
 
 pub async fn delete(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams(app_id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let app = load_app(&state, &app_id).await?;
     require(
         caller

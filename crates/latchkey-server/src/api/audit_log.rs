@@ -23,6 +23,8 @@ use crate::views::PageMeta;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuditQuery {
+    #[serde(rename = "accountId")]
+    account_id: Option<String>,
     limit: Option<u32>,
     after: Option<String>,
     action: Option<String>,
@@ -33,6 +35,7 @@ struct RawAuditQuery {
 /// `?limit=&after=&action=&since=&until=` (times in RFC 3339).
 #[derive(Debug)]
 pub struct AuditQuery {
+    account_id: Option<String>,
     page: Page,
     action: Option<String>,
     since: Option<i64>,
@@ -56,7 +59,7 @@ impl FromRequestParts<AppState> for AuditQuery {
             .await
             .map_err(|e| {
                 ApiError::bad_request(format!(
-                    "bad query (limit, after, action, since, until): {}",
+                    "bad query (accountId, limit, after, action, since, until): {}",
                     e.body_text()
                         .trim_start_matches("Failed to deserialize query string: ")
                 ))
@@ -68,6 +71,7 @@ impl FromRequestParts<AppState> for AuditQuery {
             )));
         }
         Ok(AuditQuery {
+            account_id: raw.account_id.filter(|a| !a.is_empty()),
             page: Page {
                 limit,
                 after: raw.after.filter(|a| !a.is_empty()),
@@ -79,9 +83,18 @@ impl FromRequestParts<AppState> for AuditQuery {
     }
 }
 
-async fn list(state: &AppState, filter: AuditFilter, page: &Page) -> ApiResult<Json<Value>> {
+async fn list(
+    state: &AppState,
+    filter: AuditFilter,
+    page: &Page,
+    for_operator: bool,
+) -> ApiResult<Json<Value>> {
     let found = state.store.list_audit(&filter, page).await?;
-    let events: Vec<Value> = found.items.iter().map(event_json).collect();
+    let events: Vec<Value> = found
+        .items
+        .iter()
+        .map(|e| event_json(e, for_operator))
+        .collect();
     Ok(Json(json!({
         "events": events,
         "meta": PageMeta::of(&found, |e| &e.id),
@@ -93,8 +106,23 @@ pub async fn account_audit(
     caller: Caller,
     q: AuditQuery,
 ) -> ApiResult<Json<Value>> {
+    if q.account_id.is_some() && !caller.principal.is_operator() {
+        return Err(ApiError::bad_request(
+            "accountId is for the operator; other callers read their own account's log",
+        ));
+    }
     let (account_id, reachable_by) = match &caller.principal {
-        Principal::UserAccount { account_id, .. } => (account_id.clone(), None),
+        Principal::Operator { .. } => match q.account_id.clone() {
+            Some(account) => (account, None),
+            None => {
+                return Err(ApiError::bad_request(
+                    "the operator names the account to read: ?accountId=acc_…",
+                ));
+            }
+        },
+        Principal::UserAccount { account_id, .. } | Principal::Session { account_id, .. } => {
+            (account_id.clone(), None)
+        }
         Principal::ServiceAccount {
             account_id,
             service_account_id,
@@ -114,7 +142,7 @@ pub async fn account_audit(
         since: q.since,
         until: q.until,
     };
-    list(&state, filter, &q.page).await
+    list(&state, filter, &q.page, caller.principal.is_operator()).await
 }
 
 pub async fn app_audit(
@@ -123,6 +151,9 @@ pub async fn app_audit(
     PathParams(app_id): PathParams<String>,
     q: AuditQuery,
 ) -> ApiResult<Json<Value>> {
+    if q.account_id.is_some() {
+        return Err(ApiError::bad_request("accountId applies to /v1/audit only"));
+    }
     let app = load_app(&state, &app_id).await?;
     require(
         caller
@@ -139,5 +170,5 @@ pub async fn app_audit(
         since: q.since,
         until: q.until,
     };
-    list(&state, filter, &q.page).await
+    list(&state, filter, &q.page, false).await
 }

@@ -30,10 +30,10 @@ pub const MAX_GRACE_SECONDS: i64 = 30 * 86_400;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateKey {
-    display_name: String,
+    pub(crate) display_name: String,
     /// RFC 3339; the key stops working at this time.
     #[serde(default)]
-    expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,7 +42,7 @@ pub struct RotateKey {
     /// How long the old key keeps working: 0 to 2592000 (30 days, the
     /// default).
     #[serde(default)]
-    grace_seconds: Option<i64>,
+    pub(crate) grace_seconds: Option<i64>,
 }
 
 /// The app a key belongs to, for its webhooks and policy; None for
@@ -217,13 +217,18 @@ pub(crate) async fn rotate_key(
         Some(t) => t.min(now.saturating_add(grace)),
         None => now.saturating_add(grace),
     };
+    // A key that was made to expire hands the same lifetime to its
+    // successor.
+    let new_expires_at = old
+        .expires_at
+        .map(|t| now.saturating_add(t.saturating_sub(old.created_at).max(1)));
     let (new, secret) = new_key(
         state,
         old.kind,
         &old.account_id,
         &old.owner_id,
         old.display_name.clone(),
-        None,
+        new_expires_at,
         Some(old.id.clone()),
     )?;
     let mut view = ctx.view(state, &new);
@@ -246,6 +251,7 @@ pub(crate) async fn rotate_key(
                 old_id: old.id.clone(),
                 old_expires_at,
                 new_key: new.clone(),
+                max_working: state.config.max_keys_per_owner.saturating_mul(2),
             },
             now,
             &event,
@@ -337,11 +343,11 @@ async fn app_for_keys(state: &AppState, caller: &Caller, app_id: &str) -> ApiRes
 
 pub async fn create_app_key(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams(app_id): PathParams<String>,
     JsonBody(body): JsonBody<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let app = app_for_keys(&state, &caller, &app_id).await?;
     let ctx = KeyContext { app: Some(&app) };
     let view = create_key(
@@ -390,10 +396,10 @@ pub async fn get_app_key(
 
 pub async fn delete_app_key(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams((app_id, key_id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let app = app_for_keys(&state, &caller, &app_id).await?;
     delete_key(
         &state,
@@ -407,11 +413,11 @@ pub async fn delete_app_key(
 
 pub async fn rotate_app_key(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams((app_id, key_id)): PathParams<(String, String)>,
     JsonBodyOrEmpty(body): JsonBodyOrEmpty<RotateKey>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let app = app_for_keys(&state, &caller, &app_id).await?;
     let out = rotate_key(
         &state,

@@ -3,14 +3,14 @@
 //! to the key index before the response is sent.
 
 mod accounts;
-mod apps;
+pub(crate) mod apps;
 mod audit_log;
-mod keys;
+pub(crate) mod keys;
 pub mod policy;
-mod service_accounts;
+pub(crate) mod service_accounts;
 mod users;
 mod verify;
-mod webhooks;
+pub(crate) mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -123,9 +123,15 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             audit_failures,
         ))
+        // The dashboard's HTML pages (not part of the JSON API).
+        .merge(crate::dashboard::router(state.clone()))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        // A client that never finishes its body is cut off.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs(30),
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::cors::layer,
@@ -163,6 +169,11 @@ async fn audit_failures(
     let Some((principal, address)) = slot.get() else {
         return response;
     };
+    // End users' refused calls are not a management action, and any browser
+    // could fill the log with them.
+    if matches!(principal, latchkey_core::Principal::AppUser { .. }) {
+        return response;
+    }
     let route = matched.map_or_else(|| path.clone(), |m| m.as_str().to_string());
     // The app named in the path, unless the caller could not see it (a 404
     // must not put another tenant's app id in anyone's log).

@@ -33,7 +33,11 @@ fn caller_account(caller: &Caller) -> ApiResult<String> {
 }
 
 /// Loads a service account the caller may manage, or answers 403/404.
-async fn load(state: &AppState, caller: &Caller, sa_id: &str) -> ApiResult<ServiceAccount> {
+pub(crate) async fn load(
+    state: &AppState,
+    caller: &Caller,
+    sa_id: &str,
+) -> ApiResult<ServiceAccount> {
     require(
         caller.principal.may_manage_service_accounts(),
         "service account",
@@ -60,20 +64,34 @@ pub struct CreateServiceAccount {
 
 pub async fn create(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     JsonBody(body): JsonBody<CreateServiceAccount>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let account_id = caller_account(&caller)?;
+    let _write = WriteGuard::acquire(&state, &caller).await?;
+    let sa = create_service_account(&state, &caller, &body.display_name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"serviceAccount": ServiceAccountView::from(&sa)})),
+    ))
+}
+
+/// Creates a service account in the caller's account, audited and indexed.
+/// The caller must hold the write guard.
+pub(crate) async fn create_service_account(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> ApiResult<ServiceAccount> {
+    let account_id = caller_account(caller)?;
     let sa = ServiceAccount {
         id: new_id(&state.rng, IdKind::ServiceAccount),
         account_id,
-        display_name: display_name(&body.display_name, "displayName")?,
+        display_name: display_name(name, "displayName")?,
         created_at: state.now(),
     };
     let event = audit::event(
-        &state,
-        &caller,
+        state,
+        caller,
         "serviceAccount.created",
         "serviceAccount",
         &sa.id,
@@ -82,10 +100,7 @@ pub async fn create(
     if !state.index.insert_service_account(&sa.id, &sa.account_id) {
         return Err(ApiError::not_found("account"));
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"serviceAccount": ServiceAccountView::from(&sa)})),
-    ))
+    Ok(sa)
 }
 
 pub async fn list(
@@ -118,14 +133,25 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams(sa_id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let sa = load(&state, &caller, &sa_id).await?;
+    delete_service_account(&state, &caller, &sa).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a service account loaded with [`load`]: its keys stop at once.
+/// The caller must hold the write guard.
+pub(crate) async fn delete_service_account(
+    state: &AppState,
+    caller: &Caller,
+    sa: &ServiceAccount,
+) -> ApiResult<()> {
     let event = audit::event(
-        &state,
-        &caller,
+        state,
+        caller,
         "serviceAccount.deleted",
         "serviceAccount",
         &sa.id,
@@ -134,18 +160,18 @@ pub async fn delete(
         return Err(ApiError::not_found("service account"));
     }
     state.index.remove_service_account(&sa.id);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
-const NO_APP: KeyContext<'static> = KeyContext { app: None };
+pub(crate) const NO_APP: KeyContext<'static> = KeyContext { app: None };
 
 pub async fn create_key(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams(sa_id): PathParams<String>,
     JsonBody(body): JsonBody<CreateKey>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let sa = load(&state, &caller, &sa_id).await?;
     let view: KeyView = keys::create_key(
         &state,
@@ -181,10 +207,10 @@ pub async fn get_key(
 
 pub async fn delete_key(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams((sa_id, key_id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let sa = load(&state, &caller, &sa_id).await?;
     keys::delete_key(
         &state,
@@ -198,11 +224,11 @@ pub async fn delete_key(
 
 pub async fn rotate_key(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams((sa_id, key_id)): PathParams<(String, String)>,
     JsonBodyOrEmpty(body): JsonBodyOrEmpty<RotateKey>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let sa = load(&state, &caller, &sa_id).await?;
     let out = keys::rotate_key(
         &state,
@@ -226,37 +252,61 @@ async fn grantable_app(state: &AppState, sa: &ServiceAccount, app_id: &str) -> A
 
 pub async fn grant(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams((sa_id, app_id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let sa = load(&state, &caller, &sa_id).await?;
-    grantable_app(&state, &sa, &app_id).await?;
+    grant_app(&state, &caller, &sa, &app_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lets a service account (loaded with [`load`]) reach an app of its own
+/// account. The caller must hold the write guard.
+pub(crate) async fn grant_app(
+    state: &AppState,
+    caller: &Caller,
+    sa: &ServiceAccount,
+    app_id: &str,
+) -> ApiResult<()> {
+    grantable_app(state, sa, app_id).await?;
     let event =
-        audit::event(&state, &caller, "grant.created", "serviceAccount", &sa.id).in_app(&app_id);
+        audit::event(state, caller, "grant.created", "serviceAccount", &sa.id).in_app(app_id);
     state
         .store
-        .grant_app(&sa.id, &app_id, state.now(), &event)
+        .grant_app(&sa.id, app_id, state.now(), &event)
         .await?;
-    if !state.index.grant(&sa.id, &app_id) {
+    if !state.index.grant(&sa.id, app_id) {
         return Err(ApiError::not_found("app"));
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 pub async fn revoke(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams((sa_id, app_id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let sa = load(&state, &caller, &sa_id).await?;
-    grantable_app(&state, &sa, &app_id).await?;
+    revoke_app(&state, &caller, &sa, &app_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends a service account's grant on an app. The caller must hold the
+/// write guard.
+pub(crate) async fn revoke_app(
+    state: &AppState,
+    caller: &Caller,
+    sa: &ServiceAccount,
+    app_id: &str,
+) -> ApiResult<()> {
+    grantable_app(state, sa, app_id).await?;
     let event =
-        audit::event(&state, &caller, "grant.deleted", "serviceAccount", &sa.id).in_app(&app_id);
-    if !state.store.revoke_app(&sa.id, &app_id, &event).await? {
+        audit::event(state, caller, "grant.deleted", "serviceAccount", &sa.id).in_app(app_id);
+    if !state.store.revoke_app(&sa.id, app_id, &event).await? {
         return Err(ApiError::not_found("grant"));
     }
-    state.index.revoke_grant(&sa.id, &app_id);
-    Ok(StatusCode::NO_CONTENT)
+    state.index.revoke_grant(&sa.id, app_id);
+    Ok(())
 }

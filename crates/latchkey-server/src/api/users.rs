@@ -13,11 +13,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{app_ref, check_object_size, load_app, merge_patch, policy};
-use crate::views::rfc3339;
 use crate::audit::{self, EventExt};
 use crate::error::{ApiError, ApiResult, require};
 use crate::extract::{Caller, JsonBody, JsonBodyOrEmpty, Paging, PathParams};
 use crate::state::AppState;
+use crate::views::rfc3339;
 use crate::views::{AppUserView, PageMeta};
 
 const NEEDS_APP: &str = "this needs app scope (an app key) or account scope";
@@ -336,7 +336,9 @@ pub async fn mint_token(
     let now = state.now();
     let signing = newest_live_key(&state, &app.id, now)
         .await?
-        .ok_or_else(|| ApiError::conflict("the app has no live key to sign with; create an app key first"))?;
+        .ok_or_else(|| {
+            ApiError::conflict("the app has no live key to sign with; create an app key first")
+        })?;
     let expires_at = now.saturating_add(ttl);
     let token = signing.sign_jwt(&json!({
         "scope": "appUser",

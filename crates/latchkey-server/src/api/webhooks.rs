@@ -85,7 +85,7 @@ impl From<&Webhook> for WebhookView {
 
 /// An absolute http or https URL with a host, of at most
 /// [`MAX_TARGET_LEN`] bytes. Kept as given.
-fn check_target(target: &str) -> ApiResult<String> {
+fn check_target(target: &str, allow_private: bool) -> ApiResult<String> {
     const WHAT: &str = "target must be an absolute http or https URL";
     if target.len() > MAX_TARGET_LEN {
         return Err(ApiError::bad_request(format!(
@@ -102,6 +102,17 @@ fn check_target(target: &str) -> ApiResult<String> {
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ApiError::bad_request(format!("{WHAT} with a host")));
+    }
+    let private = crate::webhooks::literal_ip(&url)
+        .is_some_and(|ip| !crate::webhooks::is_public_ip(ip))
+        || url.host_str().is_some_and(|h| {
+            h.eq_ignore_ascii_case("localhost") || h.to_ascii_lowercase().ends_with(".localhost")
+        });
+    if private && !allow_private {
+        return Err(ApiError::bad_request(
+            "target must be a public address; this server does not deliver to loopback, \
+             private or link-local addresses",
+        ));
     }
     Ok(target.to_string())
 }
@@ -165,14 +176,28 @@ async fn load_webhook(state: &AppState, app: &App, webhook_id: &str) -> ApiResul
 
 pub async fn create(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams(app_id): PathParams<String>,
     JsonBody(body): JsonBody<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let app = app_for_webhooks(&state, &caller, &app_id).await?;
-    let target = check_target(&body.target)?;
-    let triggers = check_triggers(&body.triggers)?;
+    let view = create_webhook(&state, &caller, &app, &body.target, &body.triggers).await?;
+    Ok((StatusCode::CREATED, Json(json!({"webhook": view}))))
+}
+
+/// Creates a webhook of `app` (which the caller may configure) and returns
+/// the view that shows its secret once. The caller must hold the write
+/// guard.
+pub(crate) async fn create_webhook(
+    state: &AppState,
+    caller: &Caller,
+    app: &App,
+    target: &str,
+    triggers: &[String],
+) -> ApiResult<WebhookView> {
+    let target = check_target(target, state.config.allow_private_webhook_targets)?;
+    let triggers = check_triggers(triggers)?;
     let id = new_id(&state.rng, IdKind::Webhook);
     let secret = secret::generate(&state.rng, WEBHOOK_SECRET_PREFIX);
     let secret_sealed = state
@@ -190,14 +215,14 @@ pub async fn create(
         secret_sealed,
         created_at: state.now(),
     };
-    let event = audit::event(&state, &caller, "webhook.created", "webhook", &webhook.id)
+    let event = audit::event(state, caller, "webhook.created", "webhook", &webhook.id)
         .in_app(&app.id)
         .detail("target", json!(origin(&webhook.target)))
         .detail("triggers", json!(webhook.triggers));
     state.store.create_webhook(&webhook, &event).await?;
     let mut view = WebhookView::from(&webhook);
     view.secret = Some(secret);
-    Ok((StatusCode::CREATED, Json(json!({"webhook": view}))))
+    Ok(view)
 }
 
 pub async fn list(
@@ -226,11 +251,11 @@ pub async fn get(
 
 pub async fn update(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams((app_id, webhook_id)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<UpdateWebhook>,
 ) -> ApiResult<Json<Value>> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let app = app_for_webhooks(&state, &caller, &app_id).await?;
     let mut webhook = load_webhook(&state, &app, &webhook_id).await?;
     if body.target.is_none() && body.triggers.is_none() {
@@ -240,7 +265,7 @@ pub async fn update(
     }
     let mut changed = Vec::new();
     if let Some(target) = &body.target {
-        webhook.target = check_target(target)?;
+        webhook.target = check_target(target, state.config.allow_private_webhook_targets)?;
         changed.push("target");
     }
     if let Some(triggers) = &body.triggers {
@@ -260,21 +285,33 @@ pub async fn update(
 
 pub async fn delete(
     State(state): State<AppState>,
-    _write: WriteGuard,
     caller: Caller,
     PathParams((app_id, webhook_id)): PathParams<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    let _write = WriteGuard::acquire(&state, &caller).await?;
     let app = app_for_webhooks(&state, &caller, &app_id).await?;
+    delete_webhook(&state, &caller, &app, &webhook_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deletes a webhook of `app` (which the caller may configure) with its
+/// queued deliveries. The caller must hold the write guard.
+pub(crate) async fn delete_webhook(
+    state: &AppState,
+    caller: &Caller,
+    app: &App,
+    webhook_id: &str,
+) -> ApiResult<()> {
     let event =
-        audit::event(&state, &caller, "webhook.deleted", "webhook", &webhook_id).in_app(&app.id);
+        audit::event(state, caller, "webhook.deleted", "webhook", webhook_id).in_app(&app.id);
     if !state
         .store
-        .delete_webhook(&app.id, &webhook_id, &event)
+        .delete_webhook(&app.id, webhook_id, &event)
         .await?
     {
         return Err(ApiError::not_found("webhook"));
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -288,7 +325,7 @@ mod tests {
             "http://127.0.0.1:8080/x?token=abc",
             "https://[::1]/",
         ] {
-            assert_eq!(check_target(ok).expect(ok), ok);
+            assert_eq!(check_target(ok, true).expect(ok), ok);
         }
         for bad in [
             "",
@@ -299,13 +336,28 @@ mod tests {
             "https://",
             "javascript:alert(1)",
         ] {
-            assert!(check_target(bad).is_err(), "{bad:?} was accepted");
+            assert!(check_target(bad, true).is_err(), "{bad:?} was accepted");
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_TARGET_LEN));
-        assert!(check_target(&long).is_err());
+        for private in [
+            "http://127.0.0.1:8080/x",
+            "https://[::1]/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://10.0.0.1/admin",
+            "http://[::ffff:127.0.0.1]/",
+            "http://localhost:3000/",
+        ] {
+            assert!(
+                check_target(private, false).is_err(),
+                "{private} was accepted"
+            );
+            assert!(check_target(private, true).is_ok(), "{private} was refused");
+        }
+        assert!(check_target("https://example.com/hooks", false).is_ok());
+        assert!(check_target(&long, true).is_err());
         let longest = format!("https://example.com/{}", "a".repeat(MAX_TARGET_LEN - 20));
         assert_eq!(longest.len(), MAX_TARGET_LEN);
-        assert!(check_target(&longest).is_ok());
+        assert!(check_target(&longest, true).is_ok());
     }
 
     #[test]

@@ -93,6 +93,8 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::new(dir.path().join("data"));
         config.listen = "127.0.0.1:0".parse().expect("addr");
+        // Test webhook receivers listen on loopback.
+        config.allow_private_webhook_targets = true;
         configure(&mut config);
         let clock = Arc::new(ManualClock::fixed());
         let opened = latchkey_server::open(config, clock.clone(), true)

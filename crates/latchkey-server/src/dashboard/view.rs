@@ -1,0 +1,287 @@
+//! What pages share: the layout, messages, error pages, rows of lists and
+//! the few formatting helpers the templates use.
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use latchkey_store::{ApiKey, AuditEvent};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::views::KeyView;
+
+use super::session::Session;
+
+/// Renders a template with a status, or a plain 500 page if rendering
+/// fails (it cannot for these templates, but nothing panics).
+pub fn render(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a dashboard page");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<!doctype html><title>Error</title><p>Internal error; the cause has been logged.</p>".to_string()),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The header every signed-in page shows, and the CSRF token its forms
+/// carry.
+#[derive(Debug)]
+pub struct Layout {
+    pub email: String,
+    pub account_name: String,
+    pub csrf: String,
+}
+
+impl Layout {
+    pub async fn of(state: &AppState, session: &Session) -> Result<Self, PageError> {
+        let account_name = state
+            .store
+            .get_account(&session.account_id)
+            .await
+            .map_err(ApiError::from)?
+            .map(|a| a.display_name)
+            .unwrap_or_default();
+        Ok(Layout {
+            email: session.email.clone(),
+            account_name,
+            csrf: session.csrf.clone(),
+        })
+    }
+}
+
+/// A notice (after a successful action) or an error (a refused one) shown
+/// at the top of a page.
+#[derive(Debug, Default)]
+pub struct Flash {
+    pub notice: Option<String>,
+    pub error: Option<String>,
+    pub status: Option<StatusCode>,
+}
+
+impl Flash {
+    /// The notice named by `?done=` after a redirect; unknown codes show
+    /// nothing (the text never comes from the URL).
+    pub fn done(code: Option<&str>) -> Self {
+        let notice = code.and_then(|c| match c {
+            "app-created" => Some("App created. Create a key below to call the API for it."),
+            "key-deleted" => Some(
+                "The key was deleted. Basic with it and every JWT it signed are refused from now on.",
+            ),
+            "settings-saved" => Some("Settings saved. They apply from the next request on."),
+            "settings-unchanged" => Some("Nothing changed."),
+            "webhook-deleted" => Some("The webhook was deleted with its queued deliveries."),
+            "service-account-created" => {
+                Some("Service account created. Create a key below for the machine that uses it.")
+            }
+            "service-account-deleted" => {
+                Some("The service account was deleted; its keys are refused from now on.")
+            }
+            "granted" => Some("The service account now reaches that app."),
+            "revoked" => Some("The service account no longer reaches that app."),
+            _ => None,
+        });
+        Flash {
+            notice: notice.map(str::to_string),
+            ..Flash::default()
+        }
+    }
+
+    /// A refused action: its message, shown with the status it had in the
+    /// API.
+    pub fn error(e: &ApiError) -> Self {
+        Flash {
+            notice: None,
+            error: Some(sentence(&e.title.replace("displayName", "the name"))),
+            status: Some(e.status),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or(StatusCode::OK)
+    }
+}
+
+/// An API message as a sentence: capitalized, with a full stop.
+pub fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}
+
+/// An error shown as a whole page (not found, forbidden, internal).
+#[derive(Debug)]
+pub struct PageError {
+    pub status: StatusCode,
+    pub title: String,
+    pub message: String,
+}
+
+impl PageError {
+    pub fn new(status: StatusCode, title: &str, message: &str) -> Self {
+        PageError {
+            status,
+            title: title.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        let title = match e.status {
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::FORBIDDEN => "Not allowed",
+            StatusCode::INTERNAL_SERVER_ERROR => "Something went wrong",
+            _ => "That did not work",
+        };
+        let message = if e.status == StatusCode::NOT_FOUND {
+            // The same answer whether it does not exist or is another
+            // account's.
+            format!(
+                "{} It may have been deleted, or it is not in your account.",
+                sentence(&e.title)
+            )
+        } else {
+            sentence(&e.title)
+        };
+        PageError {
+            status: e.status,
+            title: title.to_string(),
+            message,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        render(
+            self.status,
+            &MessagePage {
+                title: &self.title,
+                message: &self.message,
+            },
+        )
+    }
+}
+
+/// Unix seconds as `2025-01-31 14:05 UTC`.
+pub fn when(unix: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_default()
+}
+
+/// An RFC 3339 time from a view, shown like [`when`].
+fn when_rfc3339(text: &str) -> String {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| when(t.unix_timestamp()))
+        .unwrap_or_else(|_| text.to_string())
+}
+
+/// A key in a list.
+#[derive(Debug)]
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub status: &'static str,
+    pub created: String,
+    pub expires: Option<String>,
+    pub last_used: Option<String>,
+    pub replaced_by: Option<String>,
+    pub rotated_from: Option<String>,
+    pub rotation_due: bool,
+    /// Not expired and not already rotated.
+    pub can_rotate: bool,
+}
+
+impl KeyRow {
+    pub fn new(state: &AppState, key: &ApiKey, max_key_age_days: Option<i64>) -> Self {
+        let v = KeyView::new(key, &state.index, state.now(), max_key_age_days);
+        KeyRow {
+            can_rotate: v.replaced_by.is_none() && v.status != "expired",
+            id: v.id,
+            name: v.display_name,
+            status: v.status,
+            created: when_rfc3339(&v.created_at),
+            expires: v.expires_at.as_deref().map(when_rfc3339),
+            last_used: v.last_used_at.as_deref().map(when_rfc3339),
+            replaced_by: v.replaced_by,
+            rotated_from: v.rotated_from,
+            rotation_due: v.rotation_due,
+        }
+    }
+}
+
+/// An audit event in a list.
+#[derive(Debug)]
+pub struct EventRow {
+    pub id: String,
+    pub at: String,
+    pub action: String,
+    pub outcome: String,
+    pub actor: String,
+    pub target: String,
+    pub address: String,
+}
+
+impl From<&AuditEvent> for EventRow {
+    fn from(e: &AuditEvent) -> Self {
+        let actor = match e.actor.id() {
+            Some(id) => format!("{} {id}", e.actor.kind()),
+            None => e.actor.kind().to_string(),
+        };
+        let target = match &e.target_id {
+            Some(id) => format!("{} {id}", e.target_type),
+            None => e.target_type.clone(),
+        };
+        EventRow {
+            id: e.id.clone(),
+            at: when(e.at),
+            action: e.action.clone(),
+            outcome: e.outcome.clone(),
+            actor,
+            target,
+            address: e.address.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// Grace periods offered when rotating a key: (seconds, label).
+pub const GRACE_CHOICES: [(i64, &str); 5] = [
+    (0, "none: the old key stops now"),
+    (3_600, "1 hour"),
+    (86_400, "1 day"),
+    (7 * 86_400, "7 days"),
+    (30 * 86_400, "30 days"),
+];
+
+/// The grace period selected by default.
+pub const DEFAULT_GRACE: i64 = 86_400;
+
+/// Lifetimes offered when creating a key: (days, label); 0 is none.
+pub const EXPIRY_CHOICES: [(i64, &str); 4] = [
+    (0, "never"),
+    (30, "in 30 days"),
+    (90, "in 90 days"),
+    (365, "in 1 year"),
+];

@@ -1,0 +1,1365 @@
+//! The dashboard over real HTTP, as a browser without JavaScript would use
+//! it: sign-in (cookie attributes, one message for unknown email and wrong
+//! password, throttling), CSRF and cross-site refusals, the key life cycle
+//! with the secret shown once and checked against the API, the person's
+//! own keys, service accounts, settings, webhooks, tenant isolation,
+//! sign-out and escaping.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Key, StatusCode, TestApp};
+use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+/// One dashboard response.
+#[derive(Debug)]
+struct Page {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The `value` of the first hidden `csrf` field.
+    fn csrf(&self) -> String {
+        attr_after(&self.body, r#"name="csrf" value=""#).expect("a csrf field")
+    }
+
+    /// The text of the element with this id (up to the next tag).
+    fn text_of(&self, id: &str) -> Option<String> {
+        let start = self.body.find(&format!(r#"id="{id}""#))?;
+        let rest = &self.body[start..];
+        let open_end = rest.find('>')?;
+        let rest = &rest[open_end + 1..];
+        Some(rest[..rest.find('<')?].to_string())
+    }
+
+    /// The `href` of the link with this id.
+    fn href_of(&self, id: &str) -> Option<String> {
+        let at = self.body.find(&format!(r#"id="{id}""#))?;
+        let before = &self.body[..at];
+        let start = before.rfind("href=\"")? + 6;
+        Some(before[start..].split('"').next()?.to_string())
+    }
+
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn set_cookie(&self, name: &str) -> Option<String> {
+        self.set_cookies()
+            .into_iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+    }
+}
+
+/// The text between `prefix` and the next `"`.
+fn attr_after(body: &str, prefix: &str) -> Option<String> {
+    let start = body.find(prefix)? + prefix.len();
+    let rest = &body[start..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// A cookie-keeping client that does not follow redirects.
+struct Browser<'a> {
+    app: &'a TestApp,
+    http: reqwest::Client,
+    cookies: BTreeMap<String, String>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Browser {
+            app,
+            http,
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = if self.cookies.is_empty() {
+            req
+        } else {
+            req.header(COOKIE, self.cookie_header())
+        };
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.expect("body");
+        let page = Page {
+            status,
+            headers,
+            body,
+        };
+        for c in page.set_cookies() {
+            let first = c.split(';').next().unwrap_or("");
+            let (name, value) = first.split_once('=').expect("name=value");
+            if c.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_string(), value.to_string());
+            }
+        }
+        page
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(self.app.url(path));
+        self.send(req).await
+    }
+
+    /// Posts a form as the dashboard's pages do.
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        self.post_with(path, fields, &[]).await
+    }
+
+    async fn post_with(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
+        let body = serde_urlencoded::to_string(fields).expect("form");
+        let mut req = self
+            .http
+            .post(self.app.url(path))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body);
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        self.send(req).await
+    }
+
+    /// Posts a form with the CSRF token of the page at `from`.
+    async fn submit(&mut self, from: &str, path: &str, fields: &[(&str, &str)]) -> Page {
+        let csrf = self.get(from).await.csrf();
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post(path, &all).await
+    }
+
+    async fn try_sign_in(&mut self, email: &str, password: &str) -> Page {
+        let form = self.get("/dashboard/signin").await;
+        assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+        let csrf = form.csrf();
+        self.post(
+            "/dashboard/signin",
+            &[("csrf", &csrf), ("email", email), ("password", password)],
+        )
+        .await
+    }
+
+    /// Signs in as the first account's owner.
+    async fn sign_in(&mut self) -> Page {
+        let email = self.app.init.user.email.clone();
+        let password = self.app.init.user.password.expose().to_string();
+        let page = self.try_sign_in(&email, &password).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        assert_eq!(page.location(), "/dashboard");
+        page
+    }
+
+    async fn signed_in(app: &'a TestApp) -> Self {
+        let mut b = Browser::new(app);
+        b.sign_in().await;
+        b
+    }
+}
+
+/// Creates an app from the account page; returns its id.
+async fn create_app(b: &mut Browser<'_>, name: &str) -> String {
+    let page = b
+        .submit("/dashboard", "/dashboard/apps", &[("display_name", name)])
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let location = page.location().to_string();
+    let id = location
+        .strip_prefix("/dashboard/apps/")
+        .and_then(|r| r.split('?').next())
+        .expect("app page")
+        .to_string();
+    assert!(id.starts_with("ap_"), "{location}");
+    id
+}
+
+/// The key shown once on a "key created" or "key rotated" page.
+fn shown_key(page: &Page) -> Key {
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    Key {
+        id: page.text_of("new-key-id").expect("key id"),
+        secret: page.text_of("new-key-secret").expect("secret"),
+    }
+}
+
+async fn app_status(app: &TestApp, app_id: &str, auth: &str) -> StatusCode {
+    app.get(&format!("/v1/apps/{app_id}"), auth).await.status
+}
+
+async fn app_count(app: &TestApp) -> usize {
+    let r = app.get("/v1/apps", &app.owner()).await;
+    r.body["apps"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_strict_http_only_session_cookie() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+
+    // Not signed in: every page sends you to the sign-in form.
+    let page = b.get("/dashboard").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/dashboard/signin");
+
+    let form = b.get("/dashboard/signin").await;
+    assert_eq!(form.status, StatusCode::OK);
+    for id in ["signin-form", "email", "password", "signin-submit"] {
+        assert!(form.body.contains(&format!(r#"id="{id}""#)), "{id}");
+    }
+    let signin_cookie = form.set_cookie("latchkey_signin").expect("sign-in cookie");
+    assert!(signin_cookie.contains("HttpOnly"), "{signin_cookie}");
+    assert!(signin_cookie.contains("SameSite=Strict"), "{signin_cookie}");
+
+    let page = b.sign_in().await;
+    let cookie = page.set_cookie("latchkey_session").expect("session cookie");
+    let attrs: Vec<&str> = cookie.split("; ").collect();
+    let value = attrs[0].strip_prefix("latchkey_session=").expect("value");
+    assert_eq!(value.len(), 43, "256 bits, base64url: {cookie}");
+    for a in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/dashboard",
+        "Max-Age=43200",
+    ] {
+        assert!(attrs.contains(&a), "{a} missing from {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    // The sign-in cookie has done its job.
+    assert!(
+        page.set_cookie("latchkey_signin")
+            .is_some_and(|c| c.contains("Max-Age=0"))
+    );
+
+    let home = b.get("/dashboard").await;
+    assert_eq!(home.status, StatusCode::OK, "{}", home.body);
+    assert_eq!(
+        home.text_of("user-email").as_deref(),
+        Some(app.init.user.email.as_str())
+    );
+    assert!(
+        home.body
+            .contains("No apps yet. Create one to get an app key.")
+    );
+    // Security headers on every page.
+    let h = &home.headers;
+    let csp = h["content-security-policy"].to_str().expect("csp");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["referrer-policy"], "same-origin");
+    assert_eq!(h[CACHE_CONTROL], "no-store");
+    assert!(!home.body.contains("<script>"), "no inline script");
+    // Signed in, the sign-in form sends you home.
+    assert_eq!(b.get("/dashboard/signin").await.location(), "/dashboard");
+
+    // The session id is not in the database, only its hash.
+    let db = std::fs::read(app.dir.path().join("data/latchkey.db")).expect("db");
+    let wal = std::fs::read(app.dir.path().join("data/latchkey.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+            "the session id was stored"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_over_tls() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key");
+    let app = TestApp::spawn_with(|c| {
+        c.tls = Some(latchkey_server::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        });
+    })
+    .await;
+    let port = app.server.as_ref().expect("server").local_addr.port();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .tls_certs_only([
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).expect("cert"),
+        ])
+        .resolve(
+            "localhost",
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let base = format!("https://localhost:{port}");
+    let form = http
+        .get(format!("{base}/dashboard/signin"))
+        .send()
+        .await
+        .expect("form");
+    let signin = form.headers()[SET_COOKIE]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    assert!(signin.contains("; Secure"), "{signin}");
+    let body = form.text().await.expect("body");
+    let csrf = attr_after(&body, r#"name="csrf" value=""#).expect("csrf");
+    let resp = http
+        .post(format!("{base}/dashboard/signin"))
+        .header(COOKIE, signin.split(';').next().expect("pair"))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("csrf", csrf.as_str()),
+                ("email", app.init.user.email.as_str()),
+                ("password", app.init.user.password.expose()),
+            ])
+            .expect("form"),
+        )
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let session = resp
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("latchkey_session="))
+        .expect("session cookie")
+        .to_string();
+    assert!(session.contains("; Secure"), "{session}");
+    assert!(session.contains("HttpOnly"), "{session}");
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_get_the_same_page() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    let email = app.init.user.email.clone();
+    let wrong = b.try_sign_in(&email, "not the right password").await;
+    let unknown = b
+        .try_sign_in("nobody@example.com", "not the right password")
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status, wrong.status);
+    assert!(wrong.set_cookie("latchkey_session").is_none());
+    assert!(unknown.set_cookie("latchkey_session").is_none());
+    let message = wrong.text_of("signin-error").expect("error");
+    assert_eq!(message, "The email or password is not right.");
+    assert_eq!(unknown.text_of("signin-error"), Some(message));
+    // Byte for byte the same page, but for the email typed in.
+    assert_eq!(
+        wrong.body.replace(&email, "EMAIL"),
+        unknown.body.replace("nobody@example.com", "EMAIL")
+    );
+    // A malformed email too.
+    let malformed = b.try_sign_in("not an email", "whatever password").await;
+    assert_eq!(malformed.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        malformed.text_of("signin-error"),
+        wrong.text_of("signin-error")
+    );
+    // The password is never echoed.
+    assert!(!wrong.body.contains("not the right password"));
+}
+
+#[tokio::test]
+async fn repeated_failures_are_throttled_per_email_then_released() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    let email = app.init.user.email.clone();
+    let password = app.init.user.password.expose().to_string();
+    for _ in 0..5 {
+        let page = b.try_sign_in(&email, "wrong password, again").await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    }
+    // Now even the right password is refused, without being checked.
+    let page = b.try_sign_in(&email, &password).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
+    let message = page.text_of("message").expect("message");
+    assert!(
+        message.contains("Too many failed sign-in attempts. Try again in 15 minutes."),
+        "{message}"
+    );
+    assert_eq!(page.headers["retry-after"], "900");
+    assert!(page.set_cookie("latchkey_session").is_none());
+    // The same page for an unknown email that has failed as often.
+    for _ in 0..5 {
+        b.try_sign_in("ghost@example.com", "wrong password, again")
+            .await;
+    }
+    let ghost = b.try_sign_in("ghost@example.com", "whatever").await;
+    assert_eq!(ghost.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(ghost.text_of("message"), Some(message));
+
+    app.clock.advance(time::Duration::minutes(10));
+    let page = b.try_sign_in(&email, &password).await;
+    let message = page.text_of("message").expect("message");
+    assert!(message.contains("Try again in 5 minutes."), "{message}");
+
+    app.clock.advance(time::Duration::minutes(5));
+    b.sign_in().await;
+}
+
+#[tokio::test]
+async fn repeated_failures_are_throttled_per_address() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    for i in 0..20 {
+        let page = b
+            .try_sign_in(&format!("guess{i}@example.com"), "wrong password")
+            .await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let email = app.init.user.email.clone();
+    let password = app.init.user.password.expose().to_string();
+    let page = b.try_sign_in(&email, &password).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn forms_without_the_right_token_or_from_another_site_change_nothing() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let csrf = b.get("/dashboard").await.csrf();
+
+    let none = b
+        .post("/dashboard/apps", &[("display_name", "no token")])
+        .await;
+    assert_eq!(none.status, StatusCode::FORBIDDEN, "{}", none.body);
+    assert!(
+        none.text_of("message")
+            .expect("message")
+            .contains("nothing changed")
+    );
+    let wrong = b
+        .post(
+            "/dashboard/apps",
+            &[
+                ("csrf", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+                ("display_name", "bad token"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    // Another session's token does not do either.
+    let mut other = Browser::signed_in(&app).await;
+    let other_csrf = other.get("/dashboard").await.csrf();
+    assert_ne!(other_csrf, csrf);
+    let foreign = b
+        .post(
+            "/dashboard/apps",
+            &[("csrf", &other_csrf), ("display_name", "their token")],
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    // The right token, sent from another site.
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let page = b
+            .post_with(
+                "/dashboard/apps",
+                &[("csrf", &csrf), ("display_name", "cross site")],
+                &[(name, value)],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{name}: {value}");
+    }
+    // Nothing was created; the own key still exists (sign-out refused too).
+    assert_eq!(app_count(&app).await, 0);
+    let page = b.post("/dashboard/signout", &[]).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(b.get("/dashboard").await.status, StatusCode::OK);
+
+    // Same origin, right token: works.
+    let origin = app.base.clone();
+    let page = b
+        .post_with(
+            "/dashboard/apps",
+            &[("csrf", &csrf), ("display_name", "same site")],
+            &[("origin", &origin), ("sec-fetch-site", "same-origin")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(app_count(&app).await, 1);
+
+    // The sign-in form needs its own cookie and token (no login CSRF).
+    let mut fresh = Browser::new(&app);
+    let email = app.init.user.email.clone();
+    let password = app.init.user.password.expose().to_string();
+    let page = fresh
+        .post(
+            "/dashboard/signin",
+            &[("email", &email), ("password", &password)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.set_cookie("latchkey_session").is_none());
+    let form = fresh.get("/dashboard/signin").await;
+    let page = fresh
+        .post_with(
+            "/dashboard/signin",
+            &[
+                ("csrf", &form.csrf()),
+                ("email", &email),
+                ("password", &password),
+            ],
+            &[("origin", "https://evil.example")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.set_cookie("latchkey_session").is_none());
+}
+
+#[tokio::test]
+async fn an_app_key_is_created_shown_once_rotated_and_deleted() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let app_id = create_app(&mut b, "Chat").await;
+    let page = b
+        .get(&format!("/dashboard/apps/{app_id}?done=app-created"))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.text_of("app-name").as_deref(), Some("Chat"));
+    assert!(page.body.contains("No keys yet. Create one"));
+    assert!(page.text_of("notice").is_some());
+
+    let keys_url = format!("/dashboard/apps/{app_id}/keys");
+    let created = b
+        .submit(
+            &format!("/dashboard/apps/{app_id}"),
+            &keys_url,
+            &[("display_name", "backend"), ("expires_in_days", "0")],
+        )
+        .await;
+    let key = shown_key(&created);
+    assert!(key.id.starts_with("app_"), "{}", key.id);
+    assert!(key.secret.starts_with("lksk_"), "{}", key.secret);
+    assert!(created.body.contains(r#"id="copy-secret""#));
+    assert!(
+        created
+            .body
+            .contains(r#"data-copy-target="new-key-secret""#)
+    );
+    assert_eq!(created.headers[CACHE_CONTROL], "no-store");
+
+    // A second view lists the key, never its secret.
+    let again = b.get(&format!("/dashboard/apps/{app_id}")).await;
+    assert!(again.body.contains(&format!(r#"id="key-{}""#, key.id)));
+    assert!(!again.body.contains(&key.secret));
+    assert!(again.text_of("new-key-secret").is_none());
+
+    // The key works against the API.
+    assert_eq!(
+        app_status(&app, &app_id, &key.basic()).await,
+        StatusCode::OK
+    );
+
+    // Rotate with a one-hour grace: both work, the old one until then.
+    let rotated = b
+        .submit(
+            &format!("/dashboard/apps/{app_id}"),
+            &format!("{keys_url}/{}/rotate", key.id),
+            &[("grace_seconds", "3600")],
+        )
+        .await;
+    let new = shown_key(&rotated);
+    assert_ne!(new.id, key.id);
+    assert_eq!(
+        rotated.text_of("previous-key-id").as_deref(),
+        Some(key.id.as_str())
+    );
+    assert!(rotated.text_of("previous-key-expires").is_some());
+    assert_eq!(
+        app_status(&app, &app_id, &new.basic()).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app_status(&app, &app_id, &key.basic()).await,
+        StatusCode::OK
+    );
+    // A rotated key offers no second rotation.
+    let listed = b.get(&format!("/dashboard/apps/{app_id}")).await;
+    assert!(!listed.body.contains(&format!(r#"id="rotate-{}""#, key.id)));
+    assert!(listed.body.contains(&format!(r#"id="rotate-{}""#, new.id)));
+    // Rotating it anyway is refused in the page.
+    let twice = b
+        .submit(
+            &format!("/dashboard/apps/{app_id}"),
+            &format!("{keys_url}/{}/rotate", key.id),
+            &[("grace_seconds", "0")],
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT);
+    assert!(
+        twice
+            .text_of("error")
+            .expect("error")
+            .contains("already been rotated")
+    );
+
+    // Delete the new key: a confirmation first, which changes nothing.
+    let confirm_url = format!("{keys_url}/{}/delete", new.id);
+    let confirm = b.get(&confirm_url).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.body.contains(r#"id="confirm-delete""#));
+    assert!(
+        confirm
+            .text_of("confirm-message")
+            .expect("message")
+            .contains(&new.id)
+    );
+    assert_eq!(
+        app_status(&app, &app_id, &new.basic()).await,
+        StatusCode::OK
+    );
+    let deleted = b.post(&confirm_url, &[("csrf", &confirm.csrf())]).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    assert_eq!(
+        deleted.location(),
+        format!("/dashboard/apps/{app_id}?done=key-deleted")
+    );
+    // Refused by the API at once, by Basic and by JWT.
+    assert_eq!(
+        app_status(&app, &app_id, &new.basic()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let jwt = new
+        .jwt(json!({"scope": "app", "exp": latchkey_core::Clock::unix(app.clock.as_ref()) + 600}));
+    assert_eq!(
+        app_status(&app, &app_id, &jwt).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // The old key is still in its grace period.
+    assert_eq!(
+        app_status(&app, &app_id, &key.basic()).await,
+        StatusCode::OK
+    );
+    let after = b
+        .get(&format!("/dashboard/apps/{app_id}?done=key-deleted"))
+        .await;
+    assert!(!after.body.contains(&format!(r#"id="key-{}""#, new.id)));
+    assert!(after.text_of("notice").expect("notice").contains("deleted"));
+    // Deleting it again is a 404 in the page.
+    let gone = b.get(&confirm_url).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+
+    // The audit log says who did it: the signed-in user account.
+    let audit = app.get("/v1/audit", &app.owner()).await;
+    let deleted = audit.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["action"] == "key.deleted")
+        .expect("key.deleted")
+        .clone();
+    assert_eq!(deleted["actor"]["type"], "userAccount");
+    assert_eq!(deleted["actor"]["id"], app.init.user.id.as_str());
+    assert_eq!(deleted["target"]["id"], new.id.as_str());
+    let page = b.get("/dashboard/audit").await;
+    assert!(page.body.contains("key.deleted"));
+    assert!(page.body.contains("dashboard.signedIn"));
+}
+
+#[tokio::test]
+async fn mistakes_are_shown_in_the_page() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let page = b
+        .submit("/dashboard", "/dashboard/apps", &[("display_name", "   ")])
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.text_of("error")
+            .expect("error")
+            .contains("The name must be 1 to 100 characters.")
+    );
+    assert!(page.body.contains(r#"id="create-app-form""#));
+
+    let app_id = create_app(&mut b, "Chat").await;
+    let keys_url = format!("/dashboard/apps/{app_id}/keys");
+    for i in 0..10 {
+        let name = format!("k{i}");
+        shown_key(
+            &b.submit(
+                &keys_url.replace("/keys", ""),
+                &keys_url,
+                &[("display_name", &name)],
+            )
+            .await,
+        );
+    }
+    let page = b
+        .submit(
+            &keys_url.replace("/keys", ""),
+            &keys_url,
+            &[("display_name", "one too many")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    assert!(
+        page.text_of("error")
+            .expect("error")
+            .contains("delete one first")
+    );
+
+    let page = b
+        .submit(
+            &keys_url.replace("/keys", ""),
+            &format!("{keys_url}/app_nonexistent/rotate"),
+            &[("grace_seconds", "0")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+
+    let page = b.get("/dashboard/no/such/page").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(
+        page.headers[CONTENT_TYPE]
+            .to_str()
+            .expect("type")
+            .starts_with("text/html")
+    );
+}
+
+#[tokio::test]
+async fn own_user_account_keys_are_created_and_deleted_here() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let page = b
+        .submit(
+            "/dashboard",
+            "/dashboard/account/keys",
+            &[("display_name", "laptop script")],
+        )
+        .await;
+    let key = shown_key(&page);
+    assert!(key.id.starts_with("act_"), "{}", key.id);
+    let who = app.get("/v1/account", &key.basic()).await;
+    assert_eq!(who.status, StatusCode::OK);
+    assert_eq!(who.body["userAccountId"], app.init.user.id.as_str());
+
+    // The API cannot delete it.
+    let r = app
+        .delete(&format!("/v1/account/keys/{}", key.id), &key.basic())
+        .await;
+    assert!(r.status.is_client_error(), "{:?}", r.status);
+    assert_eq!(
+        app.get("/v1/account", &key.basic()).await.status,
+        StatusCode::OK
+    );
+
+    // The dashboard can, this one or the key init printed.
+    let home = b.get("/dashboard").await;
+    assert!(home.body.contains(&format!(r#"id="key-{}""#, key.id)));
+    assert!(
+        home.body
+            .contains(&format!(r#"id="key-{}""#, app.init.key.id))
+    );
+    for id in [&key.id, &app.init.key.id] {
+        let url = format!("/dashboard/account/keys/{id}/delete");
+        let confirm = b.get(&url).await;
+        assert_eq!(confirm.status, StatusCode::OK);
+        let page = b.post(&url, &[("csrf", &confirm.csrf())]).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        assert_eq!(page.location(), "/dashboard?done=key-deleted");
+    }
+    assert_eq!(
+        app.get("/v1/account", &key.basic()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/v1/account", &app.owner()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The session does not need a key.
+    let home = b.get("/dashboard").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("You have no user-account keys."));
+}
+
+#[tokio::test]
+async fn service_accounts_their_keys_and_grants() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let app_id = create_app(&mut b, "Chat").await;
+    let page = b
+        .submit(
+            "/dashboard",
+            "/dashboard/service-accounts",
+            &[("display_name", "provisioning")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let sa_url = page.location().split('?').next().expect("url").to_string();
+    let sa_id = sa_url
+        .strip_prefix("/dashboard/service-accounts/")
+        .expect("sa page")
+        .to_string();
+    let sa_page = b.get(&sa_url).await;
+    assert_eq!(sa_page.text_of("sa-name").as_deref(), Some("provisioning"));
+    assert!(sa_page.body.contains("It reaches no app yet."));
+
+    let key = shown_key(
+        &b.submit(
+            &sa_url,
+            &format!("{sa_url}/keys"),
+            &[("display_name", "robot")],
+        )
+        .await,
+    );
+    assert!(key.id.starts_with("svc_"));
+    assert_eq!(
+        app_status(&app, &app_id, &key.basic()).await,
+        StatusCode::NOT_FOUND
+    );
+    let page = b
+        .submit(&sa_url, &format!("{sa_url}/grants"), &[("app_id", &app_id)])
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(
+        app_status(&app, &app_id, &key.basic()).await,
+        StatusCode::OK
+    );
+    let page = b
+        .submit(&sa_url, &format!("{sa_url}/grants/{app_id}/revoke"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(
+        app_status(&app, &app_id, &key.basic()).await,
+        StatusCode::NOT_FOUND
+    );
+
+    // Rotate its key with no grace: the old one stops at once.
+    let new = shown_key(
+        &b.submit(
+            &sa_url,
+            &format!("{sa_url}/keys/{}/rotate", key.id),
+            &[("grace_seconds", "0")],
+        )
+        .await,
+    );
+    assert_eq!(
+        app.get("/v1/apps", &new.basic()).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get("/v1/apps", &key.basic()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Delete the service account after confirming.
+    let confirm = b.get(&format!("{sa_url}/delete")).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    let page = b
+        .post(&format!("{sa_url}/delete"), &[("csrf", &confirm.csrf())])
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/dashboard?done=service-account-deleted");
+    assert_eq!(
+        app.get("/v1/apps", &new.basic()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(b.get(&sa_url).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&format!("/v1/serviceAccounts/{sa_id}"), &app.owner())
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn settings_are_saved_through_the_api_rules() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let app_id = create_app(&mut b, "Chat").await;
+    let url = format!("/dashboard/apps/{app_id}/settings");
+    let page = b.get(&url).await;
+    assert_eq!(page.status, StatusCode::OK);
+    // New apps block browser secrets.
+    assert!(
+        page.body
+            .contains(r#"name="block_browser_secrets" value="on" checked"#)
+    );
+
+    let page = b
+        .submit(
+            &url,
+            &url,
+            &[
+                (
+                    "allowed_origins",
+                    "https://app.example.com\r\nhttp://localhost:3000",
+                ),
+                ("max_key_age_days", "90"),
+                ("max_token_ttl_seconds", ""),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.location(), format!("{url}?done=settings-saved"));
+    let settings = app
+        .get(&format!("/v1/apps/{app_id}"), &app.owner())
+        .await
+        .body["app"]["settings"]
+        .clone();
+    assert_eq!(
+        settings,
+        json!({
+            "allowedOrigins": ["https://app.example.com", "http://localhost:3000"],
+            "blockBrowserSecrets": false,
+            "maxKeyAgeDays": 90,
+        })
+    );
+    let page = b.get(&url).await;
+    assert!(
+        page.body
+            .contains("https://app.example.com\nhttp://localhost:3000</textarea>")
+    );
+
+    // A bad origin is explained, and changes nothing.
+    let page = b
+        .submit(
+            &url,
+            &url,
+            &[
+                ("allowed_origins", "https://app.example.com/path"),
+                ("block_browser_secrets", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.text_of("error")
+            .expect("error")
+            .contains("is not an exact origin")
+    );
+    // What was entered is kept in the form.
+    assert!(
+        page.body
+            .contains("https://app.example.com/path</textarea>")
+    );
+    // A value the API refuses, too.
+    let page = b.submit(&url, &url, &[("max_key_age_days", "99999")]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.text_of("error")
+            .expect("error")
+            .contains("maxKeyAgeDays")
+    );
+    let after = app
+        .get(&format!("/v1/apps/{app_id}"), &app.owner())
+        .await
+        .body["app"]["settings"]
+        .clone();
+    assert_eq!(after, settings);
+
+    // Emptying the list allows any origin again; blocking back on.
+    let page = b
+        .submit(
+            &url,
+            &url,
+            &[
+                ("allowed_origins", ""),
+                ("block_browser_secrets", "on"),
+                ("max_key_age_days", "90"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let settings = app
+        .get(&format!("/v1/apps/{app_id}"), &app.owner())
+        .await
+        .body["app"]["settings"]
+        .clone();
+    assert_eq!(
+        settings,
+        json!({"blockBrowserSecrets": true, "maxKeyAgeDays": 90})
+    );
+}
+
+#[tokio::test]
+async fn webhooks_are_listed_created_with_a_secret_shown_once_and_deleted() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let app_id = create_app(&mut b, "Chat").await;
+    let url = format!("/dashboard/apps/{app_id}/webhooks");
+    let page = b.get(&url).await;
+    assert!(page.body.contains("No webhooks yet."));
+    let page = b
+        .submit(
+            &url,
+            &url,
+            &[
+                ("target", "https://hooks.example.com/latchkey"),
+                ("triggers", "key:created"),
+                ("triggers", "key:deleted"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let id = page.text_of("new-webhook-id").expect("id");
+    let secret = page.text_of("new-webhook-secret").expect("secret");
+    assert!(secret.starts_with("lkwh_"));
+    let listed = app
+        .get(&format!("/v1/apps/{app_id}/webhooks"), &app.owner())
+        .await;
+    assert_eq!(listed.body["webhooks"][0]["id"], id.as_str());
+    assert_eq!(
+        listed.body["webhooks"][0]["triggers"],
+        json!(["key:created", "key:deleted"])
+    );
+    let page = b.get(&url).await;
+    assert!(page.body.contains(&format!(r#"id="webhook-{id}""#)));
+    assert!(!page.body.contains(&secret));
+
+    // No trigger chosen: explained, target kept.
+    let page = b
+        .submit(&url, &url, &[("target", "https://other.example.com/x")])
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.text_of("error")
+            .expect("error")
+            .contains("Triggers must list at least one of")
+    );
+    assert!(page.body.contains(r#"value="https://other.example.com/x""#));
+
+    let del = format!("{url}/{id}/delete");
+    let confirm = b.get(&del).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    let page = b.post(&del, &[("csrf", &confirm.csrf())]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let listed = app
+        .get(&format!("/v1/apps/{app_id}/webhooks"), &app.owner())
+        .await;
+    assert_eq!(listed.body["webhooks"], json!([]));
+}
+
+#[tokio::test]
+async fn app_users_are_listed_a_page_at_a_time() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let app_id = create_app(&mut b, "Chat").await;
+    let url = format!("/dashboard/apps/{app_id}/users");
+    assert!(b.get(&url).await.body.contains("No users yet."));
+    for i in 0..27 {
+        let r = app
+            .post(
+                &format!("/v1/apps/{app_id}/users"),
+                &app.owner(),
+                json!({"externalId": format!("user{i:02}"), "profile": {"givenName": "Ann"}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let first = b.get(&url).await;
+    assert!(first.body.contains(">user00<"));
+    assert!(first.body.contains(">user24<"));
+    assert!(!first.body.contains(">user25<"));
+    let next = first.href_of("users-next").expect("next page link");
+    let second = b.get(&next.replace("&amp;", "&")).await;
+    assert_eq!(second.status, StatusCode::OK, "{next}");
+    assert!(second.body.contains(">user25<"));
+    assert!(second.body.contains(">user26<"));
+    assert!(!second.body.contains(r#"id="users-next""#));
+}
+
+#[tokio::test]
+async fn another_accounts_app_is_a_404_page() {
+    let app = TestApp::spawn().await;
+    let other_key = app.create_account("other@example.com").await;
+    let theirs = app.create_app(&other_key.basic(), "Theirs").await;
+    let their_key = app.create_app_key(&other_key.basic(), &theirs).await;
+    let mut b = Browser::signed_in(&app).await;
+    for path in [
+        format!("/dashboard/apps/{theirs}"),
+        format!("/dashboard/apps/{theirs}/settings"),
+        format!("/dashboard/apps/{theirs}/webhooks"),
+        format!("/dashboard/apps/{theirs}/users"),
+        format!("/dashboard/apps/{theirs}/keys/{}/delete", their_key.id),
+        "/dashboard/apps/ap_doesnotexist".to_string(),
+    ] {
+        let page = b.get(&path).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(!page.body.contains("Theirs"), "{path}");
+    }
+    // Nor can its keys be deleted or created from here.
+    let csrf = b.get("/dashboard").await.csrf();
+    let page = b
+        .post(
+            &format!("/dashboard/apps/{theirs}/keys/{}/delete", their_key.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    let page = b
+        .post(
+            &format!("/dashboard/apps/{theirs}/keys"),
+            &[("csrf", &csrf), ("display_name", "mine now")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app_status(&app, &theirs, &their_key.basic()).await,
+        StatusCode::OK
+    );
+    let keys = app
+        .get(&format!("/v1/apps/{theirs}/keys"), &other_key.basic())
+        .await;
+    assert_eq!(keys.body["keys"].as_array().map(Vec::len), Some(1));
+    // Their service accounts neither.
+    let their_sa = app.create_service_account(&other_key.basic()).await;
+    assert_eq!(
+        b.get(&format!("/dashboard/service-accounts/{their_sa}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session_everywhere() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let stolen = b.cookie_header();
+    let csrf = b.get("/dashboard").await.csrf();
+    let page = b.post("/dashboard/signout", &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/dashboard/signin?done=signed-out");
+    assert!(
+        page.set_cookie("latchkey_session")
+            .is_some_and(|c| c.contains("Max-Age=0"))
+    );
+    let signin = b.get(page.location()).await;
+    assert_eq!(
+        signin.text_of("notice").as_deref(),
+        Some("You have signed out.")
+    );
+
+    // The old cookie, replayed, no longer works for pages or forms.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = http
+        .get(app.url("/dashboard"))
+        .header(COOKIE, &stolen)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = http
+        .post(app.url("/dashboard/apps"))
+        .header(COOKIE, &stolen)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([("csrf", csrf.as_str()), ("display_name", "x")])
+                .expect("form"),
+        )
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app_count(&app).await, 0);
+
+    let audit = app
+        .get("/v1/audit?action=dashboard.signedOut", &app.owner())
+        .await;
+    assert_eq!(audit.body["events"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn sessions_expire_after_twelve_hours() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    app.clock
+        .advance(time::Duration::hours(12) - time::Duration::seconds(1));
+    assert_eq!(b.get("/dashboard").await.status, StatusCode::OK);
+    app.clock.advance(time::Duration::seconds(1));
+    let page = b.get("/dashboard").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/dashboard/signin");
+}
+
+#[tokio::test]
+async fn deleting_the_account_ends_its_sessions() {
+    let app = TestApp::spawn().await;
+    let other = app.create_account("second@example.com").await;
+    let r = app.get("/v1/account", &other.basic()).await;
+    let account_id = r.body["accountId"].as_str().expect("account").to_string();
+    let mut b = Browser::new(&app);
+    let page = b
+        .try_sign_in("second@example.com", "a long enough password")
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(b.get("/dashboard").await.status, StatusCode::OK);
+    let r = app
+        .delete(&format!("/v1/accounts/{account_id}"), &app.operator())
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(b.get("/dashboard").await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn hostile_names_are_escaped() {
+    let app = TestApp::spawn().await;
+    let hostile = r#"<script>alert("x")</script><img src=x onerror=alert(1)>"#;
+    let app_id = app.create_app(&app.owner(), hostile).await;
+    let key = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys"),
+            &app.owner(),
+            json!({"displayName": hostile}),
+        )
+        .await;
+    let key = Key::from_reply(&key);
+    app.post(
+        &format!("/v1/apps/{app_id}/users"),
+        &app.owner(),
+        json!({"externalId": "\"><b>x", "profile": {"givenName": hostile}}),
+    )
+    .await;
+    let mut b = Browser::signed_in(&app).await;
+    for path in [
+        "/dashboard".to_string(),
+        format!("/dashboard/apps/{app_id}"),
+        format!("/dashboard/apps/{app_id}/users"),
+        format!("/dashboard/apps/{app_id}/keys/{}/delete", key.id),
+        "/dashboard/audit".to_string(),
+    ] {
+        let page = b.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(!page.body.contains("<script>alert"), "{path}");
+        assert!(!page.body.contains("<img src=x"), "{path}");
+        assert!(!page.body.contains("\"><b>"), "{path}");
+        // Shown, escaped (askama writes numeric character references).
+        assert!(
+            path.ends_with("/audit") || page.body.contains("&#60;script&#62;alert("),
+            "{path}"
+        );
+    }
+    // And an email typed into the sign-in form.
+    let mut c = Browser::new(&app);
+    let page = c
+        .try_sign_in(r#""><script>alert(1)</script>@x.example"#, "wrong password")
+        .await;
+    assert!(!page.body.contains("<script>alert"));
+    // Basic auth with a dashboard-created key still works: escaping is
+    // only in the page.
+    assert_eq!(
+        app_status(&app, &app_id, &key.basic()).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn static_assets_are_served_from_the_binary() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    let css = b.get("/dashboard/static/dashboard.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(
+        css.headers[CONTENT_TYPE]
+            .to_str()
+            .expect("type")
+            .starts_with("text/css")
+    );
+    assert!(css.body.contains("@media"));
+    let js = b.get("/dashboard/static/dashboard.js").await;
+    assert_eq!(js.status, StatusCode::OK);
+    assert!(js.body.contains("data-copy-target"));
+}
+
+#[tokio::test]
+async fn unknown_dashboard_paths_and_methods_answer_html_pages() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let page = b.get("/dashboard/").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/dashboard");
+    for (method, path, status) in [
+        (
+            reqwest::Method::GET,
+            "/dashboard/nothing/here",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            reqwest::Method::GET,
+            "/dashboard/signin/",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            reqwest::Method::GET,
+            "/dashboard/apps",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/dashboard/apps",
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ] {
+        let r = b
+            .http
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), status, "{method} {path}");
+        let html = r.headers()[CONTENT_TYPE]
+            .to_str()
+            .expect("type")
+            .starts_with("text/html");
+        assert!(html, "{method} {path}");
+        assert_eq!(r.headers()["x-frame-options"], "DENY", "{method} {path}");
+    }
+    // The API keeps its JSON answers.
+    let r = app.get("/v1/nothing", &app.owner()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.code(), "not_found");
+}

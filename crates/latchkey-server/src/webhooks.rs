@@ -17,13 +17,22 @@
 //! outlives its lease) never send one at the same time; a dispatcher that
 //! stops mid-attempt leaves a lease that runs out, and the delivery is sent
 //! again. Delivery is therefore at least once, never lost.
+//!
+//! The dispatcher is a pool of [`CONCURRENCY`] attempts in flight: an
+//! attempt that ends frees its slot at once, and the dispatcher claims more
+//! whenever a slot frees (and at every poll), never waiting for a whole
+//! batch. Claims are fair across webhooks: at most [`PER_WEBHOOK`] attempts
+//! of one webhook are in flight at a time (counted through the leases, so
+//! across dispatchers too), each webhook's oldest due delivery first. A
+//! receiver that accepts connections and never answers therefore holds one
+//! slot, not the queue.
 
 use std::time::Duration;
 
-use latchkey_store::{Attempt, AttemptOutcome, ClaimedDelivery};
+use latchkey_store::{Attempt, AttemptOutcome, ClaimedDelivery, StoreError};
 use ring::hmac;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 
 use crate::state::AppState;
 
@@ -39,8 +48,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claim holds a delivery (clock seconds); longer than any
 /// attempt.
 pub const LEASE_SECONDS: i64 = 60;
-/// Deliveries claimed (and sent concurrently) at a time.
-pub const BATCH: u32 = 32;
+/// Attempts a dispatcher has in flight at once, across all webhooks.
+pub const CONCURRENCY: usize = 32;
+/// Attempts of one webhook in flight at once, across all dispatchers: a
+/// slow receiver holds no more slots than this.
+pub const PER_WEBHOOK: u32 = 1;
 /// How often the server looks for due deliveries, in real time.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -322,34 +334,94 @@ async fn attempt(state: AppState, client: reqwest::Client, claim: ClaimedDeliver
     }
 }
 
-/// One pass with `client`: claims what is due now, sends it all
-/// concurrently and records each outcome; repeats while whole batches were
-/// due. Returns how many attempts were made.
+/// Attempts in flight: at most [`CONCURRENCY`], each a task that sends one
+/// claimed delivery and records its outcome (releasing the lease) before it
+/// ends.
+struct Pool {
+    state: AppState,
+    client: reqwest::Client,
+    running: JoinSet<()>,
+}
+
+impl Pool {
+    fn new(state: AppState, client: reqwest::Client) -> Self {
+        Self {
+            state,
+            client,
+            running: JoinSet::new(),
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Claims due deliveries into the free slots and starts an attempt for
+    /// each; returns how many were started.
+    async fn fill(&mut self) -> Result<usize, StoreError> {
+        while let Some(done) = self.running.try_join_next() {
+            finished(done);
+        }
+        let free = CONCURRENCY.saturating_sub(self.running.len());
+        if free == 0 {
+            return Ok(0);
+        }
+        let now = self.state.now();
+        let claimed = self
+            .state
+            .store
+            .claim_deliveries(
+                now,
+                now + LEASE_SECONDS,
+                u32::try_from(free).unwrap_or(u32::MAX),
+                PER_WEBHOOK,
+            )
+            .await?;
+        let started = claimed.len();
+        for claim in claimed {
+            self.running
+                .spawn(attempt(self.state.clone(), self.client.clone(), claim));
+        }
+        Ok(started)
+    }
+
+    /// Waits for the next attempt to end (forever if none is in flight).
+    async fn next_finished(&mut self) {
+        match self.running.join_next().await {
+            Some(done) => finished(done),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Logs an attempt task that did not end normally.
+fn finished(done: Result<(), JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        tracing::error!(error = %e, "a webhook attempt panicked; it will be retried when its lease runs out");
+    }
+}
+
+/// One pass with `client`: claims what is due now into a pool of
+/// [`CONCURRENCY`] attempts, claiming more as attempts end, until nothing
+/// claimable is left and every attempt it started has ended with its
+/// outcome recorded. Returns how many attempts were made.
 pub async fn dispatch_due_with(state: &AppState, client: &reqwest::Client) -> usize {
+    let mut pool = Pool::new(state.clone(), client.clone());
     let mut attempted = 0;
     loop {
-        let now = state.now();
-        let claimed = match state
-            .store
-            .claim_deliveries(now, now + LEASE_SECONDS, BATCH)
-            .await
-        {
-            Ok(c) => c,
+        match pool.fill().await {
+            Ok(started) => attempted += started,
             Err(e) => {
                 tracing::warn!(error = %e, "could not claim webhook deliveries; will retry");
-                return attempted;
             }
-        };
-        let full = claimed.len() == BATCH as usize;
-        attempted += claimed.len();
-        let mut running = JoinSet::new();
-        for claim in claimed {
-            running.spawn(attempt(state.clone(), client.clone(), claim));
         }
-        while running.join_next().await.is_some() {}
-        if !full {
+        if pool.is_idle() {
             return attempted;
         }
+        // A slot frees: the webhook it belonged to may have more due.
+        pool.next_finished().await;
     }
 }
 
@@ -372,50 +444,72 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Stops polling; a pass in progress gets up to the configured
-    /// shutdown grace to finish (what it cannot finish is sent again after
-    /// its lease runs out).
+    /// Stops claiming; attempts in flight get up to the configured
+    /// shutdown grace to finish (what they cannot finish is sent again
+    /// after its lease runs out).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
 }
 
-/// Starts the dispatcher: a pass every `poll` (real time).
+/// Starts the dispatcher: a pool of attempts that claims due deliveries at
+/// every `poll` (real time) and whenever an attempt ends.
 pub fn spawn_dispatcher(state: AppState, poll: Duration) -> Dispatcher {
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(run(state, poll, stopped));
     Dispatcher { stop, task }
 }
 
+/// What woke the dispatcher.
+enum Wake {
+    Tick,
+    SlotFreed,
+    Stop,
+}
+
 async fn run(state: AppState, poll: Duration, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut client = None;
-    loop {
+    let client = loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        if client.is_none() {
-            match client_for(state.config.allow_private_webhook_targets) {
-                Ok(c) => client = Some(c),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot build the webhook HTTP client; will retry");
-                    continue;
-                }
+        match client_for(state.config.allow_private_webhook_targets) {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the webhook HTTP client; will retry");
             }
         }
-        let Some(c) = &client else { continue };
-        let pass = dispatch_due_with(&state, c);
-        tokio::pin!(pass);
-        tokio::select! {
-            _ = &mut pass => {}
-            _ = stop.changed() => {
-                let _ = tokio::time::timeout(state.config.shutdown_grace, &mut pass).await;
+    };
+    let grace = state.config.shutdown_grace;
+    let mut pool = Pool::new(state, client);
+    let mut wake = Wake::Tick;
+    loop {
+        match wake {
+            Wake::Tick | Wake::SlotFreed => {
+                if let Err(e) = pool.fill().await {
+                    tracing::warn!(error = %e, "could not claim webhook deliveries; will retry");
+                }
+            }
+            Wake::Stop => {
+                // What does not end within the grace is aborted when the
+                // pool is dropped; its lease runs out and it is sent again.
+                let _ = tokio::time::timeout(grace, async {
+                    while !pool.is_idle() {
+                        pool.next_finished().await;
+                    }
+                })
+                .await;
                 return;
             }
         }
+        wake = tokio::select! {
+            _ = tick.tick() => Wake::Tick,
+            () = pool.next_finished() => Wake::SlotFreed,
+            _ = stop.changed() => Wake::Stop,
+        };
     }
 }
 

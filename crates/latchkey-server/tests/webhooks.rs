@@ -21,8 +21,10 @@ use axum::response::IntoResponse;
 use common::{StatusCode, TestApp};
 use latchkey_core::Clock;
 use latchkey_server::AppState;
-use latchkey_server::webhooks::{dispatch_due, signature};
-use latchkey_store::{Delivery, DeliveryStatus, Page, delivery_id};
+use latchkey_server::webhooks::{PER_WEBHOOK, REQUEST_TIMEOUT, dispatch_due, signature};
+use latchkey_store::{
+    Actor, AuditEvent, Delivery, DeliveryStatus, Notification, Page, delivery_id,
+};
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -165,6 +167,59 @@ impl Receiver {
             .unwrap_or_else(|_| panic!("the receiver got {} of {n} requests", self.count()))
             .expect("receiver alive");
         self.received()
+    }
+}
+
+/// A receiver that accepts connections and never answers: every attempt
+/// sent to it lasts until the request timeout.
+struct Silent {
+    addr: SocketAddr,
+    accepted: watch::Receiver<usize>,
+    task: JoinHandle<()>,
+}
+
+impl Silent {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind the silent receiver");
+        let addr = listener.local_addr().expect("addr");
+        let (count, accepted) = watch::channel(0);
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+                count.send_modify(|n| *n += 1);
+            }
+        });
+        Silent {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn accepted(&self) -> usize {
+        *self.accepted.borrow()
+    }
+
+    /// Waits (bounded) until `n` connections are open.
+    async fn wait_for(&self, n: usize) {
+        let mut rx = self.accepted.clone();
+        tokio::time::timeout(WAIT, rx.wait_for(|c| *c >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{} of {n} connections", self.accepted()))
+            .expect("silent receiver alive");
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -923,4 +978,94 @@ async fn every_trigger_reaches_the_webhooks_subscribed_to_it() {
         assert_eq!(d.status, DeliveryStatus::Delivered, "{d:?}");
     }
     assert_eq!(created_only.count(), 2);
+}
+
+/// Queues a `key:created` notification of `app_id` straight in the store
+/// (faster than creating keys, and not limited to 10 live keys per app).
+async fn queue_created(app: &TestApp, app_id: &str, n: usize) {
+    for i in 0..n {
+        let event = AuditEvent {
+            id: format!("evt_backlog_{app_id}_{i}"),
+            at: app.clock.unix(),
+            account_id: Some(app.account_id()),
+            app_id: Some(app_id.to_string()),
+            action: "key.created".into(),
+            actor: Actor::System,
+            address: None,
+            target_type: "key".into(),
+            target_id: None,
+            outcome: "success".into(),
+            details: serde_json::Map::new(),
+            notify: Some(Notification {
+                trigger: "key:created",
+                payload: json!({"type": "key:created", "n": i}).to_string(),
+            }),
+        };
+        state(app).store.record_audit(&event).await.expect("queue");
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_does_not_hold_up_other_apps() {
+    // The server's own dispatcher does the work here, polling often.
+    let app = TestApp::spawn_with(|c| c.webhook_poll_interval = Duration::from_millis(50)).await;
+    let owner = app.owner();
+    let slow_app = app.create_app(&owner, "Slow").await;
+    let healthy_app = app.create_app(&owner, "Healthy").await;
+    let silent = Silent::start().await;
+    let receiver = Receiver::start(200).await;
+    let (slow, _) = create_webhook(
+        &app,
+        &owner,
+        &slow_app,
+        &silent.url("/never"),
+        &["key:created"],
+    )
+    .await;
+    create_webhook(
+        &app,
+        &owner,
+        &healthy_app,
+        &receiver.url("/in"),
+        &["key:created"],
+    )
+    .await;
+
+    // A backlog of 80 for the app whose receiver never answers, older than
+    // anything of the other app: every attempt of it lasts 10 s.
+    queue_created(&app, &slow_app, 80).await;
+    let started = tokio::time::Instant::now();
+    // Queued behind the backlog: delivered at once all the same.
+    app.create_app_key(&owner, &healthy_app).await;
+    receiver.wait_for(1).await;
+    // Queued while the slow app's attempts are in flight: the dispatcher
+    // does not wait for them before claiming more.
+    silent.wait_for(1).await;
+    app.create_app_key(&owner, &healthy_app).await;
+    let got = receiver.wait_for(2).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < REQUEST_TIMEOUT / 2,
+        "the healthy app waited {elapsed:?} behind the silent receiver"
+    );
+    assert!(
+        got.iter()
+            .all(|r| r.json()["appId"] == healthy_app.as_str()),
+        "{got:?}"
+    );
+
+    // Meanwhile the silent receiver holds no more than its share of
+    // attempts, and none of them has ended: nothing waited for a timeout.
+    assert!(
+        silent.accepted() <= PER_WEBHOOK as usize,
+        "{} attempts in flight to one webhook",
+        silent.accepted()
+    );
+    let backlog = deliveries(&app, &slow).await;
+    assert_eq!(backlog.len(), 80);
+    assert!(
+        backlog
+            .iter()
+            .all(|d| d.attempts == 0 && d.status == DeliveryStatus::Pending)
+    );
 }

@@ -12,7 +12,9 @@
 //!
 //! A claim leases a delivery until a given time, so that two dispatchers
 //! never send it at once; a dispatcher that dies mid-attempt leaves a lease
-//! that runs out, and the delivery is claimed again (at least once).
+//! that runs out, and the delivery is claimed again (at least once). Claims
+//! are fair across webhooks: each webhook has a bounded number of
+//! deliveries under a live lease, so a slow receiver delays only its own.
 
 use std::fmt;
 
@@ -173,12 +175,20 @@ pub trait WebhookStore: Send + Sync {
     async fn delete_webhook(&self, app_id: &str, id: &str, audit: &AuditEvent) -> Result<bool>;
 
     /// Claims up to `limit` pending deliveries due at `now` that no live
-    /// lease holds, leasing each until `lease_until`; oldest due first.
+    /// lease holds, leasing each until `lease_until`.
+    ///
+    /// Fair across webhooks: a webhook never has more than `per_webhook`
+    /// deliveries under a live lease (in flight, whoever claimed them), so
+    /// one whose receiver is slow keeps at most that many attempts busy
+    /// however long its queue. Within that, claims go round robin: each
+    /// webhook's oldest due delivery before anyone's second (webhooks with
+    /// fewer attempts in flight first), then oldest due first.
     async fn claim_deliveries(
         &self,
         now: i64,
         lease_until: i64,
         limit: u32,
+        per_webhook: u32,
     ) -> Result<Vec<ClaimedDelivery>>;
     /// Records the outcome of an attempt made under `lease` and releases
     /// the lease. Returns false (and changes nothing) if the lease was lost
@@ -371,32 +381,60 @@ impl WebhookStore for crate::SqliteStore {
         now: i64,
         lease_until: i64,
         limit: u32,
+        per_webhook: u32,
     ) -> Result<Vec<ClaimedDelivery>> {
-        // Polled often: look before taking the write lock.
+        if limit == 0 || per_webhook == 0 {
+            return Ok(Vec::new());
+        }
+        // Polled often: look before taking the write lock. Due, unleased,
+        // and of a webhook that has room for one more attempt in flight.
         let any_due: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 \
-             AND (locked_until IS NULL OR locked_until <= ?1) LIMIT 1",
+            "SELECT 1 FROM webhook_deliveries d \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
+               AND (d.locked_until IS NULL OR d.locked_until <= ?1) \
+               AND (SELECT COUNT(*) FROM webhook_deliveries l \
+                    WHERE l.webhook_id = d.webhook_id AND l.locked_until > ?1 \
+                      AND l.status = 'pending') < ?2 \
+             LIMIT 1",
         )
         .bind(now)
+        .bind(i64::from(per_webhook))
         .fetch_optional(&self.pool)
         .await?;
         if any_due.is_none() {
             return Ok(Vec::new());
         }
         let mut tx = self.write_tx().await?;
-        // Writing first takes the write lock at once; each claimed row gets
-        // its own random lease name.
+        // Writing first takes the write lock at once, so the count of
+        // attempts in flight cannot change under the claim; each claimed row
+        // gets its own random lease name. `slot` is the place a delivery
+        // would take among its webhook's attempts in flight: the first due
+        // of a webhook with nothing in flight is slot 1, its second (or the
+        // first of a webhook with one in flight) slot 2, and so on.
         let leased: Vec<(String, String)> = sqlx::query_as(
             "UPDATE webhook_deliveries SET locked_until = ?1, lease = lower(hex(randomblob(16))) \
-             WHERE id IN (SELECT id FROM webhook_deliveries \
-                          WHERE status = 'pending' AND next_attempt_at <= ?2 \
-                            AND (locked_until IS NULL OR locked_until <= ?2) \
-                          ORDER BY next_attempt_at, seq LIMIT ?3) \
+             WHERE id IN ( \
+                 WITH busy AS ( \
+                     SELECT webhook_id, COUNT(*) AS n FROM webhook_deliveries \
+                     WHERE locked_until > ?2 AND status = 'pending' GROUP BY webhook_id), \
+                 due AS ( \
+                     SELECT id, webhook_id, next_attempt_at, seq, ROW_NUMBER() OVER ( \
+                         PARTITION BY webhook_id ORDER BY next_attempt_at, seq) AS rank \
+                     FROM webhook_deliveries \
+                     WHERE status = 'pending' AND next_attempt_at <= ?2 \
+                       AND (locked_until IS NULL OR locked_until <= ?2)), \
+                 ranked AS ( \
+                     SELECT due.id, due.next_attempt_at, due.seq, \
+                            due.rank + COALESCE(busy.n, 0) AS slot \
+                     FROM due LEFT JOIN busy ON busy.webhook_id = due.webhook_id) \
+                 SELECT id FROM ranked WHERE slot <= ?4 \
+                 ORDER BY slot, next_attempt_at, seq LIMIT ?3) \
              RETURNING id, lease",
         )
         .bind(lease_until)
         .bind(now)
         .bind(i64::from(limit))
+        .bind(i64::from(per_webhook))
         .fetch_all(&mut *tx)
         .await?;
         let mut claimed = Vec::with_capacity(leased.len());

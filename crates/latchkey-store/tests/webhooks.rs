@@ -122,6 +122,10 @@ fn page(limit: u32, after: Option<&str>) -> Page {
     }
 }
 
+/// No limit on deliveries in flight per webhook: for tests of leases and
+/// attempts rather than of fairness.
+const ANY: u32 = u32::MAX;
+
 fn attempt(outcome: AttemptOutcome, status: Option<u16>, at: i64) -> Attempt {
     Attempt {
         outcome,
@@ -405,7 +409,11 @@ async fn claims_take_due_deliveries_once_and_leases_run_out() {
     f.store.record_audit(&late).await.expect("late");
 
     // Only what is due.
-    let claimed = f.store.claim_deliveries(600, 660, 10).await.expect("claim");
+    let claimed = f
+        .store
+        .claim_deliveries(600, 660, 10, 1)
+        .await
+        .expect("claim");
     assert_eq!(claimed.len(), 1);
     let c = &claimed[0];
     assert_eq!(c.delivery.id, delivery_id(&early.id, "whk_a"));
@@ -415,14 +423,18 @@ async fn claims_take_due_deliveries_once_and_leases_run_out() {
     // Leased: not claimed again while the lease lives, even once due...
     assert!(
         f.store
-            .claim_deliveries(650, 710, 10)
+            .claim_deliveries(650, 710, 10, 1)
             .await
             .expect("claim")
             .is_empty()
     );
     // ...but once it has run out (the dispatcher died), it is claimed again,
     // under a new lease; the old lease can no longer record an outcome.
-    let again = f.store.claim_deliveries(660, 720, 10).await.expect("claim");
+    let again = f
+        .store
+        .claim_deliveries(660, 720, 10, 1)
+        .await
+        .expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.id, c.delivery.id);
     assert_ne!(again[0].lease, c.lease);
@@ -444,7 +456,7 @@ async fn claims_take_due_deliveries_once_and_leases_run_out() {
     // A limit is respected, oldest due first.
     let both = f
         .store
-        .claim_deliveries(2000, 2060, 1)
+        .claim_deliveries(2000, 2060, 1, 1)
         .await
         .expect("claim");
     assert_eq!(both.len(), 1);
@@ -468,7 +480,7 @@ async fn concurrent_claims_never_share_a_delivery() {
     for _ in 0..8 {
         let store = f.store.clone();
         tasks.push(tokio::spawn(async move {
-            store.claim_deliveries(1000, 1060, 7).await
+            store.claim_deliveries(1000, 1060, 7, ANY).await
         }));
     }
     let mut seen = std::collections::HashSet::new();
@@ -478,6 +490,158 @@ async fn concurrent_claims_never_share_a_delivery() {
         }
     }
     assert_eq!(seen.len(), 40);
+}
+
+/// The ids of claimed deliveries, sorted.
+fn claimed_ids(claimed: &[latchkey_store::ClaimedDelivery]) -> Vec<String> {
+    let mut ids: Vec<String> = claimed.iter().map(|c| c.delivery.id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(ids: &[&String]) -> Vec<String> {
+    let mut ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn claims_are_fair_across_webhooks() {
+    let f = store().await;
+    let webhooks = [
+        ("whk_a", "ap_1", "key:created"),
+        ("whk_b", "ap_1", "key:deleted"),
+        ("whk_c", "ap_2", "key:created"),
+    ];
+    for (id, app, trigger) in webhooks {
+        f.store
+            .create_webhook(&hook(id, app, &[trigger]), &ev())
+            .await
+            .expect("webhook");
+    }
+    // whk_a has a backlog of the oldest deliveries; whk_b one, whk_c two.
+    let mut events = Vec::new();
+    let mut queue = |(webhook, app, trigger): (&str, &str, &'static str), at: i64| {
+        let event = notifying(app, trigger, at);
+        let id = delivery_id(&event.id, webhook);
+        events.push(event);
+        id
+    };
+    let a: Vec<String> = (0..6).map(|i| queue(webhooks[0], 100 + i)).collect();
+    let b0 = queue(webhooks[1], 200);
+    let c: Vec<String> = (0..2).map(|i| queue(webhooks[2], 300 + i)).collect();
+    for e in &events {
+        f.store.record_audit(e).await.expect("event");
+    }
+
+    // One per webhook per claim, oldest due first across webhooks: whk_a's
+    // backlog does not push whk_b's delivery out of a small claim.
+    let first = f
+        .store
+        .claim_deliveries(1000, 1060, 2, 1)
+        .await
+        .expect("claim");
+    assert_eq!(claimed_ids(&first), sorted(&[&a[0], &b0]));
+    // A webhook with an attempt in flight gets no other; the others do.
+    let second = f
+        .store
+        .claim_deliveries(1000, 1060, 10, 1)
+        .await
+        .expect("claim");
+    assert_eq!(claimed_ids(&second), sorted(&[&c[0]]));
+    assert!(
+        f.store
+            .claim_deliveries(1000, 1060, 10, 1)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "every webhook has its attempt in flight"
+    );
+    // An ended attempt frees the webhook's slot: its next delivery, in order.
+    let a0 = first
+        .iter()
+        .find(|c| c.delivery.id == a[0])
+        .expect("a0 claimed");
+    let done = attempt(AttemptOutcome::Delivered, Some(200), 1001);
+    assert!(
+        f.store
+            .record_attempt(&a0.delivery.id, &a0.lease, &done)
+            .await
+            .expect("record")
+    );
+    let third = f
+        .store
+        .claim_deliveries(1001, 1061, 10, 1)
+        .await
+        .expect("claim");
+    assert_eq!(claimed_ids(&third), sorted(&[&a[1]]));
+
+    // An expired lease holds no slot, and its delivery is retaken. At 1060
+    // the leases of b0 and c0 have run out; a1's (until 1061) still holds.
+    // With two per webhook: b0 and c0 first (their webhooks have nothing in
+    // flight), then the second places, oldest first: a2 before c1.
+    let fourth = f
+        .store
+        .claim_deliveries(1060, 1120, 3, 2)
+        .await
+        .expect("claim");
+    assert_eq!(claimed_ids(&fourth), sorted(&[&b0, &c[0], &a[2]]));
+    let fifth = f
+        .store
+        .claim_deliveries(1060, 1120, 10, 2)
+        .await
+        .expect("claim");
+    assert_eq!(claimed_ids(&fifth), sorted(&[&c[1]]));
+    assert!(
+        f.store
+            .claim_deliveries(1060, 1120, 10, 2)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_claims_keep_one_attempt_per_webhook_in_flight() {
+    let f = store().await;
+    let webhooks = ["whk_0", "whk_1", "whk_2", "whk_3"];
+    for id in webhooks {
+        f.store
+            .create_webhook(&hook(id, "ap_1", &["key:created"]), &ev())
+            .await
+            .expect("webhook");
+    }
+    // Each event notifies all four webhooks.
+    for i in 0..10 {
+        f.store
+            .record_audit(&notifying("ap_1", "key:created", 100 + i))
+            .await
+            .expect("event");
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = f.store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.claim_deliveries(1000, 1060, 7, 1).await
+        }));
+    }
+    let mut per_webhook = std::collections::HashMap::new();
+    for t in tasks {
+        for c in t.await.expect("join").expect("claim") {
+            *per_webhook
+                .entry(c.delivery.webhook_id.clone())
+                .or_insert(0) += 1;
+            // The oldest delivery of its webhook.
+            assert_eq!(c.delivery.next_attempt_at, 100);
+        }
+    }
+    let mut got: Vec<(&str, i32)> = per_webhook.iter().map(|(w, n)| (w.as_str(), *n)).collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        webhooks.iter().map(|w| (*w, 1)).collect::<Vec<_>>(),
+        "exactly one attempt in flight per webhook"
+    );
 }
 
 #[tokio::test]
@@ -495,7 +659,12 @@ async fn attempts_retry_deliver_or_fail_and_release_the_lease() {
     let id_two = delivery_id(&two.id, "whk_a");
 
     // Both fail with a retryable answer: back to pending, later, unleased.
-    for c in f.store.claim_deliveries(500, 560, 10).await.expect("claim") {
+    for c in f
+        .store
+        .claim_deliveries(500, 560, 10, ANY)
+        .await
+        .expect("claim")
+    {
         let a = attempt(AttemptOutcome::Retry { at: 530 }, Some(503), 501);
         assert!(
             f.store
@@ -526,12 +695,16 @@ async fn attempts_retry_deliver_or_fail_and_release_the_lease() {
     // Not due before the retry time, even though the lease was released.
     assert!(
         f.store
-            .claim_deliveries(529, 589, 10)
+            .claim_deliveries(529, 589, 10, ANY)
             .await
             .expect("claim")
             .is_empty()
     );
-    let claimed = f.store.claim_deliveries(530, 590, 10).await.expect("claim");
+    let claimed = f
+        .store
+        .claim_deliveries(530, 590, 10, ANY)
+        .await
+        .expect("claim");
     assert_eq!(claimed.len(), 2);
     for c in claimed {
         let a = if c.delivery.id == id_one {
@@ -578,7 +751,7 @@ async fn attempts_retry_deliver_or_fail_and_release_the_lease() {
     // Neither is claimed again, ever.
     assert!(
         f.store
-            .claim_deliveries(i64::MAX / 2, i64::MAX / 2, 10)
+            .claim_deliveries(i64::MAX / 2, i64::MAX / 2, 10, ANY)
             .await
             .expect("claim")
             .is_empty()
@@ -617,7 +790,11 @@ async fn deleting_a_webhook_or_its_app_removes_its_deliveries() {
         .record_audit(&notifying("ap_2", "key:created", 500))
         .await
         .expect("two");
-    let claimed = f.store.claim_deliveries(500, 560, 10).await.expect("claim");
+    let claimed = f
+        .store
+        .claim_deliveries(500, 560, 10, 1)
+        .await
+        .expect("claim");
     assert_eq!(claimed.len(), 2);
     let in_flight = claimed
         .iter()
@@ -673,7 +850,7 @@ async fn deleting_a_webhook_or_its_app_removes_its_deliveries() {
     );
     assert!(
         f.store
-            .claim_deliveries(i64::MAX / 2, i64::MAX / 2, 10)
+            .claim_deliveries(i64::MAX / 2, i64::MAX / 2, 10, ANY)
             .await
             .expect("claim")
             .is_empty()
@@ -694,7 +871,7 @@ async fn deliveries_survive_closing_and_reopening_the_store() {
     // Claimed, then the process stops before recording an outcome.
     assert_eq!(
         store
-            .claim_deliveries(500, 560, 10)
+            .claim_deliveries(500, 560, 10, 1)
             .await
             .expect("claim")
             .len(),
@@ -713,12 +890,15 @@ async fn deliveries_survive_closing_and_reopening_the_store() {
     // The dead claim's lease runs out, then the delivery is sent again.
     assert!(
         store
-            .claim_deliveries(559, 619, 10)
+            .claim_deliveries(559, 619, 10, 1)
             .await
             .expect("claim")
             .is_empty()
     );
-    let again = store.claim_deliveries(560, 620, 10).await.expect("claim");
+    let again = store
+        .claim_deliveries(560, 620, 10, 1)
+        .await
+        .expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.payload, r#"{"type":"key:created"}"#);
 }

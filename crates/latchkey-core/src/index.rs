@@ -11,11 +11,14 @@ use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use ring::hmac;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::crypto::sha256;
+use crate::secret::{CHECKSUM_LEN, KEY_SECRET_PREFIX, SECRET_BODY_LEN, check_format};
 
 /// What an app's settings ask of the verification path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,6 +73,13 @@ pub struct LiveKey {
     pub id: String,
     pub owner: KeyOwner,
     secret: Zeroizing<Vec<u8>>,
+    /// `base64(secret)` when the id is a well-formed key id and the secret
+    /// a well-formed key secret: Basic
+    /// credentials are `base64(keyId ":" secret)` and a key id plus the
+    /// colon is 27 bytes (whole base64 groups), so the presented encoding
+    /// of the secret can be compared with this directly, without decoding
+    /// it or recomputing its checksum (see `verify_basic`).
+    basic_secret_b64: Option<Zeroizing<[u8; BASIC_SECRET_B64_LEN]>>,
     hmac: hmac::Key,
     /// Unix seconds after which the key is refused.
     pub expires_at: Option<i64>,
@@ -101,6 +111,7 @@ impl LiveKey {
     ) -> Self {
         let last = last_used_at.unwrap_or(0);
         Self {
+            basic_secret_b64: basic_secret_b64(&id, secret),
             id,
             owner,
             secret: Zeroizing::new(secret.to_vec()),
@@ -114,6 +125,25 @@ impl LiveKey {
     /// Constant-time comparison with a presented secret.
     pub fn secret_matches(&self, presented: &[u8]) -> bool {
         self.secret.as_slice().ct_eq(presented).into()
+    }
+
+    /// Constant-time comparison of `presented` with the standard base64
+    /// encoding of this key's secret; false when the secret is not a
+    /// well-formed key secret. Encodings of whole groups are unique, so
+    /// this is true exactly when `presented` decodes to the secret.
+    pub fn basic_secret_b64_matches(&self, presented: &[u8]) -> bool {
+        let Some(expected) = &self.basic_secret_b64 else {
+            return false;
+        };
+        let Ok(presented) = <&[u8; BASIC_SECRET_B64_LEN]>::try_from(presented) else {
+            return false;
+        };
+        // Word by word: each comparison is subtle's, the AND of them too.
+        let mut equal = subtle::Choice::from(1u8);
+        for (a, b) in expected.chunks_exact(8).zip(presented.chunks_exact(8)) {
+            equal &= word(a).ct_eq(&word(b));
+        }
+        equal.into()
     }
 
     /// Signs `claims` as an HS256 JWT with this key (for tokens Latchkey
@@ -131,7 +161,11 @@ impl LiveKey {
     }
 
     pub fn touch(&self, now: i64) {
-        self.last_used.fetch_max(now, Ordering::Relaxed);
+        // Most requests land in the second already recorded: reading first
+        // keeps them from writing the shared cache line.
+        if self.last_used.load(Ordering::Relaxed) < now {
+            self.last_used.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     /// The same key with another expiry (rotation shortens the old key's
@@ -141,6 +175,7 @@ impl LiveKey {
             id: self.id.clone(),
             owner: self.owner.clone(),
             secret: self.secret.clone(),
+            basic_secret_b64: self.basic_secret_b64.clone(),
             hmac: self.hmac.clone(),
             expires_at,
             last_used: AtomicI64::new(self.last_used.load(Ordering::Relaxed)),
@@ -154,6 +189,32 @@ impl LiveKey {
             t => Some(t),
         }
     }
+}
+
+/// Length of the standard base64 encoding of a key secret (54 bytes).
+pub(crate) const BASIC_SECRET_B64_LEN: usize = (KEY_SECRET_LEN / 3) * 4;
+const KEY_SECRET_LEN: usize = KEY_SECRET_PREFIX.len() + SECRET_BODY_LEN + CHECKSUM_LEN;
+const _: () = assert!(KEY_SECRET_LEN.is_multiple_of(3) && BASIC_SECRET_B64_LEN.is_multiple_of(8));
+
+/// Only for a well-formed key id and a well-formed secret: Basic's fast
+/// path relies on both.
+fn basic_secret_b64(id: &str, secret: &[u8]) -> Option<Zeroizing<[u8; BASIC_SECRET_B64_LEN]>> {
+    if !crate::verify::is_key_id(id) {
+        return None;
+    }
+    let text = std::str::from_utf8(secret).ok()?;
+    check_format(KEY_SECRET_PREFIX, text).ok()?;
+    let mut out = Zeroizing::new([0u8; BASIC_SECRET_B64_LEN]);
+    match STANDARD.encode_slice(secret, out.as_mut_slice()) {
+        Ok(BASIC_SECRET_B64_LEN) => Some(out),
+        _ => None,
+    }
+}
+
+fn word(bytes: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(bytes);
+    u64::from_le_bytes(w)
 }
 
 #[derive(Debug, Default)]

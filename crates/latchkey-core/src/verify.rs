@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
-use crate::ids::IdKind;
+use crate::ids::{ID_BODY_LEN, IdKind, is_base62};
 use crate::index::{KeyIndex, KeyOwner, LiveKey};
 use crate::jwt::{self, ClaimedScope, JwtError};
 use crate::principal::Principal;
@@ -120,9 +120,15 @@ impl KeyIndex {
 
     /// `keyId:secret`, base64-encoded.
     pub fn verify_basic(&self, credentials: &str, now: i64) -> Result<Verified, AuthError> {
+        let credentials = credentials.trim_end();
+        if let Some(verified) = self.verify_basic_fast(credentials, now) {
+            return Ok(verified);
+        }
+        // Anything the fast path did not accept goes through every check
+        // in order, so that it is refused with the precise reason.
         let decoded = Zeroizing::new(
             STANDARD
-                .decode(credentials.trim_end())
+                .decode(credentials)
                 .map_err(|_| AuthError::MalformedBasic)?,
         );
         let decoded = std::str::from_utf8(&decoded).map_err(|_| AuthError::MalformedBasic)?;
@@ -135,19 +141,40 @@ impl KeyIndex {
         if !key.secret_matches(secret.as_bytes()) || key.is_expired(now) {
             return Err(AuthError::BadCredentials);
         }
-        let principal = match &key.owner {
-            KeyOwner::App { account_id, app_id } => Principal::App {
-                key_id: key.id.clone(),
-                account_id: account_id.clone(),
-                app_id: app_id.clone(),
-            },
-            owner => account_principal(&key, owner),
-        };
-        key.touch(now);
-        Ok(Verified {
-            principal,
-            key: Some(key),
-        })
+        Ok(basic_verified(key, now))
+    }
+
+    /// The common case without decoding the secret: a key id and its colon
+    /// are 27 bytes, whole base64 groups, so the first 36 characters are
+    /// exactly `base64(keyId ":")` and the rest exactly `base64(secret)`.
+    /// Decodes the key id only and compares the rest, in constant time,
+    /// with the key's stored encoding of its secret, which exists only for
+    /// a secret that passes [`secret::check_format`]. Accepts exactly what
+    /// the full path accepts; `None` sends everything else there.
+    fn verify_basic_fast(&self, credentials: &str, now: i64) -> Option<Verified> {
+        const ID_B64_LEN: usize = (KEY_ID_LEN + 1) / 3 * 4;
+        const _: () = assert!((KEY_ID_LEN + 1).is_multiple_of(3));
+        let credentials = credentials.as_bytes();
+        if credentials.len() != ID_B64_LEN + crate::index::BASIC_SECRET_B64_LEN {
+            return None;
+        }
+        let (id_b64, secret_b64) = credentials.split_at(ID_B64_LEN);
+        let mut id_colon = [0u8; KEY_ID_LEN + 1];
+        if !decode_whole_groups(id_b64, &mut id_colon) {
+            return None;
+        }
+        let (key_id, colon) = id_colon.split_at(KEY_ID_LEN);
+        if colon != b":" {
+            return None;
+        }
+        let key_id = std::str::from_utf8(key_id).ok()?;
+        // The key's stored encoding exists only when its id passes
+        // `is_key_id` too, so a key found here by that id needs no check.
+        let key = self.key(key_id)?;
+        if !key.basic_secret_b64_matches(secret_b64) || key.is_expired(now) {
+            return None;
+        }
+        Some(basic_verified(key, now))
     }
 
     /// A JWT signed with a key's secret.
@@ -236,10 +263,77 @@ impl KeyIndex {
     }
 }
 
-fn is_key_id(id: &str) -> bool {
-    IdKind::AppKey.matches(id)
-        || IdKind::UserAccountKey.matches(id)
-        || IdKind::ServiceAccountKey.matches(id)
+/// Length of an `app_`, `act_` or `svc_` key id.
+const KEY_ID_LEN: usize = 4 + ID_BODY_LEN;
+const _: () = assert!(
+    IdKind::AppKey.prefix().len() == 4
+        && IdKind::UserAccountKey.prefix().len() == 4
+        && IdKind::ServiceAccountKey.prefix().len() == 4
+);
+
+/// The standard base64 alphabet's values; 0xFF outside it.
+const B64_VALUES: [u8; 256] = {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut table = [0xFFu8; 256];
+    let mut i = 0;
+    while i < alphabet.len() {
+        table[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Decodes standard base64 without padding whose length is a multiple of
+/// four into exactly `out.len()` bytes; false on any other input. Every
+/// such input has one decoding and the base64 crate's decoder gives the
+/// same bytes.
+fn decode_whole_groups(input: &[u8], out: &mut [u8]) -> bool {
+    if !input.len().is_multiple_of(4) || input.len() / 4 * 3 != out.len() {
+        return false;
+    }
+    let mut invalid = 0u8;
+    for (group, bytes) in input.chunks_exact(4).zip(out.chunks_exact_mut(3)) {
+        let mut n = 0u32;
+        for &c in group {
+            let v = B64_VALUES[usize::from(c)];
+            invalid |= v;
+            n = (n << 6) | u32::from(v & 0x3F);
+        }
+        bytes.copy_from_slice(&n.to_be_bytes()[1..]);
+    }
+    // Values are below 64; only 0xFF sets the top bits.
+    invalid & 0xC0 == 0
+}
+
+/// `IdKind::{AppKey, UserAccountKey, ServiceAccountKey}.matches(id)`, with
+/// the body checked once.
+pub(crate) fn is_key_id(id: &str) -> bool {
+    id.len() == KEY_ID_LEN
+        && [
+            IdKind::AppKey,
+            IdKind::UserAccountKey,
+            IdKind::ServiceAccountKey,
+        ]
+        .iter()
+        .any(|k| id.starts_with(k.prefix()))
+        && id.bytes().skip(4).all(is_base62)
+}
+
+/// The principal of a key that presented its secret (Basic).
+fn basic_verified(key: Arc<LiveKey>, now: i64) -> Verified {
+    let principal = match &key.owner {
+        KeyOwner::App { account_id, app_id } => Principal::App {
+            key_id: key.id.clone(),
+            account_id: account_id.clone(),
+            app_id: app_id.clone(),
+        },
+        owner => account_principal(&key, owner),
+    };
+    key.touch(now);
+    Verified {
+        principal,
+        key: Some(key),
+    }
 }
 
 fn account_principal(key: &LiveKey, owner: &KeyOwner) -> Principal {
@@ -533,7 +627,69 @@ mod tests {
         assert!(verify(&f, &format!("Bearer {wrong}")).is_err());
     }
 
+    #[test]
+    fn basic_fast_and_full_paths_agree() {
+        let f = fixture();
+        // A key whose id is not a well-formed key id gets no fast path and
+        // is refused by the full one, as before.
+        f.index.insert_key(LiveKey::new(
+            "app_1".into(),
+            KeyOwner::App {
+                account_id: "acc_A".into(),
+                app_id: "ap_1".into(),
+            },
+            f.app_secret.as_bytes(),
+            None,
+            None,
+        ));
+        assert_eq!(
+            verify(&f, &basic("app_1", &f.app_secret)).err(),
+            Some(AuthError::MalformedKeyId)
+        );
+        // Trailing spaces are trimmed on both paths.
+        let header = format!("{} ", basic(&f.app_key, &f.app_secret));
+        assert!(verify(&f, &header).is_ok());
+        // Another key's secret, a one-character change (checksum) and an
+        // expired key are refused with the full path's reasons.
+        assert_eq!(
+            verify(&f, &basic(&f.app_key, &f.svc_secret)).err(),
+            Some(AuthError::BadCredentials)
+        );
+        let mut typo = f.app_secret.clone().into_bytes();
+        typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+        let typo = String::from_utf8(typo).expect("ascii");
+        assert!(matches!(
+            verify(&f, &basic(&f.app_key, &typo)).err(),
+            Some(AuthError::MalformedSecret(SecretFormatError::Checksum))
+        ));
+        f.index.set_key_expiry(&f.app_key, Some(NOW));
+        assert_eq!(
+            verify(&f, &basic(&f.app_key, &f.app_secret)).err(),
+            Some(AuthError::BadCredentials)
+        );
+    }
+
     proptest! {
+        #[test]
+        fn whole_group_decoding_reads_back_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 27)) {
+            let mut out = [0u8; 27];
+            prop_assert!(decode_whole_groups(STANDARD.encode(&bytes).as_bytes(), &mut out));
+            prop_assert_eq!(&out[..], &bytes[..]);
+        }
+
+        #[test]
+        fn whole_group_decoding_matches_the_base64_crate(s in "[A-Za-z0-9+/=!-]{0,40}") {
+            let mut out = [0u8; 27];
+            let ours = decode_whole_groups(s.as_bytes(), &mut out);
+            match STANDARD.decode(&s) {
+                Ok(bytes) if bytes.len() == 27 && !s.contains('=') => {
+                    prop_assert!(ours);
+                    prop_assert_eq!(&out[..], &bytes[..]);
+                }
+                _ => prop_assert!(!ours),
+            }
+        }
+
         #[test]
         fn arbitrary_headers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let f = fixture();

@@ -1,0 +1,238 @@
+//! The verification hot path, measured in process (issue 6).
+//!
+//! Run on one core, as in docs/BENCHMARKS.md:
+//!
+//! ```text
+//! taskset -c 1 cargo bench -p latchkey-core --bench verify -- --warm-up-time 1 --measurement-time 3
+//! ```
+//!
+//! Groups:
+//! - `basic`: `verify_authorization` with a Basic app key.
+//! - `jwt_hs256`: `verify_authorization` with an HS256 JWT (scope `app` and
+//!   `appUser`), next to the jsonwebtoken crate decoding and validating the
+//!   same token and a bare ring HMAC-SHA256 over its signing input (the
+//!   floor: the one operation verification cannot avoid).
+//! - `keys`: Basic and JWT verification with 10^3 to 10^6 live keys, each
+//!   iteration verifying a key drawn uniformly from all of them (so the
+//!   bigger indexes pay their cache misses; setting up the header is not
+//!   timed).
+
+use std::hint::black_box;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use latchkey_core::ids::{IdKind, new_id};
+use latchkey_core::jwt;
+use latchkey_core::secret::{KEY_SECRET_PREFIX, generate};
+use latchkey_core::{AppPolicy, Clock, KeyIndex, KeyOwner, LiveKey, SystemClock, VerifyOptions};
+use ring::hmac;
+use ring::rand::SystemRandom;
+use serde::Deserialize;
+use serde_json::json;
+
+const ACCOUNT: &str = "acc_BenchAccount0000000000";
+const APP: &str = "ap_BenchApp00000000000000";
+/// Lifetime of the benchmark tokens (and the app's maxTokenTtlSeconds, so
+/// the policy check runs too).
+const TTL: i64 = 3600;
+
+fn owner() -> KeyOwner {
+    KeyOwner::App {
+        account_id: ACCOUNT.into(),
+        app_id: APP.into(),
+    }
+}
+
+fn new_index() -> KeyIndex {
+    let index = KeyIndex::new();
+    index.insert_account(ACCOUNT);
+    assert!(index.insert_app(APP, ACCOUNT));
+    index.set_app_policy(
+        APP,
+        AppPolicy {
+            max_token_ttl: Some(TTL),
+            ..AppPolicy::default()
+        },
+    );
+    index
+}
+
+/// A live app key: (id, secret).
+fn add_key(index: &KeyIndex, rng: &SystemRandom) -> (String, String) {
+    let id = new_id(rng, IdKind::AppKey);
+    let secret = generate(rng, KEY_SECRET_PREFIX).expose().to_string();
+    assert!(index.insert_key(LiveKey::new(
+        id.clone(),
+        owner(),
+        secret.as_bytes(),
+        None,
+        None
+    )));
+    (id, secret)
+}
+
+fn basic_header(id: &str, secret: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+}
+
+fn app_claims(now: i64) -> serde_json::Value {
+    json!({"scope": "app", "iat": now, "exp": now + TTL})
+}
+
+fn app_user_claims(now: i64) -> serde_json::Value {
+    json!({"scope": "appUser", "userId": "user-8c1f2e@example.com", "iat": now, "exp": now + TTL})
+}
+
+/// The claims the jsonwebtoken side deserializes: the same ones Latchkey
+/// reads, so both do comparable work.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct JwtCrateClaims {
+    scope: String,
+    #[serde(default, rename = "userId")]
+    user_id: Option<String>,
+    exp: i64,
+    iat: i64,
+}
+
+fn verify_ok(index: &KeyIndex, header: &str, now: i64) {
+    let v = index.verify_authorization(Some(header.as_bytes()), now, VerifyOptions::default());
+    assert!(v.is_ok(), "benchmark credential refused: {v:?}");
+}
+
+fn single_key(c: &mut Criterion) {
+    let rng = SystemRandom::new();
+    let now = SystemClock.unix();
+    let index = new_index();
+    // A few neighbours so the map is not trivially small.
+    for _ in 0..16 {
+        add_key(&index, &rng);
+    }
+    let (id, secret) = add_key(&index, &rng);
+    let opts = VerifyOptions::default();
+
+    let basic = basic_header(&id, &secret);
+    verify_ok(&index, &basic, now);
+    c.bench_function("basic/verify", |b| {
+        b.iter(|| {
+            index.verify_authorization(Some(black_box(basic.as_bytes())), black_box(now), opts)
+        })
+    });
+
+    let mut group = c.benchmark_group("jwt_hs256");
+    let hmac_key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let decoding_key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.leeway = 30;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp"]);
+    for (scope, claims) in [("app", app_claims(now)), ("appUser", app_user_claims(now))] {
+        let token = jwt::sign_hs256(secret.as_bytes(), &id, &claims);
+        let bearer = format!("Bearer {token}");
+        verify_ok(&index, &bearer, now);
+        group.bench_function(format!("latchkey/{scope}"), |b| {
+            b.iter(|| {
+                index.verify_authorization(Some(black_box(bearer.as_bytes())), black_box(now), opts)
+            })
+        });
+
+        let decoded = jsonwebtoken::decode::<JwtCrateClaims>(&token, &decoding_key, &validation);
+        assert!(decoded.is_ok(), "jsonwebtoken refused the token");
+        group.bench_function(format!("jsonwebtoken/{scope}"), |b| {
+            b.iter(|| {
+                jsonwebtoken::decode::<JwtCrateClaims>(
+                    black_box(&token),
+                    &decoding_key,
+                    &validation,
+                )
+            })
+        });
+
+        let dot = token.rfind('.').expect("signature part");
+        let signing_input = &token[..dot];
+        let tag = URL_SAFE_NO_PAD
+            .decode(&token[dot + 1..])
+            .expect("signature base64");
+        group.bench_function(format!("ring_hmac_floor/{scope}"), |b| {
+            b.iter(|| hmac::verify(&hmac_key, black_box(signing_input.as_bytes()), &tag))
+        });
+    }
+    group.finish();
+    eprintln!(
+        "token lengths: app {} bytes, appUser {} bytes",
+        jwt::sign_hs256(secret.as_bytes(), &id, &app_claims(now)).len(),
+        jwt::sign_hs256(secret.as_bytes(), &id, &app_user_claims(now)).len()
+    );
+}
+
+/// A small, fast generator for picking keys (xorshift64*); not for secrets.
+struct Pick(u64);
+
+impl Pick {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let r = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        usize::try_from(r % n as u64).expect("fits")
+    }
+}
+
+fn key_sweep(c: &mut Criterion) {
+    let rng = SystemRandom::new();
+    let now = SystemClock.unix();
+    let opts = VerifyOptions::default();
+    let mut group = c.benchmark_group("keys");
+    for n in [1_000usize, 10_000, 100_000, 1_000_000] {
+        // Built on first use, so a filter that skips this size skips the
+        // setup too; dropped before the next size is built.
+        let mut built: Option<(KeyIndex, Vec<(String, String)>)> = None;
+        let mut build = || {
+            let started = std::time::Instant::now();
+            let index = new_index();
+            let keys: Vec<(String, String)> = (0..n).map(|_| add_key(&index, &rng)).collect();
+            assert_eq!(index.key_count(), n);
+            eprintln!("keys/{n}: index built in {:?}", started.elapsed());
+            // Every drawn key must verify, or the sweep measures refusals.
+            let mut pick = Pick(1);
+            for _ in 0..100 {
+                let (id, secret) = &keys[pick.below(n)];
+                verify_ok(&index, &basic_header(id, secret), now);
+            }
+            (index, keys)
+        };
+        let mut pick = Pick(0x9E37_79B9_7F4A_7C15);
+
+        group.bench_function(format!("basic/{n}"), |b| {
+            let (index, keys) = built.get_or_insert_with(&mut build);
+            b.iter_batched(
+                || {
+                    let (id, secret) = &keys[pick.below(n)];
+                    basic_header(id, secret)
+                },
+                |header| index.verify_authorization(Some(header.as_bytes()), now, opts),
+                BatchSize::SmallInput,
+            )
+        });
+        group.bench_function(format!("jwt_app/{n}"), |b| {
+            let (index, keys) = built.get_or_insert_with(&mut build);
+            b.iter_batched(
+                || {
+                    let (id, secret) = &keys[pick.below(n)];
+                    format!(
+                        "Bearer {}",
+                        jwt::sign_hs256(secret.as_bytes(), id, &app_claims(now))
+                    )
+                },
+                |header| index.verify_authorization(Some(header.as_bytes()), now, opts),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, single_key, key_sweep);
+criterion_main!(benches);

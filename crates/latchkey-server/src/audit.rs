@@ -31,6 +31,31 @@ pub fn actor_of(principal: &Principal) -> Actor {
     }
 }
 
+/// A successful event by `actor`, with a fresh id and the current time; no
+/// account, app, address or details yet.
+pub fn base_event(
+    state: &AppState,
+    actor: Actor,
+    action: &str,
+    target_type: &str,
+    target_id: Option<&str>,
+) -> AuditEvent {
+    AuditEvent {
+        id: new_id(&state.rng, IdKind::Event),
+        at: state.now(),
+        account_id: None,
+        app_id: None,
+        action: action.to_string(),
+        actor,
+        address: None,
+        target_type: target_type.to_string(),
+        target_id: target_id.map(str::to_string),
+        outcome: "success".into(),
+        details: Map::new(),
+        notify: None,
+    }
+}
+
 /// A successful action by `caller` on `target_type` `target_id`, in the
 /// caller's account.
 pub fn event(
@@ -41,18 +66,15 @@ pub fn event(
     target_id: &str,
 ) -> AuditEvent {
     AuditEvent {
-        id: new_id(&state.rng, IdKind::Event),
-        at: state.now(),
         account_id: caller.principal.account_id().map(str::to_string),
-        app_id: None,
-        action: action.to_string(),
-        actor: actor_of(&caller.principal),
         address: caller.address.clone(),
-        target_type: target_type.to_string(),
-        target_id: Some(target_id.to_string()),
-        outcome: "success".into(),
-        details: Map::new(),
-        notify: None,
+        ..base_event(
+            state,
+            actor_of(&caller.principal),
+            action,
+            target_type,
+            Some(target_id),
+        )
     }
 }
 
@@ -65,18 +87,8 @@ pub fn system_event(
     target_id: &str,
 ) -> AuditEvent {
     AuditEvent {
-        id: new_id(&state.rng, IdKind::Event),
-        at: state.now(),
         account_id: Some(account_id.to_string()),
-        app_id: None,
-        action: action.to_string(),
-        actor: Actor::System,
-        address: None,
-        target_type: target_type.to_string(),
-        target_id: Some(target_id.to_string()),
-        outcome: "success".into(),
-        details: Map::new(),
-        notify: None,
+        ..base_event(state, Actor::System, action, target_type, Some(target_id))
     }
 }
 

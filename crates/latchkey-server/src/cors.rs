@@ -21,7 +21,7 @@ use axum::response::Response;
 use latchkey_core::Principal;
 use serde_json::json;
 
-use crate::audit::{EventExt, actor_of};
+use crate::audit::{EventExt, actor_of, base_event};
 use crate::extract::AuditSlot;
 use crate::state::AppState;
 
@@ -146,18 +146,16 @@ pub async fn record_exposure(
     tracing::warn!(%key_id, refused, "a server credential was sent from a browser");
     let origin: String = origin.chars().take(200).collect();
     let mut event = latchkey_store::AuditEvent {
-        id: latchkey_core::ids::new_id(&state.rng, latchkey_core::ids::IdKind::Event),
-        at: now,
         account_id: principal.account_id().map(str::to_string),
-        app_id: None,
-        action: "credential.exposed".into(),
-        actor: actor_of(principal),
         address: address.map(str::to_string),
-        target_type: "key".into(),
-        target_id: Some(key_id.clone()),
         outcome: if refused { "failure" } else { "success" }.into(),
-        details: serde_json::Map::new(),
-        notify: None,
+        ..base_event(
+            state,
+            actor_of(principal),
+            "credential.exposed",
+            "key",
+            Some(&key_id),
+        )
     }
     .detail("origin", json!(origin))
     .detail("refused", json!(refused));

@@ -276,15 +276,21 @@ impl FromRequestParts<AppState> for Paging {
                         .trim_start_matches("Failed to deserialize query string: ")
                 ))
             })?;
-        let limit = raw.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-        if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
-            return Err(ApiError::bad_request(format!(
-                "limit must be between 1 and {MAX_PAGE_LIMIT}"
-            )));
-        }
-        Ok(Paging(Page {
-            limit,
-            after: raw.after.filter(|a| !a.is_empty()),
-        }))
+        Ok(Paging(page_of_query(raw.limit, raw.after)?))
     }
+}
+
+/// A [`Page`] from `limit` (1 to 100, default 25) and `after` (an empty
+/// cursor means none).
+pub fn page_of_query(limit: Option<u32>, after: Option<String>) -> Result<Page, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE_LIMIT);
+    if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE_LIMIT}"
+        )));
+    }
+    Ok(Page {
+        limit,
+        after: after.filter(|a| !a.is_empty()),
+    })
 }

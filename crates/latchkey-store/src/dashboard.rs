@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::sqlite::{classify, insert_audit_tx};
+use crate::sqlite::{classify, insert_audit_tx, user_account_from};
 use crate::{AuditEvent, Result, UserAccount};
 
 /// A signed-in dashboard session.
@@ -80,16 +80,7 @@ impl DashboardStore for crate::SqliteStore {
         .bind(email)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(UserAccount {
-                id: r.try_get("id")?,
-                account_id: r.try_get("account_id")?,
-                email: r.try_get("email")?,
-                password_hash: r.try_get("password_hash")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(user_account_from).transpose()
     }
 
     async fn create_dashboard_session(

@@ -141,13 +141,7 @@ impl SqliteStore {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let has_more = rows.len() > page.limit as usize;
-        let items = rows
-            .iter()
-            .take(page.limit as usize)
-            .map(map)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(PageOf { items, has_more })
+        page_of(&rows, page.limit, map)
     }
 }
 
@@ -163,6 +157,20 @@ fn create_private_file(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(StoreError::Backend(sqlx::Error::Io(e))),
     }
+}
+
+/// A page of at most `limit` items from rows fetched with `LIMIT limit + 1`:
+/// the extra row only tells that there are more.
+pub(crate) fn page_of<T>(
+    rows: &[SqliteRow],
+    limit: u32,
+    map: impl Fn(&SqliteRow) -> Result<T>,
+) -> Result<PageOf<T>> {
+    let limit = limit as usize;
+    Ok(PageOf {
+        items: rows.iter().take(limit).map(map).collect::<Result<_>>()?,
+        has_more: rows.len() > limit,
+    })
 }
 
 pub(crate) fn json_object(text: &str) -> Result<Map<String, Value>> {
@@ -311,6 +319,16 @@ fn operator_token_from(row: &SqliteRow) -> Result<OperatorToken> {
     Ok(OperatorToken {
         id: row.try_get("id")?,
         token_hash: row.try_get("token_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(crate) fn user_account_from(row: &SqliteRow) -> Result<UserAccount> {
+    Ok(UserAccount {
+        id: row.try_get("id")?,
+        account_id: row.try_get("account_id")?,
+        email: row.try_get("email")?,
+        password_hash: row.try_get("password_hash")?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -496,16 +514,7 @@ impl Store for SqliteStore {
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(UserAccount {
-                id: r.try_get("id")?,
-                account_id: r.try_get("account_id")?,
-                email: r.try_get("email")?,
-                password_hash: r.try_get("password_hash")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(user_account_from).transpose()
     }
 
     async fn create_app(&self, app: &App, creator: Option<&str>, audit: &AuditEvent) -> Result<()> {
@@ -935,13 +944,7 @@ impl Store for SqliteStore {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let has_more = rows.len() > page.limit as usize;
-        let items = rows
-            .iter()
-            .take(page.limit as usize)
-            .map(audit_from)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(PageOf { items, has_more })
+        page_of(&rows, page.limit, audit_from)
     }
 
     async fn keys_due_notice(

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::sqlite::{classify, insert_audit_tx};
+use crate::sqlite::{classify, insert_audit_tx, page_of};
 use crate::{AuditEvent, Page, PageOf, Result, StoreError};
 
 /// Webhooks allowed per app.
@@ -319,13 +319,7 @@ impl WebhookStore for crate::SqliteStore {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let has_more = rows.len() > page.limit as usize;
-        let items = rows
-            .iter()
-            .take(page.limit as usize)
-            .map(webhook_from)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(PageOf { items, has_more })
+        page_of(&rows, page.limit, webhook_from)
     }
 
     async fn get_webhook(&self, app_id: &str, id: &str) -> Result<Option<Webhook>> {
@@ -509,13 +503,7 @@ impl WebhookStore for crate::SqliteStore {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(&self.pool)
             .await?;
-        let has_more = rows.len() > page.limit as usize;
-        let items = rows
-            .iter()
-            .take(page.limit as usize)
-            .map(delivery_from)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(PageOf { items, has_more })
+        page_of(&rows, page.limit, delivery_from)
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {

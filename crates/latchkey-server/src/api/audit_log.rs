@@ -16,7 +16,7 @@ use time::format_description::well_known::Rfc3339;
 use super::{app_ref, load_app};
 use crate::audit::event_json;
 use crate::error::{ApiError, ApiResult, require};
-use crate::extract::{Caller, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, PathParams};
+use crate::extract::{Caller, PathParams, page_of_query};
 use crate::state::AppState;
 use crate::views::PageMeta;
 
@@ -64,18 +64,10 @@ impl FromRequestParts<AppState> for AuditQuery {
                         .trim_start_matches("Failed to deserialize query string: ")
                 ))
             })?;
-        let limit = raw.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
-        if !(1..=MAX_PAGE_LIMIT).contains(&limit) {
-            return Err(ApiError::bad_request(format!(
-                "limit must be between 1 and {MAX_PAGE_LIMIT}"
-            )));
-        }
+        let page = page_of_query(raw.limit, raw.after)?;
         Ok(AuditQuery {
             account_id: raw.account_id.filter(|a| !a.is_empty()),
-            page: Page {
-                limit,
-                after: raw.after.filter(|a| !a.is_empty()),
-            },
+            page,
             action: raw.action.filter(|a| !a.is_empty()),
             since: parse_time("since", raw.since)?,
             until: parse_time("until", raw.until)?,

@@ -21,6 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use latchkey_store::AuditEvent;
 
+use crate::audit::EventExt;
 use crate::extract::AuditSlot;
 use axum::routing::{get, post, put};
 use latchkey_core::Principal;
@@ -181,22 +182,19 @@ async fn audit_failures(
         .then(|| path.split('/').nth(3).map(str::to_string))
         .flatten();
     let event = AuditEvent {
-        id: latchkey_core::ids::new_id(&state.rng, latchkey_core::ids::IdKind::Event),
-        at: state.now(),
         account_id: principal.account_id().map(str::to_string),
         app_id,
-        action: format!("{method} {route}"),
-        actor: crate::audit::actor_of(&principal),
         address,
-        target_type: "request".into(),
-        target_id: None,
         outcome: "failure".into(),
-        details: serde_json::json!({"status": status.as_u16()})
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-        notify: None,
-    };
+        ..crate::audit::base_event(
+            &state,
+            crate::audit::actor_of(&principal),
+            &format!("{method} {route}"),
+            "request",
+            None,
+        )
+    }
+    .detail("status", serde_json::json!(status.as_u16()));
     if let Err(e) = state.store.record_audit(&event).await {
         tracing::warn!(error = %e, "could not record a failed action in the audit log");
     }

@@ -12,7 +12,7 @@ use latchkey_core::ids::{IdKind, new_id};
 use latchkey_core::secret::{self, KEY_SECRET_PREFIX, OPERATOR_TOKEN_PREFIX};
 use latchkey_core::{Clock, KeyIndex, KeyOwner, LiveKey, MasterKey, SecretString, password};
 use latchkey_store::{
-    Account, ApiKey, Initialization, KeyKind, NewAccount, OperatorToken, SqliteStore, Store,
+    Account, ApiKey, Initialization, KeyKind, NewAccount, OperatorToken, SqlStore, Store,
     StoreError, UserAccount,
 };
 use ring::rand::SystemRandom;
@@ -105,7 +105,7 @@ pub async fn open(
 ) -> Result<Opened, BootstrapError> {
     let rng = SystemRandom::new();
     create_data_dir(&config.data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path()).await?);
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(&config.database_path()).await?);
     let initialized = store.is_initialized().await?;
     let master = load_master_key(&config, &rng, initialized)?;
     let init_report = if initialized {
@@ -145,7 +145,7 @@ pub async fn open(
 pub async fn init(config: Config, clock: Arc<dyn Clock>) -> Result<InitReport, BootstrapError> {
     let rng = SystemRandom::new();
     create_data_dir(&config.data_dir)?;
-    let store = SqliteStore::open(&config.database_path()).await?;
+    let store = SqlStore::open(&config.database_path()).await?;
     if store.is_initialized().await? {
         return Err(BootstrapError::AlreadyInitialized(
             config.data_dir.display().to_string(),

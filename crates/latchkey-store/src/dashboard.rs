@@ -6,9 +6,9 @@
 
 use async_trait::async_trait;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
-use crate::sqlite::{classify, insert_audit_tx, user_account_from};
+use crate::sql::{classify, insert_audit_tx, user_account_from};
 use crate::{AuditEvent, Result, UserAccount};
 
 /// A signed-in dashboard session.
@@ -60,7 +60,7 @@ pub trait DashboardStore: Send + Sync {
     async fn delete_expired_dashboard_sessions(&self, now: i64) -> Result<u64>;
 }
 
-fn session_from(row: &SqliteRow) -> Result<DashboardSession> {
+fn session_from(row: &AnyRow) -> Result<DashboardSession> {
     Ok(DashboardSession {
         id_hash: row.try_get("id_hash")?,
         user_account_id: row.try_get("user_account_id")?,
@@ -71,11 +71,11 @@ fn session_from(row: &SqliteRow) -> Result<DashboardSession> {
 }
 
 #[async_trait]
-impl DashboardStore for crate::SqliteStore {
+impl DashboardStore for crate::SqlStore {
     async fn find_user_account_by_email(&self, email: &str) -> Result<Option<UserAccount>> {
         let row = sqlx::query(
             "SELECT id, account_id, email, password_hash, created_at FROM user_accounts \
-             WHERE email = ?",
+             WHERE email = $1",
         )
         .bind(email)
         .fetch_optional(&self.pool)
@@ -91,7 +91,7 @@ impl DashboardStore for crate::SqliteStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO dashboard_sessions (id_hash, user_account_id, account_id, created_at, \
-             expires_at) VALUES (?, ?, ?, ?, ?)",
+             expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&session.id_hash)
         .bind(&session.user_account_id)
@@ -113,7 +113,7 @@ impl DashboardStore for crate::SqliteStore {
     ) -> Result<Option<DashboardSession>> {
         let row = sqlx::query(
             "SELECT id_hash, user_account_id, account_id, created_at, expires_at \
-             FROM dashboard_sessions WHERE id_hash = ? AND expires_at > ?",
+             FROM dashboard_sessions WHERE id_hash = $1 AND expires_at > $2",
         )
         .bind(id_hash)
         .bind(now)
@@ -124,7 +124,7 @@ impl DashboardStore for crate::SqliteStore {
 
     async fn delete_dashboard_session(&self, id_hash: &[u8], audit: &AuditEvent) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("DELETE FROM dashboard_sessions WHERE id_hash = ?")
+        let done = sqlx::query("DELETE FROM dashboard_sessions WHERE id_hash = $1")
             .bind(id_hash)
             .execute(&mut *tx)
             .await?;
@@ -137,7 +137,7 @@ impl DashboardStore for crate::SqliteStore {
     }
 
     async fn delete_expired_dashboard_sessions(&self, now: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= ?")
+        let done = sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
             .bind(now)
             .execute(&self.pool)
             .await?;

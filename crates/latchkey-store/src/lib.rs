@@ -1,18 +1,21 @@
 //! Latchkey's persistence.
 //!
-//! [`Store`] is everything the server needs from a database; [`SqliteStore`]
+//! [`Store`] is everything the server needs from a database; [`SqlStore`]
 //! implements it on an embedded SQLite file (WAL, full sync, foreign keys
-//! on) with the migrations in `migrations/sqlite`. The store keeps secrets
-//! only sealed under the master key; it never sees a plain secret.
+//! on) or on PostgreSQL, with the migrations in `migrations/`. Writes that
+//! affect verification record a [`Change`] in the same transaction, which
+//! PostgreSQL announces with NOTIFY so that other nodes reload what
+//! changed. The store keeps secrets only sealed under the master key; it
+//! never sees a plain secret.
 
 mod dashboard;
 mod model;
-mod sqlite;
+mod sql;
 mod webhooks;
 
 pub use dashboard::*;
 pub use model::*;
-pub use sqlite::{SqliteStore, delivery_id};
+pub use sql::{Backend, SqlStore, delivery_id};
 pub use webhooks::*;
 
 use async_trait::async_trait;
@@ -38,10 +41,56 @@ pub enum StoreError {
     AlreadyInitialized,
     #[error("the store holds data it cannot read: {0}")]
     Corrupt(String),
+    /// The database cannot be reached (connection refused or lost, pool
+    /// exhausted): the operation did not happen and may be retried.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    /// The store was configured wrongly (for example a bad database URL).
+    #[error("{0}")]
+    Config(String),
+    #[error("file error: {0}")]
+    Io(std::io::Error),
     #[error("database error: {0}")]
-    Backend(#[from] sqlx::Error),
+    Backend(sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::from_sqlx(e)
+    }
+}
+
+impl StoreError {
+    /// Tells a lost or refused connection ([`StoreError::Unavailable`])
+    /// from every other database error.
+    pub fn from_sqlx(e: sqlx::Error) -> Self {
+        let unavailable = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => true,
+            // SQLSTATE class 08 (connection exception), 57P01..57P05
+            // (administrator shutdown, crash shutdown, cannot connect now,
+            // idle session timeout, ...).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+            _ => false,
+        };
+        if unavailable {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Backend(e)
+        }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// Everything the server persists.
@@ -151,6 +200,15 @@ pub trait Store: WebhookStore + DashboardStore + Send + Sync + std::fmt::Debug +
         audit: &AuditEvent,
     ) -> Result<bool>;
 
-    // --- loading the index -------------------------------------------------
+    // --- loading and following the index ------------------------------------
     async fn snapshot(&self) -> Result<Snapshot>;
+    /// Up to `limit` changes recorded after `seq`, oldest first.
+    async fn changes_since(&self, seq: i64, limit: u32) -> Result<ChangeBatch>;
+    /// Deletes changes recorded before `before` (Unix seconds), keeping
+    /// the newest; returns how many went.
+    async fn prune_changes(&self, before: i64) -> Result<u64>;
+    /// Which database this is (`sqlite` or `postgres`).
+    fn backend_name(&self) -> &'static str;
+    /// The PostgreSQL NOTIFY channel on which changes are announced.
+    fn change_channel(&self) -> Option<&str>;
 }

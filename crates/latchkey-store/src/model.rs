@@ -189,6 +189,80 @@ pub struct Snapshot {
     /// (service account id, app id)
     pub grants: Vec<(String, String)>,
     pub operator_tokens: Vec<OperatorToken>,
+    /// The newest change recorded when the snapshot was taken: a node that
+    /// loaded it follows [`crate::Store::changes_since`] from here.
+    pub change_seq: i64,
+}
+
+/// What a change that affects verification touched. Every such write
+/// records one (or more) in its own transaction; nodes reload what it
+/// names from the store, so a change carries no state of its own and
+/// applying it twice, or late, does no harm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    Account(&'a str),
+    App(&'a str),
+    Key(&'a str),
+    /// A service account, its existence or its grants.
+    ServiceAccount(&'a str),
+}
+
+/// The kind of thing a recorded change names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeEntity {
+    Account,
+    App,
+    Key,
+    ServiceAccount,
+}
+
+impl ChangeEntity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeEntity::Account => "account",
+            ChangeEntity::App => "app",
+            ChangeEntity::Key => "key",
+            ChangeEntity::ServiceAccount => "serviceAccount",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "account" => ChangeEntity::Account,
+            "app" => ChangeEntity::App,
+            "key" => ChangeEntity::Key,
+            "serviceAccount" => ChangeEntity::ServiceAccount,
+            _ => return None,
+        })
+    }
+}
+
+impl Change<'_> {
+    pub fn entity(&self) -> (ChangeEntity, &str) {
+        match *self {
+            Change::Account(id) => (ChangeEntity::Account, id),
+            Change::App(id) => (ChangeEntity::App, id),
+            Change::Key(id) => (ChangeEntity::Key, id),
+            Change::ServiceAccount(id) => (ChangeEntity::ServiceAccount, id),
+        }
+    }
+}
+
+/// A recorded change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    pub seq: i64,
+    pub entity: ChangeEntity,
+    pub id: String,
+}
+
+/// Changes after a sequence number, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeBatch {
+    pub changes: Vec<ChangeRecord>,
+    /// Changes up to this number were pruned: a reader that had seen less
+    /// than this may have missed some and must reload everything.
+    pub pruned_through: i64,
 }
 
 /// Who performed an audited action.

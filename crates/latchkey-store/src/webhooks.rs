@@ -1,6 +1,6 @@
 //! Webhooks and their durable delivery queue.
 //!
-//! Deliveries are enqueued by `insert_audit_tx` (in `sqlite.rs`) in the same
+//! Deliveries are enqueued by `insert_audit_tx` (in `sql.rs`) in the same
 //! transaction as the event that causes them; this module manages webhooks
 //! and moves deliveries through their attempts:
 //!
@@ -19,11 +19,11 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::sqlite::{classify, insert_audit_tx, page_of};
-use crate::{AuditEvent, Page, PageOf, Result, StoreError};
+use crate::sql::{classify, insert_audit_tx, page_of};
+use crate::{AuditEvent, Backend, Page, PageOf, Result, StoreError};
 
 /// Webhooks allowed per app.
 pub const MAX_WEBHOOKS_PER_APP: u32 = 10;
@@ -206,13 +206,18 @@ pub trait WebhookStore: Send + Sync {
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>>;
 }
 
-const WEBHOOK_COLUMNS: &str = "w.id, w.app_id, w.target, w.secret_sealed, w.created_at, \
-     (SELECT json_group_array(t.trigger) FROM webhook_triggers t WHERE t.webhook_id = w.id) \
-     AS triggers";
+/// Webhook columns, with the triggers as a JSON array.
+fn webhook_columns(backend: Backend) -> String {
+    let triggers = backend.json_array_of(
+        "t.trigger",
+        "FROM webhook_triggers t WHERE t.webhook_id = w.id",
+    );
+    format!("w.id, w.app_id, w.target, w.secret_sealed, w.created_at, {triggers} AS triggers")
+}
 const DELIVERY_COLUMNS: &str = "d.id, d.webhook_id, d.event_id, d.trigger, d.payload, d.status, \
      d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.updated_at";
 
-fn webhook_from(row: &SqliteRow) -> Result<Webhook> {
+fn webhook_from(row: &AnyRow) -> Result<Webhook> {
     let triggers: String = row.try_get("triggers")?;
     let mut triggers: Vec<String> = serde_json::from_str(&triggers)
         .map_err(|_| StoreError::Corrupt("a webhook's triggers are not a JSON array".into()))?;
@@ -227,7 +232,7 @@ fn webhook_from(row: &SqliteRow) -> Result<Webhook> {
     })
 }
 
-fn delivery_from(row: &SqliteRow) -> Result<Delivery> {
+fn delivery_from(row: &AnyRow) -> Result<Delivery> {
     let status: &str = row.try_get("status")?;
     let status = DeliveryStatus::parse(status)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status {status:?}")))?;
@@ -254,11 +259,11 @@ fn delivery_from(row: &SqliteRow) -> Result<Delivery> {
 }
 
 async fn insert_triggers(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     webhook: &Webhook,
 ) -> Result<()> {
     for trigger in &webhook.triggers {
-        sqlx::query("INSERT INTO webhook_triggers (webhook_id, trigger) VALUES (?, ?)")
+        sqlx::query("INSERT INTO webhook_triggers (webhook_id, trigger) VALUES ($1, $2)")
             .bind(&webhook.id)
             .bind(trigger)
             .execute(&mut **tx)
@@ -269,14 +274,14 @@ async fn insert_triggers(
 }
 
 #[async_trait]
-impl WebhookStore for crate::SqliteStore {
+impl WebhookStore for crate::SqlStore {
     async fn create_webhook(&self, webhook: &Webhook, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.write_tx().await?;
         // The count and the insert are one statement, so that concurrent
         // creations cannot together pass the limit.
         let done = sqlx::query(
             "INSERT INTO webhooks (id, app_id, target, secret_sealed, created_at) \
-             SELECT ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM webhooks WHERE app_id = ?) < ?",
+             SELECT $1, $2, $3, $4, $5 WHERE (SELECT COUNT(*) FROM webhooks WHERE app_id = $6) < $7",
         )
         .bind(&webhook.id)
         .bind(&webhook.app_id)
@@ -301,7 +306,7 @@ impl WebhookStore for crate::SqliteStore {
         let after_seq: i64 = match &page.after {
             None => 0,
             Some(after) => {
-                sqlx::query_scalar("SELECT seq FROM webhooks WHERE id = ? AND app_id = ?")
+                sqlx::query_scalar("SELECT seq FROM webhooks WHERE id = $1 AND app_id = $2")
                     .bind(after)
                     .bind(app_id)
                     .fetch_optional(&self.pool)
@@ -309,9 +314,10 @@ impl WebhookStore for crate::SqliteStore {
                     .ok_or(StoreError::BadCursor)?
             }
         };
+        let columns = webhook_columns(self.backend);
         let sql = format!(
-            "SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.app_id = ? AND w.seq > ? \
-             ORDER BY w.seq LIMIT ?"
+            "SELECT {columns} FROM webhooks w WHERE w.app_id = $1 AND w.seq > $2 \
+             ORDER BY w.seq LIMIT $3"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(app_id)
@@ -323,8 +329,9 @@ impl WebhookStore for crate::SqliteStore {
     }
 
     async fn get_webhook(&self, app_id: &str, id: &str) -> Result<Option<Webhook>> {
+        let columns = webhook_columns(self.backend);
         let sql =
-            format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks w WHERE w.app_id = ? AND w.id = ?");
+            format!("SELECT {columns} FROM webhooks w WHERE w.app_id = $1 AND w.id = $2");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(app_id)
             .bind(id)
@@ -335,7 +342,7 @@ impl WebhookStore for crate::SqliteStore {
 
     async fn update_webhook(&self, webhook: &Webhook, audit: &AuditEvent) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("UPDATE webhooks SET target = ? WHERE id = ? AND app_id = ?")
+        let done = sqlx::query("UPDATE webhooks SET target = $1 WHERE id = $2 AND app_id = $3")
             .bind(&webhook.target)
             .bind(&webhook.id)
             .bind(&webhook.app_id)
@@ -344,7 +351,7 @@ impl WebhookStore for crate::SqliteStore {
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM webhook_triggers WHERE webhook_id = ?")
+        sqlx::query("DELETE FROM webhook_triggers WHERE webhook_id = $1")
             .bind(&webhook.id)
             .execute(&mut *tx)
             .await?;
@@ -357,7 +364,7 @@ impl WebhookStore for crate::SqliteStore {
     async fn delete_webhook(&self, app_id: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         // Triggers and deliveries go by cascade.
-        let done = sqlx::query("DELETE FROM webhooks WHERE id = ? AND app_id = ?")
+        let done = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND app_id = $2")
             .bind(id)
             .bind(app_id)
             .execute(&mut *tx)
@@ -384,11 +391,11 @@ impl WebhookStore for crate::SqliteStore {
         // and of a webhook that has room for one more attempt in flight.
         let any_due: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM webhook_deliveries d \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
-               AND (d.locked_until IS NULL OR d.locked_until <= ?1) \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+               AND (d.locked_until IS NULL OR d.locked_until <= $1) \
                AND (SELECT COUNT(*) FROM webhook_deliveries l \
-                    WHERE l.webhook_id = d.webhook_id AND l.locked_until > ?1 \
-                      AND l.status = 'pending') < ?2 \
+                    WHERE l.webhook_id = d.webhook_id AND l.locked_until > $1 \
+                      AND l.status = 'pending') < $2 \
              LIMIT 1",
         )
         .bind(now)
@@ -405,26 +412,28 @@ impl WebhookStore for crate::SqliteStore {
         // would take among its webhook's attempts in flight: the first due
         // of a webhook with nothing in flight is slot 1, its second (or the
         // first of a webhook with one in flight) slot 2, and so on.
-        let leased: Vec<(String, String)> = sqlx::query_as(
-            "UPDATE webhook_deliveries SET locked_until = ?1, lease = lower(hex(randomblob(16))) \
+        let random = self.backend.random_hex();
+        let sql = format!(
+            "UPDATE webhook_deliveries SET locked_until = $1, lease = {random} \
              WHERE id IN ( \
                  WITH busy AS ( \
                      SELECT webhook_id, COUNT(*) AS n FROM webhook_deliveries \
-                     WHERE locked_until > ?2 AND status = 'pending' GROUP BY webhook_id), \
+                     WHERE locked_until > $2 AND status = 'pending' GROUP BY webhook_id), \
                  due AS ( \
                      SELECT id, webhook_id, next_attempt_at, seq, ROW_NUMBER() OVER ( \
                          PARTITION BY webhook_id ORDER BY next_attempt_at, seq) AS rank \
                      FROM webhook_deliveries \
-                     WHERE status = 'pending' AND next_attempt_at <= ?2 \
-                       AND (locked_until IS NULL OR locked_until <= ?2)), \
+                     WHERE status = 'pending' AND next_attempt_at <= $2 \
+                       AND (locked_until IS NULL OR locked_until <= $2)), \
                  ranked AS ( \
                      SELECT due.id, due.next_attempt_at, due.seq, \
                             due.rank + COALESCE(busy.n, 0) AS slot \
                      FROM due LEFT JOIN busy ON busy.webhook_id = due.webhook_id) \
-                 SELECT id FROM ranked WHERE slot <= ?4 \
-                 ORDER BY slot, next_attempt_at, seq LIMIT ?3) \
-             RETURNING id, lease",
-        )
+                 SELECT id FROM ranked WHERE slot <= $4 \
+                 ORDER BY slot, next_attempt_at, seq LIMIT $3) \
+             RETURNING id, lease"
+        );
+        let leased: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(lease_until)
         .bind(now)
         .bind(i64::from(limit))
@@ -434,7 +443,7 @@ impl WebhookStore for crate::SqliteStore {
         let mut claimed = Vec::with_capacity(leased.len());
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS}, w.target, w.secret_sealed \
-             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = ?"
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1"
         );
         for (id, lease) in leased {
             let row = sqlx::query(AssertSqlSafe(sql.as_str()))
@@ -464,10 +473,10 @@ impl WebhookStore for crate::SqliteStore {
             AttemptOutcome::Failed => (DeliveryStatus::Failed, None),
         };
         let done = sqlx::query(
-            "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, \
-             next_attempt_at = COALESCE(?, next_attempt_at), last_status = ?, last_error = ?, \
-             updated_at = ?, locked_until = NULL, lease = NULL \
-             WHERE id = ? AND lease = ? AND status = 'pending'",
+            "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, \
+             next_attempt_at = COALESCE($2, next_attempt_at), last_status = $3, last_error = $4, \
+             updated_at = $5, locked_until = NULL, lease = NULL \
+             WHERE id = $6 AND lease = $7 AND status = 'pending'",
         )
         .bind(status.as_str())
         .bind(next_attempt_at)
@@ -485,7 +494,7 @@ impl WebhookStore for crate::SqliteStore {
         let before: i64 = match &page.after {
             None => i64::MAX,
             Some(after) => sqlx::query_scalar(
-                "SELECT seq FROM webhook_deliveries WHERE id = ? AND webhook_id = ?",
+                "SELECT seq FROM webhook_deliveries WHERE id = $1 AND webhook_id = $2",
             )
             .bind(after)
             .bind(webhook_id)
@@ -495,7 +504,7 @@ impl WebhookStore for crate::SqliteStore {
         };
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d \
-             WHERE d.webhook_id = ? AND d.seq < ? ORDER BY d.seq DESC LIMIT ?"
+             WHERE d.webhook_id = $1 AND d.seq < $2 ORDER BY d.seq DESC LIMIT $3"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(webhook_id)
@@ -507,7 +516,7 @@ impl WebhookStore for crate::SqliteStore {
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {
-        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = ?");
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)

@@ -4,13 +4,13 @@
 
 use latchkey_store::{
     Account, Actor, ApiKey, AuditEvent, AuditFilter, DashboardSession, DashboardStore, KeyKind,
-    NewAccount, Page, SqliteStore, Store, StoreError, UserAccount,
+    NewAccount, Page, SqlStore, Store, StoreError, UserAccount,
 };
 use serde_json::Map;
 
 /// A store with account `acc_1` whose owner is `ua_1` (owner@example.com).
-async fn seeded(dir: &tempfile::TempDir) -> SqliteStore {
-    let store = SqliteStore::open(&dir.path().join("t.db"))
+async fn seeded(dir: &tempfile::TempDir) -> SqlStore {
+    let store = SqlStore::open(&dir.path().join("t.db"))
         .await
         .expect("open");
     let new = NewAccount {
@@ -79,7 +79,7 @@ fn session(hash: u8, expires_at: i64) -> DashboardSession {
     }
 }
 
-async fn actions(store: &SqliteStore) -> Vec<String> {
+async fn actions(store: &SqlStore) -> Vec<String> {
     let filter = AuditFilter {
         account_id: Some("acc_1".into()),
         ..AuditFilter::default()
@@ -258,7 +258,7 @@ async fn sessions_survive_reopening_the_file() {
         .await
         .expect("create");
     store.close().await;
-    let store = SqliteStore::open(&dir.path().join("t.db"))
+    let store = SqlStore::open(&dir.path().join("t.db"))
         .await
         .expect("reopen");
     assert!(

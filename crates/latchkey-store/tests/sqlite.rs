@@ -3,18 +3,18 @@
 
 use latchkey_store::{
     Account, Actor, ApiKey, App, AppUser, AuditEvent, Initialization, KeyKind, KeyOwnerRef,
-    NewAccount, OperatorToken, Page, ServiceAccount, SqliteStore, Store, StoreError, UserAccount,
+    NewAccount, OperatorToken, Page, ServiceAccount, SqlStore, Store, StoreError, UserAccount,
 };
 use serde_json::Map;
 
 struct Fixture {
-    store: SqliteStore,
+    store: SqlStore,
     _dir: tempfile::TempDir,
 }
 
 async fn store() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("t.db"))
+    let store = SqlStore::open(&dir.path().join("t.db"))
         .await
         .expect("open");
     Fixture { store, _dir: dir }

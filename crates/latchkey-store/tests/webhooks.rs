@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use latchkey_store::{
     Account, Actor, ApiKey, App, Attempt, AttemptOutcome, AuditEvent, AuditFilter, DeliveryStatus,
-    KeyKind, MAX_WEBHOOKS_PER_APP, NewAccount, Notification, Page, SqliteStore, Store, StoreError,
+    KeyKind, MAX_WEBHOOKS_PER_APP, NewAccount, Notification, Page, SqlStore, Store, StoreError,
     UserAccount, WEBHOOK_LIMIT_REACHED, Webhook, WebhookStore, delivery_id,
 };
 use serde_json::Map;
 
 struct Fixture {
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -26,8 +26,8 @@ async fn store() -> Fixture {
 }
 
 /// A store at `path` with account `acc_1` and its apps `ap_1` and `ap_2`.
-async fn seeded(path: &std::path::Path) -> SqliteStore {
-    let store = SqliteStore::open(path).await.expect("open");
+async fn seeded(path: &std::path::Path) -> SqlStore {
+    let store = SqlStore::open(path).await.expect("open");
     let account = Account {
         id: "acc_1".into(),
         display_name: "Account".into(),
@@ -880,7 +880,7 @@ async fn deliveries_survive_closing_and_reopening_the_store() {
     store.close().await;
     drop(store);
 
-    let store = SqliteStore::open(&path).await.expect("reopen");
+    let store = SqlStore::open(&path).await.expect("reopen");
     let d = store
         .get_delivery(&delivery_id(&event.id, "whk_a"))
         .await

@@ -1,24 +1,34 @@
-//! The embedded SQLite store.
+//! The SQL store: one implementation for SQLite and PostgreSQL.
+//!
+//! Queries go through sqlx's `Any` driver with `$n` placeholders, which
+//! both backends accept; the few places where the dialects differ (JSON
+//! functions, random lease names, how a write transaction takes its lock)
+//! ask [`Backend`]. Both backends run the same numbered migrations, from
+//! `migrations/sqlite` and `migrations/postgres`.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction};
 
 use crate::{
-    Account, Actor, ApiKey, App, AppUser, AuditEvent, AuditFilter, Initialization, KeyKind,
-    KeyNotice, KeyOwnerRef, NewAccount, OperatorToken, Page, PageOf, Result, Rotation,
-    ServiceAccount, Snapshot, Store, StoreError, UserAccount,
+    Account, Actor, ApiKey, App, AppUser, AuditEvent, AuditFilter, Change, ChangeBatch,
+    ChangeEntity, ChangeRecord, Initialization, KeyKind, KeyNotice, KeyOwnerRef, NewAccount, OperatorToken, Page, PageOf,
+    Result, Rotation, ServiceAccount, Snapshot, Store, StoreError, UserAccount,
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Every write transaction on PostgreSQL takes this transaction-level
+/// advisory lock first, so writes run one at a time as they do on SQLite:
+/// limits checked by counting hold, and change sequence numbers commit in
+/// order (a reader that has seen change n has seen every change before n).
+const WRITE_LOCK: i64 = 0x6c61_7463_686b_6579; // "latchkey"
 
 const KEY_COLUMNS: &str = "id, kind, account_id, app_id, user_account_id, service_account_id, \
      display_name, secret_sealed, created_at, expires_at, last_used_at, rotated_from, replaced_by";
@@ -28,70 +38,194 @@ const APP_COLUMNS: &str = "id, account_id, display_name, settings, created_at";
 const USER_COLUMNS: &str =
     "id, app_id, external_id, given_name, surname, email, metadata, created_at";
 
-/// See the module documentation.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pub(crate) pool: SqlitePool,
+/// Which database a [`SqlStore`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies migrations.
-    /// A new file is created readable by its owner only; SQLite gives the
-    /// -wal and -shm files the same permissions.
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// The text of JSON object member `member` of column `column`, as SQL.
+    pub(crate) fn json_text(self, column: &str, member: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("json_extract({column}, '$.{member}')"),
+            Backend::Postgres => format!("(({column})::jsonb ->> '{member}')"),
+        }
+    }
+
+    /// SQL that is true when member `member` of JSON column `column` is a
+    /// whole number of days `d` with `created + d * 86400 <= limit`.
+    fn json_days_elapsed(self, column: &str, member: &str, created: &str, limit: &str) -> String {
+        match self {
+            Backend::Sqlite => format!(
+                "json_type({column}, '$.{member}') = 'integer' \
+                 AND {created} + json_extract({column}, '$.{member}') * 86400 <= {limit}"
+            ),
+            Backend::Postgres => format!(
+                "(({column})::jsonb ->> '{member}') ~ '^[0-9]{{1,9}}$' \
+                 AND {created} + (({column})::jsonb ->> '{member}')::bigint * 86400 <= {limit}"
+            ),
+        }
+    }
+
+    /// A JSON array (as text) of the values of `expr` over `from_where`.
+    pub(crate) fn json_array_of(self, expr: &str, from_where: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("(SELECT json_group_array({expr}) {from_where})"),
+            Backend::Postgres => {
+                format!("(SELECT COALESCE(json_agg({expr})::text, '[]') {from_where})")
+            }
+        }
+    }
+
+    /// An expression giving each row its own random 128-bit hex text.
+    pub(crate) fn random_hex(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "lower(hex(randomblob(16)))",
+            Backend::Postgres => "replace(gen_random_uuid()::text, '-', '')",
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pub(crate) pool: sqlx::AnyPool,
+    pub(crate) backend: Backend,
+    /// The LISTEN/NOTIFY channel of this database and schema (PostgreSQL).
+    pub(crate) channel: Option<String>,
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) an SQLite database file and applies
+    /// migrations. A new file is created readable by its owner only; SQLite
+    /// gives the -wal and -shm files the same permissions.
     pub async fn open(path: &Path) -> Result<Self> {
         create_private_file(path)?;
-        let options = SqliteConnectOptions::new()
+        let url = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // Every acknowledged write survives a crash or power loss.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        Self::connect(options).await
+            .to_url_lossy();
+        Self::connect_any(url.as_str(), Backend::Sqlite, 8).await
     }
 
-    /// A transaction that takes SQLite's write lock at once (BEGIN
-    /// IMMEDIATE). A deferred transaction that reads and then writes fails
-    /// with SQLITE_BUSY_SNAPSHOT when another connection wrote in between,
-    /// and the busy timeout cannot help; an immediate one waits its turn.
-    pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// Connects to PostgreSQL and applies migrations (under sqlx's
+    /// migration lock, so several nodes may start at once).
+    pub async fn connect_postgres(url: &str) -> Result<Self> {
+        Self::connect_any(url, Backend::Postgres, 16).await
     }
 
-    /// Closes every connection, checkpointing the WAL into the main file.
+    /// Opens the database a URL names: `postgres://` or `postgresql://`
+    /// for PostgreSQL, `sqlite:` for an SQLite file.
+    pub async fn connect_url(url: &str) -> Result<Self> {
+        match url.split_once(':').map(|(scheme, _)| scheme) {
+            Some("postgres" | "postgresql") => Self::connect_postgres(url).await,
+            Some("sqlite") => Self::connect_any(url, Backend::Sqlite, 8).await,
+            _ => Err(StoreError::Config(
+                "the database URL must start with postgres:// or sqlite:".into(),
+            )),
+        }
+    }
+
+    async fn connect_any(url: &str, backend: Backend, max: u32) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let options: AnyConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::Config(format!("the database URL is not valid: {e}")))?;
+        let options = options.log_statements(tracing::log::LevelFilter::Trace);
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            // A node that cannot reach its database answers 503 quickly
+            // instead of holding requests.
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Every acknowledged write survives a crash or
+                        // power loss; writers wait their turn.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATOR.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATOR.run(&pool).await?,
+        }
+        let channel = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+                    .fetch_one(&pool)
+                    .await?;
+                Some(channel_name(&schema))
+            }
+        };
+        Ok(Self {
+            pool,
+            backend,
+            channel,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A transaction that holds the store's write lock from its start:
+    /// BEGIN IMMEDIATE on SQLite (a deferred transaction that reads and
+    /// then writes fails with SQLITE_BUSY_SNAPSHOT when another connection
+    /// wrote in between, and the busy timeout cannot help; an immediate one
+    /// waits its turn), the advisory lock [`WRITE_LOCK`] on PostgreSQL.
+    pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(WRITE_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
+    }
+
+    /// Closes every connection (on SQLite, checkpointing the WAL into the
+    /// main file).
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
-    /// A private in-memory database, for tests.
+    /// A private in-memory SQLite database, for tests.
     pub async fn in_memory() -> Result<Self> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
         // One connection: each in-memory connection would be its own database.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Self::connect_any("sqlite::memory:", Backend::Sqlite, 1).await
     }
 
-    async fn connect(options: SqliteConnectOptions) -> Result<Self> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
-    }
-
-    /// Runs a DELETE and, if it removed anything, records `audit` in the
-    /// same transaction.
+    /// Runs a DELETE and, if it removed anything, records `audit` and the
+    /// `change` in the same transaction.
     async fn delete_audited(
         &self,
         sql: &'static str,
         args: &[&str],
         audit: &AuditEvent,
+        change: Option<Change<'_>>,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let mut q = sqlx::query(sql);
@@ -103,10 +237,41 @@ impl SqliteStore {
             return Ok(false);
         }
         insert_audit_tx(&mut tx, audit).await?;
+        if let Some(change) = change {
+            self.record_change_tx(&mut tx, audit.at, change).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
 
+    /// Records a change in the caller's transaction; on PostgreSQL also
+    /// queues its NOTIFY, which is sent when the transaction commits.
+    pub(crate) async fn record_change_tx(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        at: i64,
+        change: Change<'_>,
+    ) -> Result<()> {
+        let (entity, id) = change.entity();
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO changes (entity, entity_id, at) VALUES ($1, $2, $3) RETURNING seq",
+        )
+        .bind(entity.as_str())
+        .bind(id)
+        .bind(at)
+        .fetch_one(&mut **tx)
+        .await?;
+        if let Some(channel) = &self.channel {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel.as_str())
+                .bind(seq.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `filter` uses `$1..$n` for its `args`.
     async fn page<T>(
         &self,
         table: &'static str,
@@ -114,23 +279,26 @@ impl SqliteStore {
         filter: &'static str,
         args: &[&str],
         page: &Page,
-        map: fn(&SqliteRow) -> Result<T>,
+        map: fn(&AnyRow) -> Result<T>,
     ) -> Result<PageOf<T>> {
+        let next = args.len() + 1;
         let after_seq: i64 = match &page.after {
             None => 0,
             Some(after) => {
-                let sql = format!("SELECT seq FROM {table} WHERE id = ? AND {filter}");
-                let mut q = sqlx::query_scalar(AssertSqlSafe(sql)).bind(after.as_str());
+                let sql = format!("SELECT seq FROM {table} WHERE {filter} AND id = ${next}");
+                let mut q = sqlx::query_scalar(AssertSqlSafe(sql));
                 for a in args {
                     q = q.bind(*a);
                 }
-                q.fetch_optional(&self.pool)
+                q.bind(after.as_str())
+                    .fetch_optional(&self.pool)
                     .await?
                     .ok_or(StoreError::BadCursor)?
             }
         };
         let sql = format!(
-            "SELECT {columns} FROM {table} WHERE {filter} AND seq > ? ORDER BY seq LIMIT ?"
+            "SELECT {columns} FROM {table} WHERE {filter} AND seq > ${next} ORDER BY seq LIMIT ${}",
+            next + 1
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for a in args {
@@ -145,6 +313,14 @@ impl SqliteStore {
     }
 }
 
+/// The notification channel for a schema: identifiers are at most 63
+/// bytes, and schema names may not be valid unquoted identifiers.
+fn channel_name(schema: &str) -> String {
+    let digest = latchkey_core::crypto::sha256(schema.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("latchkey_changes_{hex}")
+}
+
 fn create_private_file(path: &Path) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::OpenOptions::new()
@@ -155,16 +331,16 @@ fn create_private_file(path: &Path) -> Result<()> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(StoreError::Backend(sqlx::Error::Io(e))),
+        Err(e) => Err(StoreError::Io(e)),
     }
 }
 
 /// A page of at most `limit` items from rows fetched with `LIMIT limit + 1`:
 /// the extra row only tells that there are more.
 pub(crate) fn page_of<T>(
-    rows: &[SqliteRow],
+    rows: &[AnyRow],
     limit: u32,
-    map: impl Fn(&SqliteRow) -> Result<T>,
+    map: impl Fn(&AnyRow) -> Result<T>,
 ) -> Result<PageOf<T>> {
     let limit = limit as usize;
     Ok(PageOf {
@@ -180,7 +356,7 @@ pub(crate) fn json_object(text: &str) -> Result<Map<String, Value>> {
     }
 }
 
-fn account_from(row: &SqliteRow) -> Result<Account> {
+fn account_from(row: &AnyRow) -> Result<Account> {
     Ok(Account {
         id: row.try_get("id")?,
         display_name: row.try_get("display_name")?,
@@ -188,7 +364,7 @@ fn account_from(row: &SqliteRow) -> Result<Account> {
     })
 }
 
-fn app_from(row: &SqliteRow) -> Result<App> {
+fn app_from(row: &AnyRow) -> Result<App> {
     Ok(App {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -198,7 +374,7 @@ fn app_from(row: &SqliteRow) -> Result<App> {
     })
 }
 
-fn key_from(row: &SqliteRow) -> Result<ApiKey> {
+fn key_from(row: &AnyRow) -> Result<ApiKey> {
     let kind_text: &str = row.try_get("kind")?;
     let kind = KeyKind::parse(kind_text)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown key kind {kind_text:?}")))?;
@@ -223,7 +399,7 @@ fn key_from(row: &SqliteRow) -> Result<ApiKey> {
     })
 }
 
-fn audit_from(row: &SqliteRow) -> Result<AuditEvent> {
+fn audit_from(row: &AnyRow) -> Result<AuditEvent> {
     let actor_type: String = row.try_get("actor_type")?;
     let actor_id: Option<String> = row.try_get("actor_id")?;
     let actor = match (actor_type.as_str(), actor_id) {
@@ -257,12 +433,12 @@ fn audit_from(row: &SqliteRow) -> Result<AuditEvent> {
 /// caller's transaction. A delivery's id is derived from the event and the
 /// webhook, so it is stable across retries and nodes.
 pub(crate) async fn insert_audit_tx(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     audit: &AuditEvent,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit_events (id, at, account_id, app_id, action, actor_type, actor_id, \
-         address, target_type, target_id, outcome, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         address, target_type, target_id, outcome, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&audit.id)
     .bind(audit.at)
@@ -284,7 +460,7 @@ pub(crate) async fn insert_audit_tx(
     };
     let webhooks: Vec<String> = sqlx::query_scalar(
         "SELECT w.id FROM webhooks w JOIN webhook_triggers t ON t.webhook_id = w.id \
-         WHERE w.app_id = ? AND t.trigger = ? ORDER BY w.seq",
+         WHERE w.app_id = $1 AND t.trigger = $2 ORDER BY w.seq",
     )
     .bind(app_id)
     .bind(notify.trigger)
@@ -293,7 +469,7 @@ pub(crate) async fn insert_audit_tx(
     for webhook_id in webhooks {
         sqlx::query(
             "INSERT INTO webhook_deliveries (id, webhook_id, event_id, trigger, payload, \
-             next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(delivery_id(&audit.id, &webhook_id))
         .bind(&webhook_id)
@@ -315,7 +491,7 @@ pub fn delivery_id(event_id: &str, webhook_id: &str) -> String {
     format!("dlv_{}{}", body(event_id), body(webhook_id))
 }
 
-fn operator_token_from(row: &SqliteRow) -> Result<OperatorToken> {
+fn operator_token_from(row: &AnyRow) -> Result<OperatorToken> {
     Ok(OperatorToken {
         id: row.try_get("id")?,
         token_hash: row.try_get("token_hash")?,
@@ -323,7 +499,7 @@ fn operator_token_from(row: &SqliteRow) -> Result<OperatorToken> {
     })
 }
 
-pub(crate) fn user_account_from(row: &SqliteRow) -> Result<UserAccount> {
+pub(crate) fn user_account_from(row: &AnyRow) -> Result<UserAccount> {
     Ok(UserAccount {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -333,7 +509,7 @@ pub(crate) fn user_account_from(row: &SqliteRow) -> Result<UserAccount> {
     })
 }
 
-fn service_account_from(row: &SqliteRow) -> Result<ServiceAccount> {
+fn service_account_from(row: &AnyRow) -> Result<ServiceAccount> {
     Ok(ServiceAccount {
         id: row.try_get("id")?,
         account_id: row.try_get("account_id")?,
@@ -342,7 +518,7 @@ fn service_account_from(row: &SqliteRow) -> Result<ServiceAccount> {
     })
 }
 
-fn user_from(row: &SqliteRow) -> Result<AppUser> {
+fn user_from(row: &AnyRow) -> Result<AppUser> {
     Ok(AppUser {
         id: row.try_get("id")?,
         app_id: row.try_get("app_id")?,
@@ -365,7 +541,7 @@ pub(crate) fn classify(e: sqlx::Error, unique: &'static str) -> StoreError {
             return StoreError::MissingParent;
         }
     }
-    StoreError::Backend(e)
+    StoreError::from_sqlx(e)
 }
 
 fn owner_columns(key: &ApiKey) -> (Option<&str>, Option<&str>, Option<&str>) {
@@ -376,12 +552,12 @@ fn owner_columns(key: &ApiKey) -> (Option<&str>, Option<&str>, Option<&str>) {
     }
 }
 
-async fn insert_key_tx(tx: &mut Transaction<'_, Sqlite>, key: &ApiKey) -> Result<()> {
+async fn insert_key_tx(tx: &mut Transaction<'_, Any>, key: &ApiKey) -> Result<()> {
     let (app, user, sa) = owner_columns(key);
     sqlx::query(
         "INSERT INTO api_keys (id, kind, account_id, app_id, user_account_id, service_account_id, \
          display_name, secret_sealed, created_at, expires_at, rotated_from) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&key.id)
     .bind(key.kind.as_str())
@@ -400,8 +576,8 @@ async fn insert_key_tx(tx: &mut Transaction<'_, Sqlite>, key: &ApiKey) -> Result
     Ok(())
 }
 
-async fn insert_account_tx(tx: &mut Transaction<'_, Sqlite>, new: &NewAccount) -> Result<()> {
-    sqlx::query("INSERT INTO accounts (id, display_name, created_at) VALUES (?, ?, ?)")
+async fn insert_account_tx(tx: &mut Transaction<'_, Any>, new: &NewAccount) -> Result<()> {
+    sqlx::query("INSERT INTO accounts (id, display_name, created_at) VALUES ($1, $2, $3)")
         .bind(&new.account.id)
         .bind(&new.account.display_name)
         .bind(new.account.created_at)
@@ -410,7 +586,7 @@ async fn insert_account_tx(tx: &mut Transaction<'_, Sqlite>, new: &NewAccount) -
         .map_err(|e| classify(e, "an account with this id already exists"))?;
     sqlx::query(
         "INSERT INTO user_accounts (id, account_id, email, password_hash, created_at) \
-         VALUES (?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&new.owner.id)
     .bind(&new.owner.account_id)
@@ -424,7 +600,7 @@ async fn insert_account_tx(tx: &mut Transaction<'_, Sqlite>, new: &NewAccount) -
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn is_initialized(&self) -> Result<bool> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM meta WHERE name = 'initialized'")
@@ -436,18 +612,19 @@ impl Store for SqliteStore {
     async fn initialize(&self, init: &Initialization) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let inserted = sqlx::query(
-            "INSERT INTO meta (name, value) VALUES ('initialized', X'01') ON CONFLICT DO NOTHING",
+            "INSERT INTO meta (name, value) VALUES ('initialized', $1) ON CONFLICT DO NOTHING",
         )
+        .bind(vec![1u8])
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
             return Err(StoreError::AlreadyInitialized);
         }
-        sqlx::query("INSERT INTO meta (name, value) VALUES ('master_key_check', ?)")
+        sqlx::query("INSERT INTO meta (name, value) VALUES ('master_key_check', $1)")
             .bind(&init.master_key_check)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO operator_tokens (id, token_hash, created_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO operator_tokens (id, token_hash, created_at) VALUES ($1, $2, $3)")
             .bind(&init.operator_token.id)
             .bind(&init.operator_token.token_hash)
             .bind(init.operator_token.created_at)
@@ -478,6 +655,8 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         insert_account_tx(&mut tx, new).await?;
         insert_audit_tx(&mut tx, audit).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::Account(&new.account.id)).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::Key(&new.key.id)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -495,7 +674,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_account(&self, id: &str) -> Result<Option<Account>> {
-        let row = sqlx::query("SELECT id, display_name, created_at FROM accounts WHERE id = ?")
+        let row = sqlx::query("SELECT id, display_name, created_at FROM accounts WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -503,13 +682,13 @@ impl Store for SqliteStore {
     }
 
     async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
-        self.delete_audited("DELETE FROM accounts WHERE id = ?", &[id], audit)
+        self.delete_audited("DELETE FROM accounts WHERE id = $1", &[id], audit, Some(Change::Account(id)))
             .await
     }
 
     async fn get_user_account(&self, id: &str) -> Result<Option<UserAccount>> {
         let row = sqlx::query(
-            "SELECT id, account_id, email, password_hash, created_at FROM user_accounts WHERE id = ?",
+            "SELECT id, account_id, email, password_hash, created_at FROM user_accounts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -520,7 +699,7 @@ impl Store for SqliteStore {
     async fn create_app(&self, app: &App, creator: Option<&str>, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO apps (id, account_id, display_name, settings, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO apps (id, account_id, display_name, settings, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&app.id)
         .bind(&app.account_id)
@@ -532,7 +711,7 @@ impl Store for SqliteStore {
         .map_err(|e| classify(e, "an app with this id already exists"))?;
         if let Some(sa) = creator {
             sqlx::query(
-                "INSERT INTO service_account_apps (service_account_id, app_id, created_at) VALUES (?, ?, ?)",
+                "INSERT INTO service_account_apps (service_account_id, app_id, created_at) VALUES ($1, $2, $3)",
             )
             .bind(sa)
             .bind(&app.id)
@@ -542,6 +721,11 @@ impl Store for SqliteStore {
             .map_err(|e| classify(e, "the grant exists already"))?;
         }
         insert_audit_tx(&mut tx, audit).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::App(&app.id)).await?;
+        if let Some(sa) = creator {
+            self.record_change_tx(&mut tx, audit.at, Change::ServiceAccount(sa))
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -557,7 +741,7 @@ impl Store for SqliteStore {
                 self.page(
                     "apps",
                     APP_COLUMNS,
-                    "account_id = ?",
+                    "account_id = $1",
                     &[account_id],
                     page,
                     app_from,
@@ -568,8 +752,8 @@ impl Store for SqliteStore {
                 self.page(
                     "apps",
                     APP_COLUMNS,
-                    "account_id = ? AND id IN (SELECT app_id FROM service_account_apps \
-                     WHERE service_account_id = ?)",
+                    "account_id = $1 AND id IN (SELECT app_id FROM service_account_apps \
+                     WHERE service_account_id = $2)",
                     &[account_id, sa],
                     page,
                     app_from,
@@ -580,7 +764,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_app(&self, id: &str) -> Result<Option<App>> {
-        let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?");
+        let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -590,7 +774,7 @@ impl Store for SqliteStore {
 
     async fn update_app(&self, app: &App, audit: &AuditEvent) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("UPDATE apps SET display_name = ?, settings = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE apps SET display_name = $1, settings = $2 WHERE id = $3")
             .bind(&app.display_name)
             .bind(Value::Object(app.settings.clone()).to_string())
             .bind(&app.id)
@@ -600,12 +784,13 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         insert_audit_tx(&mut tx, audit).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::App(&app.id)).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     async fn delete_app(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
-        self.delete_audited("DELETE FROM apps WHERE id = ?", &[id], audit)
+        self.delete_audited("DELETE FROM apps WHERE id = $1", &[id], audit, Some(Change::App(id)))
             .await
     }
 
@@ -623,11 +808,11 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "INSERT INTO api_keys (id, kind, account_id, app_id, user_account_id, service_account_id, \
              display_name, secret_sealed, created_at, expires_at, rotated_from) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
              WHERE (SELECT COUNT(*) FROM api_keys \
-                    WHERE (app_id = ? OR user_account_id = ? OR service_account_id = ?) \
+                    WHERE (app_id = $12 OR user_account_id = $13 OR service_account_id = $14) \
                       AND replaced_by IS NULL \
-                      AND (expires_at IS NULL OR expires_at > ?)) < ?",
+                      AND (expires_at IS NULL OR expires_at > $15)) < $16",
         )
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -652,6 +837,7 @@ impl Store for SqliteStore {
             return Err(StoreError::LimitReached(limit));
         }
         insert_audit_tx(&mut tx, audit).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::Key(&key.id)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -661,8 +847,8 @@ impl Store for SqliteStore {
         let (app, user, sa) = owner_columns(&rotation.new_key);
         let working: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM api_keys \
-             WHERE (app_id = ? OR user_account_id = ? OR service_account_id = ?) \
-               AND (expires_at IS NULL OR expires_at > ?)",
+             WHERE (app_id = $1 OR user_account_id = $2 OR service_account_id = $3) \
+               AND (expires_at IS NULL OR expires_at > $4)",
         )
         .bind(app)
         .bind(user)
@@ -674,8 +860,8 @@ impl Store for SqliteStore {
             return Err(StoreError::LimitReached(rotation.max_working));
         }
         let done = sqlx::query(
-            "UPDATE api_keys SET replaced_by = ?, expires_at = ? \
-             WHERE id = ? AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+            "UPDATE api_keys SET replaced_by = $1, expires_at = $2 \
+             WHERE id = $3 AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > $4)",
         )
         .bind(&rotation.new_key.id)
         .bind(rotation.old_expires_at)
@@ -690,22 +876,24 @@ impl Store for SqliteStore {
         }
         insert_key_tx(&mut tx, &rotation.new_key).await?;
         insert_audit_tx(&mut tx, audit).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::Key(&rotation.old_id)).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::Key(&rotation.new_key.id)).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn list_keys(&self, owner: KeyOwnerRef<'_>, page: &Page) -> Result<PageOf<ApiKey>> {
         let (filter, id) = match owner {
-            KeyOwnerRef::App(id) => ("app_id = ?", id),
-            KeyOwnerRef::UserAccount(id) => ("user_account_id = ?", id),
-            KeyOwnerRef::ServiceAccount(id) => ("service_account_id = ?", id),
+            KeyOwnerRef::App(id) => ("app_id = $1", id),
+            KeyOwnerRef::UserAccount(id) => ("user_account_id = $1", id),
+            KeyOwnerRef::ServiceAccount(id) => ("service_account_id = $1", id),
         };
         self.page("api_keys", KEY_COLUMNS, filter, &[id], page, key_from)
             .await
     }
 
     async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
-        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?");
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -714,7 +902,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_key(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
-        self.delete_audited("DELETE FROM api_keys WHERE id = ?", &[id], audit)
+        self.delete_audited("DELETE FROM api_keys WHERE id = $1", &[id], audit, Some(Change::Key(id)))
             .await
     }
 
@@ -725,7 +913,8 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         for (id, at) in batch {
             sqlx::query(
-                "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+                "UPDATE api_keys SET last_used_at = $1 \
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
             )
             .bind(at)
             .bind(id)
@@ -739,7 +928,7 @@ impl Store for SqliteStore {
     async fn create_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO service_accounts (id, account_id, display_name, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO service_accounts (id, account_id, display_name, created_at) VALUES ($1, $2, $3, $4)",
         )
         .bind(&sa.id)
         .bind(&sa.account_id)
@@ -749,6 +938,7 @@ impl Store for SqliteStore {
         .await
         .map_err(|e| classify(e, "a service account with this id already exists"))?;
         insert_audit_tx(&mut tx, audit).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::ServiceAccount(&sa.id)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -761,7 +951,7 @@ impl Store for SqliteStore {
         self.page(
             "service_accounts",
             "id, account_id, display_name, created_at",
-            "account_id = ?",
+            "account_id = $1",
             &[account_id],
             page,
             service_account_from,
@@ -771,7 +961,7 @@ impl Store for SqliteStore {
 
     async fn get_service_account(&self, id: &str) -> Result<Option<ServiceAccount>> {
         let row = sqlx::query(
-            "SELECT id, account_id, display_name, created_at FROM service_accounts WHERE id = ?",
+            "SELECT id, account_id, display_name, created_at FROM service_accounts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -780,7 +970,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_service_account(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
-        self.delete_audited("DELETE FROM service_accounts WHERE id = ?", &[id], audit)
+        self.delete_audited("DELETE FROM service_accounts WHERE id = $1", &[id], audit, Some(Change::ServiceAccount(id)))
             .await
     }
 
@@ -794,7 +984,7 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "INSERT INTO service_account_apps (service_account_id, app_id, created_at) \
-             VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
         .bind(sa_id)
         .bind(app_id)
@@ -806,15 +996,17 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         insert_audit_tx(&mut tx, audit).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::ServiceAccount(sa_id)).await?;
         tx.commit().await?;
         Ok(true)
     }
 
     async fn revoke_app(&self, sa_id: &str, app_id: &str, audit: &AuditEvent) -> Result<bool> {
         self.delete_audited(
-            "DELETE FROM service_account_apps WHERE service_account_id = ? AND app_id = ?",
+            "DELETE FROM service_account_apps WHERE service_account_id = $1 AND app_id = $2",
             &[sa_id, app_id],
             audit,
+            Some(Change::ServiceAccount(sa_id)),
         )
         .await
     }
@@ -823,7 +1015,7 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO app_users (id, app_id, external_id, given_name, surname, email, metadata, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&user.id)
         .bind(&user.app_id)
@@ -845,7 +1037,7 @@ impl Store for SqliteStore {
         self.page(
             "app_users",
             USER_COLUMNS,
-            "app_id = ?",
+            "app_id = $1",
             &[app_id],
             page,
             user_from,
@@ -855,8 +1047,8 @@ impl Store for SqliteStore {
 
     async fn find_app_user(&self, app_id: &str, id_or_external: &str) -> Result<Option<AppUser>> {
         let sql = format!(
-            "SELECT {USER_COLUMNS} FROM app_users WHERE app_id = ? AND (id = ? OR external_id = ?) \
-             ORDER BY (id = ?) DESC LIMIT 1"
+            "SELECT {USER_COLUMNS} FROM app_users WHERE app_id = $1 AND (id = $2 OR external_id = $3) \
+             ORDER BY (id = $4) DESC LIMIT 1"
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(app_id)
@@ -871,8 +1063,8 @@ impl Store for SqliteStore {
     async fn update_app_user(&self, user: &AppUser, audit: &AuditEvent) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            "UPDATE app_users SET given_name = ?, surname = ?, email = ?, metadata = ? \
-             WHERE id = ? AND app_id = ?",
+            "UPDATE app_users SET given_name = $1, surname = $2, email = $3, metadata = $4 \
+             WHERE id = $5 AND app_id = $6",
         )
         .bind(&user.given_name)
         .bind(&user.surname)
@@ -892,9 +1084,10 @@ impl Store for SqliteStore {
 
     async fn delete_app_user(&self, app_id: &str, id: &str, audit: &AuditEvent) -> Result<bool> {
         self.delete_audited(
-            "DELETE FROM app_users WHERE app_id = ? AND id = ?",
+            "DELETE FROM app_users WHERE app_id = $1 AND id = $2",
             &[app_id, id],
             audit,
+            None,
         )
         .await
     }
@@ -907,15 +1100,18 @@ impl Store for SqliteStore {
     }
 
     async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<PageOf<AuditEvent>> {
-        const FILTER: &str = "(?1 IS NULL OR account_id = ?1) AND (?2 IS NULL OR app_id = ?2) \
-             AND (?3 IS NULL OR app_id IN (SELECT app_id FROM service_account_apps \
-                                           WHERE service_account_id = ?3) \
-                  OR target_id = ?3 OR json_extract(details, '$.owner') = ?3) \
-             AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at <= ?6)";
+        let owner = self.backend.json_text("details", "owner");
+        let where_sql = format!(
+            "($1 IS NULL OR account_id = $1) AND ($2 IS NULL OR app_id = $2) \
+             AND ($3 IS NULL OR app_id IN (SELECT app_id FROM service_account_apps \
+                                           WHERE service_account_id = $3) \
+                  OR target_id = $3 OR {owner} = $3) \
+             AND ($4 IS NULL OR action = $4) AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at <= $6)"
+        );
         let before: i64 = match &page.after {
             None => i64::MAX,
             Some(after) => {
-                let sql = format!("SELECT seq FROM audit_events WHERE {FILTER} AND id = ?7");
+                let sql = format!("SELECT seq FROM audit_events WHERE {where_sql} AND id = $7");
                 sqlx::query_scalar(AssertSqlSafe(sql))
                     .bind(&filter.account_id)
                     .bind(&filter.app_id)
@@ -930,8 +1126,8 @@ impl Store for SqliteStore {
             }
         };
         let sql = format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {FILTER} AND seq < ?7 \
-             ORDER BY seq DESC LIMIT ?8"
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {where_sql} AND seq < $7 \
+             ORDER BY seq DESC LIMIT $8"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(&filter.account_id)
@@ -953,22 +1149,26 @@ impl Store for SqliteStore {
         now: i64,
         limit: u32,
     ) -> Result<Vec<ApiKey>> {
+        let max_age = self.backend.json_days_elapsed(
+            "a.settings",
+            "maxKeyAgeDays",
+            "k.created_at",
+            "$1",
+        );
         let condition = match notice {
             KeyNotice::Expiring7d => {
-                "k.expires_at > ?1 + 86400 AND k.expires_at <= ?1 + 604800 \
+                "k.expires_at > $1 + 86400 AND k.expires_at <= $1 + 604800 \
                  AND k.notified_expiring_7d IS NULL"
             }
             KeyNotice::Expiring1d => {
-                "k.expires_at > ?1 AND k.expires_at <= ?1 + 86400 AND k.notified_expiring_1d IS NULL"
+                "k.expires_at > $1 AND k.expires_at <= $1 + 86400 AND k.notified_expiring_1d IS NULL"
             }
-            KeyNotice::Expired => "k.expires_at <= ?1 AND k.notified_expired IS NULL",
-            KeyNotice::RotationDue => {
+            KeyNotice::Expired => "k.expires_at <= $1 AND k.notified_expired IS NULL",
+            KeyNotice::RotationDue => &format!(
                 "k.kind = 'app' AND k.replaced_by IS NULL AND k.notified_rotation_due IS NULL \
-                 AND (k.expires_at IS NULL OR k.expires_at > ?1) \
-                 AND EXISTS (SELECT 1 FROM apps a WHERE a.id = k.app_id \
-                     AND json_type(a.settings, '$.maxKeyAgeDays') = 'integer' \
-                     AND k.created_at + json_extract(a.settings, '$.maxKeyAgeDays') * 86400 <= ?1)"
-            }
+                 AND (k.expires_at IS NULL OR k.expires_at > $1) \
+                 AND EXISTS (SELECT 1 FROM apps a WHERE a.id = k.app_id AND {max_age})"
+            ),
         };
         let columns = KEY_COLUMNS
             .split(", ")
@@ -976,7 +1176,7 @@ impl Store for SqliteStore {
             .collect::<Vec<_>>()
             .join(", ");
         let sql =
-            format!("SELECT {columns} FROM api_keys k WHERE {condition} ORDER BY k.seq LIMIT ?2");
+            format!("SELECT {columns} FROM api_keys k WHERE {condition} ORDER BY k.seq LIMIT $2");
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(now)
             .bind(i64::from(limit))
@@ -993,7 +1193,7 @@ impl Store for SqliteStore {
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let col = notice.column();
-        let sql = format!("UPDATE api_keys SET {col} = ? WHERE id = ? AND {col} IS NULL");
+        let sql = format!("UPDATE api_keys SET {col} = $1 WHERE id = $2 AND {col} IS NULL");
         let done = sqlx::query(AssertSqlSafe(sql))
             .bind(audit.at)
             .bind(key_id)
@@ -1008,8 +1208,19 @@ impl Store for SqliteStore {
     }
 
     async fn snapshot(&self) -> Result<Snapshot> {
-        // One read transaction, so the parts agree with each other.
-        let mut tx = self.pool.begin().await?;
+        // One read transaction, so the parts agree with each other (and
+        // with the change number read first).
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin().await?,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+        };
+        let change_seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes")
+            .fetch_one(&mut *tx)
+            .await?;
         let accounts: Vec<String> = sqlx::query_scalar("SELECT id FROM accounts")
             .fetch_all(&mut *tx)
             .await?;
@@ -1020,7 +1231,7 @@ impl Store for SqliteStore {
             .iter()
             .map(key_from)
             .collect::<Result<Vec<_>>>()?;
-        let pairs = |rows: Vec<SqliteRow>| -> Result<Vec<(String, String)>> {
+        let pairs = |rows: Vec<AnyRow>| -> Result<Vec<(String, String)>> {
             rows.iter()
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .collect()
@@ -1056,6 +1267,75 @@ impl Store for SqliteStore {
             service_accounts,
             grants,
             operator_tokens,
+            change_seq,
         })
+    }
+
+    async fn changes_since(&self, seq: i64, limit: u32) -> Result<ChangeBatch> {
+        let rows = sqlx::query(
+            "SELECT seq, entity, entity_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let changes = rows
+            .iter()
+            .map(|row| {
+                let entity: String = row.try_get("entity")?;
+                Ok(ChangeRecord {
+                    seq: row.try_get("seq")?,
+                    entity: ChangeEntity::parse(&entity).ok_or_else(|| {
+                        StoreError::Corrupt(format!("unknown change entity {entity:?}"))
+                    })?,
+                    id: row.try_get("entity_id")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pruned_through: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM change_watermark WHERE name = 'pruned_through'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(ChangeBatch {
+            changes,
+            pruned_through: pruned_through.unwrap_or(0),
+        })
+    }
+
+    async fn prune_changes(&self, before: i64) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        // Keep the newest change whatever its age: it tells new readers
+        // where the sequence stands.
+        let through: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(seq) FROM changes WHERE at < $1 \
+             AND seq < (SELECT MAX(seq) FROM changes)",
+        )
+        .bind(before)
+        .fetch_one(&mut *tx)
+        .await?;
+        let Some(through) = through else {
+            return Ok(0);
+        };
+        let done = sqlx::query("DELETE FROM changes WHERE seq <= $1")
+            .bind(through)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO change_watermark (name, value) VALUES ('pruned_through', $1) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(through)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    fn backend_name(&self) -> &'static str {
+        self.backend.as_str()
+    }
+
+    fn change_channel(&self) -> Option<&str> {
+        self.channel.as_deref()
     }
 }

@@ -411,6 +411,41 @@ impl KeyIndex {
         }
     }
 
+    /// Replaces the apps a service account reaches with `app_ids` (those
+    /// that are live apps of its account).
+    pub fn set_grants(&self, sa_id: &str, app_ids: &[String]) {
+        let mut inner = self.write();
+        let Inner {
+            apps,
+            service_accounts,
+            ..
+        } = &mut *inner;
+        if let Some((account, reached)) = service_accounts.get_mut(sa_id) {
+            *reached = app_ids
+                .iter()
+                .filter(|app| apps.get(*app) == Some(account))
+                .cloned()
+                .collect();
+        }
+    }
+
+    /// Replaces everything with the contents of `fresh` (a reload from the
+    /// store), keeping the usage of keys present in both that was not
+    /// flushed yet.
+    pub fn replace_with(&self, fresh: KeyIndex) {
+        let fresh = fresh.inner.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.write();
+        for (id, key) in &fresh.keys {
+            if let Some(old) = inner.keys.get(id) {
+                // The fresh key's `flushed` is what the store has, so a
+                // later use kept here is flushed again.
+                let used = old.last_used.load(Ordering::Relaxed);
+                key.last_used.fetch_max(used, Ordering::Relaxed);
+            }
+        }
+        *inner = fresh;
+    }
+
     pub fn revoke_grant(&self, sa_id: &str, app_id: &str) {
         if let Some((_, apps)) = self.write().service_accounts.get_mut(sa_id) {
             apps.remove(app_id);

@@ -36,6 +36,10 @@ pub enum BootstrapError {
         "the master key does not match this store (a different master.key or LATCHKEY_MASTER_KEY?)"
     )]
     WrongMasterKey,
+    #[error(
+        "the PostgreSQL database is not initialized: run `latchkey init --database-url ...` once, then start the nodes with the master key it wrote"
+    )]
+    NotInitialized,
     #[error("the master key is malformed: it must be 32 bytes, base64-encoded")]
     BadMasterKey,
     #[error("{path}: {source}")]
@@ -105,8 +109,14 @@ pub async fn open(
 ) -> Result<Opened, BootstrapError> {
     let rng = SystemRandom::new();
     create_data_dir(&config.data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(SqlStore::open(&config.database_path()).await?);
+    let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
     let initialized = store.is_initialized().await?;
+    // Nodes sharing a database must share one master key, so a shared
+    // database is initialized once, explicitly, never by whichever node
+    // starts first.
+    if !initialized && init_if_empty && config.database_url.is_some() {
+        return Err(BootstrapError::NotInitialized);
+    }
     let master = load_master_key(&config, &rng, initialized)?;
     let init_report = if initialized {
         check_master_key(store.as_ref(), &master).await?;
@@ -125,17 +135,23 @@ pub async fn open(
     } else {
         None
     };
-    let index = Arc::new(build_index(store.as_ref(), &master).await?);
+    let (index, change_seq) = build_index(store.as_ref(), &master).await?;
+    let freshness = if config.database_url.is_some() {
+        crate::sync::Freshness::shared(config.staleness_window, change_seq)
+    } else {
+        crate::sync::Freshness::standalone()
+    };
     Ok(Opened {
         state: AppState {
             store,
-            index,
+            index: Arc::new(index),
             master: Arc::new(master),
             clock,
             rng,
             config: Arc::new(config),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             exposures: Arc::default(),
+            freshness: Arc::new(freshness),
         },
         init_report,
     })
@@ -145,16 +161,32 @@ pub async fn open(
 pub async fn init(config: Config, clock: Arc<dyn Clock>) -> Result<InitReport, BootstrapError> {
     let rng = SystemRandom::new();
     create_data_dir(&config.data_dir)?;
-    let store = SqlStore::open(&config.database_path()).await?;
+    let store = open_store(&config).await?;
     if store.is_initialized().await? {
-        return Err(BootstrapError::AlreadyInitialized(
-            config.data_dir.display().to_string(),
-        ));
+        return Err(BootstrapError::AlreadyInitialized(store_name(&config)));
     }
     let master = load_master_key(&config, &rng, false)?;
     let report = initialize(&store, &master, &rng, clock.as_ref(), &config.owner_email).await;
     store.close().await;
     report
+}
+
+/// The PostgreSQL database of `database_url`, or `latchkey.db` in the
+/// data directory.
+async fn open_store(config: &Config) -> Result<SqlStore, BootstrapError> {
+    match &config.database_url {
+        Some(url) => Ok(SqlStore::connect_url(url.expose()).await?),
+        None => Ok(SqlStore::open(&config.database_path()).await?),
+    }
+}
+
+/// Where the store is, for messages (never the URL, which may hold a
+/// password).
+fn store_name(config: &Config) -> String {
+    match &config.database_url {
+        Some(_) => "the PostgreSQL database of --database-url".into(),
+        None => config.data_dir.display().to_string(),
+    }
 }
 
 fn create_data_dir(dir: &Path) -> Result<(), BootstrapError> {
@@ -347,11 +379,12 @@ async fn initialize(
     })
 }
 
-/// Builds the verification index from the store, decrypting every secret.
+/// Builds the verification index from the store, decrypting every secret;
+/// also returns the last change the snapshot includes.
 pub async fn build_index(
     store: &dyn Store,
     master: &MasterKey,
-) -> Result<KeyIndex, BootstrapError> {
+) -> Result<(KeyIndex, i64), BootstrapError> {
     let snapshot = store.snapshot().await?;
     let index = KeyIndex::new();
     for account_id in &snapshot.accounts {
@@ -378,7 +411,7 @@ pub async fn build_index(
         // Foreign keys guarantee every owner is in the snapshot.
         index.insert_key(live_key(key, master)?);
     }
-    Ok(index)
+    Ok((index, snapshot.change_seq))
 }
 
 /// The index entry of a stored key.

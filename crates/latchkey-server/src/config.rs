@@ -18,6 +18,15 @@ pub struct TlsFiles {
 pub struct Config {
     /// Holds `latchkey.db` and `master.key`.
     pub data_dir: PathBuf,
+    /// A `postgres://` URL: store everything in that PostgreSQL database
+    /// (shared by every node of a cluster) instead of `latchkey.db`. A
+    /// secret, as it may hold a password.
+    pub database_url: Option<SecretString>,
+    /// How long a node that cannot reach PostgreSQL keeps verifying from
+    /// its index before it refuses every credential.
+    pub staleness_window: Duration,
+    /// How often a node reads the change feed even without a notification.
+    pub resync_interval: Duration,
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     /// The master key as base64 text, instead of `master.key`.
@@ -53,6 +62,9 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            database_url: None,
+            staleness_window: Duration::from_secs(10),
+            resync_interval: Duration::from_secs(2),
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             tls: None,
             master_key: None,

@@ -91,6 +91,14 @@ impl From<StoreError> for ApiError {
             StoreError::BadCursor => {
                 ApiError::bad_request("after does not name an item of this list")
             }
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "the database is unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database cannot be reached, so nothing was changed; retry later",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal()

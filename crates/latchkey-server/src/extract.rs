@@ -30,6 +30,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state.freshness.check()?;
         let mut values = parts.headers.get_all(AUTHORIZATION).iter();
         let header = values.next();
         if values.next().is_some() {

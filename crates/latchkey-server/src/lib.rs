@@ -17,6 +17,7 @@ pub mod extract;
 pub mod maintenance;
 pub mod serve;
 pub mod state;
+pub mod sync;
 pub mod views;
 pub mod webhooks;
 

@@ -40,6 +40,7 @@ pub struct RunningServer {
     stop_flusher: watch::Sender<bool>,
     flusher: JoinHandle<()>,
     dispatcher: crate::webhooks::Dispatcher,
+    follower: Option<crate::sync::Follower>,
 }
 
 impl RunningServer {
@@ -56,6 +57,9 @@ impl RunningServer {
             .graceful_shutdown(Some(self.state.config.shutdown_grace));
         let served = self.server.await;
         self.dispatcher.stop().await;
+        if let Some(follower) = self.follower {
+            follower.stop().await;
+        }
         let _ = self.stop_flusher.send(true);
         let _ = self.flusher.await;
         flush_last_used(&self.state).await;
@@ -109,6 +113,7 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
             tokio::spawn(server.serve(app))
         }
     };
+    let follower = crate::sync::spawn_follower(&state);
     let (stop_flusher, stop) = watch::channel(false);
     let flusher = tokio::spawn(run_flusher(state.clone(), stop));
     let dispatcher =
@@ -122,6 +127,7 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
         stop_flusher,
         flusher,
         dispatcher,
+        follower,
     })
 }
 
@@ -137,6 +143,10 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = notices.tick() => {
                 if let Err(e) = crate::maintenance::run_key_notices(&state).await {
                     tracing::warn!(error = %e, "key notices failed; will retry");
+                }
+                let before = state.now() - crate::sync::CHANGE_RETENTION_SECONDS;
+                if let Err(e) = state.store.prune_changes(before).await {
+                    tracing::warn!(error = %e, "pruning old changes failed; will retry");
                 }
             }
             _ = stop.changed() => return,

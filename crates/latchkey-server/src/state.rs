@@ -22,6 +22,8 @@ pub struct AppState {
     /// When each key was last recorded as exposed to a browser (unix
     /// seconds), so a leaked key in a busy page is recorded once per window.
     pub exposures: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
+    /// How fresh the index is (see [`crate::sync`]).
+    pub freshness: Arc<crate::sync::Freshness>,
 }
 
 impl AppState {

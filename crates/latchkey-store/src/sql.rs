@@ -17,8 +17,9 @@ use sqlx::{Any, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction};
 
 use crate::{
     Account, Actor, ApiKey, App, AppUser, AuditEvent, AuditFilter, Change, ChangeBatch,
-    ChangeEntity, ChangeRecord, Initialization, KeyKind, KeyNotice, KeyOwnerRef, NewAccount, OperatorToken, Page, PageOf,
-    Result, Rotation, ServiceAccount, Snapshot, Store, StoreError, UserAccount,
+    ChangeEntity, ChangeRecord, Initialization, KeyKind, KeyNotice, KeyOwnerRef, NewAccount,
+    OperatorToken, Page, PageOf, Result, Rotation, ServiceAccount, Snapshot, Store, StoreError,
+    UserAccount,
 };
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -655,8 +656,10 @@ impl Store for SqlStore {
         let mut tx = self.write_tx().await?;
         insert_account_tx(&mut tx, new).await?;
         insert_audit_tx(&mut tx, audit).await?;
-        self.record_change_tx(&mut tx, audit.at, Change::Account(&new.account.id)).await?;
-        self.record_change_tx(&mut tx, audit.at, Change::Key(&new.key.id)).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::Account(&new.account.id))
+            .await?;
+        self.record_change_tx(&mut tx, audit.at, Change::Key(&new.key.id))
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -682,8 +685,13 @@ impl Store for SqlStore {
     }
 
     async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
-        self.delete_audited("DELETE FROM accounts WHERE id = $1", &[id], audit, Some(Change::Account(id)))
-            .await
+        self.delete_audited(
+            "DELETE FROM accounts WHERE id = $1",
+            &[id],
+            audit,
+            Some(Change::Account(id)),
+        )
+        .await
     }
 
     async fn get_user_account(&self, id: &str) -> Result<Option<UserAccount>> {
@@ -721,7 +729,8 @@ impl Store for SqlStore {
             .map_err(|e| classify(e, "the grant exists already"))?;
         }
         insert_audit_tx(&mut tx, audit).await?;
-        self.record_change_tx(&mut tx, audit.at, Change::App(&app.id)).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::App(&app.id))
+            .await?;
         if let Some(sa) = creator {
             self.record_change_tx(&mut tx, audit.at, Change::ServiceAccount(sa))
                 .await?;
@@ -784,14 +793,20 @@ impl Store for SqlStore {
             return Ok(false);
         }
         insert_audit_tx(&mut tx, audit).await?;
-        self.record_change_tx(&mut tx, audit.at, Change::App(&app.id)).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::App(&app.id))
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
 
     async fn delete_app(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
-        self.delete_audited("DELETE FROM apps WHERE id = $1", &[id], audit, Some(Change::App(id)))
-            .await
+        self.delete_audited(
+            "DELETE FROM apps WHERE id = $1",
+            &[id],
+            audit,
+            Some(Change::App(id)),
+        )
+        .await
     }
 
     async fn create_key(
@@ -837,7 +852,8 @@ impl Store for SqlStore {
             return Err(StoreError::LimitReached(limit));
         }
         insert_audit_tx(&mut tx, audit).await?;
-        self.record_change_tx(&mut tx, audit.at, Change::Key(&key.id)).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::Key(&key.id))
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -876,8 +892,10 @@ impl Store for SqlStore {
         }
         insert_key_tx(&mut tx, &rotation.new_key).await?;
         insert_audit_tx(&mut tx, audit).await?;
-        self.record_change_tx(&mut tx, audit.at, Change::Key(&rotation.old_id)).await?;
-        self.record_change_tx(&mut tx, audit.at, Change::Key(&rotation.new_key.id)).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::Key(&rotation.old_id))
+            .await?;
+        self.record_change_tx(&mut tx, audit.at, Change::Key(&rotation.new_key.id))
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -902,8 +920,13 @@ impl Store for SqlStore {
     }
 
     async fn delete_key(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
-        self.delete_audited("DELETE FROM api_keys WHERE id = $1", &[id], audit, Some(Change::Key(id)))
-            .await
+        self.delete_audited(
+            "DELETE FROM api_keys WHERE id = $1",
+            &[id],
+            audit,
+            Some(Change::Key(id)),
+        )
+        .await
     }
 
     async fn record_last_used(&self, batch: &[(String, i64)]) -> Result<()> {
@@ -938,7 +961,8 @@ impl Store for SqlStore {
         .await
         .map_err(|e| classify(e, "a service account with this id already exists"))?;
         insert_audit_tx(&mut tx, audit).await?;
-        self.record_change_tx(&mut tx, audit.at, Change::ServiceAccount(&sa.id)).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::ServiceAccount(&sa.id))
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -970,8 +994,13 @@ impl Store for SqlStore {
     }
 
     async fn delete_service_account(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
-        self.delete_audited("DELETE FROM service_accounts WHERE id = $1", &[id], audit, Some(Change::ServiceAccount(id)))
-            .await
+        self.delete_audited(
+            "DELETE FROM service_accounts WHERE id = $1",
+            &[id],
+            audit,
+            Some(Change::ServiceAccount(id)),
+        )
+        .await
     }
 
     async fn grant_app(
@@ -996,7 +1025,8 @@ impl Store for SqlStore {
             return Ok(false);
         }
         insert_audit_tx(&mut tx, audit).await?;
-        self.record_change_tx(&mut tx, audit.at, Change::ServiceAccount(sa_id)).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::ServiceAccount(sa_id))
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1149,12 +1179,9 @@ impl Store for SqlStore {
         now: i64,
         limit: u32,
     ) -> Result<Vec<ApiKey>> {
-        let max_age = self.backend.json_days_elapsed(
-            "a.settings",
-            "maxKeyAgeDays",
-            "k.created_at",
-            "$1",
-        );
+        let max_age =
+            self.backend
+                .json_days_elapsed("a.settings", "maxKeyAgeDays", "k.created_at", "$1");
         let condition = match notice {
             KeyNotice::Expiring7d => {
                 "k.expires_at > $1 + 86400 AND k.expires_at <= $1 + 604800 \

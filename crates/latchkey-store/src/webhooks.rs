@@ -330,8 +330,7 @@ impl WebhookStore for crate::SqlStore {
 
     async fn get_webhook(&self, app_id: &str, id: &str) -> Result<Option<Webhook>> {
         let columns = webhook_columns(self.backend);
-        let sql =
-            format!("SELECT {columns} FROM webhooks w WHERE w.app_id = $1 AND w.id = $2");
+        let sql = format!("SELECT {columns} FROM webhooks w WHERE w.app_id = $1 AND w.id = $2");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(app_id)
             .bind(id)
@@ -434,12 +433,12 @@ impl WebhookStore for crate::SqlStore {
              RETURNING id, lease"
         );
         let leased: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(sql))
-        .bind(lease_until)
-        .bind(now)
-        .bind(i64::from(limit))
-        .bind(i64::from(per_webhook))
-        .fetch_all(&mut *tx)
-        .await?;
+            .bind(lease_until)
+            .bind(now)
+            .bind(i64::from(limit))
+            .bind(i64::from(per_webhook))
+            .fetch_all(&mut *tx)
+            .await?;
         let mut claimed = Vec::with_capacity(leased.len());
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS}, w.target, w.secret_sealed \

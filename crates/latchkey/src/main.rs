@@ -57,6 +57,12 @@ struct StoreArgs {
     /// File holding the master key (base64), instead of DATA_DIR/master.key.
     #[arg(long, env = "LATCHKEY_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
+    /// Store everything in this PostgreSQL database (postgres://...)
+    /// instead of DATA_DIR/latchkey.db, so that several nodes can share it.
+    /// Prefer the environment variable: a flag is visible in the process
+    /// list.
+    #[arg(long, env = "LATCHKEY_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     /// Email of the owner user account created on first start.
     #[arg(long, env = "LATCHKEY_OWNER_EMAIL", default_value = "owner@localhost")]
     owner_email: String,
@@ -93,6 +99,18 @@ struct ServeArgs {
     /// Deliver webhooks to loopback, private and link-local addresses too.
     #[arg(long, env = "LATCHKEY_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
     allow_private_webhook_targets: bool,
+    /// With --database-url: how long a node that cannot reach PostgreSQL
+    /// keeps verifying credentials from its index before refusing them all
+    /// (503), in milliseconds.
+    #[arg(long, env = "LATCHKEY_STALENESS_WINDOW_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    staleness_window_ms: u64,
+    /// With --database-url: how often the change feed is read even without
+    /// a notification, in milliseconds (must be shorter than the staleness
+    /// window).
+    #[arg(long, env = "LATCHKEY_RESYNC_INTERVAL_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    resync_interval_ms: u64,
     /// Log format.
     #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -174,6 +192,10 @@ fn config(store: StoreArgs) -> Config {
         .filter(|v| !v.is_empty())
         .map(SecretString::new);
     config.owner_email = store.owner_email;
+    config.database_url = store
+        .database_url
+        .filter(|u| !u.is_empty())
+        .map(SecretString::new);
     config
 }
 
@@ -247,6 +269,15 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
     config.last_used_flush_interval = Duration::from_secs(serve.last_used_flush_seconds);
     config.maintenance_interval = Duration::from_secs(serve.maintenance_seconds);
     config.allow_private_webhook_targets = serve.allow_private_webhook_targets;
+    if serve.resync_interval_ms >= serve.staleness_window_ms {
+        anyhow::bail!(
+            "--resync-interval-ms ({}) must be shorter than --staleness-window-ms ({}), or a healthy node would count as stale",
+            serve.resync_interval_ms,
+            serve.staleness_window_ms
+        );
+    }
+    config.staleness_window = Duration::from_millis(serve.staleness_window_ms);
+    config.resync_interval = Duration::from_millis(serve.resync_interval_ms);
     let opened = latchkey_server::open(config, clock(), true).await?;
     if let Some(report) = &opened.init_report {
         print_report(report, &data_dir, false)?;
@@ -257,7 +288,12 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "latchkey listening on {}", server.base_url())?;
         out.flush()?;
     }
-    tracing::info!(url = %server.base_url(), keys = server.state.index.key_count(), "serving");
+    tracing::info!(
+        url = %server.base_url(),
+        keys = server.state.index.key_count(),
+        store = server.state.store.backend_name(),
+        "serving"
+    );
     wait_for_signal().await?;
     tracing::info!("shutting down");
     server.shutdown().await?;

@@ -40,6 +40,7 @@ pub const OPENAPI_JSON: &str = include_str!("../../../../docs/openapi.json");
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/verify", post(verify::verify))
         .route("/v1/account", get(accounts::whoami))
@@ -203,6 +204,28 @@ async fn audit_failures(
 
 async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Whether this node can verify credentials: 200 while its index is fresh
+/// (`ready`) or the database is unreachable but the index is younger than
+/// the staleness window (`degraded`); 503 once it is older (`stale`).
+async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    let freshness = &state.freshness;
+    let sync = freshness.state();
+    let status = match sync {
+        crate::sync::SyncState::Stale => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    let age_ms = u64::try_from(freshness.age().as_millis()).unwrap_or(u64::MAX);
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "status": sync.as_str(),
+            "backend": state.store.backend_name(),
+            "changeSeq": freshness.seq(),
+            "syncAgeMs": age_ms,
+        })),
+    )
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -919,6 +919,16 @@ async fn real_responses_match_their_schemas() {
     // Meta and identity.
     t.call("get", "/healthz", "/healthz", None, None, StatusCode::OK)
         .await;
+    let ready = t
+        .call("get", "/readyz", "/readyz", None, None, StatusCode::OK)
+        .await;
+    let backend = if common::on_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(ready.body["backend"], backend, "{:?}", ready.body);
+    assert_eq!(ready.body["status"], "ready", "{:?}", ready.body);
     t.call(
         "get",
         "/v1/openapi.json",

@@ -1,5 +1,10 @@
-//! Test harness: a real server on 127.0.0.1:0 over a fresh SQLite store in a
-//! temporary directory, driven with a manual clock and real HTTP.
+//! Test harness: a real server on 127.0.0.1:0 over a fresh store, driven
+//! with a manual clock and real HTTP.
+//!
+//! The store is an SQLite file in a temporary directory, or, with
+//! `LATCHKEY_TEST_BACKEND=postgres`, a fresh schema of its own on the
+//! PostgreSQL server of `LATCHKEY_TEST_POSTGRES_URL` (see
+//! `latchkey-testdb`); CI runs the whole suite both ways.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -37,6 +42,15 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub init: InitReport,
     pub dir: TempDir,
+}
+
+/// Whether this run's servers use PostgreSQL (`LATCHKEY_TEST_BACKEND`).
+pub fn on_postgres() -> bool {
+    match std::env::var("LATCHKEY_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("LATCHKEY_TEST_BACKEND must be sqlite or postgres, not {other:?}"),
+    }
 }
 
 pub fn basic(id: &str, secret: &str) -> String {
@@ -95,12 +109,28 @@ impl TestApp {
         config.listen = "127.0.0.1:0".parse().expect("addr");
         // Test webhook receivers listen on loopback.
         config.allow_private_webhook_targets = true;
+        if on_postgres() {
+            let schema = latchkey_testdb::fresh_schema().await;
+            config.database_url = Some(latchkey_core::SecretString::new(schema.url));
+        }
         configure(&mut config);
         let clock = Arc::new(ManualClock::fixed());
-        let opened = latchkey_server::open(config, clock.clone(), true)
-            .await
-            .expect("open");
-        let init = opened.init_report.expect("fresh store initializes");
+        let (opened, init) = if config.database_url.is_some() {
+            // A shared database is initialized explicitly, once.
+            let init = latchkey_server::bootstrap::init(config.clone(), clock.clone())
+                .await
+                .expect("init");
+            let opened = latchkey_server::open(config, clock.clone(), true)
+                .await
+                .expect("open");
+            (opened, init)
+        } else {
+            let mut opened = latchkey_server::open(config, clock.clone(), true)
+                .await
+                .expect("open");
+            let init = opened.init_report.take().expect("fresh store initializes");
+            (opened, init)
+        };
         let server = latchkey_server::start(opened.state).await.expect("start");
         let base = server.base_url();
         Self {

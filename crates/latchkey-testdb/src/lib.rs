@@ -66,12 +66,11 @@ pub async fn fresh_schema() -> TestSchema {
 }
 
 async fn drop_old_schemas(conn: &mut PgConnection, now: u64) {
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'lkt\\_%'",
-    )
-    .fetch_all(&mut *conn)
-    .await
-    .unwrap_or_default();
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'lkt\\_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
     for name in names {
         let created = name
             .split('_')

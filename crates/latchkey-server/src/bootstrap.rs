@@ -135,9 +135,11 @@ pub async fn open(
     } else {
         None
     };
+    // The snapshot holds every change committed before it was taken.
+    let snapshot_started = std::time::Instant::now();
     let (index, change_seq) = build_index(store.as_ref(), &master).await?;
     let freshness = if config.database_url.is_some() {
-        crate::sync::Freshness::shared(config.staleness_window, change_seq)
+        crate::sync::Freshness::shared(config.staleness_window, change_seq, snapshot_started)
     } else {
         crate::sync::Freshness::standalone()
     };

@@ -75,19 +75,20 @@ impl SyncState {
 impl Freshness {
     /// A node alone with its store (SQLite): always fresh.
     pub fn standalone() -> Self {
-        Self::new(false, Duration::MAX, 0)
+        Self::new(false, Duration::MAX, 0, Instant::now())
     }
 
-    /// A node of a cluster whose index holds every change up to `seq`.
-    pub fn shared(window: Duration, seq: i64) -> Self {
-        Self::new(true, window, seq)
+    /// A node of a cluster whose index holds every change up to `seq`,
+    /// and every change committed before `as_of`.
+    pub fn shared(window: Duration, seq: i64, as_of: Instant) -> Self {
+        Self::new(true, window, seq, as_of)
     }
 
-    fn new(shared: bool, window: Duration, seq: i64) -> Self {
+    fn new(shared: bool, window: Duration, seq: i64, as_of: Instant) -> Self {
         Self {
             shared,
             window,
-            base: Instant::now(),
+            base: as_of,
             confirmed_ms: AtomicU64::new(0),
             connected: AtomicBool::new(true),
             seq: AtomicI64::new(seq),
@@ -271,8 +272,6 @@ async fn follow(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let freshness = &state.freshness;
-    // The snapshot the index was built from was fresh when it was taken.
-    freshness.confirm(Instant::now());
     loop {
         tokio::select! {
             _ = wake.notified() => {}

@@ -1,18 +1,28 @@
-//! Dashboard sessions against a real SQLite file: created with their audit
-//! event, found only by their hash and only until they expire, ended by
-//! sign-out, by expiry cleanup and by deleting the account.
+//! Dashboard sessions against a real database, on both backends: created
+//! with their audit event, found only by their hash and only until they
+//! expire, ended by sign-out, by expiry cleanup and by deleting the account.
 
+mod common;
+
+use common::{TestDb, conformance};
 use latchkey_store::{
     Account, Actor, ApiKey, AuditEvent, AuditFilter, DashboardSession, DashboardStore, KeyKind,
     NewAccount, Page, SqlStore, Store, StoreError, UserAccount,
 };
 use serde_json::Map;
 
-/// A store with account `acc_1` whose owner is `ua_1` (owner@example.com).
-async fn seeded(dir: &tempfile::TempDir) -> SqlStore {
-    let store = SqlStore::open(&dir.path().join("t.db"))
-        .await
-        .expect("open");
+conformance!(
+    user_accounts_are_found_by_their_normalized_email,
+    sessions_live_until_they_expire_or_are_deleted,
+    expired_sessions_are_removed_and_live_ones_kept,
+    sessions_need_a_user_account_and_end_with_its_account,
+    sessions_survive_closing_and_reopening_the_store,
+);
+
+/// Seeds the test's database with account `acc_1` whose owner is `ua_1`
+/// (owner@example.com), and returns its store.
+async fn seeded(db: &TestDb) -> &SqlStore {
+    let store = &db.store;
     let new = NewAccount {
         account: Account {
             id: "acc_1".into(),
@@ -98,10 +108,8 @@ async fn actions(store: &SqlStore) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn user_accounts_are_found_by_their_normalized_email() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = seeded(&dir).await;
+async fn user_accounts_are_found_by_their_normalized_email(db: TestDb) {
+    let store = seeded(&db).await;
     let found = store
         .find_user_account_by_email("owner@example.com")
         .await
@@ -122,16 +130,14 @@ async fn user_accounts_are_found_by_their_normalized_email() {
     }
 }
 
-#[tokio::test]
-async fn sessions_live_until_they_expire_or_are_deleted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = seeded(&dir).await;
+async fn sessions_live_until_they_expire_or_are_deleted(db: TestDb) {
+    let store = seeded(&db).await;
     let s = session(7, 1_000);
     store
         .create_dashboard_session(&s, &ev("dashboard.signedIn"))
         .await
         .expect("create");
-    assert_eq!(actions(&store).await[0], "dashboard.signedIn");
+    assert_eq!(actions(store).await[0], "dashboard.signedIn");
 
     let got = store
         .get_dashboard_session(&s.id_hash, 999)
@@ -160,7 +166,7 @@ async fn sessions_live_until_they_expire_or_are_deleted() {
         .create_dashboard_session(&s, &ev("dashboard.signedIn"))
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
-    assert_eq!(actions(&store).await.len(), 2);
+    assert_eq!(actions(store).await.len(), 2);
 
     assert!(
         store
@@ -168,7 +174,7 @@ async fn sessions_live_until_they_expire_or_are_deleted() {
             .await
             .expect("delete")
     );
-    assert_eq!(actions(&store).await[0], "dashboard.signedOut");
+    assert_eq!(actions(store).await[0], "dashboard.signedOut");
     assert!(
         store
             .get_dashboard_session(&s.id_hash, 500)
@@ -183,13 +189,11 @@ async fn sessions_live_until_they_expire_or_are_deleted() {
             .await
             .expect("delete")
     );
-    assert_eq!(actions(&store).await.len(), 3);
+    assert_eq!(actions(store).await.len(), 3);
 }
 
-#[tokio::test]
-async fn expired_sessions_are_removed_and_live_ones_kept() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = seeded(&dir).await;
+async fn expired_sessions_are_removed_and_live_ones_kept(db: TestDb) {
+    let store = seeded(&db).await;
     for (hash, expires_at) in [(1, 500), (2, 600), (3, 2_000)] {
         store
             .create_dashboard_session(&session(hash, expires_at), &ev("dashboard.signedIn"))
@@ -219,10 +223,8 @@ async fn expired_sessions_are_removed_and_live_ones_kept() {
     );
 }
 
-#[tokio::test]
-async fn sessions_need_a_user_account_and_end_with_its_account() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = seeded(&dir).await;
+async fn sessions_need_a_user_account_and_end_with_its_account(db: TestDb) {
+    let store = seeded(&db).await;
     let mut orphan = session(4, 2_000);
     orphan.user_account_id = "ua_gone".into();
     let r = store
@@ -249,18 +251,14 @@ async fn sessions_need_a_user_account_and_end_with_its_account() {
     );
 }
 
-#[tokio::test]
-async fn sessions_survive_reopening_the_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = seeded(&dir).await;
+async fn sessions_survive_closing_and_reopening_the_store(db: TestDb) {
+    let store = seeded(&db).await;
     store
         .create_dashboard_session(&session(6, 2_000), &ev("dashboard.signedIn"))
         .await
         .expect("create");
     store.close().await;
-    let store = SqlStore::open(&dir.path().join("t.db"))
-        .await
-        .expect("reopen");
+    let store = db.open_again().await;
     assert!(
         store
             .get_dashboard_session(&[6; 32], 100)

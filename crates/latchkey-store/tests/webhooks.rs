@@ -1,9 +1,14 @@
-//! Webhooks and the delivery queue against a real SQLite file: the limit per
-//! app, triggers, paging, audit, enqueueing with the audited event, leases,
-//! attempts and cascades.
+//! Webhooks and the delivery queue against a real database, on both
+//! backends: the limit per app, triggers, paging, audit, enqueueing with the
+//! audited event, leases, attempts, cascades, and claims from two stores
+//! (two nodes) at once.
 
+mod common;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use common::{TestDb, conformance};
 use latchkey_store::{
     Account, Actor, ApiKey, App, Attempt, AttemptOutcome, AuditEvent, AuditFilter, DeliveryStatus,
     KeyKind, MAX_WEBHOOKS_PER_APP, NewAccount, Notification, Page, SqlStore, Store, StoreError,
@@ -11,23 +16,25 @@ use latchkey_store::{
 };
 use serde_json::Map;
 
-struct Fixture {
-    store: Arc<SqlStore>,
-    _dir: tempfile::TempDir,
-}
+conformance!(
+    webhooks_are_created_read_updated_and_deleted_with_audit,
+    at_most_ten_webhooks_per_app_even_when_created_concurrently,
+    at_most_ten_webhooks_per_app_when_two_nodes_create_them,
+    webhooks_page_in_creation_order,
+    events_enqueue_one_delivery_per_subscribed_webhook,
+    claims_take_due_deliveries_once_and_leases_run_out,
+    concurrent_claims_never_share_a_delivery,
+    concurrent_claims_from_two_nodes_never_share_a_delivery,
+    claims_are_fair_across_webhooks,
+    concurrent_claims_keep_one_attempt_per_webhook_in_flight,
+    claims_from_two_nodes_keep_one_attempt_per_webhook_in_flight,
+    attempts_retry_deliver_or_fail_and_release_the_lease,
+    deleting_a_webhook_or_its_app_removes_its_deliveries,
+    deliveries_survive_closing_and_reopening_the_store,
+);
 
-async fn store() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = seeded(&dir.path().join("t.db")).await;
-    Fixture {
-        store: Arc::new(store),
-        _dir: dir,
-    }
-}
-
-/// A store at `path` with account `acc_1` and its apps `ap_1` and `ap_2`.
-async fn seeded(path: &std::path::Path) -> SqlStore {
-    let store = SqlStore::open(path).await.expect("open");
+/// Seeds account `acc_1` and its apps `ap_1` and `ap_2`.
+async fn seed(store: &SqlStore) {
     let account = Account {
         id: "acc_1".into(),
         display_name: "Account".into(),
@@ -67,7 +74,6 @@ async fn seeded(path: &std::path::Path) -> SqlStore {
         };
         store.create_app(&app, None, &ev()).await.expect("app");
     }
-    store
 }
 
 /// A distinct audit event for each call.
@@ -135,13 +141,12 @@ fn attempt(outcome: AttemptOutcome, status: Option<u16>, at: i64) -> Attempt {
     }
 }
 
-#[tokio::test]
-async fn webhooks_are_created_read_updated_and_deleted_with_audit() {
-    let f = store().await;
+async fn webhooks_are_created_read_updated_and_deleted_with_audit(db: TestDb) {
+    seed(&db.store).await;
     let created = ev();
     let mut w = hook("whk_1", "ap_1", &["key:rotated", "key:created"]);
-    f.store.create_webhook(&w, &created).await.expect("create");
-    let got = f
+    db.store.create_webhook(&w, &created).await.expect("create");
+    let got = db
         .store
         .get_webhook("ap_1", "whk_1")
         .await
@@ -151,7 +156,7 @@ async fn webhooks_are_created_read_updated_and_deleted_with_audit() {
     assert_eq!(got, w, "triggers come back sorted");
     // Another app does not see it.
     assert!(
-        f.store
+        db.store
             .get_webhook("ap_2", "whk_1")
             .await
             .expect("get")
@@ -162,12 +167,12 @@ async fn webhooks_are_created_read_updated_and_deleted_with_audit() {
     changed.target = "http://127.0.0.1:9/other".into();
     changed.triggers = vec!["key:deleted".into()];
     assert!(
-        f.store
+        db.store
             .update_webhook(&changed, &ev())
             .await
             .expect("update")
     );
-    let got = f
+    let got = db
         .store
         .get_webhook("ap_1", "whk_1")
         .await
@@ -179,13 +184,13 @@ async fn webhooks_are_created_read_updated_and_deleted_with_audit() {
     foreign.app_id = "ap_2".into();
     foreign.target = "http://evil.example/".into();
     assert!(
-        !f.store
+        !db.store
             .update_webhook(&foreign, &ev())
             .await
             .expect("update")
     );
     assert_eq!(
-        f.store
+        db.store
             .get_webhook("ap_1", "whk_1")
             .await
             .expect("get")
@@ -195,34 +200,34 @@ async fn webhooks_are_created_read_updated_and_deleted_with_audit() {
     );
 
     assert!(
-        !f.store
+        !db.store
             .delete_webhook("ap_2", "whk_1", &ev())
             .await
             .expect("delete")
     );
     let deleted = ev();
     assert!(
-        f.store
+        db.store
             .delete_webhook("ap_1", "whk_1", &deleted)
             .await
             .expect("delete")
     );
     assert!(
-        f.store
+        db.store
             .get_webhook("ap_1", "whk_1")
             .await
             .expect("get")
             .is_none()
     );
     assert!(
-        !f.store
+        !db.store
             .delete_webhook("ap_1", "whk_1", &ev())
             .await
             .expect("delete again")
     );
 
     // The successful changes were audited; the refused ones were not.
-    let all = f
+    let all = db
         .store
         .list_audit(&AuditFilter::default(), &page(100, None))
         .await
@@ -234,12 +239,12 @@ async fn webhooks_are_created_read_updated_and_deleted_with_audit() {
     assert_eq!(all.items.len(), 6, "{ids:?}");
 }
 
-#[tokio::test]
-async fn at_most_ten_webhooks_per_app_even_when_created_concurrently() {
-    let f = store().await;
+/// Creates 25 webhooks of `ap_1` at once, spread over `nodes`; asserts
+/// that exactly [`MAX_WEBHOOKS_PER_APP`] were created.
+async fn create_25_webhooks_at_once(nodes: &[Arc<SqlStore>]) {
     let mut tasks = Vec::new();
     for i in 0..25 {
-        let store = f.store.clone();
+        let store = nodes[i % nodes.len()].clone();
         tasks.push(tokio::spawn(async move {
             store
                 .create_webhook(&hook(&format!("whk_{i}"), "ap_1", &["key:created"]), &ev())
@@ -255,26 +260,44 @@ async fn at_most_ten_webhooks_per_app_even_when_created_concurrently() {
         }
     }
     assert_eq!(created, MAX_WEBHOOKS_PER_APP);
-    let listed = f
+}
+
+async fn at_most_ten_webhooks_per_app_when_two_nodes_create_them(db: TestDb) {
+    seed(&db.store).await;
+    let nodes = [db.store.clone(), Arc::new(db.open_again().await)];
+    create_25_webhooks_at_once(&nodes).await;
+    for node in &nodes {
+        let listed = node
+            .list_webhooks("ap_1", &page(100, None))
+            .await
+            .expect("list");
+        assert_eq!(listed.items.len(), 10);
+    }
+}
+
+async fn at_most_ten_webhooks_per_app_even_when_created_concurrently(db: TestDb) {
+    seed(&db.store).await;
+    create_25_webhooks_at_once(std::slice::from_ref(&db.store)).await;
+    let listed = db
         .store
         .list_webhooks("ap_1", &page(100, None))
         .await
         .expect("list");
     assert_eq!(listed.items.len(), 10);
     // The refused ones left no triggers or audit events behind.
-    let audit = f
+    let audit = db
         .store
         .list_audit(&AuditFilter::default(), &page(100, None))
         .await
         .expect("audit");
     assert_eq!(audit.items.len(), 3 + 10);
     // Another app still has room.
-    f.store
+    db.store
         .create_webhook(&hook("whk_other", "ap_2", &["key:created"]), &ev())
         .await
         .expect("other app");
     // A webhook of a missing app is refused by the foreign key.
-    let orphan = f
+    let orphan = db
         .store
         .create_webhook(&hook("whk_orphan", "ap_missing", &["key:created"]), &ev())
         .await;
@@ -283,12 +306,12 @@ async fn at_most_ten_webhooks_per_app_even_when_created_concurrently() {
         "{orphan:?}"
     );
     // Duplicate ids and duplicate triggers are conflicts, with nothing kept.
-    let dup = f
+    let dup = db
         .store
         .create_webhook(&hook("whk_other", "ap_2", &["key:created"]), &ev())
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
-    let twice = f
+    let twice = db
         .store
         .create_webhook(
             &hook("whk_twice", "ap_2", &["key:created", "key:created"]),
@@ -297,7 +320,7 @@ async fn at_most_ten_webhooks_per_app_even_when_created_concurrently() {
         .await;
     assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
     assert!(
-        f.store
+        db.store
             .get_webhook("ap_2", "whk_twice")
             .await
             .expect("get")
@@ -305,20 +328,19 @@ async fn at_most_ten_webhooks_per_app_even_when_created_concurrently() {
     );
 }
 
-#[tokio::test]
-async fn webhooks_page_in_creation_order() {
-    let f = store().await;
+async fn webhooks_page_in_creation_order(db: TestDb) {
+    seed(&db.store).await;
     for i in 0..5 {
-        f.store
+        db.store
             .create_webhook(&hook(&format!("whk_{i}"), "ap_1", &["key:created"]), &ev())
             .await
             .expect("create");
     }
-    f.store
+    db.store
         .create_webhook(&hook("whk_x", "ap_2", &["key:created"]), &ev())
         .await
         .expect("create");
-    let first = f
+    let first = db
         .store
         .list_webhooks("ap_1", &page(2, None))
         .await
@@ -326,7 +348,7 @@ async fn webhooks_page_in_creation_order() {
     assert!(first.has_more);
     let ids: Vec<&str> = first.items.iter().map(|w| w.id.as_str()).collect();
     assert_eq!(ids, ["whk_0", "whk_1"]);
-    let rest = f
+    let rest = db
         .store
         .list_webhooks("ap_1", &page(10, Some("whk_1")))
         .await
@@ -336,34 +358,33 @@ async fn webhooks_page_in_creation_order() {
     assert_eq!(ids, ["whk_2", "whk_3", "whk_4"]);
     // A cursor from another app's list is refused.
     assert!(matches!(
-        f.store
+        db.store
             .list_webhooks("ap_1", &page(10, Some("whk_x")))
             .await,
         Err(StoreError::BadCursor)
     ));
 }
 
-#[tokio::test]
-async fn events_enqueue_one_delivery_per_subscribed_webhook() {
-    let f = store().await;
-    f.store
+async fn events_enqueue_one_delivery_per_subscribed_webhook(db: TestDb) {
+    seed(&db.store).await;
+    db.store
         .create_webhook(
             &hook("whk_a", "ap_1", &["key:created", "key:deleted"]),
             &ev(),
         )
         .await
         .expect("a");
-    f.store
+    db.store
         .create_webhook(&hook("whk_b", "ap_1", &["key:deleted"]), &ev())
         .await
         .expect("b");
-    f.store
+    db.store
         .create_webhook(&hook("whk_c", "ap_2", &["key:created"]), &ev())
         .await
         .expect("c");
     let event = notifying("ap_1", "key:created", 500);
-    f.store.record_audit(&event).await.expect("event");
-    let a = f
+    db.store.record_audit(&event).await.expect("event");
+    let a = db
         .store
         .list_deliveries("whk_a", &page(10, None))
         .await
@@ -381,7 +402,7 @@ async fn events_enqueue_one_delivery_per_subscribed_webhook() {
     // Not subscribed, or another app's webhook: nothing.
     for other in ["whk_b", "whk_c"] {
         assert!(
-            f.store
+            db.store
                 .list_deliveries(other, &page(10, None))
                 .await
                 .expect("deliveries")
@@ -391,25 +412,24 @@ async fn events_enqueue_one_delivery_per_subscribed_webhook() {
         );
     }
     assert_eq!(
-        f.store.get_delivery(&d.id).await.expect("get").as_ref(),
+        db.store.get_delivery(&d.id).await.expect("get").as_ref(),
         Some(d)
     );
 }
 
-#[tokio::test]
-async fn claims_take_due_deliveries_once_and_leases_run_out() {
-    let f = store().await;
-    f.store
+async fn claims_take_due_deliveries_once_and_leases_run_out(db: TestDb) {
+    seed(&db.store).await;
+    db.store
         .create_webhook(&hook("whk_a", "ap_1", &["key:created"]), &ev())
         .await
         .expect("a");
     let early = notifying("ap_1", "key:created", 500);
     let late = notifying("ap_1", "key:created", 900);
-    f.store.record_audit(&early).await.expect("early");
-    f.store.record_audit(&late).await.expect("late");
+    db.store.record_audit(&early).await.expect("early");
+    db.store.record_audit(&late).await.expect("late");
 
     // Only what is due.
-    let claimed = f
+    let claimed = db
         .store
         .claim_deliveries(600, 660, 10, 1)
         .await
@@ -422,7 +442,7 @@ async fn claims_take_due_deliveries_once_and_leases_run_out() {
     assert!(!c.lease.is_empty());
     // Leased: not claimed again while the lease lives, even once due...
     assert!(
-        f.store
+        db.store
             .claim_deliveries(650, 710, 10, 1)
             .await
             .expect("claim")
@@ -430,7 +450,7 @@ async fn claims_take_due_deliveries_once_and_leases_run_out() {
     );
     // ...but once it has run out (the dispatcher died), it is claimed again,
     // under a new lease; the old lease can no longer record an outcome.
-    let again = f
+    let again = db
         .store
         .claim_deliveries(660, 720, 10, 1)
         .await
@@ -440,12 +460,12 @@ async fn claims_take_due_deliveries_once_and_leases_run_out() {
     assert_ne!(again[0].lease, c.lease);
     let stale = attempt(AttemptOutcome::Delivered, Some(200), 661);
     assert!(
-        !f.store
+        !db.store
             .record_attempt(&c.delivery.id, &c.lease, &stale)
             .await
             .expect("stale")
     );
-    let d = f
+    let d = db
         .store
         .get_delivery(&c.delivery.id)
         .await
@@ -454,7 +474,7 @@ async fn claims_take_due_deliveries_once_and_leases_run_out() {
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0));
 
     // A limit is respected, oldest due first.
-    let both = f
+    let both = db
         .store
         .claim_deliveries(2000, 2060, 1, 1)
         .await
@@ -463,33 +483,46 @@ async fn claims_take_due_deliveries_once_and_leases_run_out() {
     assert_eq!(both[0].delivery.id, delivery_id(&early.id, "whk_a"));
 }
 
-#[tokio::test]
-async fn concurrent_claims_never_share_a_delivery() {
-    let f = store().await;
-    f.store
+/// Queues 40 deliveries to one webhook, then claims them in 8 claims at
+/// once, spread over `nodes`: each is claimed by exactly one.
+async fn claim_40_deliveries_at_once(nodes: &[Arc<SqlStore>]) {
+    nodes[0]
         .create_webhook(&hook("whk_a", "ap_1", &["key:created"]), &ev())
         .await
         .expect("a");
     for i in 0..40 {
-        f.store
+        nodes[0]
             .record_audit(&notifying("ap_1", "key:created", 100 + i))
             .await
             .expect("event");
     }
     let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let store = f.store.clone();
+    for i in 0..8 {
+        let store = nodes[i % nodes.len()].clone();
         tasks.push(tokio::spawn(async move {
             store.claim_deliveries(1000, 1060, 7, ANY).await
         }));
     }
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
+    let mut leases = HashSet::new();
     for t in tasks {
         for c in t.await.expect("join").expect("claim") {
             assert!(seen.insert(c.delivery.id.clone()), "claimed twice");
+            assert!(leases.insert(c.lease.clone()), "a lease name twice");
         }
     }
     assert_eq!(seen.len(), 40);
+}
+
+async fn concurrent_claims_never_share_a_delivery(db: TestDb) {
+    seed(&db.store).await;
+    claim_40_deliveries_at_once(std::slice::from_ref(&db.store)).await;
+}
+
+async fn concurrent_claims_from_two_nodes_never_share_a_delivery(db: TestDb) {
+    seed(&db.store).await;
+    let nodes = [db.store.clone(), Arc::new(db.open_again().await)];
+    claim_40_deliveries_at_once(&nodes).await;
 }
 
 /// The ids of claimed deliveries, sorted.
@@ -505,16 +538,15 @@ fn sorted(ids: &[&String]) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn claims_are_fair_across_webhooks() {
-    let f = store().await;
+async fn claims_are_fair_across_webhooks(db: TestDb) {
+    seed(&db.store).await;
     let webhooks = [
         ("whk_a", "ap_1", "key:created"),
         ("whk_b", "ap_1", "key:deleted"),
         ("whk_c", "ap_2", "key:created"),
     ];
     for (id, app, trigger) in webhooks {
-        f.store
+        db.store
             .create_webhook(&hook(id, app, &[trigger]), &ev())
             .await
             .expect("webhook");
@@ -531,26 +563,26 @@ async fn claims_are_fair_across_webhooks() {
     let b0 = queue(webhooks[1], 200);
     let c: Vec<String> = (0..2).map(|i| queue(webhooks[2], 300 + i)).collect();
     for e in &events {
-        f.store.record_audit(e).await.expect("event");
+        db.store.record_audit(e).await.expect("event");
     }
 
     // One per webhook per claim, oldest due first across webhooks: whk_a's
     // backlog does not push whk_b's delivery out of a small claim.
-    let first = f
+    let first = db
         .store
         .claim_deliveries(1000, 1060, 2, 1)
         .await
         .expect("claim");
     assert_eq!(claimed_ids(&first), sorted(&[&a[0], &b0]));
     // A webhook with an attempt in flight gets no other; the others do.
-    let second = f
+    let second = db
         .store
         .claim_deliveries(1000, 1060, 10, 1)
         .await
         .expect("claim");
     assert_eq!(claimed_ids(&second), sorted(&[&c[0]]));
     assert!(
-        f.store
+        db.store
             .claim_deliveries(1000, 1060, 10, 1)
             .await
             .expect("claim")
@@ -564,12 +596,12 @@ async fn claims_are_fair_across_webhooks() {
         .expect("a0 claimed");
     let done = attempt(AttemptOutcome::Delivered, Some(200), 1001);
     assert!(
-        f.store
+        db.store
             .record_attempt(&a0.delivery.id, &a0.lease, &done)
             .await
             .expect("record")
     );
-    let third = f
+    let third = db
         .store
         .claim_deliveries(1001, 1061, 10, 1)
         .await
@@ -580,20 +612,20 @@ async fn claims_are_fair_across_webhooks() {
     // the leases of b0 and c0 have run out; a1's (until 1061) still holds.
     // With two per webhook: b0 and c0 first (their webhooks have nothing in
     // flight), then the second places, oldest first: a2 before c1.
-    let fourth = f
+    let fourth = db
         .store
         .claim_deliveries(1060, 1120, 3, 2)
         .await
         .expect("claim");
     assert_eq!(claimed_ids(&fourth), sorted(&[&b0, &c[0], &a[2]]));
-    let fifth = f
+    let fifth = db
         .store
         .claim_deliveries(1060, 1120, 10, 2)
         .await
         .expect("claim");
     assert_eq!(claimed_ids(&fifth), sorted(&[&c[1]]));
     assert!(
-        f.store
+        db.store
             .claim_deliveries(1060, 1120, 10, 2)
             .await
             .expect("claim")
@@ -601,31 +633,42 @@ async fn claims_are_fair_across_webhooks() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_claims_keep_one_attempt_per_webhook_in_flight() {
-    let f = store().await;
+async fn concurrent_claims_keep_one_attempt_per_webhook_in_flight(db: TestDb) {
+    seed(&db.store).await;
+    claims_at_once_keep_one_attempt_per_webhook(std::slice::from_ref(&db.store)).await;
+}
+
+async fn claims_from_two_nodes_keep_one_attempt_per_webhook_in_flight(db: TestDb) {
+    seed(&db.store).await;
+    let nodes = [db.store.clone(), Arc::new(db.open_again().await)];
+    claims_at_once_keep_one_attempt_per_webhook(&nodes).await;
+}
+
+/// Queues 10 deliveries to each of four webhooks, then makes 8 claims at
+/// once, spread over `nodes`, of one attempt in flight per webhook.
+async fn claims_at_once_keep_one_attempt_per_webhook(nodes: &[Arc<SqlStore>]) {
     let webhooks = ["whk_0", "whk_1", "whk_2", "whk_3"];
     for id in webhooks {
-        f.store
+        nodes[0]
             .create_webhook(&hook(id, "ap_1", &["key:created"]), &ev())
             .await
             .expect("webhook");
     }
     // Each event notifies all four webhooks.
     for i in 0..10 {
-        f.store
+        nodes[0]
             .record_audit(&notifying("ap_1", "key:created", 100 + i))
             .await
             .expect("event");
     }
     let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let store = f.store.clone();
+    for i in 0..8 {
+        let store = nodes[i % nodes.len()].clone();
         tasks.push(tokio::spawn(async move {
             store.claim_deliveries(1000, 1060, 7, 1).await
         }));
     }
-    let mut per_webhook = std::collections::HashMap::new();
+    let mut per_webhook = HashMap::new();
     for t in tasks {
         for c in t.await.expect("join").expect("claim") {
             *per_webhook
@@ -644,22 +687,21 @@ async fn concurrent_claims_keep_one_attempt_per_webhook_in_flight() {
     );
 }
 
-#[tokio::test]
-async fn attempts_retry_deliver_or_fail_and_release_the_lease() {
-    let f = store().await;
-    f.store
+async fn attempts_retry_deliver_or_fail_and_release_the_lease(db: TestDb) {
+    seed(&db.store).await;
+    db.store
         .create_webhook(&hook("whk_a", "ap_1", &["key:created"]), &ev())
         .await
         .expect("a");
     let one = notifying("ap_1", "key:created", 500);
     let two = notifying("ap_1", "key:created", 500);
-    f.store.record_audit(&one).await.expect("one");
-    f.store.record_audit(&two).await.expect("two");
+    db.store.record_audit(&one).await.expect("one");
+    db.store.record_audit(&two).await.expect("two");
     let id_one = delivery_id(&one.id, "whk_a");
     let id_two = delivery_id(&two.id, "whk_a");
 
     // Both fail with a retryable answer: back to pending, later, unleased.
-    for c in f
+    for c in db
         .store
         .claim_deliveries(500, 560, 10, ANY)
         .await
@@ -667,20 +709,20 @@ async fn attempts_retry_deliver_or_fail_and_release_the_lease() {
     {
         let a = attempt(AttemptOutcome::Retry { at: 530 }, Some(503), 501);
         assert!(
-            f.store
+            db.store
                 .record_attempt(&c.delivery.id, &c.lease, &a)
                 .await
                 .expect("record")
         );
         // An outcome is recorded once per claim.
         assert!(
-            !f.store
+            !db.store
                 .record_attempt(&c.delivery.id, &c.lease, &a)
                 .await
                 .expect("record twice")
         );
     }
-    let d = f
+    let d = db
         .store
         .get_delivery(&id_one)
         .await
@@ -694,13 +736,13 @@ async fn attempts_retry_deliver_or_fail_and_release_the_lease() {
     assert_eq!(d.updated_at, 501);
     // Not due before the retry time, even though the lease was released.
     assert!(
-        f.store
+        db.store
             .claim_deliveries(529, 589, 10, ANY)
             .await
             .expect("claim")
             .is_empty()
     );
-    let claimed = f
+    let claimed = db
         .store
         .claim_deliveries(530, 590, 10, ANY)
         .await
@@ -723,13 +765,13 @@ async fn attempts_retry_deliver_or_fail_and_release_the_lease() {
             }
         };
         assert!(
-            f.store
+            db.store
                 .record_attempt(&c.delivery.id, &c.lease, &a)
                 .await
                 .expect("record")
         );
     }
-    let one = f
+    let one = db
         .store
         .get_delivery(&id_one)
         .await
@@ -738,7 +780,7 @@ async fn attempts_retry_deliver_or_fail_and_release_the_lease() {
     assert_eq!(one.status, DeliveryStatus::Delivered);
     assert_eq!(one.attempts, 2);
     assert_eq!((one.last_status, one.last_error), (Some(204), None));
-    let two = f
+    let two = db
         .store
         .get_delivery(&id_two)
         .await
@@ -750,21 +792,21 @@ async fn attempts_retry_deliver_or_fail_and_release_the_lease() {
     assert_eq!(two.last_error.as_deref(), Some("connection refused"));
     // Neither is claimed again, ever.
     assert!(
-        f.store
+        db.store
             .claim_deliveries(i64::MAX / 2, i64::MAX / 2, 10, ANY)
             .await
             .expect("claim")
             .is_empty()
     );
     // Newest first.
-    let listed = f
+    let listed = db
         .store
         .list_deliveries("whk_a", &page(1, None))
         .await
         .expect("list");
     assert!(listed.has_more);
     assert_eq!(listed.items[0].id, id_two);
-    let rest = f
+    let rest = db
         .store
         .list_deliveries("whk_a", &page(1, Some(&id_two)))
         .await
@@ -773,24 +815,23 @@ async fn attempts_retry_deliver_or_fail_and_release_the_lease() {
     assert_eq!(rest.items[0].id, id_one);
 }
 
-#[tokio::test]
-async fn deleting_a_webhook_or_its_app_removes_its_deliveries() {
-    let f = store().await;
-    f.store
+async fn deleting_a_webhook_or_its_app_removes_its_deliveries(db: TestDb) {
+    seed(&db.store).await;
+    db.store
         .create_webhook(&hook("whk_a", "ap_1", &["key:created"]), &ev())
         .await
         .expect("a");
-    f.store
+    db.store
         .create_webhook(&hook("whk_b", "ap_2", &["key:created"]), &ev())
         .await
         .expect("b");
     let one = notifying("ap_1", "key:created", 500);
-    f.store.record_audit(&one).await.expect("one");
-    f.store
+    db.store.record_audit(&one).await.expect("one");
+    db.store
         .record_audit(&notifying("ap_2", "key:created", 500))
         .await
         .expect("two");
-    let claimed = f
+    let claimed = db
         .store
         .claim_deliveries(500, 560, 10, 1)
         .await
@@ -802,28 +843,28 @@ async fn deleting_a_webhook_or_its_app_removes_its_deliveries() {
         .expect("whk_a claimed");
 
     assert!(
-        f.store
+        db.store
             .delete_webhook("ap_1", "whk_a", &ev())
             .await
             .expect("delete")
     );
     let id_one = delivery_id(&one.id, "whk_a");
-    assert!(f.store.get_delivery(&id_one).await.expect("get").is_none());
+    assert!(db.store.get_delivery(&id_one).await.expect("get").is_none());
     // An attempt that was in flight when the webhook went records nothing.
     let a = attempt(AttemptOutcome::Retry { at: 600 }, Some(500), 501);
     assert!(
-        !f.store
+        !db.store
             .record_attempt(&in_flight.delivery.id, &in_flight.lease, &a)
             .await
             .expect("record")
     );
     // New events no longer reach it.
-    f.store
+    db.store
         .record_audit(&notifying("ap_1", "key:created", 700))
         .await
         .expect("three");
     assert!(
-        f.store
+        db.store
             .list_deliveries("whk_a", &page(10, None))
             .await
             .expect("list")
@@ -832,16 +873,21 @@ async fn deleting_a_webhook_or_its_app_removes_its_deliveries() {
     );
 
     // Deleting the app takes its webhooks and their deliveries along.
-    assert!(f.store.delete_app("ap_2", &ev()).await.expect("delete app"));
     assert!(
-        f.store
+        db.store
+            .delete_app("ap_2", &ev())
+            .await
+            .expect("delete app")
+    );
+    assert!(
+        db.store
             .get_webhook("ap_2", "whk_b")
             .await
             .expect("get")
             .is_none()
     );
     assert!(
-        f.store
+        db.store
             .list_deliveries("whk_b", &page(10, None))
             .await
             .expect("list")
@@ -849,7 +895,7 @@ async fn deleting_a_webhook_or_its_app_removes_its_deliveries() {
             .is_empty()
     );
     assert!(
-        f.store
+        db.store
             .claim_deliveries(i64::MAX / 2, i64::MAX / 2, 10, ANY)
             .await
             .expect("claim")
@@ -857,11 +903,9 @@ async fn deleting_a_webhook_or_its_app_removes_its_deliveries() {
     );
 }
 
-#[tokio::test]
-async fn deliveries_survive_closing_and_reopening_the_store() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("t.db");
-    let store = seeded(&path).await;
+async fn deliveries_survive_closing_and_reopening_the_store(db: TestDb) {
+    let store = &db.store;
+    seed(store).await;
     store
         .create_webhook(&hook("whk_a", "ap_1", &["key:created"]), &ev())
         .await
@@ -878,9 +922,8 @@ async fn deliveries_survive_closing_and_reopening_the_store() {
         1
     );
     store.close().await;
-    drop(store);
 
-    let store = SqlStore::open(&path).await.expect("reopen");
+    let store = db.open_again().await;
     let d = store
         .get_delivery(&delivery_id(&event.id, "whk_a"))
         .await

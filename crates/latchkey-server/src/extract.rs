@@ -141,8 +141,26 @@ impl ApiError {
 pub struct WriteGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
 
 impl WriteGuard {
-    pub async fn acquire(state: &AppState, caller: &Caller) -> Result<Self, ApiError> {
+    /// Takes the lock and, when nodes share the store, first applies every
+    /// change other nodes made: a write on this node then sees (and is
+    /// checked against) everything written before it anywhere, such as an
+    /// app created on another node a moment ago.
+    async fn lock(state: &AppState) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
         let guard = state.write_lock.clone().lock_owned().await;
+        if state.freshness.is_shared() {
+            crate::sync::catch_up(state).await.map_err(|e| match e {
+                crate::sync::SyncError::Store(e) => ApiError::from(e),
+                crate::sync::SyncError::Bootstrap(e) => {
+                    tracing::error!(error = %e, "applying changes failed");
+                    ApiError::internal()
+                }
+            })?;
+        }
+        Ok(guard)
+    }
+
+    pub async fn acquire(state: &AppState, caller: &Caller) -> Result<Self, ApiError> {
+        let guard = Self::lock(state).await?;
         if let Some(key) = &caller.key {
             let live = state
                 .index
@@ -165,7 +183,7 @@ impl FromRequestParts<AppState> for WriteGuard {
     /// Only for callers without a key credential (the dashboard, which
     /// checks its session itself); API handlers use [`WriteGuard::acquire`].
     async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(WriteGuard(state.write_lock.clone().lock_owned().await))
+        Ok(WriteGuard(Self::lock(state).await?))
     }
 }
 

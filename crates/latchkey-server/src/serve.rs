@@ -99,6 +99,8 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
     let listener =
         std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr, source })?;
     let local_addr = listener.local_addr()?;
+    // Before serving: a node answers only once it follows the change feed.
+    let follower = crate::sync::spawn_follower(&state).await;
     let handle: Handle<SocketAddr> = Handle::new();
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let tls = state.config.tls.as_ref().map(tls_config).transpose()?;
@@ -113,7 +115,6 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
             tokio::spawn(server.serve(app))
         }
     };
-    let follower = crate::sync::spawn_follower(&state);
     let (stop_flusher, stop) = watch::channel(false);
     let flusher = tokio::spawn(run_flusher(state.clone(), stop));
     let dispatcher =

@@ -170,8 +170,11 @@ impl Follower {
     }
 }
 
-/// Starts following the change feed (only on a shared store).
-pub fn spawn_follower(state: &AppState) -> Option<Follower> {
+/// Starts following the change feed (only on a shared store). Returns
+/// once the node listens for changes and has applied those made since its
+/// snapshot, so that it reports ready only when it is; if the database
+/// cannot be reached meanwhile, the node starts degraded and keeps trying.
+pub async fn spawn_follower(state: &AppState) -> Option<Follower> {
     if !state.freshness.is_shared() {
         return None;
     }
@@ -183,9 +186,44 @@ pub fn spawn_follower(state: &AppState) -> Option<Follower> {
         state.config.database_url.as_ref(),
         state.store.change_channel(),
     ) {
+        let url = url.expose().to_string();
+        let first = tokio::time::timeout(
+            Duration::from_secs(5),
+            connect_listener(&url, channel),
+        )
+        .await;
+        let first = match first {
+            Ok(Ok(listener)) => {
+                listener_up.store(true, Ordering::Release);
+                Some(listener)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot listen for changes yet; retrying");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("listening for changes timed out; retrying");
+                None
+            }
+        };
+        let started = Instant::now();
+        let caught_up = {
+            let _write = state.write_lock.lock().await;
+            tokio::time::timeout(Duration::from_secs(5), catch_up(state)).await
+        };
+        match caught_up {
+            Ok(Ok(())) => {
+                state.freshness.confirm(started);
+                state
+                    .freshness
+                    .set_connected(listener_up.load(Ordering::Acquire));
+            }
+            _ => state.freshness.set_connected(false),
+        }
         tasks.push(tokio::spawn(listen(
-            url.expose().to_string(),
+            url,
             channel.to_string(),
+            first,
             Arc::clone(&wake),
             Arc::clone(&listener_up),
             stopped.clone(),
@@ -205,15 +243,19 @@ pub fn spawn_follower(state: &AppState) -> Option<Follower> {
 async fn listen(
     url: String,
     channel: String,
+    mut first: Option<PgListener>,
     wake: Arc<Notify>,
     up: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let connected = tokio::select! {
-            c = connect_listener(&url, &channel) => c,
-            _ = stop.changed() => return,
+        let connected = match first.take() {
+            Some(listener) => Ok(listener),
+            None => tokio::select! {
+                c = connect_listener(&url, &channel) => c,
+                _ = stop.changed() => return,
+            },
         };
         let mut listener = match connected {
             Ok(l) => {
@@ -280,7 +322,13 @@ async fn follow(
         }
         let started = Instant::now();
         let timeout = interval.max(Duration::from_secs(1));
-        match tokio::time::timeout(timeout, catch_up(&state)).await {
+        // Under the write lock: writes on this node apply the feed too, and
+        // the index must see changes in feed order.
+        let caught_up = {
+            let _write = state.write_lock.lock().await;
+            tokio::time::timeout(timeout, catch_up(&state)).await
+        };
+        match caught_up {
             Ok(Ok(())) => {
                 freshness.confirm(started);
                 freshness.set_connected(listener_up.load(Ordering::Acquire));
@@ -305,7 +353,9 @@ pub enum SyncError {
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
 }
 
-/// Applies every change recorded after the last one applied.
+/// Applies every change recorded after the last one applied. The caller
+/// holds `state.write_lock`, so that one catch-up runs at a time and none
+/// runs between a write on this node and its own index update.
 pub async fn catch_up(state: &AppState) -> Result<(), SyncError> {
     loop {
         let from = state.freshness.seq();

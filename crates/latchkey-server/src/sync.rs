@@ -187,11 +187,8 @@ pub async fn spawn_follower(state: &AppState) -> Option<Follower> {
         state.store.change_channel(),
     ) {
         let url = url.expose().to_string();
-        let first = tokio::time::timeout(
-            Duration::from_secs(5),
-            connect_listener(&url, channel),
-        )
-        .await;
+        let first =
+            tokio::time::timeout(Duration::from_secs(5), connect_listener(&url, channel)).await;
         let first = match first {
             Ok(Ok(listener)) => {
                 listener_up.store(true, Ordering::Release);

@@ -27,15 +27,13 @@
 //! `cargo nextest run -p latchkey --test cluster --run-ignored only --no-capture`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, Read};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -48,9 +46,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// How long a node gets to print its listening line, and a one-shot command
-/// to finish (generous: other builds share the machine).
-const STARTUP: Duration = Duration::from_secs(60);
+mod support;
+use support::{Proc, STARTUP, latchkey};
+
 /// How long a node gets to exit after SIGTERM (it may wait up to 10 s for
 /// in-flight requests).
 const SHUTDOWN: Duration = Duration::from_secs(20);
@@ -66,8 +64,6 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// The pause between polls of something not timed tightly.
 const PAUSE: Duration = Duration::from_millis(20);
 
-const LISTENING: &str = "latchkey listening on ";
-
 /// Timing for the tests of change propagation: resyncs so rare that a
 /// change reaching another node within `BOUND` came by LISTEN/NOTIFY, not by
 /// the periodic resync (the safety net).
@@ -81,165 +77,6 @@ const NOTIFY_ONLY: [&str; 4] = [
 // ---------------------------------------------------------------------------
 // Processes (the same pattern as tests/cli.rs)
 // ---------------------------------------------------------------------------
-
-/// `latchkey` with no `LATCHKEY_*` variables inherited from the test's
-/// environment.
-fn latchkey() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_latchkey"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("LATCHKEY_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-/// A spawned `latchkey` process whose stdout and stderr are captured. It is
-/// killed when dropped if it is still running, so a failing test never
-/// leaves a server behind.
-struct Proc {
-    child: Child,
-    stdout: Arc<Mutex<Vec<u8>>>,
-    stderr: Arc<Mutex<Vec<u8>>>,
-    lines: Receiver<String>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn latchkey");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (tx, lines) = mpsc::channel();
-        let out_pipe = child.stdout.take().expect("stdout pipe");
-        let err_pipe = child.stderr.take().expect("stderr pipe");
-        let out_buf = Arc::clone(&stdout);
-        let out_reader = std::thread::spawn(move || {
-            let mut reader = BufReader::new(out_pipe);
-            loop {
-                let mut line = Vec::new();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        out_buf
-                            .lock()
-                            .expect("stdout lock")
-                            .extend_from_slice(&line);
-                        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-                        // The receiver may be gone; keep draining the pipe.
-                        let _ = tx.send(text);
-                    }
-                }
-            }
-        });
-        let err_buf = Arc::clone(&stderr);
-        let err_reader = std::thread::spawn(move || {
-            let mut pipe = err_pipe;
-            let mut chunk = [0u8; 4096];
-            loop {
-                match pipe.read(&mut chunk) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => err_buf
-                        .lock()
-                        .expect("stderr lock")
-                        .extend_from_slice(&chunk[..n]),
-                }
-            }
-        });
-        Self {
-            child,
-            stdout,
-            stderr,
-            lines,
-            readers: vec![out_reader, err_reader],
-        }
-    }
-
-    fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout.lock().expect("stdout lock")).into_owned()
-    }
-
-    fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().expect("stderr lock")).into_owned()
-    }
-
-    /// Reads stdout lines until the listening line; returns the URL and the
-    /// lines printed before it. Panics if the process exits first or the
-    /// line does not come within `STARTUP`.
-    fn wait_listening(&mut self) -> (String, Vec<String>) {
-        let deadline = Instant::now() + STARTUP;
-        let mut before = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix(LISTENING) {
-                        return (url.trim().to_string(), before);
-                    }
-                    before.push(line);
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.wait_exit(STARTUP);
-                    panic!(
-                        "latchkey exited ({status}) before listening\nstdout:\n{}\nstderr:\n{}",
-                        self.stdout_text(),
-                        self.stderr_text()
-                    );
-                }
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "no listening line within {STARTUP:?}\nstdout:\n{}\nstderr:\n{}",
-                    self.stdout_text(),
-                    self.stderr_text()
-                ),
-            }
-        }
-    }
-
-    /// Waits for the process to exit (polling), then for its output to be
-    /// fully read. Panics on timeout (the guard then kills it).
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "latchkey (pid {}) did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                self.child.id(),
-                self.stdout_text(),
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        for reader in self.readers.drain(..) {
-            reader.join().expect("output reader");
-        }
-        status
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} failed: {status}");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The cluster: one schema, one init, nodes started on demand

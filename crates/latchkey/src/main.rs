@@ -171,10 +171,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, leaving out a cause whose text the message
+/// before it already contains (our error types include their source's
+/// text, so `{:#}` would print it twice).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -204,16 +221,29 @@ fn clock() -> Arc<dyn Clock> {
 }
 
 async fn init(store: StoreArgs, as_json: bool) -> anyhow::Result<()> {
-    let data_dir = store.data_dir.clone();
-    let report = latchkey_server::bootstrap::init(config(store), clock()).await?;
-    print_report(&report, &data_dir, as_json)
+    let config = config(store);
+    let place = where_initialized(&config);
+    let report = latchkey_server::bootstrap::init(config, clock()).await?;
+    print_report(&report, &place, as_json)
 }
 
-fn print_report(
-    report: &InitReport,
-    data_dir: &std::path::Path,
-    as_json: bool,
-) -> anyhow::Result<()> {
+/// Where `init` put the store, for its message (never the database URL,
+/// which may hold a password).
+fn where_initialized(config: &Config) -> String {
+    let key = match (&config.master_key, &config.master_key_file) {
+        (Some(_), _) => "the master key from LATCHKEY_MASTER_KEY".to_string(),
+        (None, Some(file)) => format!("the master key in {}", file.display()),
+        (None, None) => format!("the master key in {}", config.master_key_path().display()),
+    };
+    match &config.database_url {
+        Some(_) => format!(
+            "the PostgreSQL database of --database-url ({key}: give every node the same one)"
+        ),
+        None => config.data_dir.display().to_string(),
+    }
+}
+
+fn print_report(report: &InitReport, place: &str, as_json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if as_json {
         writeln!(out, "{}", serde_json::to_string(report)?)?;
@@ -228,7 +258,7 @@ fn print_report(
              owner password:    {}\n\
              owner key id:      {}\n\
              owner key secret:  {}\n",
-            data_dir.display(),
+            place,
             report.operator_token.expose(),
             report.account.id,
             report.user.id,
@@ -280,7 +310,7 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
     config.resync_interval = Duration::from_millis(serve.resync_interval_ms);
     let opened = latchkey_server::open(config, clock(), true).await?;
     if let Some(report) = &opened.init_report {
-        print_report(report, &data_dir, false)?;
+        print_report(report, &data_dir.display().to_string(), false)?;
     }
     let server = latchkey_server::start(opened.state).await?;
     {

@@ -3,7 +3,6 @@
 //! and in the logs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};

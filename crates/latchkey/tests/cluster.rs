@@ -27,7 +27,6 @@
 //! `cargo nextest run -p latchkey --test cluster --run-ignored only --no-capture`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, Read};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

@@ -83,7 +83,17 @@ pub fn check_external_id(id: &str) -> Result<(), &'static str> {
     if id.is_empty() || id.len() > MAX_EXTERNAL_ID_LEN {
         return Err("the user id must be 1 to 255 bytes");
     }
-    if id.chars().any(char::is_control) {
+    // `char::is_control` is `is_ascii_control` on ASCII; one pass without
+    // early exit over the bytes decides for ASCII text.
+    let (mut non_ascii, mut control) = (false, false);
+    for b in id.bytes() {
+        non_ascii |= !b.is_ascii();
+        control |= b.is_ascii_control();
+    }
+    if non_ascii {
+        control = id.chars().any(char::is_control);
+    }
+    if control {
         return Err("the user id must not contain control characters");
     }
     if IdKind::AppUser.matches(id) {
@@ -114,6 +124,18 @@ mod tests {
         assert!(IdKind::AppKey.matches(&a));
         assert!(!IdKind::ServiceAccountKey.matches(&a));
         assert_ne!(a, b);
+    }
+
+    proptest::proptest! {
+        /// The ASCII shortcut for control characters changes nothing.
+        #[test]
+        fn external_id_check_matches_its_definition(id in "[ -~\u{0}-\u{1f}\u{7f}-\u{a0}\u{e9}]{0,20}") {
+            let reference = !id.is_empty()
+                && id.len() <= MAX_EXTERNAL_ID_LEN
+                && !id.chars().any(char::is_control)
+                && !IdKind::AppUser.matches(&id);
+            proptest::prop_assert_eq!(check_external_id(&id).is_ok(), reference);
+        }
     }
 
     #[test]

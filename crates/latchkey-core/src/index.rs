@@ -8,17 +8,20 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use foldhash::fast::SeedableRandomState;
 use ring::hmac;
+use ring::rand::SecureRandom;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::crypto::sha256;
 use crate::secret::{CHECKSUM_LEN, KEY_SECRET_PREFIX, SECRET_BODY_LEN, check_format};
+use crate::table::KeyTable;
 
 /// What an app's settings ask of the verification path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,20 +44,22 @@ impl AppPolicy {
     }
 }
 
-/// Who owns a key.
+/// Who owns a key. The ids are shared (`Arc<str>`): a verified
+/// [`Principal`](crate::Principal) takes its ids from here without copying
+/// them, and the index makes all keys of one owner share one copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyOwner {
     App {
-        account_id: String,
-        app_id: String,
+        account_id: Arc<str>,
+        app_id: Arc<str>,
     },
     UserAccount {
-        account_id: String,
-        user_account_id: String,
+        account_id: Arc<str>,
+        user_account_id: Arc<str>,
     },
     ServiceAccount {
-        account_id: String,
-        service_account_id: String,
+        account_id: Arc<str>,
+        service_account_id: Arc<str>,
     },
 }
 
@@ -69,10 +74,24 @@ impl KeyOwner {
 }
 
 /// A live key as the verification path needs it.
+///
+/// `repr(C)` to keep the declared order: what every verification reads
+/// comes first, then the Basic and the JWT material, so that a
+/// verification touches as few cache lines of the key as it can (with
+/// many keys, each is a miss).
+#[repr(C)]
 pub struct LiveKey {
-    pub id: String,
+    pub id: Arc<str>,
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<i64>,
+    /// Last successful use (unix seconds, 0 = never), written without a
+    /// store write per request and flushed periodically.
+    last_used: AtomicI64,
+    /// The app of an app key, set when the key enters the index: JWT
+    /// verification reads the app's token-lifetime policy through it
+    /// instead of looking the app up again.
+    app: Option<Arc<AppEntry>>,
     pub owner: KeyOwner,
-    secret: Zeroizing<Vec<u8>>,
     /// `base64(secret)` when the id is a well-formed key id and the secret
     /// a well-formed key secret: Basic
     /// credentials are `base64(keyId ":" secret)` and a key id plus the
@@ -81,11 +100,7 @@ pub struct LiveKey {
     /// it or recomputing its checksum (see `verify_basic`).
     basic_secret_b64: Option<Zeroizing<[u8; BASIC_SECRET_B64_LEN]>>,
     hmac: hmac::Key,
-    /// Unix seconds after which the key is refused.
-    pub expires_at: Option<i64>,
-    /// Last successful use (unix seconds, 0 = never), written without a
-    /// store write per request and flushed periodically.
-    last_used: AtomicI64,
+    secret: Zeroizing<Vec<u8>>,
     /// The value of `last_used` that the store already has.
     flushed: AtomicI64,
 }
@@ -112,8 +127,9 @@ impl LiveKey {
         let last = last_used_at.unwrap_or(0);
         Self {
             basic_secret_b64: basic_secret_b64(&id, secret),
-            id,
+            id: id.into(),
             owner,
+            app: None,
             secret: Zeroizing::new(secret.to_vec()),
             hmac: hmac::Key::new(hmac::HMAC_SHA256, secret),
             expires_at,
@@ -138,12 +154,7 @@ impl LiveKey {
         let Ok(presented) = <&[u8; BASIC_SECRET_B64_LEN]>::try_from(presented) else {
             return false;
         };
-        // Word by word: each comparison is subtle's, the AND of them too.
-        let mut equal = subtle::Choice::from(1u8);
-        for (a, b) in expected.chunks_exact(8).zip(presented.chunks_exact(8)) {
-            equal &= word(a).ct_eq(&word(b));
-        }
-        equal.into()
+        ct_eq_words(expected.as_slice(), presented)
     }
 
     /// Signs `claims` as an HS256 JWT with this key (for tokens Latchkey
@@ -174,6 +185,7 @@ impl LiveKey {
         LiveKey {
             id: self.id.clone(),
             owner: self.owner.clone(),
+            app: self.app.clone(),
             secret: self.secret.clone(),
             basic_secret_b64: self.basic_secret_b64.clone(),
             hmac: self.hmac.clone(),
@@ -187,6 +199,60 @@ impl LiveKey {
         match self.last_used.load(Ordering::Relaxed) {
             0 => None,
             t => Some(t),
+        }
+    }
+
+    /// The longest JWT lifetime the key's app accepts (its
+    /// maxTokenTtlSeconds), as of the last policy change; `None` for keys
+    /// of other owners and keys not (yet) in an index.
+    pub fn app_token_ttl(&self) -> Option<i64> {
+        self.app.as_ref().and_then(|app| app.max_token_ttl())
+    }
+}
+
+/// A live app as its keys see it: shared ids and the one policy value the
+/// verification path reads, kept current by [`KeyIndex::set_app_policy`].
+#[derive(Debug)]
+struct AppEntry {
+    account_id: Arc<str>,
+    app_id: Arc<str>,
+    /// One per app id: an app inserted again under another account gets a
+    /// new entry with the same cell, so its older keys see policy changes.
+    max_token_ttl: Arc<TtlCell>,
+}
+
+impl AppEntry {
+    fn max_token_ttl(&self) -> Option<i64> {
+        self.max_token_ttl.get()
+    }
+}
+
+/// An `Option<i64>` readable without a lock.
+#[derive(Debug, Default)]
+struct TtlCell {
+    set: AtomicBool,
+    seconds: AtomicI64,
+}
+
+impl TtlCell {
+    fn get(&self) -> Option<i64> {
+        // Value first, flag second (Release); read in the opposite order
+        // (Acquire), so a set flag comes with its value.
+        if self.set.load(Ordering::Acquire) {
+            Some(self.seconds.load(Ordering::Acquire))
+        } else {
+            None
+        }
+    }
+
+    /// Called under the index's write lock.
+    fn put(&self, ttl: Option<i64>) {
+        match ttl {
+            Some(t) => {
+                self.seconds.store(t, Ordering::Release);
+                self.set.store(true, Ordering::Release);
+            }
+            None => self.set.store(false, Ordering::Release),
         }
     }
 }
@@ -211,35 +277,96 @@ fn basic_secret_b64(id: &str, secret: &[u8]) -> Option<Zeroizing<[u8; BASIC_SECR
     }
 }
 
+/// Constant-time equality of two byte strings of the same length, a
+/// multiple of 8 (false otherwise), compared word by word: each comparison
+/// is subtle's, the AND of them too (subtle's byte-wise slice comparison
+/// costs several times as much).
+fn ct_eq_words(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() || !a.len().is_multiple_of(8) {
+        return false;
+    }
+    let mut equal = subtle::Choice::from(1u8);
+    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        equal &= word(a).ct_eq(&word(b));
+    }
+    equal.into()
+}
+
 fn word(bytes: &[u8]) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(bytes);
     u64::from_le_bytes(w)
 }
 
-#[derive(Debug, Default)]
+/// The maps' hasher: foldhash, keyed per index with 64 bits from the OS
+/// CSPRNG. Key ids are random and only the server inserts them; a caller
+/// chooses only the ids it looks up, which cannot lengthen any probe
+/// sequence, and the secret is compared in constant time after the lookup.
+/// SipHash's protection against chosen inserts is not needed here, and
+/// foldhash costs a fraction of it on a 26-byte id.
+type Hasher = SeedableRandomState;
+type Map<K, V> = HashMap<K, V, Hasher>;
+type Set<T> = HashSet<T, Hasher>;
+
+#[derive(Debug)]
 struct Inner {
-    accounts: HashSet<String>,
-    keys: HashMap<String, Arc<LiveKey>>,
-    /// app id -> account id
-    apps: HashMap<String, String>,
+    accounts: Set<Arc<str>>,
+    /// Live keys by id (see `table.rs`).
+    keys: KeyTable<Hasher>,
+    /// app id -> the app's ids and token-lifetime policy
+    apps: Map<Arc<str>, Arc<AppEntry>>,
     /// app id -> what its settings ask of verification
-    policies: HashMap<String, Arc<AppPolicy>>,
+    policies: Map<String, Arc<AppPolicy>>,
     /// service account id -> (account id, apps it created or was granted)
-    service_accounts: HashMap<String, (String, HashSet<String>)>,
+    service_accounts: Map<Arc<str>, (Arc<str>, HashSet<String>)>,
     /// operator token id -> SHA-256 of the token
     operator_tokens: Vec<(String, [u8; 32])>,
 }
 
+impl Inner {
+    fn new() -> Self {
+        let hasher = random_hasher();
+        Self {
+            accounts: Set::with_hasher(hasher.clone()),
+            keys: KeyTable::with_hasher(hasher.clone()),
+            apps: Map::with_hasher(hasher.clone()),
+            policies: Map::with_hasher(hasher.clone()),
+            service_accounts: Map::with_hasher(hasher),
+            operator_tokens: Vec::new(),
+        }
+    }
+}
+
+fn random_hasher() -> Hasher {
+    let mut seed = [0u8; 8];
+    match ring::rand::SystemRandom::new().fill(&mut seed) {
+        Ok(()) => Hasher::with_seed(
+            u64::from_le_bytes(seed),
+            foldhash::SharedSeed::global_random(),
+        ),
+        // The OS CSPRNG does not fail on supported platforms; foldhash's
+        // own per-process randomness is the fallback.
+        Err(_) => Hasher::random(),
+    }
+}
+
 /// See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyIndex {
     inner: RwLock<Inner>,
 }
 
+impl Default for KeyIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl KeyIndex {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            inner: RwLock::new(Inner::new()),
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -254,6 +381,10 @@ impl KeyIndex {
     }
 
     pub fn key(&self, id: &str) -> Option<Arc<LiveKey>> {
+        self.key_by_bytes(id.as_bytes())
+    }
+
+    pub(crate) fn key_by_bytes(&self, id: &[u8]) -> Option<Arc<LiveKey>> {
         self.read().keys.get(id).cloned()
     }
 
@@ -262,48 +393,75 @@ impl KeyIndex {
     }
 
     pub fn insert_account(&self, account_id: &str) {
-        self.write().accounts.insert(account_id.to_string());
+        self.write().accounts.insert(account_id.into());
     }
 
     /// Adds a key if its owner is still live. Checking under the same lock
     /// that deletions take means a key created concurrently with the
     /// deletion of its app, service account or account never outlives it
     /// here. Returns false (and adds nothing) if the owner is gone.
-    pub fn insert_key(&self, key: LiveKey) -> bool {
+    ///
+    /// The key's owner ids are replaced by the index's copies of the same
+    /// ids (all keys of an owner share them), and an app key is linked to
+    /// its app's entry.
+    pub fn insert_key(&self, mut key: LiveKey) -> bool {
         let mut inner = self.write();
-        let owner_live = match &key.owner {
-            KeyOwner::App { account_id, app_id } => inner.apps.get(app_id) == Some(account_id),
+        let shared = match &key.owner {
+            KeyOwner::App { account_id, app_id } => inner.apps.get(&**app_id).and_then(|app| {
+                (app.account_id == *account_id).then(|| {
+                    key.app = Some(app.clone());
+                    KeyOwner::App {
+                        account_id: app.account_id.clone(),
+                        app_id: app.app_id.clone(),
+                    }
+                })
+            }),
             KeyOwner::ServiceAccount {
                 account_id,
                 service_account_id,
             } => inner
                 .service_accounts
-                .get(service_account_id)
-                .is_some_and(|(acc, _)| acc == account_id),
-            KeyOwner::UserAccount { account_id, .. } => inner.accounts.contains(account_id),
+                .get_key_value(&**service_account_id)
+                .and_then(|(sa, (acc, _))| {
+                    (acc == account_id).then(|| KeyOwner::ServiceAccount {
+                        account_id: acc.clone(),
+                        service_account_id: sa.clone(),
+                    })
+                }),
+            KeyOwner::UserAccount {
+                account_id,
+                user_account_id,
+            } => inner
+                .accounts
+                .get(&**account_id)
+                .map(|acc| KeyOwner::UserAccount {
+                    account_id: acc.clone(),
+                    user_account_id: user_account_id.clone(),
+                }),
         };
-        if owner_live {
-            inner.keys.insert(key.id.clone(), Arc::new(key));
-        }
-        owner_live
+        let Some(owner) = shared else {
+            return false;
+        };
+        key.owner = owner;
+        inner.keys.insert(Arc::new(key));
+        true
     }
 
     /// Changes a live key's expiry; false if the key is not live.
     pub fn set_key_expiry(&self, id: &str, expires_at: Option<i64>) -> bool {
         let mut inner = self.write();
-        let Some(old) = inner.keys.get(id).cloned() else {
+        let Some(old) = inner.keys.get(id.as_bytes()).cloned() else {
             return false;
         };
-        inner
-            .keys
-            .insert(id.to_string(), Arc::new(old.with_expiry(expires_at)));
+        inner.keys.insert(Arc::new(old.with_expiry(expires_at)));
         true
     }
 
     /// Sets what a live app's settings ask of verification.
     pub fn set_app_policy(&self, app_id: &str, policy: AppPolicy) {
         let mut inner = self.write();
-        if inner.apps.contains_key(app_id) {
+        if let Some(app) = inner.apps.get(app_id) {
+            app.max_token_ttl.put(policy.max_token_ttl);
             inner.policies.insert(app_id.to_string(), Arc::new(policy));
         }
     }
@@ -336,24 +494,40 @@ impl KeyIndex {
     }
 
     pub fn remove_key(&self, id: &str) -> bool {
-        self.write().keys.remove(id).is_some()
+        self.write().keys.remove(id.as_bytes()).is_some()
     }
 
     /// Adds an app if its account is still live; returns false otherwise.
     pub fn insert_app(&self, app_id: &str, account_id: &str) -> bool {
         let mut inner = self.write();
-        if !inner.accounts.contains(account_id) {
+        let Some(account) = inner.accounts.get(account_id).cloned() else {
             return false;
-        }
-        inner
-            .apps
-            .insert(app_id.to_string(), account_id.to_string());
+        };
+        let entry = match inner.apps.get(app_id) {
+            Some(app) if app.account_id == account => return true,
+            // Keys already in the index keep their entry; the policy cell
+            // stays shared.
+            Some(app) => AppEntry {
+                account_id: account,
+                app_id: app.app_id.clone(),
+                max_token_ttl: app.max_token_ttl.clone(),
+            },
+            None => AppEntry {
+                account_id: account,
+                app_id: app_id.into(),
+                max_token_ttl: Arc::default(),
+            },
+        };
+        inner.apps.insert(entry.app_id.clone(), Arc::new(entry));
         true
     }
 
     /// The account that owns a live app.
     pub fn app_account(&self, app_id: &str) -> Option<String> {
-        self.read().apps.get(app_id).cloned()
+        self.read()
+            .apps
+            .get(app_id)
+            .map(|app| app.account_id.to_string())
     }
 
     /// Forgets an app, its keys, and every grant of it.
@@ -361,8 +535,8 @@ impl KeyIndex {
         let mut inner = self.write();
         inner.apps.remove(app_id);
         inner.policies.remove(app_id);
-        inner.keys.retain(|_, k| match &k.owner {
-            KeyOwner::App { app_id: a, .. } => a != app_id,
+        inner.keys.retain(|k| match &k.owner {
+            KeyOwner::App { app_id: a, .. } => &**a != app_id,
             _ => true,
         });
         for (_, apps) in inner.service_accounts.values_mut() {
@@ -373,13 +547,13 @@ impl KeyIndex {
     /// Adds a service account if its account is still live.
     pub fn insert_service_account(&self, sa_id: &str, account_id: &str) -> bool {
         let mut inner = self.write();
-        if !inner.accounts.contains(account_id) {
+        let Some(account) = inner.accounts.get(account_id).cloned() else {
             return false;
-        }
+        };
         inner
             .service_accounts
-            .entry(sa_id.to_string())
-            .or_insert_with(|| (account_id.to_string(), HashSet::new()));
+            .entry(sa_id.into())
+            .or_insert_with(|| (account, HashSet::new()));
         true
     }
 
@@ -387,10 +561,10 @@ impl KeyIndex {
     pub fn remove_service_account(&self, sa_id: &str) {
         let mut inner = self.write();
         inner.service_accounts.remove(sa_id);
-        inner.keys.retain(|_, k| match &k.owner {
+        inner.keys.retain(|k| match &k.owner {
             KeyOwner::ServiceAccount {
                 service_account_id, ..
-            } => service_account_id != sa_id,
+            } => &**service_account_id != sa_id,
             _ => true,
         });
     }
@@ -399,7 +573,7 @@ impl KeyIndex {
     /// if both are still live.
     pub fn grant(&self, sa_id: &str, app_id: &str) -> bool {
         let mut inner = self.write();
-        let Some(app_account) = inner.apps.get(app_id).cloned() else {
+        let Some(app_account) = inner.apps.get(app_id).map(|app| app.account_id.clone()) else {
             return false;
         };
         match inner.service_accounts.get_mut(sa_id) {
@@ -423,7 +597,10 @@ impl KeyIndex {
         if let Some((account, reached)) = service_accounts.get_mut(sa_id) {
             *reached = app_ids
                 .iter()
-                .filter(|app| apps.get(*app) == Some(account))
+                .filter(|app| {
+                    apps.get(app.as_str())
+                        .is_some_and(|app| app.account_id == *account)
+                })
                 .cloned()
                 .collect();
         }
@@ -435,8 +612,8 @@ impl KeyIndex {
     pub fn replace_with(&self, fresh: KeyIndex) {
         let fresh = fresh.inner.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut inner = self.write();
-        for (id, key) in &fresh.keys {
-            if let Some(old) = inner.keys.get(id) {
+        for key in fresh.keys.values() {
+            if let Some(old) = inner.keys.get(key.id.as_bytes()) {
                 // The fresh key's `flushed` is what the store has, so a
                 // later use kept here is flushed again.
                 let used = old.last_used.load(Ordering::Relaxed);
@@ -464,13 +641,13 @@ impl KeyIndex {
     pub fn remove_account(&self, account_id: &str) {
         let mut inner = self.write();
         inner.accounts.remove(account_id);
-        inner.apps.retain(|_, acc| acc != account_id);
+        inner.apps.retain(|_, app| &*app.account_id != account_id);
         let Inner { apps, policies, .. } = &mut *inner;
-        policies.retain(|app, _| apps.contains_key(app));
+        policies.retain(|app, _| apps.contains_key(app.as_str()));
         inner
             .service_accounts
-            .retain(|_, (acc, _)| acc != account_id);
-        inner.keys.retain(|_, k| k.owner.account_id() != account_id);
+            .retain(|_, (acc, _)| &**acc != account_id);
+        inner.keys.retain(|k| k.owner.account_id() != account_id);
     }
 
     pub fn insert_operator_token(&self, token_id: &str, token_hash: [u8; 32]) {
@@ -502,7 +679,7 @@ impl KeyIndex {
             let used = key.last_used.load(Ordering::Relaxed);
             let flushed = key.flushed.swap(used, Ordering::Relaxed);
             if used > flushed {
-                out.push((key.id.clone(), used));
+                out.push((key.id.to_string(), used));
             }
         }
         out
@@ -512,7 +689,7 @@ impl KeyIndex {
     pub fn unflush(&self, failed: &[(String, i64)]) {
         let inner = self.read();
         for (id, _) in failed {
-            if let Some(key) = inner.keys.get(id) {
+            if let Some(key) = inner.keys.get(id.as_bytes()) {
                 key.flushed.store(0, Ordering::Relaxed);
             }
         }

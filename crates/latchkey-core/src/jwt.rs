@@ -15,6 +15,8 @@ use ring::hmac;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::{b64, flat};
+
 /// The largest token accepted (8 KiB).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 pub use crate::ids::MAX_EXTERNAL_ID_LEN;
@@ -40,6 +42,7 @@ pub enum JwtError {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct RawHeader<'a> {
     #[serde(borrow)]
     alg: Cow<'a, str>,
@@ -52,22 +55,101 @@ struct RawHeader<'a> {
 /// A token split into its parts, header checked, signature not yet checked.
 /// `Debug` shows only the `kid`: the token is a credential.
 pub struct UnverifiedJwt<'a> {
-    pub kid: String,
-    signing_input: &'a str,
-    payload: &'a str,
-    signature: &'a str,
+    kid: Kid,
+    signing_input: &'a [u8],
+    payload: &'a [u8],
+    signature: &'a [u8],
 }
+
+/// The header's `kid`: inline when the header took the fast path (no
+/// allocation), owned otherwise.
+enum Kid {
+    Inline { len: u8, bytes: [u8; KID_INLINE] },
+    Owned(String),
+}
+
+/// Longest `kid` kept inline (key ids are 26 bytes).
+const KID_INLINE: usize = 31;
 
 impl std::fmt::Debug for UnverifiedJwt<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UnverifiedJwt")
-            .field("kid", &self.kid)
+            .field("kid", &self.kid())
             .finish_non_exhaustive()
+    }
+}
+
+impl UnverifiedJwt<'_> {
+    /// The `kid` as bytes (the index looks keys up by bytes, without
+    /// checking UTF-8 first).
+    pub(crate) fn kid_bytes(&self) -> &[u8] {
+        match &self.kid {
+            Kid::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Kid::Owned(kid) => kid.as_bytes(),
+        }
+    }
+
+    /// The header's `kid`: the id of the key to verify with.
+    pub fn kid(&self) -> &str {
+        match &self.kid {
+            // Only valid UTF-8 is stored inline.
+            Kid::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Kid::Owned(kid) => kid,
+        }
     }
 }
 
 /// Splits a compact JWS and checks its header.
 pub fn parse(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
+    match parse_fast(token.as_bytes()) {
+        Some(parsed) => Ok(parsed),
+        None => parse_full(token),
+    }
+}
+
+/// The common case of [`parse`], without serde and without allocating:
+/// the header decoded into a stack buffer and read by [`read_header`].
+/// `Some` only for tokens that [`parse_full`] accepts too, with the same
+/// result; `None` for everything else, which then takes `parse_full`
+/// (so that it is refused, if it is, with the same error as always).
+pub(crate) fn parse_fast(token: &[u8]) -> Option<UnverifiedJwt<'_>> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let first = memchr::memchr(b'.', token)?;
+    let second = first + 1 + memchr::memchr(b'.', &token[first + 1..])?;
+    let (header, payload, signature) = (
+        &token[..first],
+        &token[first + 1..second],
+        &token[second + 1..],
+    );
+    if header.is_empty()
+        || payload.is_empty()
+        || signature.is_empty()
+        || memchr::memchr(b'.', signature).is_some()
+    {
+        return None;
+    }
+    let mut buf = [0u8; 256];
+    let len = b64::decode_url(header, &mut buf)?;
+    let kid = read_header(&buf[..len])?;
+    let mut bytes = [0u8; KID_INLINE];
+    bytes.get_mut(..kid.len())?.copy_from_slice(kid);
+    Some(UnverifiedJwt {
+        kid: Kid::Inline {
+            len: u8::try_from(kid.len()).ok()?,
+            bytes,
+        },
+        signing_input: &token[..second],
+        payload,
+        signature,
+    })
+}
+
+/// [`parse`] with serde: every header it accepts, every error.
+fn parse_full(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::TooLarge);
     }
@@ -97,13 +179,47 @@ pub fn parse(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
         Some(k) if !k.is_empty() => k.into_owned(),
         _ => return Err(JwtError::MissingKid),
     };
-    let signing_input = &token[..header.len() + 1 + payload.len()];
+    let signing_input = &token.as_bytes()[..header.len() + 1 + payload.len()];
     Ok(UnverifiedJwt {
-        kid,
+        kid: Kid::Owned(kid),
         signing_input,
-        payload,
-        signature,
+        payload: payload.as_bytes(),
+        signature: signature.as_bytes(),
     })
+}
+
+/// The `kid` of a header that serde would read as a [`RawHeader`] with
+/// `alg` HS256, no `crit` and a non-empty `kid`, in the common form: a flat
+/// object whose names and values are strings without escapes. `None` for
+/// anything else (other value types included), left to serde.
+fn read_header(json: &[u8]) -> Option<&[u8]> {
+    if let Some(kid) = read_usual_header(json) {
+        return Some(kid);
+    }
+    let json = std::str::from_utf8(json).ok()?;
+    let mut alg = None;
+    let mut kid = None;
+    flat::object(json, |name, value| {
+        let slot = match name.as_bytes() {
+            [b'a', b'l', b'g'] => &mut alg,
+            [b'k', b'i', b'd'] => &mut kid,
+            // Always refused or ignored by the full path.
+            [b'c', b'r', b'i', b't'] => return None,
+            _ => return Some(()),
+        };
+        match (&slot, value) {
+            (None, flat::Value::Str(v)) => {
+                *slot = Some(v);
+                Some(())
+            }
+            // Duplicates and other types are errors for serde.
+            _ => None,
+        }
+    })?;
+    match (alg, kid) {
+        (Some("HS256"), Some(kid)) if !kid.is_empty() => Some(kid.as_bytes()),
+        _ => None,
+    }
 }
 
 /// serde's derived structs also accept JSON arrays; a JOSE header or claims
@@ -126,6 +242,7 @@ impl<'de> Deserialize<'de> for NumericDate {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct RawClaims<'a> {
     #[serde(borrow, default)]
     scope: Option<Cow<'a, str>>,
@@ -168,24 +285,118 @@ impl UnverifiedJwt<'_> {
     /// Checks the signature against `key` in constant time.
     pub fn verify_signature(&self, key: &hmac::Key) -> Result<(), JwtError> {
         let mut sig = [0u8; 32];
-        match URL_SAFE_NO_PAD.decode_slice(self.signature, &mut sig) {
-            Ok(32) => {}
+        match b64::decode_url(self.signature, &mut sig) {
+            Some(32) => {}
             _ => return Err(JwtError::Signature),
         }
-        hmac::verify(key, self.signing_input.as_bytes(), &sig).map_err(|_| JwtError::Signature)
+        hmac::verify(key, self.signing_input, &sig).map_err(|_| JwtError::Signature)
     }
 
     /// Decodes and type-checks the claims. Call only after the signature
     /// has been verified.
     pub fn claims(&self) -> Result<Claims, JwtError> {
+        // The common case: decoded into a stack buffer and read without
+        // serde; anything else (or too large) goes through serde.
+        let mut buf = [0u8; 512];
+        if let Some(len) = b64::decode_url(self.payload, &mut buf)
+            && let Some(raw) = read_claims(&buf[..len])
+        {
+            return raw.into_claims();
+        }
         let json = URL_SAFE_NO_PAD
             .decode(self.payload)
             .map_err(|_| JwtError::Claims("the payload is not base64url".into()))?;
-        if !is_json_object(&json) {
-            return Err(JwtError::Claims("the claims must be a JSON object".into()));
+        claims_with_serde(&json)
+    }
+}
+
+/// The claims of a decoded claims set, read by serde: every form, every
+/// error.
+fn claims_with_serde(json: &[u8]) -> Result<Claims, JwtError> {
+    if !is_json_object(json) {
+        return Err(JwtError::Claims("the claims must be a JSON object".into()));
+    }
+    let raw: RawClaims<'_> =
+        serde_json::from_slice(json).map_err(|e| JwtError::Claims(claims_error(&e)))?;
+    raw.into_claims()
+}
+
+/// Headers as common signers write them (Latchkey's own, the jsonwebtoken
+/// crate's, and the usual JOSE order), by their text before and after the
+/// `kid`.
+const USUAL_HEADERS: [(&[u8], &[u8]); 4] = [
+    (br#"{"alg":"HS256","kid":""#, br#"","typ":"JWT"}"#),
+    (br#"{"typ":"JWT","alg":"HS256","kid":""#, br#""}"#),
+    (br#"{"alg":"HS256","typ":"JWT","kid":""#, br#""}"#),
+    (br#"{"alg":"HS256","kid":""#, br#""}"#),
+];
+
+/// The `kid` of a header that is one of [`USUAL_HEADERS`] around a
+/// non-empty ASCII `kid` without escapes: a flat object [`read_header`]
+/// and serde read the same way, compared as text.
+fn read_usual_header(json: &[u8]) -> Option<&[u8]> {
+    USUAL_HEADERS.iter().find_map(|(before, after)| {
+        let kid = json.strip_prefix(*before)?.strip_suffix(*after)?;
+        (!kid.is_empty() && kid.is_ascii() && flat::find_stop(kid).is_none()).then_some(kid)
+    })
+}
+
+/// The claims of a claims set that serde would read as the same
+/// [`RawClaims`], in the common form: a flat object whose names are strings
+/// without escapes, the claims Latchkey reads are present at most once,
+/// `scope`, `userId` and `external_id` are strings without escapes and
+/// `exp`, `nbf` and `iat` integers of at most 15 digits (exact as f64).
+/// `None` for anything else, left to serde.
+fn read_claims(json: &[u8]) -> Option<RawClaims<'_>> {
+    let json = std::str::from_utf8(json).ok()?;
+    let mut raw = RawClaims {
+        scope: None,
+        user_id: None,
+        external_id: None,
+        exp: None,
+        nbf: None,
+        iat: None,
+    };
+    enum Slot<'s, 'a> {
+        Text(&'s mut Option<Cow<'a, str>>),
+        Date(&'s mut Option<NumericDate>),
+    }
+    flat::object(json, |name, value| {
+        let slot = match name.as_bytes() {
+            [b's', b'c', b'o', b'p', b'e'] => Slot::Text(&mut raw.scope),
+            [b'u', b's', b'e', b'r', b'I', b'd'] => Slot::Text(&mut raw.user_id),
+            [
+                b'e',
+                b'x',
+                b't',
+                b'e',
+                b'r',
+                b'n',
+                b'a',
+                b'l',
+                b'_',
+                b'i',
+                b'd',
+            ] => Slot::Text(&mut raw.external_id),
+            [b'e', b'x', b'p'] => Slot::Date(&mut raw.exp),
+            [b'n', b'b', b'f'] => Slot::Date(&mut raw.nbf),
+            [b'i', b'a', b't'] => Slot::Date(&mut raw.iat),
+            _ => return Some(()),
+        };
+        match (slot, value) {
+            (Slot::Text(text @ None), flat::Value::Str(v)) => *text = Some(Cow::Borrowed(v)),
+            (Slot::Date(date @ None), flat::Value::Int(n)) => *date = Some(NumericDate(n)),
+            // Duplicates and other types are errors for serde.
+            _ => return None,
         }
-        let raw: RawClaims<'_> =
-            serde_json::from_slice(&json).map_err(|e| JwtError::Claims(claims_error(&e)))?;
+        Some(())
+    })?;
+    Some(raw)
+}
+
+impl RawClaims<'_> {
+    fn into_claims(self) -> Result<Claims, JwtError> {
+        let raw = self;
         let scope = match raw.scope.as_deref() {
             None => ClaimedScope::Missing,
             Some("app") => ClaimedScope::App,
@@ -288,7 +499,7 @@ mod tests {
             &json!({"scope":"appUser","userId":"alice","exp":1.5e9}),
         );
         let parsed = parse(&t).expect("parse");
-        assert_eq!(parsed.kid, "app_x");
+        assert_eq!(parsed.kid(), "app_x");
         parsed.verify_signature(&key()).expect("signature");
         let claims = parsed.claims().expect("claims");
         assert_eq!(
@@ -420,6 +631,220 @@ mod tests {
             let forged = format!("{}.{}", &t[..dot], URL_SAFE_NO_PAD.encode(&sig));
             let p = parse(&forged).expect("parse");
             prop_assert_eq!(p.verify_signature(&key()), Err(JwtError::Signature));
+        }
+    }
+
+    /// JSON values of every kind, mostly well-formed: strings with and
+    /// without escapes, non-ASCII and control characters, integers,
+    /// decimals, exponents, negative and long numbers, nested values,
+    /// broken literals.
+    fn any_value() -> BoxedStrategy<String> {
+        prop_oneof![
+            4 => prop_oneof![
+                Just("\"HS256\"".to_string()), Just("\"hs256\"".to_string()),
+                Just("\"app\"".to_string()), Just("\"appUser\"".to_string()),
+                Just("\"user\"".to_string()), Just("\"account\"".to_string()),
+                Just("\"\"".to_string()),
+                "\"[a-zA-Z0-9_@. -]{0,30}\"",
+            ],
+            2 => "[0-9]{1,17}",
+            1 => "\"[a-z\\\\\"\\n\\t\u{e9}\u{7f}\u{1}/]{0,8}\"",
+            1 => "-?(0|[1-9][0-9]{0,16})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,3})?",
+            1 => prop_oneof![
+                Just("true".to_string()), Just("false".to_string()),
+                Just("null".to_string()), Just("tru".to_string()),
+                Just("[\"b64\"]".to_string()), Just("{\"a\":1}".to_string()),
+                Just("[]".to_string()), Just("01".to_string()),
+            ],
+        ]
+        .boxed()
+    }
+
+    fn any_ws() -> BoxedStrategy<&'static str> {
+        prop_oneof![
+            30 => Just(""), 3 => Just(" "), 2 => Just("\n\t"), 1 => Just("\u{c}"),
+        ]
+        .boxed()
+    }
+
+    /// `"name": value`, the value usually from `usual`.
+    fn member(name: &'static str, usual: BoxedStrategy<String>) -> BoxedStrategy<String> {
+        (
+            any_ws(),
+            prop_oneof![12 => usual, 1 => any_value()],
+            any_ws(),
+        )
+            .prop_map(move |(w1, v, w2)| format!("\"{name}\"{w1}:{w2}{v}"))
+            .boxed()
+    }
+
+    /// Any member: the names both readers care about (some escaped or
+    /// differently cased), any value.
+    fn any_member() -> BoxedStrategy<String> {
+        let name = prop_oneof![
+            Just("alg"),
+            Just("kid"),
+            Just("crit"),
+            Just("typ"),
+            Just("scope"),
+            Just("userId"),
+            Just("external_id"),
+            Just("exp"),
+            Just("nbf"),
+            Just("iat"),
+            Just("x"),
+            Just("a\\u006cg"),
+            Just("ki\\u0064"),
+            Just("Alg"),
+            Just("s\\ncope"),
+        ];
+        (name, any_ws(), any_value(), any_ws())
+            .prop_map(|(n, w1, v, w2)| format!("\"{n}\"{w1}:{w2}{v}"))
+            .boxed()
+    }
+
+    /// JSON texts near the common shape: `usual` members (each kept with
+    /// probability 9/10) and up to two others (duplicates included), in
+    /// any order, with odd whitespace, separators and trailing text.
+    fn near_object(usual: Vec<BoxedStrategy<String>>) -> BoxedStrategy<String> {
+        let kept = usual
+            .into_iter()
+            .map(|m| proptest::option::weighted(0.9, m))
+            .collect::<Vec<_>>();
+        (
+            kept,
+            proptest::collection::vec(any_member(), 0..3),
+            any_ws(),
+            prop_oneof![20 => Just(","), 2 => Just(" , "), 1 => Just(",,")],
+            any_ws(),
+            prop_oneof![20 => Just(""), 1 => Just(","), 1 => Just("}"), 1 => Just("x")],
+        )
+            .prop_flat_map(|(kept, others, lead, sep, trail, junk)| {
+                let members: Vec<String> = kept.into_iter().flatten().chain(others).collect();
+                Just(members)
+                    .prop_shuffle()
+                    .prop_map(move |m| format!("{lead}{{{}}}{trail}{junk}", m.join(sep)))
+            })
+            .boxed()
+    }
+
+    fn near_header() -> BoxedStrategy<String> {
+        prop_oneof![
+            5 => near_object(vec![
+                member("alg", Just("\"HS256\"".to_string()).boxed()),
+                member("kid", "\"[a-zA-Z0-9_]{1,30}\"".boxed()),
+                member("typ", Just("\"JWT\"".to_string()).boxed()),
+            ]),
+            // The usual headers around kids of every kind.
+            1 => (
+                proptest::sample::select(USUAL_HEADERS.to_vec()),
+                prop_oneof![
+                    "[a-zA-Z0-9_]{0,30}",
+                    "[a-z\\\\\"\\n\u{e9}\u{7f}\u{1}/ ]{0,8}",
+                ],
+            )
+                .prop_map(|((before, after), kid)| {
+                    let (before, after) = (
+                        std::str::from_utf8(before).expect("ascii"),
+                        std::str::from_utf8(after).expect("ascii"),
+                    );
+                    format!("{before}{kid}{after}")
+                }),
+        ]
+        .boxed()
+    }
+
+    fn near_claims() -> BoxedStrategy<String> {
+        near_object(vec![
+            member(
+                "scope",
+                prop_oneof![
+                    Just("\"app\"".to_string()),
+                    Just("\"appUser\"".to_string()),
+                    Just("\"user\"".to_string()),
+                    Just("\"account\"".to_string()),
+                ]
+                .boxed(),
+            ),
+            member("userId", "\"[a-zA-Z0-9@._\u{e9}-]{0,20}\"".boxed()),
+            // Up to 18 digits: above 2^53 serde's f64 rounds.
+            member(
+                "exp",
+                prop_oneof!["[0-9]{1,11}", "[1-9][0-9]{13,17}"].boxed(),
+            ),
+            member("iat", "[0-9]{1,11}".boxed()),
+            member("nbf", "[0-9]{1,11}".boxed()),
+        ])
+    }
+
+    /// The differential tests below are only worth something if the fast
+    /// readers accept a good share of what they are given.
+    #[test]
+    fn near_objects_often_take_the_fast_paths() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut headers, mut claims, mut serde_ok) = (0, 0, 0);
+        for _ in 0..2000 {
+            let json = near_header().new_tree(&mut runner).expect("tree").current();
+            headers += usize::from(read_header(json.as_bytes()).is_some());
+            let json = near_claims().new_tree(&mut runner).expect("tree").current();
+            claims += usize::from(read_claims(json.as_bytes()).is_some());
+            serde_ok += usize::from(serde_json::from_str::<RawClaims<'_>>(&json).is_ok());
+        }
+        eprintln!("fast headers {headers}, fast claims {claims} of {serde_ok} serde reads");
+        assert!(headers >= 200, "fast headers: {headers}");
+        assert!(
+            claims >= 200,
+            "fast claims: {claims} of {serde_ok} serde reads"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// What the fast header reader accepts, serde accepts with the
+        /// same kid, and parse_full with the same parts.
+        #[test]
+        fn fast_header_agrees_with_serde(json in near_header()) {
+            let fast = read_header(json.as_bytes());
+            let token = format!("{}.e30.c2ln", URL_SAFE_NO_PAD.encode(&json));
+            let full = parse_full(&token);
+            if let Some(kid) = fast {
+                let raw: RawHeader<'_> = serde_json::from_str(&json).expect("serde reads it");
+                prop_assert!(is_json_object(json.as_bytes()));
+                prop_assert_eq!(raw.alg.as_ref(), "HS256");
+                prop_assert!(raw.crit.is_none());
+                prop_assert_eq!(raw.kid.as_deref().map(str::as_bytes), Some(kid));
+                let full = full.as_ref().expect("parse_full accepts it");
+                let fast = parse_fast(token.as_bytes()).expect("parse_fast accepts it");
+                prop_assert_eq!(fast.kid(), full.kid());
+                prop_assert_eq!(fast.signing_input, full.signing_input);
+                prop_assert_eq!(fast.payload, full.payload);
+                prop_assert_eq!(fast.signature, full.signature);
+            } else {
+                prop_assert!(parse_fast(token.as_bytes()).is_none());
+            }
+            // parse() answers as parse_full always did.
+            prop_assert_eq!(
+                parse(&token).map(|p| p.kid().to_string()),
+                full.map(|p| p.kid().to_string())
+            );
+        }
+
+        /// What the fast claims reader accepts, serde reads as the same
+        /// claims; claims() answers as serde alone would.
+        #[test]
+        fn fast_claims_agree_with_serde(json in near_claims()) {
+            if let Some(fast) = read_claims(json.as_bytes()) {
+                let raw: RawClaims<'_> = serde_json::from_str(&json).expect("serde reads it");
+                prop_assert!(is_json_object(json.as_bytes()));
+                prop_assert_eq!(&fast, &raw);
+                prop_assert_eq!(fast.into_claims(), raw.into_claims());
+            }
+            let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"k"}"#);
+            let t = format!("{header}.{}.c2ln", URL_SAFE_NO_PAD.encode(&json));
+            let p = parse(&t).expect("parse");
+            prop_assert_eq!(p.claims(), claims_with_serde(json.as_bytes()));
         }
     }
 }

@@ -6,14 +6,17 @@
 //! index of live keys that the verification path reads instead of the store.
 //! It performs no I/O and has no async code; time comes in through [`Clock`].
 
+mod b64;
 pub mod clock;
 pub mod crypto;
+mod flat;
 pub mod ids;
 pub mod index;
 pub mod jwt;
 pub mod password;
 pub mod principal;
 pub mod secret;
+mod table;
 pub mod verify;
 
 pub use clock::{Clock, ManualClock, SystemClock};

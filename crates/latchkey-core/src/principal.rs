@@ -5,6 +5,8 @@
 //! (its existence is not revealed); a resource the caller can see but may not
 //! act on is [`Access::Forbidden`].
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 /// The three scopes of access a key credential can carry.
@@ -27,41 +29,44 @@ impl Scope {
 }
 
 /// The identity behind a verified credential.
+///
+/// The ids are `Arc<str>` shared with the key index, so verification builds
+/// a principal without copying them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// The deployment's operator (operator token).
     Operator { token_id: String },
     /// One end user of one app (a JWT signed by an app key with `appUser` scope).
     AppUser {
-        key_id: String,
-        account_id: String,
-        app_id: String,
+        key_id: Arc<str>,
+        account_id: Arc<str>,
+        app_id: Arc<str>,
         external_id: String,
     },
     /// An app's server (app key by Basic, or a JWT with `app` scope).
     App {
-        key_id: String,
-        account_id: String,
-        app_id: String,
+        key_id: Arc<str>,
+        account_id: Arc<str>,
+        app_id: Arc<str>,
     },
     /// A person's user account (an `act_` key): the whole account.
     UserAccount {
-        key_id: String,
-        account_id: String,
-        user_account_id: String,
+        key_id: Arc<str>,
+        account_id: Arc<str>,
+        user_account_id: Arc<str>,
     },
     /// A person signed in to the dashboard: the same reach as their
     /// user-account keys, without a key.
     Session {
-        account_id: String,
-        user_account_id: String,
+        account_id: Arc<str>,
+        user_account_id: Arc<str>,
     },
     /// A machine's service account (an `svc_` key): the apps it created or
     /// was granted.
     ServiceAccount {
-        key_id: String,
-        account_id: String,
-        service_account_id: String,
+        key_id: Arc<str>,
+        account_id: Arc<str>,
+        service_account_id: Arc<str>,
     },
 }
 
@@ -125,7 +130,7 @@ impl Principal {
             | Principal::App { account_id, .. }
             | Principal::UserAccount { account_id, .. }
             | Principal::Session { account_id, .. }
-            | Principal::ServiceAccount { account_id, .. } => Some(account_id),
+            | Principal::ServiceAccount { account_id, .. } => Some(account_id.as_ref()),
         }
     }
 
@@ -135,7 +140,7 @@ impl Principal {
             Principal::AppUser { key_id, .. }
             | Principal::App { key_id, .. }
             | Principal::UserAccount { key_id, .. }
-            | Principal::ServiceAccount { key_id, .. } => Some(key_id),
+            | Principal::ServiceAccount { key_id, .. } => Some(key_id.as_ref()),
         }
     }
 
@@ -146,15 +151,15 @@ impl Principal {
     fn app_reach(&self, app: AppRef<'_>) -> AppReach {
         match self {
             Principal::Operator { .. } => AppReach::Operator,
-            Principal::AppUser { app_id, .. } if app_id == app.id => AppReach::AppUser,
-            Principal::App { app_id, .. } if app_id == app.id => AppReach::App,
+            Principal::AppUser { app_id, .. } if **app_id == *app.id => AppReach::AppUser,
+            Principal::App { app_id, .. } if **app_id == *app.id => AppReach::App,
             Principal::UserAccount { account_id, .. } | Principal::Session { account_id, .. }
-                if account_id == app.account_id =>
+                if **account_id == *app.account_id =>
             {
                 AppReach::Account
             }
             Principal::ServiceAccount { account_id, .. }
-                if account_id == app.account_id && app.granted_to_caller =>
+                if **account_id == *app.account_id && app.granted_to_caller =>
             {
                 AppReach::Account
             }
@@ -201,7 +206,7 @@ impl Principal {
     pub fn may_manage_service_account(&self, sa_account_id: &str) -> Access {
         match self {
             Principal::UserAccount { account_id, .. } | Principal::Session { account_id, .. }
-                if account_id == sa_account_id =>
+                if **account_id == *sa_account_id =>
             {
                 Access::Allow
             }

@@ -11,9 +11,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
+use crate::b64;
 use crate::ids::{ID_BODY_LEN, IdKind, is_base62};
 use crate::index::{KeyIndex, KeyOwner, LiveKey};
-use crate::jwt::{self, ClaimedScope, JwtError};
+use crate::jwt::{self, ClaimedScope, JwtError, UnverifiedJwt};
 use crate::principal::Principal;
 use crate::secret::{self, KEY_SECRET_PREFIX, OPERATOR_TOKEN_PREFIX, SecretFormatError};
 
@@ -102,6 +103,19 @@ impl KeyIndex {
         if header.len() > MAX_HEADER_LEN {
             return Err(AuthError::TooLarge);
         }
+        if let Some(answer) = self.verify_common(header, now, opts) {
+            return answer;
+        }
+        self.verify_general(header, now, opts)
+    }
+
+    /// Every form of header, every error.
+    fn verify_general(
+        &self,
+        header: &[u8],
+        now: i64,
+        opts: VerifyOptions,
+    ) -> Result<Verified, AuthError> {
         let header = std::str::from_utf8(header).map_err(|_| AuthError::Scheme)?;
         let (scheme, rest) = header.split_once(' ').ok_or(AuthError::Scheme)?;
         let credentials = rest.trim_start_matches(' ');
@@ -118,10 +132,46 @@ impl KeyIndex {
         }
     }
 
+    /// The common forms of a header, read as bytes: Basic with a key id and
+    /// secret of the usual lengths, and Bearer with a JWT whose header
+    /// [`jwt::parse_fast`] reads. `None` for anything else, which then
+    /// takes the general path above.
+    ///
+    /// What is answered here is all ASCII (the scheme, the spaces, and
+    /// either a Basic credential that decodes as base64 and equals a key's
+    /// ASCII encoding, or a token checked below), so the general path would
+    /// read the same text: its UTF-8 check passes and its `str` operations
+    /// act byte for byte. A Basic credential is answered here only when the
+    /// fast path accepts it; a JWT whose header `parse_fast` reads gets the
+    /// general path's answer, whatever it is, since from there both run the
+    /// same code on the same parsed token.
+    fn verify_common(
+        &self,
+        header: &[u8],
+        now: i64,
+        opts: VerifyOptions,
+    ) -> Option<Result<Verified, AuthError>> {
+        let space = header.iter().position(|&b| b == b' ')?;
+        let (scheme, rest) = (&header[..space], &header[space + 1..]);
+        let start = rest.iter().position(|&b| b != b' ')?;
+        let credentials = &rest[start..];
+        if scheme.eq_ignore_ascii_case(b"basic") {
+            self.verify_basic_fast(credentials, now).map(Ok)
+        } else if scheme.eq_ignore_ascii_case(b"bearer")
+            && is_ascii(credentials)
+            && !credentials.starts_with(OPERATOR_TOKEN_PREFIX.as_bytes())
+        {
+            let parsed = jwt::parse_fast(credentials)?;
+            Some(self.verify_parsed_jwt(&parsed, now, opts))
+        } else {
+            None
+        }
+    }
+
     /// `keyId:secret`, base64-encoded.
     pub fn verify_basic(&self, credentials: &str, now: i64) -> Result<Verified, AuthError> {
         let credentials = credentials.trim_end();
-        if let Some(verified) = self.verify_basic_fast(credentials, now) {
+        if let Some(verified) = self.verify_basic_fast(credentials.as_bytes(), now) {
             return Ok(verified);
         }
         // Anything the fast path did not accept goes through every check
@@ -151,26 +201,24 @@ impl KeyIndex {
     /// with the key's stored encoding of its secret, which exists only for
     /// a secret that passes [`secret::check_format`]. Accepts exactly what
     /// the full path accepts; `None` sends everything else there.
-    fn verify_basic_fast(&self, credentials: &str, now: i64) -> Option<Verified> {
+    fn verify_basic_fast(&self, credentials: &[u8], now: i64) -> Option<Verified> {
         const ID_B64_LEN: usize = (KEY_ID_LEN + 1) / 3 * 4;
         const _: () = assert!((KEY_ID_LEN + 1).is_multiple_of(3));
-        let credentials = credentials.as_bytes();
         if credentials.len() != ID_B64_LEN + crate::index::BASIC_SECRET_B64_LEN {
             return None;
         }
         let (id_b64, secret_b64) = credentials.split_at(ID_B64_LEN);
         let mut id_colon = [0u8; KEY_ID_LEN + 1];
-        if !decode_whole_groups(id_b64, &mut id_colon) {
+        if !b64::decode_whole_groups(id_b64, &mut id_colon) {
             return None;
         }
         let (key_id, colon) = id_colon.split_at(KEY_ID_LEN);
         if colon != b":" {
             return None;
         }
-        let key_id = std::str::from_utf8(key_id).ok()?;
         // The key's stored encoding exists only when its id passes
         // `is_key_id` too, so a key found here by that id needs no check.
-        let key = self.key(key_id)?;
+        let key = self.key_by_bytes(key_id)?;
         if !key.basic_secret_b64_matches(secret_b64) || key.is_expired(now) {
             return None;
         }
@@ -185,7 +233,19 @@ impl KeyIndex {
         opts: VerifyOptions,
     ) -> Result<Verified, AuthError> {
         let parsed = jwt::parse(token).map_err(AuthError::Jwt)?;
-        let key = self.key(&parsed.kid).ok_or(AuthError::UnknownKid)?;
+        self.verify_parsed_jwt(&parsed, now, opts)
+    }
+
+    /// Everything after parsing: the key, the signature, the claims.
+    fn verify_parsed_jwt(
+        &self,
+        parsed: &UnverifiedJwt<'_>,
+        now: i64,
+        opts: VerifyOptions,
+    ) -> Result<Verified, AuthError> {
+        let key = self
+            .key_by_bytes(parsed.kid_bytes())
+            .ok_or(AuthError::UnknownKid)?;
         if key.is_expired(now) {
             return Err(AuthError::UnknownKid);
         }
@@ -203,8 +263,9 @@ impl KeyIndex {
         {
             return Err(AuthError::NotYetValid);
         }
-        if let KeyOwner::App { app_id, .. } = &key.owner
-            && let Some(max) = self.app_token_ttl(app_id)
+        // An app key reaches its app's policy through the key itself.
+        if let KeyOwner::App { .. } = &key.owner
+            && let Some(max) = key.app_token_ttl()
         {
             // Lifetime from issue (an iat in the future counts as now, so it
             // cannot stretch the window), or what remains without iat.
@@ -263,6 +324,20 @@ impl KeyIndex {
     }
 }
 
+/// `<[u8]>::is_ascii`, eight bytes at a time without early exit (the
+/// standard one is slower on the few hundred bytes of a token).
+fn is_ascii(bytes: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder().iter().fold(0u8, |acc, &b| acc | b);
+    let high = words.fold(0u64, |acc, w| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(w);
+        acc | u64::from_le_bytes(word)
+    });
+    high & HIGH == 0 && tail.is_ascii()
+}
+
 /// Length of an `app_`, `act_` or `svc_` key id.
 const KEY_ID_LEN: usize = 4 + ID_BODY_LEN;
 const _: () = assert!(
@@ -270,40 +345,6 @@ const _: () = assert!(
         && IdKind::UserAccountKey.prefix().len() == 4
         && IdKind::ServiceAccountKey.prefix().len() == 4
 );
-
-/// The standard base64 alphabet's values; 0xFF outside it.
-const B64_VALUES: [u8; 256] = {
-    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut table = [0xFFu8; 256];
-    let mut i = 0;
-    while i < alphabet.len() {
-        table[alphabet[i] as usize] = i as u8;
-        i += 1;
-    }
-    table
-};
-
-/// Decodes standard base64 without padding whose length is a multiple of
-/// four into exactly `out.len()` bytes; false on any other input. Every
-/// such input has one decoding and the base64 crate's decoder gives the
-/// same bytes.
-fn decode_whole_groups(input: &[u8], out: &mut [u8]) -> bool {
-    if !input.len().is_multiple_of(4) || input.len() / 4 * 3 != out.len() {
-        return false;
-    }
-    let mut invalid = 0u8;
-    for (group, bytes) in input.chunks_exact(4).zip(out.chunks_exact_mut(3)) {
-        let mut n = 0u32;
-        for &c in group {
-            let v = B64_VALUES[usize::from(c)];
-            invalid |= v;
-            n = (n << 6) | u32::from(v & 0x3F);
-        }
-        bytes.copy_from_slice(&n.to_be_bytes()[1..]);
-    }
-    // Values are below 64; only 0xFF sets the top bits.
-    invalid & 0xC0 == 0
-}
 
 /// `IdKind::{AppKey, UserAccountKey, ServiceAccountKey}.matches(id)`, with
 /// the body checked once.
@@ -669,25 +710,102 @@ mod tests {
         );
     }
 
+    /// One fixture for a whole property test.
+    fn shared() -> &'static Fixture {
+        static SHARED: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+        SHARED.get_or_init(fixture)
+    }
+
+    /// A verification's outcome, comparable.
+    fn outcome(r: Result<Verified, AuthError>) -> Result<(Principal, Option<String>), AuthError> {
+        r.map(|v| (v.principal, v.key.map(|k| k.id.to_string())))
+    }
+
+    /// Headers near the common forms: valid Basic and JWT credentials of
+    /// the fixture's keys with a few bytes changed (any byte, non-ASCII
+    /// and invalid UTF-8 included), spaces or text added, parts cut.
+    fn near_headers(f: &Fixture) -> impl Strategy<Value = Vec<u8>> {
+        let sign = |secret: &str, kid: &str, claims: serde_json::Value| {
+            format!(
+                "Bearer {}",
+                jwt::sign_hs256(secret.as_bytes(), kid, &claims)
+            )
+        };
+        let valid = vec![
+            basic(&f.app_key, &f.app_secret),
+            basic(&f.svc_key, &f.svc_secret),
+            sign(
+                &f.app_secret,
+                &f.app_key,
+                json!({"scope":"app","exp": NOW + 60}),
+            ),
+            sign(
+                &f.app_secret,
+                &f.app_key,
+                json!({"scope":"appUser","userId":"alice"}),
+            ),
+            sign(&f.svc_secret, &f.svc_key, json!({"scope":"account"})),
+            sign(&f.svc_secret, &f.svc_key, json!({"scope":"app"})),
+            sign(
+                &f.app_secret,
+                &f.app_key,
+                json!({"scope":"app","exp": NOW - 60}),
+            ),
+            format!("Bearer {}", f.op_token),
+        ];
+        (
+            proptest::sample::select(valid),
+            proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
+            prop_oneof![
+                6 => Just(String::new()),
+                1 => Just(" ".to_string()),
+                1 => Just("\t".to_string()),
+                1 => Just("\u{a0}".to_string()),
+                1 => Just(".x".to_string()),
+            ],
+            any::<bool>(),
+            0usize..3,
+        )
+            .prop_map(|(header, changes, suffix, upper, cut)| {
+                let mut bytes = header.into_bytes();
+                if upper {
+                    bytes[..6].make_ascii_uppercase();
+                }
+                for (at, b) in changes {
+                    let at = at % bytes.len();
+                    bytes[at] = b;
+                }
+                bytes.truncate(bytes.len() - cut);
+                bytes.extend_from_slice(suffix.as_bytes());
+                bytes
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The byte-level fast paths answer exactly as the general path.
+        #[test]
+        fn common_forms_are_answered_as_the_general_path_would(header in near_headers(shared())) {
+            let index = &shared().index;
+            let opts = VerifyOptions::default();
+            prop_assert_eq!(
+                outcome(index.verify_authorization(Some(&header), NOW, opts)),
+                outcome(index.verify_general(&header, NOW, opts))
+            );
+        }
+    }
+
     proptest! {
         #[test]
-        fn whole_group_decoding_reads_back_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 27)) {
-            let mut out = [0u8; 27];
-            prop_assert!(decode_whole_groups(STANDARD.encode(&bytes).as_bytes(), &mut out));
-            prop_assert_eq!(&out[..], &bytes[..]);
-        }
-
-        #[test]
-        fn whole_group_decoding_matches_the_base64_crate(s in "[A-Za-z0-9+/=!-]{0,40}") {
-            let mut out = [0u8; 27];
-            let ours = decode_whole_groups(s.as_bytes(), &mut out);
-            match STANDARD.decode(&s) {
-                Ok(bytes) if bytes.len() == 27 && !s.contains('=') => {
-                    prop_assert!(ours);
-                    prop_assert_eq!(&out[..], &bytes[..]);
-                }
-                _ => prop_assert!(!ours),
+        fn is_ascii_is_the_standard_one(bytes in proptest::collection::vec(any::<u8>(), 0..300), high in 0usize..300) {
+            let mut bytes = bytes;
+            let ascii: Vec<u8> = bytes.iter().map(|b| b & 0x7F).collect();
+            prop_assert!(is_ascii(&ascii));
+            if let Some(b) = bytes.get_mut(high) {
+                *b |= 0x80;
             }
+            prop_assert_eq!(is_ascii(&bytes), bytes.is_ascii());
         }
 
         #[test]

@@ -23,7 +23,7 @@ pub fn actor_of(principal: &Principal) -> Actor {
         Principal::Session {
             user_account_id, ..
         } => Actor::UserAccount {
-            user_account_id: user_account_id.clone(),
+            user_account_id: user_account_id.to_string(),
         },
         other => Actor::Key {
             key_id: other.key_id().unwrap_or_default().to_string(),

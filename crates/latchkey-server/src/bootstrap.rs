@@ -429,19 +429,19 @@ pub fn live_key(key: &ApiKey, master: &MasterKey) -> Result<LiveKey, BootstrapEr
 }
 
 pub fn key_owner(key: &ApiKey) -> KeyOwner {
-    let account_id = key.account_id.clone();
+    let account_id = key.account_id.as_str().into();
     match key.kind {
         KeyKind::App => KeyOwner::App {
             account_id,
-            app_id: key.owner_id.clone(),
+            app_id: key.owner_id.as_str().into(),
         },
         KeyKind::UserAccount => KeyOwner::UserAccount {
             account_id,
-            user_account_id: key.owner_id.clone(),
+            user_account_id: key.owner_id.as_str().into(),
         },
         KeyKind::ServiceAccount => KeyOwner::ServiceAccount {
             account_id,
-            service_account_id: key.owner_id.clone(),
+            service_account_id: key.owner_id.as_str().into(),
         },
     }
 }

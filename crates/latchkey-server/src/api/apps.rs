@@ -43,7 +43,7 @@ fn account_caller(caller: &Caller) -> ApiResult<(&str, Option<&str>)> {
     let service_account = match &caller.principal {
         Principal::ServiceAccount {
             service_account_id, ..
-        } => Some(service_account_id.as_str()),
+        } => Some(service_account_id.as_ref()),
         _ => None,
     };
     Ok((account_id, service_account))

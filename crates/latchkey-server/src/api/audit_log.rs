@@ -113,13 +113,13 @@ pub async fn account_audit(
             }
         },
         Principal::UserAccount { account_id, .. } | Principal::Session { account_id, .. } => {
-            (account_id.clone(), None)
+            (account_id.to_string(), None)
         }
         Principal::ServiceAccount {
             account_id,
             service_account_id,
             ..
-        } => (account_id.clone(), Some(service_account_id.clone())),
+        } => (account_id.to_string(), Some(service_account_id.to_string())),
         _ => {
             return Err(ApiError::forbidden(
                 "the account's audit log needs account scope; use /v1/apps/{appId}/audit for an app",

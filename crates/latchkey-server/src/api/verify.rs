@@ -77,7 +77,9 @@ pub async fn verify(
         ));
     }
     let mut app_id = match p {
-        Principal::App { app_id, .. } | Principal::AppUser { app_id, .. } => Some(app_id.clone()),
+        Principal::App { app_id, .. } | Principal::AppUser { app_id, .. } => {
+            Some(app_id.to_string())
+        }
         _ => None,
     };
     if let Some(target) = &req.app_id {

@@ -229,8 +229,8 @@ impl Session {
 
     pub fn principal(&self) -> Principal {
         Principal::Session {
-            account_id: self.account_id.clone(),
-            user_account_id: self.user_account_id.clone(),
+            account_id: self.account_id.as_str().into(),
+            user_account_id: self.user_account_id.as_str().into(),
         }
     }
 
@@ -441,8 +441,8 @@ pub async fn signin(
     };
     let caller = Caller {
         principal: Principal::Session {
-            account_id: user.account_id.clone(),
-            user_account_id: user.id.clone(),
+            account_id: user.account_id.as_str().into(),
+            user_account_id: user.id.as_str().into(),
         },
         key: None,
         address,

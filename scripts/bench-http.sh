@@ -1,0 +1,330 @@
+#!/usr/bin/env bash
+# HTTP and system-level benchmarks of issue 6 (docs/BENCHMARKS.md, "HTTP and
+# system level"). Loopback only; every load run is bounded in time or count.
+#
+#   scripts/bench-http.sh                 # everything (~12 minutes)
+#   SEED_KEYS=0 ROUNDS=1 scripts/bench-http.sh   # quick: no 10^6-key phase
+#
+# What it does:
+#  1. builds `latchkey` and the benchmark examples of latchkey-server
+#     (bench_hello, bench_diy, bench_seed, bench_coldstart, bench_commits)
+#     in release mode, and installs oha (`cargo install oha --locked`) when
+#     it is missing;
+#  2. starts, each pinned to SERVER_CPU: the bare axum hello-world server;
+#     a fresh `latchkey serve` (temporary data dir, --max-keys-per-owner
+#     1000); the do-it-yourself baseline (Basic, SHA-256, one SQL lookup of
+#     the key hash in SQLite with Latchkey's settings); and a second
+#     `latchkey serve` of the same data dir without the per-request log
+#     line (LATCHKEY_LOG=...,tower_http=warn);
+#  3. creates an app and an app key through the API and mints an HS256 JWT
+#     with that key (`latchkey token`);
+#  4. maximum throughput: ROUNDS rounds, each running every target for
+#     DURATION with oha pinned to LOAD_CPU and CONNECTIONS connections (one
+#     warm-up run per target first): hello; POST /v1/verify with the app
+#     key's Basic header and with the JWT (the operator token authenticates
+#     the call); GET /v1/apps/{appId} with the app key; the DIY baseline;
+#     POST /v1/verify (Basic) without the request log. For each run it also
+#     records the server process's CPU time (/proc/PID/stat), so that the
+#     CPU cost per request can be compared even when other work shares the
+#     machine;
+#  5. fixed rate at half of each best maximum (oha -q, with latency
+#     correction): p50 and p99;
+#  6. key creation over HTTP: CREATE_KEYS keys across KEY_APPS apps with
+#     the owner's key (audit trail on, as always), and the disk's commit
+#     rate with the same SQLite settings (bench_commits) for reference;
+#  7. with SEED_KEYS > 0: seeds that many live keys into another data dir
+#     (bench_seed), measures cold start (exec to "latchkey listening on")
+#     and VmRSS against an empty store (bench_coldstart, 3 runs each), then
+#     measures POST /v1/verify (Basic) and the DIY baseline at that size;
+#  8. prints a table with the ratios; oha's JSON stays in $BENCH_OUT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-50}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+CREATE_KEYS=${CREATE_KEYS:-5000}
+KEY_APPS=${KEY_APPS:-10}
+SEED_KEYS=${SEED_KEYS:-1000000}
+KEYS_PER_APP=${KEYS_PER_APP:-10}
+PORT_BASE=${PORT_BASE:-17400}
+# Latchkey's own default (one INFO line per request). Its stderr goes to
+# /dev/null so that the disk does not fill, but every line is still
+# formatted and written.
+LOG_LEVEL=${LATCHKEY_LOG:-info,sqlx=warn}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BENCH_OUT=${BENCH_OUT:-$(mktemp -d /tmp/latchkey-bench.XXXXXX)}
+mkdir -p "$BENCH_OUT"
+TICK=$(getconf CLK_TCK)
+
+HELLO_PORT=$PORT_BASE
+LK_PORT=$((PORT_BASE + 1))
+DIY_PORT=$((PORT_BASE + 2))
+NOLOG_PORT=$((PORT_BASE + 3))
+BIG_PORT=$((PORT_BASE + 4))
+BIG_DIY_PORT=$((PORT_BASE + 5))
+
+for tool in taskset curl jq awk; do
+    command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
+done
+if ! command -v oha >/dev/null; then
+    echo "== installing oha (cargo install oha --locked)"
+    cargo install oha --locked
+fi
+
+echo "== building (release)"
+cargo build --release --locked -p latchkey -p latchkey-server --bin latchkey \
+    --example bench_hello --example bench_diy --example bench_seed \
+    --example bench_coldstart --example bench_commits
+BIN=$TARGET_DIR/release/latchkey
+EX=$TARGET_DIR/release/examples
+
+PIDS=()
+declare -A PID_OF
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$BENCH_OUT/data" "$BENCH_OUT/big" "$BENCH_OUT/empty"
+}
+trap cleanup EXIT
+
+# start_server NAME command...: pinned to SERVER_CPU, output in NAME.out.
+start_server() {
+    local name=$1
+    shift
+    taskset -c "$SERVER_CPU" "$@" >"$BENCH_OUT/$name.out" 2>/dev/null &
+    PIDS+=($!)
+    PID_OF[$name]=$!
+}
+
+# wait_for NAME: until NAME.out says it listens (120 s at most).
+wait_for() {
+    for _ in $(seq 1 1200); do
+        grep -q "listening on" "$BENCH_OUT/$1.out" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "$1 did not start" >&2
+    exit 1
+}
+
+# oha_json RUN URL [oha args...]: one run, JSON in $BENCH_OUT/RUN.json;
+# fails unless every response was 2xx.
+oha_json() {
+    local run=$1 url=$2
+    shift 2
+    taskset -c "$LOAD_CPU" oha --no-tui --output-format json --worker-threads 1 \
+        -c "$CONNECTIONS" "$@" "$url" >"$BENCH_OUT/$run.json"
+    local bad
+    bad=$(jq '[.statusCodeDistribution | to_entries[] | select(.key | test("^2") | not) | .value] | add // 0' \
+        "$BENCH_OUT/$run.json")
+    if [ "$bad" != "0" ]; then
+        echo "$run: $bad responses were not 2xx:" >&2
+        jq -c .statusCodeDistribution "$BENCH_OUT/$run.json" >&2
+        exit 1
+    fi
+}
+
+# CPU time (user + system, clock ticks) of a process and all its threads.
+proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+requests() { jq '[.statusCodeDistribution[]] | add' "$BENCH_OUT/$1.json"; }
+rps() { jq '.summary.requestsPerSec' "$BENCH_OUT/$1.json"; }
+ms() { jq ".latencyPercentiles[\"$2\"] * 1000" "$BENCH_OUT/$1.json"; }
+
+# The targets: which server answers, and the oha arguments of a request.
+server_of() {
+    case $1 in
+        hello) echo hello ;;
+        diy) echo diy ;;
+        verify_basic_nolog) echo nolog ;;
+        verify_basic_big) echo big ;;
+        diy_big) echo diy-big ;;
+        *) echo latchkey ;;
+    esac
+}
+# target TARGET RUN [extra oha args...]
+target() {
+    local t=$1 run=$2
+    shift 2
+    case $t in
+        hello) oha_json "$run" "http://127.0.0.1:$HELLO_PORT/" "$@" ;;
+        verify_basic) oha_json "$run" "$LK/v1/verify" -m POST -H "authorization: Bearer $OPERATOR" \
+            -T application/json -D "$BENCH_OUT/verify-basic.json" "$@" ;;
+        verify_jwt) oha_json "$run" "$LK/v1/verify" -m POST -H "authorization: Bearer $OPERATOR" \
+            -T application/json -D "$BENCH_OUT/verify-jwt.json" "$@" ;;
+        get_app) oha_json "$run" "$LK/v1/apps/$APP" -a "$KEY_ID:$KEY_SECRET" "$@" ;;
+        diy) oha_json "$run" "http://127.0.0.1:$DIY_PORT/" -a "$KEY_ID:$KEY_SECRET" "$@" ;;
+        verify_basic_nolog) oha_json "$run" "http://127.0.0.1:$NOLOG_PORT/v1/verify" -m POST \
+            -H "authorization: Bearer $OPERATOR" -T application/json -D "$BENCH_OUT/verify-basic.json" "$@" ;;
+        verify_basic_big) oha_json "$run" "http://127.0.0.1:$BIG_PORT/v1/verify" -m POST \
+            -H "authorization: Bearer $BIG_OPERATOR" -T application/json -D "$BENCH_OUT/verify-big.json" "$@" ;;
+        diy_big) oha_json "$run" "http://127.0.0.1:$BIG_DIY_PORT/" -a "$SAMPLE_ID:$SAMPLE_SECRET" "$@" ;;
+    esac
+}
+
+# measure TARGET RUN: a DURATION run; writes RUN.cpu (server CPU
+# microseconds per request) and prints a line.
+measure() {
+    local t=$1 run=$2 pid c0 c1
+    pid=${PID_OF[$(server_of "$t")]}
+    c0=$(proc_ticks "$pid")
+    target "$t" "$run" -z "$DURATION"
+    c1=$(proc_ticks "$pid")
+    jq -n "($c1 - $c0) * 1000000 / $TICK / $(requests "$run")" >"$BENCH_OUT/$run.cpu"
+    printf '   %-20s %8.0f requests/s, server CPU %6.1f us/request, p99 %.2f ms\n' \
+        "$run" "$(rps "$run")" "$(cat "$BENCH_OUT/$run.cpu")" "$(ms "$run" p99)"
+}
+
+# best TARGET: the highest requests/s of its rounds; cost TARGET: the
+# median CPU microseconds per request of its rounds.
+best() {
+    for f in "$BENCH_OUT/$1".r*.json; do jq .summary.requestsPerSec "$f"; done | sort -g | tail -1
+}
+cost() {
+    cat "$BENCH_OUT/$1".r*.cpu | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
+echo "== machine"
+echo "   $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), nproc $(nproc), $(rustc --version)"
+echo "   servers on CPU $SERVER_CPU, oha on CPU $LOAD_CPU, $CONNECTIONS connections; output in $BENCH_OUT"
+echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "== starting the servers"
+"$BIN" init --data-dir "$BENCH_OUT/data" --json >"$BENCH_OUT/init.json"
+OPERATOR=$(jq -r .operatorToken "$BENCH_OUT/init.json")
+OWNER="$(jq -r .key.id "$BENCH_OUT/init.json"):$(jq -r .key.secret "$BENCH_OUT/init.json")"
+start_server hello "$EX/bench_hello" "127.0.0.1:$HELLO_PORT"
+LATCHKEY_LOG=$LOG_LEVEL start_server latchkey \
+    "$BIN" serve --data-dir "$BENCH_OUT/data" --listen "127.0.0.1:$LK_PORT" --max-keys-per-owner 1000
+wait_for hello
+wait_for latchkey
+LK=http://127.0.0.1:$LK_PORT
+
+post() { # CREDENTIAL(id:secret) PATH BODY
+    curl -sf -u "$1" -H 'content-type: application/json' -d "$3" "$LK$2"
+}
+APP=$(post "$OWNER" /v1/apps '{"displayName":"bench"}' | jq -r .app.id)
+KEY=$(post "$OWNER" "/v1/apps/$APP/keys" '{"displayName":"bench"}')
+KEY_ID=$(echo "$KEY" | jq -r .key.id)
+KEY_SECRET=$(echo "$KEY" | jq -r .key.secret)
+BASIC=$(printf '%s:%s' "$KEY_ID" "$KEY_SECRET" | base64 -w0)
+JWT=$(LATCHKEY_SECRET=$KEY_SECRET "$BIN" token --key-id "$KEY_ID" --scope app --ttl 3600)
+printf '{"authorization":"Basic %s","appId":"%s"}' "$BASIC" "$APP" >"$BENCH_OUT/verify-basic.json"
+printf '{"authorization":"Bearer %s","appId":"%s"}' "$JWT" "$APP" >"$BENCH_OUT/verify-jwt.json"
+for kind in basic jwt; do
+    curl -sf -H "authorization: Bearer $OPERATOR" -H 'content-type: application/json' \
+        --data-binary "@$BENCH_OUT/verify-$kind.json" "$LK/v1/verify" | jq -e '.valid == true' >/dev/null \
+        || { echo "verify with $kind is not valid" >&2; exit 1; }
+done
+curl -sf -u "$KEY_ID:$KEY_SECRET" "$LK/v1/apps/$APP" | jq -e ".app.id == \"$APP\"" >/dev/null
+
+start_server diy "$EX/bench_diy" --db "$BENCH_OUT/data/diy.db" \
+    --listen "127.0.0.1:$DIY_PORT" --credential "$KEY_ID:$KEY_SECRET"
+# Started after the key exists, so its index already holds it.
+LATCHKEY_LOG="$LOG_LEVEL,tower_http=warn" start_server nolog \
+    "$BIN" serve --data-dir "$BENCH_OUT/data" --listen "127.0.0.1:$NOLOG_PORT"
+wait_for diy
+wait_for nolog
+curl -sf -u "$KEY_ID:$KEY_SECRET" "http://127.0.0.1:$DIY_PORT/" | jq -e '.valid == true' >/dev/null
+
+TARGETS="hello verify_basic verify_jwt get_app diy verify_basic_nolog"
+echo "== maximum throughput ($ROUNDS rounds of $DURATION per target, after a $WARMUP warm-up)"
+for t in $TARGETS; do target "$t" "$t.warmup" -z "$WARMUP"; done
+for r in $(seq 1 "$ROUNDS"); do
+    echo "-- round $r"
+    for t in $TARGETS; do measure "$t" "$t.r$r"; done
+done
+
+echo "== latency at half of each best maximum (fixed rate, latency correction)"
+for t in $TARGETS; do
+    rate=$(jq -n "$(best "$t") / 2 | floor")
+    target "$t" "$t.half" -z "$DURATION" -q "$rate" --latency-correction
+    printf '   %-20s at %6s/s: p50 %.3f ms, p99 %.3f ms\n' "$t" "$rate" "$(ms "$t.half" p50)" "$(ms "$t.half" p99)"
+done
+
+echo "== key creation over HTTP ($CREATE_KEYS keys across $KEY_APPS apps, $CONNECTIONS connections)"
+: >"$BENCH_OUT/key-urls.txt"
+for i in $(seq 1 "$KEY_APPS"); do
+    id=$(post "$OWNER" /v1/apps "{\"displayName\":\"keys $i\"}" | jq -r .app.id)
+    echo "$LK/v1/apps/$id/keys" >>"$BENCH_OUT/key-urls.txt"
+done
+c0=$(proc_ticks "${PID_OF[latchkey]}")
+oha_json create_keys "$BENCH_OUT/key-urls.txt" --urls-from-file -n "$CREATE_KEYS" \
+    -m POST -a "$OWNER" -T application/json -d '{"displayName":"bench"}'
+c1=$(proc_ticks "${PID_OF[latchkey]}")
+CREATED=$(jq '.statusCodeDistribution["201"] // 0' "$BENCH_OUT/create_keys.json")
+KEYS_PER_S=$(jq "$CREATED / .summary.total" "$BENCH_OUT/create_keys.json")
+KEY_CPU=$(jq -n "($c1 - $c0) * 1000000 / $TICK / $CREATED")
+printf '   %s keys created, %.0f keys/s, server CPU %.0f us/key, p99 %.1f ms\n' \
+    "$CREATED" "$KEYS_PER_S" "$KEY_CPU" "$(ms create_keys p99)"
+"$EX/bench_commits" --db "$BENCH_OUT/data/commits.db" --count 1000 >"$BENCH_OUT/commits.json"
+COMMITS_PER_S=$(jq .commitsPerSecond "$BENCH_OUT/commits.json")
+printf '   the disk: %.0f SQLite commits/s (WAL, synchronous FULL, one row each)\n' "$COMMITS_PER_S"
+echo "   newest audit event: $(curl -sf -u "$OWNER" "$LK/v1/audit?limit=1" | jq -r '.events[0].action // empty')"
+
+if [ "$SEED_KEYS" -gt 0 ]; then
+    echo "== $SEED_KEYS live keys in SQLite ($KEYS_PER_APP per app)"
+    "$BIN" init --data-dir "$BENCH_OUT/empty" --json >/dev/null
+    "$BIN" init --data-dir "$BENCH_OUT/big" --json >"$BENCH_OUT/big-init.json"
+    "$EX/bench_seed" --data-dir "$BENCH_OUT/big" --keys "$SEED_KEYS" --keys-per-app "$KEYS_PER_APP" \
+        >"$BENCH_OUT/seed.json" 2>/dev/null
+    echo "   seeded in $(jq '.seconds * 10 | floor / 10' "$BENCH_OUT/seed.json") s"
+    "$EX/bench_coldstart" --bin "$BIN" --data-dir "$BENCH_OUT/empty" --runs 3 >"$BENCH_OUT/cold-empty.jsonl"
+    "$EX/bench_coldstart" --bin "$BIN" --data-dir "$BENCH_OUT/big" --runs 3 >"$BENCH_OUT/cold-big.jsonl" 2>/dev/null
+    median() { jq -s "map(.$1) | sort | .[length / 2 | floor]" "$2"; }
+    COLD_MS=$(median coldStartMs "$BENCH_OUT/cold-big.jsonl")
+    EMPTY_RSS=$(median vmRssKiB "$BENCH_OUT/cold-empty.jsonl")
+    BIG_RSS=$(median vmRssKiB "$BENCH_OUT/cold-big.jsonl")
+    BIG_HWM=$(median vmHwmKiB "$BENCH_OUT/cold-big.jsonl")
+    PER_KEY=$(jq -n "($BIG_RSS - $EMPTY_RSS) * 1024 / $SEED_KEYS")
+    printf '   cold start %.0f ms (runs: %s)\n' "$COLD_MS" \
+        "$(jq -s -c 'map(.coldStartMs | floor)' "$BENCH_OUT/cold-big.jsonl")"
+    printf '   VmRSS empty %s KiB, with keys %s KiB (peak %s KiB): %.0f bytes per key\n' \
+        "$EMPTY_RSS" "$BIG_RSS" "$BIG_HWM" "$PER_KEY"
+
+    echo "== POST /v1/verify (Basic) and the DIY baseline with $SEED_KEYS keys"
+    BIG_OPERATOR=$(jq -r .operatorToken "$BENCH_OUT/big-init.json")
+    SAMPLE_ID=$(jq -r .sampleKeyId "$BENCH_OUT/seed.json")
+    SAMPLE_SECRET=$(jq -r .sampleSecret "$BENCH_OUT/seed.json")
+    printf '{"authorization":"Basic %s"}' "$(printf '%s:%s' "$SAMPLE_ID" "$SAMPLE_SECRET" | base64 -w0)" \
+        >"$BENCH_OUT/verify-big.json"
+    LATCHKEY_LOG=$LOG_LEVEL start_server big \
+        "$BIN" serve --data-dir "$BENCH_OUT/big" --listen "127.0.0.1:$BIG_PORT"
+    start_server diy-big "$EX/bench_diy" --db "$BENCH_OUT/big/diy.db" \
+        --listen "127.0.0.1:$BIG_DIY_PORT" --credential "$SAMPLE_ID:$SAMPLE_SECRET" --extra-rows "$SEED_KEYS"
+    wait_for big
+    wait_for diy-big
+    for t in verify_basic_big diy_big; do
+        target "$t" "$t.warmup" -z "$WARMUP"
+        measure "$t" "$t.r1"
+    done
+fi
+
+echo
+echo "== results: servers on one core (CPU $SERVER_CPU), oha on CPU $LOAD_CPU, $CONNECTIONS connections"
+echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+HELLO=$(best hello)
+HELLO_COST=$(cost hello)
+echo
+echo "| run | best requests/s | x hello | server CPU us/request (median) | hello's CPU / this | at half the best rate: p50, p99 |"
+echo "|---|---|---|---|---|---|"
+for t in $TARGETS $([ "$SEED_KEYS" -gt 0 ] && echo verify_basic_big diy_big); do
+    b=$(best "$t")
+    c=$(cost "$t")
+    half="-"
+    if [ -f "$BENCH_OUT/$t.half.json" ]; then
+        half=$(printf '%.2f ms, %.2f ms' "$(ms "$t.half" p50)" "$(ms "$t.half" p99)")
+    fi
+    printf '| %s | %.0f | %.2f | %.1f | %.2f | %s |\n' "$t" "$b" "$(jq -n "$b / $HELLO")" "$c" \
+        "$(jq -n "$HELLO_COST / $c")" "$half"
+done
+echo
+printf '| key creation over HTTP | %.0f keys/s (target >= 1000) | server CPU %.0f us/key | disk: %.0f commits/s |\n' \
+    "$KEYS_PER_S" "$KEY_CPU" "$COMMITS_PER_S"
+if [ "$SEED_KEYS" -gt 0 ]; then
+    printf '| cold start, %s keys | %.0f ms (target <= 5000) |\n' "$SEED_KEYS" "$COLD_MS"
+    printf '| VmRSS growth per key | %.0f bytes (target <= 512); peak VmHWM %s KiB |\n' "$PER_KEY" "$BIG_HWM"
+fi
+echo "raw oha output: $BENCH_OUT/*.json"

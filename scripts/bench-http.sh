@@ -14,8 +14,12 @@
 #     a fresh `latchkey serve` (temporary data dir, --max-keys-per-owner
 #     1000); the do-it-yourself baseline (Basic, SHA-256, one SQL lookup of
 #     the key hash in SQLite with Latchkey's settings); and a second
-#     `latchkey serve` of the same data dir without the per-request log
-#     line (LATCHKEY_LOG=...,tower_http=warn);
+#     `latchkey serve` of the same data dir that also writes the access-log
+#     line of every verification (LATCHKEY_LOG=...,latchkey::access=debug;
+#     by default verifications are logged at DEBUG, management calls at
+#     INFO);
+#     (With THROUGHPUT_ONLY=1 it stops after step 4; TARGETS="hello
+#     verify_basic" limits step 4 to those targets.)
 #  3. creates an app and an app key through the API and mints an HS256 JWT
 #     with that key (`latchkey token`);
 #  4. maximum throughput: ROUNDS rounds, each running every target for
@@ -23,7 +27,7 @@
 #     warm-up run per target first): hello; POST /v1/verify with the app
 #     key's Basic header and with the JWT (the operator token authenticates
 #     the call); GET /v1/apps/{appId} with the app key; the DIY baseline;
-#     POST /v1/verify (Basic) without the request log. For each run it also
+#     POST /v1/verify (Basic) with its access-log line on. For each run it also
 #     records the server process's CPU time (/proc/PID/stat), so that the
 #     CPU cost per request can be compared even when other work shares the
 #     machine;
@@ -63,7 +67,7 @@ TICK=$(getconf CLK_TCK)
 HELLO_PORT=$PORT_BASE
 LK_PORT=$((PORT_BASE + 1))
 DIY_PORT=$((PORT_BASE + 2))
-NOLOG_PORT=$((PORT_BASE + 3))
+LOGGED_PORT=$((PORT_BASE + 3))
 BIG_PORT=$((PORT_BASE + 4))
 BIG_DIY_PORT=$((PORT_BASE + 5))
 
@@ -138,7 +142,7 @@ server_of() {
     case $1 in
         hello) echo hello ;;
         diy) echo diy ;;
-        verify_basic_nolog) echo nolog ;;
+        verify_basic_logged) echo logged ;;
         verify_basic_big) echo big ;;
         diy_big) echo diy-big ;;
         *) echo latchkey ;;
@@ -156,7 +160,7 @@ target() {
             -T application/json -D "$BENCH_OUT/verify-jwt.json" "$@" ;;
         get_app) oha_json "$run" "$LK/v1/apps/$APP" -a "$KEY_ID:$KEY_SECRET" "$@" ;;
         diy) oha_json "$run" "http://127.0.0.1:$DIY_PORT/" -a "$KEY_ID:$KEY_SECRET" "$@" ;;
-        verify_basic_nolog) oha_json "$run" "http://127.0.0.1:$NOLOG_PORT/v1/verify" -m POST \
+        verify_basic_logged) oha_json "$run" "http://127.0.0.1:$LOGGED_PORT/v1/verify" -m POST \
             -H "authorization: Bearer $OPERATOR" -T application/json -D "$BENCH_OUT/verify-basic.json" "$@" ;;
         verify_basic_big) oha_json "$run" "http://127.0.0.1:$BIG_PORT/v1/verify" -m POST \
             -H "authorization: Bearer $BIG_OPERATOR" -T application/json -D "$BENCH_OUT/verify-big.json" "$@" ;;
@@ -223,13 +227,13 @@ curl -sf -u "$KEY_ID:$KEY_SECRET" "$LK/v1/apps/$APP" | jq -e ".app.id == \"$APP\
 start_server diy "$EX/bench_diy" --db "$BENCH_OUT/data/diy.db" \
     --listen "127.0.0.1:$DIY_PORT" --credential "$KEY_ID:$KEY_SECRET"
 # Started after the key exists, so its index already holds it.
-LATCHKEY_LOG="$LOG_LEVEL,tower_http=warn" start_server nolog \
-    "$BIN" serve --data-dir "$BENCH_OUT/data" --listen "127.0.0.1:$NOLOG_PORT"
+LATCHKEY_LOG="$LOG_LEVEL,latchkey::access=debug" start_server logged \
+    "$BIN" serve --data-dir "$BENCH_OUT/data" --listen "127.0.0.1:$LOGGED_PORT"
 wait_for diy
-wait_for nolog
+wait_for logged
 curl -sf -u "$KEY_ID:$KEY_SECRET" "http://127.0.0.1:$DIY_PORT/" | jq -e '.valid == true' >/dev/null
 
-TARGETS="hello verify_basic verify_jwt get_app diy verify_basic_nolog"
+TARGETS=${TARGETS:-"hello verify_basic verify_jwt get_app diy verify_basic_logged"}
 echo "== maximum throughput ($ROUNDS rounds of $DURATION per target, after a $WARMUP warm-up)"
 for t in $TARGETS; do target "$t" "$t.warmup" -z "$WARMUP"; done
 for r in $(seq 1 "$ROUNDS"); do
@@ -237,32 +241,36 @@ for r in $(seq 1 "$ROUNDS"); do
     for t in $TARGETS; do measure "$t" "$t.r$r"; done
 done
 
-echo "== latency at half of each best maximum (fixed rate, latency correction)"
-for t in $TARGETS; do
-    rate=$(jq -n "$(best "$t") / 2 | floor")
-    target "$t" "$t.half" -z "$DURATION" -q "$rate" --latency-correction
-    printf '   %-20s at %6s/s: p50 %.3f ms, p99 %.3f ms\n' "$t" "$rate" "$(ms "$t.half" p50)" "$(ms "$t.half" p99)"
-done
+if [ "${THROUGHPUT_ONLY:-0}" = 1 ]; then
+    SEED_KEYS=0
+else
+    echo "== latency at half of each best maximum (fixed rate, latency correction)"
+    for t in $TARGETS; do
+        rate=$(jq -n "$(best "$t") / 2 | floor")
+        target "$t" "$t.half" -z "$DURATION" -q "$rate" --latency-correction
+        printf '   %-20s at %6s/s: p50 %.3f ms, p99 %.3f ms\n' "$t" "$rate" "$(ms "$t.half" p50)" "$(ms "$t.half" p99)"
+    done
 
-echo "== key creation over HTTP ($CREATE_KEYS keys across $KEY_APPS apps, $CONNECTIONS connections)"
-: >"$BENCH_OUT/key-urls.txt"
-for i in $(seq 1 "$KEY_APPS"); do
-    id=$(post "$OWNER" /v1/apps "{\"displayName\":\"keys $i\"}" | jq -r .app.id)
-    echo "$LK/v1/apps/$id/keys" >>"$BENCH_OUT/key-urls.txt"
-done
-c0=$(proc_ticks "${PID_OF[latchkey]}")
-oha_json create_keys "$BENCH_OUT/key-urls.txt" --urls-from-file -n "$CREATE_KEYS" \
-    -m POST -a "$OWNER" -T application/json -d '{"displayName":"bench"}'
-c1=$(proc_ticks "${PID_OF[latchkey]}")
-CREATED=$(jq '.statusCodeDistribution["201"] // 0' "$BENCH_OUT/create_keys.json")
-KEYS_PER_S=$(jq "$CREATED / .summary.total" "$BENCH_OUT/create_keys.json")
-KEY_CPU=$(jq -n "($c1 - $c0) * 1000000 / $TICK / $CREATED")
-printf '   %s keys created, %.0f keys/s, server CPU %.0f us/key, p99 %.1f ms\n' \
-    "$CREATED" "$KEYS_PER_S" "$KEY_CPU" "$(ms create_keys p99)"
-"$EX/bench_commits" --db "$BENCH_OUT/data/commits.db" --count 1000 >"$BENCH_OUT/commits.json"
-COMMITS_PER_S=$(jq .commitsPerSecond "$BENCH_OUT/commits.json")
-printf '   the disk: %.0f SQLite commits/s (WAL, synchronous FULL, one row each)\n' "$COMMITS_PER_S"
-echo "   newest audit event: $(curl -sf -u "$OWNER" "$LK/v1/audit?limit=1" | jq -r '.events[0].action // empty')"
+    echo "== key creation over HTTP ($CREATE_KEYS keys across $KEY_APPS apps, $CONNECTIONS connections)"
+    : >"$BENCH_OUT/key-urls.txt"
+    for i in $(seq 1 "$KEY_APPS"); do
+        id=$(post "$OWNER" /v1/apps "{\"displayName\":\"keys $i\"}" | jq -r .app.id)
+        echo "$LK/v1/apps/$id/keys" >>"$BENCH_OUT/key-urls.txt"
+    done
+    c0=$(proc_ticks "${PID_OF[latchkey]}")
+    oha_json create_keys "$BENCH_OUT/key-urls.txt" --urls-from-file -n "$CREATE_KEYS" \
+        -m POST -a "$OWNER" -T application/json -d '{"displayName":"bench"}'
+    c1=$(proc_ticks "${PID_OF[latchkey]}")
+    CREATED=$(jq '.statusCodeDistribution["201"] // 0' "$BENCH_OUT/create_keys.json")
+    KEYS_PER_S=$(jq "$CREATED / .summary.total" "$BENCH_OUT/create_keys.json")
+    KEY_CPU=$(jq -n "($c1 - $c0) * 1000000 / $TICK / $CREATED")
+    printf '   %s keys created, %.0f keys/s, server CPU %.0f us/key, p99 %.1f ms\n' \
+        "$CREATED" "$KEYS_PER_S" "$KEY_CPU" "$(ms create_keys p99)"
+    "$EX/bench_commits" --db "$BENCH_OUT/data/commits.db" --count 1000 >"$BENCH_OUT/commits.json"
+    COMMITS_PER_S=$(jq .commitsPerSecond "$BENCH_OUT/commits.json")
+    printf '   the disk: %.0f SQLite commits/s (WAL, synchronous FULL, one row each)\n' "$COMMITS_PER_S"
+    echo "   newest audit event: $(curl -sf -u "$OWNER" "$LK/v1/audit?limit=1" | jq -r '.events[0].action // empty')"
+fi
 
 if [ "$SEED_KEYS" -gt 0 ]; then
     echo "== $SEED_KEYS live keys in SQLite ($KEYS_PER_APP per app)"
@@ -321,7 +329,7 @@ for t in $TARGETS $([ "$SEED_KEYS" -gt 0 ] && echo verify_basic_big diy_big); do
         "$(jq -n "$HELLO_COST / $c")" "$half"
 done
 echo
-printf '| key creation over HTTP | %.0f keys/s (target >= 1000) | server CPU %.0f us/key | disk: %.0f commits/s |\n' \
+[ "${THROUGHPUT_ONLY:-0}" = 1 ] || printf '| key creation over HTTP | %.0f keys/s (target >= 1000) | server CPU %.0f us/key | disk: %.0f commits/s |\n' \
     "$KEYS_PER_S" "$KEY_CPU" "$COMMITS_PER_S"
 if [ "$SEED_KEYS" -gt 0 ]; then
     printf '| cold start, %s keys | %.0f ms (target <= 5000) |\n' "$SEED_KEYS" "$COLD_MS"

@@ -67,7 +67,7 @@ pub fn event(
 ) -> AuditEvent {
     AuditEvent {
         account_id: caller.principal.account_id().map(str::to_string),
-        address: caller.address.clone(),
+        address: caller.address(),
         ..base_event(
             state,
             actor_of(&caller.principal),

@@ -19,7 +19,7 @@ use ring::rand::SystemRandom;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 
 const MASTER_CHECK_AAD: &str = "latchkey-master-key-check";
 const MASTER_CHECK_TEXT: &[u8] = b"latchkey";
@@ -144,7 +144,7 @@ pub async fn open(
         crate::sync::Freshness::standalone()
     };
     Ok(Opened {
-        state: AppState {
+        state: AppState::new(Shared {
             store,
             index: Arc::new(index),
             master: Arc::new(master),
@@ -154,7 +154,7 @@ pub async fn open(
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             exposures: Arc::default(),
             freshness: Arc::new(freshness),
-        },
+        }),
         init_report,
     })
 }

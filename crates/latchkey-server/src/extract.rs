@@ -2,7 +2,7 @@
 //! documented format: the caller's credential, JSON bodies, path segments
 //! and paging parameters.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -23,7 +23,14 @@ pub struct Caller {
     pub principal: Principal,
     pub key: Option<Arc<LiveKey>>,
     /// The peer's address, for the audit log.
-    pub address: Option<String>,
+    pub peer: Option<IpAddr>,
+}
+
+impl Caller {
+    /// The peer's address as the audit log records it.
+    pub fn address(&self) -> Option<String> {
+        self.peer.map(|ip| ip.to_string())
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -45,10 +52,10 @@ impl FromRequestParts<AppState> for Caller {
                 state.verify_options(),
             )
             .map_err(|e| ApiError::unauthorized(&e))?;
-        let address = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
+            .map(|ConnectInfo(addr)| addr.ip());
         // Browsers send Origin on cross-origin requests (and on same-origin
         // writes). Only appUser credentials belong in a browser: any other
         // credential seen with an Origin has leaked. It is recorded, and
@@ -70,7 +77,7 @@ impl FromRequestParts<AppState> for Caller {
                 state,
                 &verified.principal,
                 &origin,
-                address.as_deref(),
+                peer.map(|ip| ip.to_string()).as_deref(),
                 refuse,
             )
             .await;
@@ -82,12 +89,12 @@ impl FromRequestParts<AppState> for Caller {
             }
         }
         if let Some(slot) = parts.extensions.get::<AuditSlot>() {
-            slot.fill(&verified.principal, address.as_deref());
+            slot.fill(&verified.principal, peer);
         }
         Ok(Caller {
             principal: verified.principal,
             key: verified.key,
-            address,
+            peer,
         })
     }
 }
@@ -98,12 +105,12 @@ impl FromRequestParts<AppState> for Caller {
 pub struct AuditSlot(Arc<Mutex<Option<Attributed>>>);
 
 /// A verified principal and the peer address it came from.
-pub type Attributed = (Principal, Option<String>);
+pub type Attributed = (Principal, Option<IpAddr>);
 
 impl AuditSlot {
-    fn fill(&self, principal: &Principal, address: Option<&str>) {
+    fn fill(&self, principal: &Principal, peer: Option<IpAddr>) {
         if let Ok(mut slot) = self.0.lock() {
-            *slot = Some((principal.clone(), address.map(str::to_string)));
+            *slot = Some((principal.clone(), peer));
         }
     }
 

@@ -6,6 +6,7 @@
 //! server (HTTP or HTTPS) with graceful shutdown and the `lastUsedAt`
 //! flusher.
 
+pub mod access_log;
 pub mod api;
 pub mod audit;
 pub mod bootstrap;
@@ -14,6 +15,7 @@ pub mod cors;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod lane;
 pub mod maintenance;
 pub mod serve;
 pub mod state;

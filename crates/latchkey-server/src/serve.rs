@@ -102,7 +102,9 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
     // Before serving: a node answers only once it follows the change feed.
     let follower = crate::sync::spawn_follower(&state).await;
     let handle: Handle<SocketAddr> = Handle::new();
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Each connection's service answers POST /v1/verify directly and hands
+    // everything else to the router (see crate::lane).
+    let app = crate::lane::MakeLane::new(state.clone(), router(state.clone()));
     let tls = state.config.tls.as_ref().map(tls_config).transpose()?;
     let is_tls = tls.is_some();
     let server = match tls {

@@ -8,6 +8,7 @@
 //! changed. The store keeps secrets only sealed under the master key; it
 //! never sees a plain secret.
 
+mod app_cache;
 mod dashboard;
 mod model;
 mod sql;

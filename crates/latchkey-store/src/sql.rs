@@ -7,6 +7,7 @@
 //! `migrations/sqlite` and `migrations/postgres`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction};
 
+use crate::app_cache::AppCache;
 use crate::{
     Account, Actor, ApiKey, App, AppUser, AuditEvent, AuditFilter, Change, ChangeBatch,
     ChangeEntity, ChangeRecord, Initialization, KeyKind, KeyNotice, KeyOwnerRef, NewAccount,
@@ -103,6 +105,9 @@ pub struct SqlStore {
     pub(crate) backend: Backend,
     /// The LISTEN/NOTIFY channel of this database and schema (PostgreSQL).
     pub(crate) channel: Option<String>,
+    /// Apps read by id, on SQLite only: there this process is the only
+    /// writer, while on PostgreSQL other nodes change apps too.
+    apps: Option<Arc<AppCache>>,
 }
 
 impl SqlStore {
@@ -177,11 +182,39 @@ impl SqlStore {
                 Some(channel_name(&schema))
             }
         };
+        let apps = (backend == Backend::Sqlite).then(Arc::default);
         Ok(Self {
             pool,
             backend,
             channel,
+            apps,
         })
+    }
+
+    /// Forgets the cached apps; after every write that changes or removes
+    /// apps (see [`AppCache`]).
+    fn forget_apps(&self) {
+        if let Some(cache) = &self.apps {
+            cache.invalidate();
+        }
+    }
+
+    async fn update_app_tx(&self, app: &App, audit: &AuditEvent) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE apps SET display_name = $1, settings = $2 WHERE id = $3")
+            .bind(&app.display_name)
+            .bind(Value::Object(app.settings.clone()).to_string())
+            .bind(&app.id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit_tx(&mut tx, audit).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::App(&app.id))
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub fn backend(&self) -> Backend {
@@ -722,13 +755,17 @@ impl Store for SqlStore {
     }
 
     async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
-        self.delete_audited(
-            "DELETE FROM accounts WHERE id = $1",
-            &[id],
-            audit,
-            Some(Change::Account(id)),
-        )
-        .await
+        // Deletes the account's apps too (foreign keys cascade).
+        let deleted = self
+            .delete_audited(
+                "DELETE FROM accounts WHERE id = $1",
+                &[id],
+                audit,
+                Some(Change::Account(id)),
+            )
+            .await;
+        self.forget_apps();
+        deleted
     }
 
     async fn get_user_account(&self, id: &str) -> Result<Option<UserAccount>> {
@@ -810,40 +847,40 @@ impl Store for SqlStore {
     }
 
     async fn get_app(&self, id: &str) -> Result<Option<App>> {
+        let generation = match self.apps.as_deref().map(|cache| cache.get(id)) {
+            Some(Ok(app)) => return Ok(Some(app)),
+            Some(Err(generation)) => Some(generation),
+            None => None,
+        };
         let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(app_from).transpose()
+        let app = row.as_ref().map(app_from).transpose()?;
+        if let (Some(cache), Some(generation), Some(app)) = (&self.apps, generation, &app) {
+            cache.keep(generation, app);
+        }
+        Ok(app)
     }
 
     async fn update_app(&self, app: &App, audit: &AuditEvent) -> Result<bool> {
-        let mut tx = self.write_tx().await?;
-        let done = sqlx::query("UPDATE apps SET display_name = $1, settings = $2 WHERE id = $3")
-            .bind(&app.display_name)
-            .bind(Value::Object(app.settings.clone()).to_string())
-            .bind(&app.id)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
-        }
-        insert_audit_tx(&mut tx, audit).await?;
-        self.record_change_tx(&mut tx, audit.at, Change::App(&app.id))
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        let updated = self.update_app_tx(app, audit).await;
+        self.forget_apps();
+        updated
     }
 
     async fn delete_app(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
-        self.delete_audited(
-            "DELETE FROM apps WHERE id = $1",
-            &[id],
-            audit,
-            Some(Change::App(id)),
-        )
-        .await
+        let deleted = self
+            .delete_audited(
+                "DELETE FROM apps WHERE id = $1",
+                &[id],
+                audit,
+                Some(Change::App(id)),
+            )
+            .await;
+        self.forget_apps();
+        deleted
     }
 
     async fn create_key(

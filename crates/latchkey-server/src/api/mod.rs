@@ -9,7 +9,7 @@ pub(crate) mod keys;
 pub mod policy;
 pub(crate) mod service_accounts;
 mod users;
-mod verify;
+pub(crate) mod verify;
 pub(crate) mod webhooks;
 
 use axum::Router;
@@ -27,8 +27,6 @@ use axum::routing::{get, post, put};
 use latchkey_core::Principal;
 use latchkey_core::principal::AppRef;
 use latchkey_store::App;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -132,7 +130,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         // A client that never finishes its body is cut off.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            std::time::Duration::from_secs(30),
+            crate::lane::BODY_TIMEOUT,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -140,12 +138,7 @@ pub fn router(state: AppState) -> Router {
         ))
         // One line per request: method, path, status, latency. Headers (and
         // so credentials) are never recorded.
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
+        .layer(crate::access_log::AccessLogLayer)
         .with_state(state)
 }
 
@@ -177,6 +170,21 @@ async fn audit_failures(
         return response;
     }
     let route = matched.map_or_else(|| path.clone(), |m| m.as_str().to_string());
+    record_refusal(&state, &principal, address, &method, &route, &path, status).await;
+    response
+}
+
+/// Records a refused action of an authenticated caller in the audit log
+/// (see [`audit_failures`]).
+pub(crate) async fn record_refusal(
+    state: &AppState,
+    principal: &Principal,
+    address: Option<std::net::IpAddr>,
+    method: &Method,
+    route: &str,
+    path: &str,
+    status: StatusCode,
+) {
     // The app named in the path, unless the caller could not see it (a 404
     // must not put another tenant's app id in anyone's log).
     let app_id = (route.starts_with("/v1/apps/{app_id}") && status != StatusCode::NOT_FOUND)
@@ -185,11 +193,11 @@ async fn audit_failures(
     let event = AuditEvent {
         account_id: principal.account_id().map(str::to_string),
         app_id,
-        address,
+        address: address.map(|ip| ip.to_string()),
         outcome: "failure".into(),
         ..crate::audit::base_event(
-            &state,
-            crate::audit::actor_of(&principal),
+            state,
+            crate::audit::actor_of(principal),
             &format!("{method} {route}"),
             "request",
             None,
@@ -199,7 +207,6 @@ async fn audit_failures(
     if let Err(e) = state.store.record_audit(&event).await {
         tracing::warn!(error = %e, "could not record a failed action in the audit log");
     }
-    response
 }
 
 async fn health() -> impl IntoResponse {

@@ -2,12 +2,14 @@
 //! credential is good and what it may reach. Answers from the in-memory
 //! index only.
 
-use axum::Json;
+use std::borrow::Cow;
+
 use axum::extract::State;
-use latchkey_core::Principal;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use latchkey_core::principal::AppRef;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use latchkey_core::{Principal, Verified};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiResult, require};
 use crate::extract::{Caller, JsonBody};
@@ -17,7 +19,7 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct VerifyRequest {
     /// The request's `Authorization` header value.
-    authorization: String,
+    pub authorization: String,
     /// The app the request targets, if any.
     #[serde(default)]
     app_id: Option<String>,
@@ -41,45 +43,80 @@ impl std::fmt::Debug for VerifyRequest {
     }
 }
 
-fn invalid(code: &str, title: &str) -> Json<Value> {
-    Json(json!({"valid": false, "code": code, "title": title}))
+/// The answer to a verification request, serialized as the members of the
+/// documented `VerifyResponse` (in alphabetical order, as before).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Answer<'a> {
+    #[serde(rename_all = "camelCase")]
+    Valid {
+        account_id: Option<&'a str>,
+        app_id: Option<&'a str>,
+        key_id: Option<&'a str>,
+        scope: &'static str,
+        user_id: Option<&'a str>,
+        valid: bool,
+    },
+    Invalid {
+        code: &'a str,
+        title: Cow<'a, str>,
+        valid: bool,
+    },
+}
+
+fn invalid<'a>(code: &'a str, title: impl Into<Cow<'a, str>>) -> Answer<'a> {
+    Answer::Invalid {
+        code,
+        title: title.into(),
+        valid: false,
+    }
 }
 
 pub async fn verify(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(req): JsonBody<VerifyRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     require(
         caller.principal.may_operate(),
         "endpoint",
         "only the operator token may call /v1/verify",
     )?;
-    let verified = match state.index.verify_authorization(
+    let verified = state.index.verify_authorization(
         Some(req.authorization.as_bytes()),
         state.now(),
         state.verify_options(),
-    ) {
+    );
+    Ok(json_response(&answer(&state, &req, verified.as_ref())))
+}
+
+/// The answer to `req` for the operator, given the outcome of verifying
+/// its credential. Shared by the handler and the connection's direct path
+/// ([`crate::lane`]).
+pub fn answer<'a>(
+    state: &AppState,
+    req: &'a VerifyRequest,
+    verified: Result<&'a Verified, &latchkey_core::AuthError>,
+) -> Answer<'a> {
+    let verified = match verified {
         Ok(v) => v,
-        Err(e) => return Ok(invalid(e.code(), &e.to_string())),
+        Err(e) => return invalid(e.code(), e.to_string()),
     };
     let p = &verified.principal;
     let Some(scope) = p.scope() else {
-        return Ok(invalid(
+        return invalid(
             "forbidden",
             "the operator token is not a credential for the operator's API",
-        ));
+        );
     };
     if req.origin.is_some() && !matches!(p, Principal::AppUser { .. }) {
-        return Ok(invalid(
+        return invalid(
             "forbidden",
             "app and account credentials must never be used from a browser; use an appUser JWT",
-        ));
+        );
     }
     let mut app_id = match p {
-        Principal::App { app_id, .. } | Principal::AppUser { app_id, .. } => {
-            Some(app_id.to_string())
-        }
+        Principal::App { app_id, .. } | Principal::AppUser { app_id, .. } => Some(&**app_id),
         _ => None,
     };
     if let Some(target) = &req.app_id {
@@ -99,34 +136,43 @@ pub async fn verify(
             })
         });
         if !reached {
-            return Ok(invalid(
-                "not_found",
-                "the credential does not reach this app",
-            ));
+            return invalid("not_found", "the credential does not reach this app");
         }
-        app_id = Some(target.clone());
+        app_id = Some(target.as_str());
     }
     let mut user_id = match p {
-        Principal::AppUser { external_id, .. } => Some(external_id.clone()),
+        Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
         _ => None,
     };
     if let Some(target) = &req.user_id {
         if let Principal::AppUser { external_id, .. } = p
             && external_id != target
         {
-            return Ok(invalid(
-                "not_found",
-                "the credential does not reach this user",
-            ));
+            return invalid("not_found", "the credential does not reach this user");
         }
-        user_id = Some(target.clone());
+        user_id = Some(target.as_str());
     }
-    Ok(Json(json!({
-        "valid": true,
-        "scope": scope.as_str(),
-        "accountId": p.account_id(),
-        "appId": app_id,
-        "userId": user_id,
-        "keyId": p.key_id(),
-    })))
+    Answer::Valid {
+        account_id: p.account_id(),
+        app_id,
+        key_id: p.key_id(),
+        scope: scope.as_str(),
+        user_id,
+        valid: true,
+    }
+}
+
+/// A 200 response with `answer` as its JSON body.
+pub fn json_response(answer: &Answer<'_>) -> Response {
+    match serde_json::to_vec(answer) {
+        Ok(body) => (
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not serialize a verification answer");
+            crate::error::ApiError::internal().into_response()
+        }
+    }
 }

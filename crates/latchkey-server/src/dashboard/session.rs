@@ -8,7 +8,7 @@
 //! its account is deleted.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use askama::Template;
@@ -176,10 +176,15 @@ fn hash(session_id: &str) -> Vec<u8> {
 
 /// The client's address, for the audit log and the throttle.
 pub fn address(parts: &Parts) -> Option<String> {
+    peer(parts).map(|ip| ip.to_string())
+}
+
+/// The client's IP address.
+pub fn peer(parts: &Parts) -> Option<IpAddr> {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| a.ip().to_string())
+        .map(|ConnectInfo(a)| a.ip())
 }
 
 /// A signed-in person.
@@ -191,7 +196,7 @@ pub struct Session {
     pub email: String,
     /// The token every form of this session carries.
     pub csrf: String,
-    pub address: Option<String>,
+    pub peer: Option<IpAddr>,
 }
 
 impl Session {
@@ -223,7 +228,7 @@ impl Session {
             account_id: found.account_id,
             email: user.email,
             csrf: csrf::token(id, csrf::SESSION_PURPOSE),
-            address: address(parts),
+            peer: peer(parts),
         }))
     }
 
@@ -240,7 +245,7 @@ impl Session {
         Caller {
             principal: self.principal(),
             key: None,
-            address: self.address.clone(),
+            peer: self.peer,
         }
     }
 }
@@ -445,7 +450,7 @@ pub async fn signin(
             user_account_id: user.id.as_str().into(),
         },
         key: None,
-        address,
+        peer: peer(&parts),
     };
     let event = audit::event(
         &state,

@@ -1,0 +1,125 @@
+//! One log line per request: method, path, status and latency (headers,
+//! and so credentials, are never recorded; neither is the query string).
+//!
+//! Lines go to the `latchkey::access` target. Management calls are logged
+//! at INFO. `POST /v1/verify` and the health probes are logged at DEBUG:
+//! they are the high-volume paths (a verification service answers every
+//! request of the operator's API), formatting and writing a line costs
+//! about a fifth of such a request, and a verification's outcome is in its
+//! answer, which the operator's own server acts on and logs. Turn them on
+//! with `LATCHKEY_LOG=info,latchkey::access=debug`.
+//!
+//! Written as a plain tower layer rather than `tower_http`'s `TraceLayer`:
+//! no span per request, and nothing is formatted unless the line is
+//! enabled.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::Response;
+use tower::{Layer, Service};
+
+/// The [`Layer`] that adds the access log to a service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccessLogLayer;
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> AccessLog<S> {
+        AccessLog { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+/// Whether a request is on a high-volume path, logged at DEBUG.
+fn is_high_volume(method: &Method, path: &str) -> bool {
+    (method == Method::POST && path == "/v1/verify")
+        || (method == Method::GET && (path == "/healthz" || path == "/readyz"))
+}
+
+/// What is kept of a request until its response, when its line is enabled.
+pub(crate) struct Line {
+    method: Method,
+    path: String,
+    started: Instant,
+    debug: bool,
+}
+
+impl Line {
+    /// The line of a request to `method` `path`, if it is to be written.
+    pub(crate) fn begin(method: &Method, path: &str) -> Option<Line> {
+        let debug = is_high_volume(method, path);
+        let enabled = if debug {
+            tracing::enabled!(target: "latchkey::access", tracing::Level::DEBUG)
+        } else {
+            tracing::enabled!(target: "latchkey::access", tracing::Level::INFO)
+        };
+        enabled.then(|| Line {
+            method: method.clone(),
+            path: path.to_string(),
+            started: Instant::now(),
+            debug,
+        })
+    }
+
+    pub(crate) fn write(self, status: u16) {
+        let latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let (method, path) = (self.method.as_str(), self.path.as_str());
+        if self.debug {
+            tracing::debug!(target: "latchkey::access", method, path, status, latency_us, "request");
+        } else {
+            tracing::info!(target: "latchkey::access", method, path, status, latency_us, "request");
+        }
+    }
+}
+
+impl<S> Service<Request> for AccessLog<S>
+where
+    S: Service<Request, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let line = Line::begin(req.method(), req.uri().path());
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let response = response.await?;
+            if let Some(line) = line {
+                line.write(response.status().as_u16());
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_verification_and_probes_are_high_volume() {
+        assert!(is_high_volume(&Method::POST, "/v1/verify"));
+        assert!(is_high_volume(&Method::GET, "/healthz"));
+        assert!(is_high_volume(&Method::GET, "/readyz"));
+        assert!(!is_high_volume(&Method::GET, "/v1/verify"));
+        assert!(!is_high_volume(&Method::POST, "/v1/apps"));
+        assert!(!is_high_volume(&Method::GET, "/v1/apps/ap_1"));
+        assert!(!is_high_volume(&Method::POST, "/v1/verify/"));
+    }
+}

@@ -1,0 +1,203 @@
+//! The service each connection gets: `POST /v1/verify` in its usual form
+//! is answered directly, everything else goes through the router.
+//!
+//! Verification is the request an operator's API makes for every request
+//! it serves. Through the router it paid for routing, the CORS and
+//! failure-audit middlewares, the body-timeout and body-limit wrappers and
+//! axum's extractors: about half of its CPU, against ~1% for checking the
+//! credential (docs/BENCHMARKS.md). The direct path does only what such a
+//! request needs and gives the same answer.
+//!
+//! It takes a request only when the router would answer it with a 200 and
+//! no side effect besides the access log: the operator token verifies (and
+//! the index is fresh), there is no `Origin` header, the body is declared
+//! as `application/json` with a `Content-Length` within the body limit,
+//! and it parses as a `VerifyRequest`. Anything else, including a body
+//! that does not parse, goes to the router, which answers and audits it as
+//! it always did (the body already read is handed on).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::ConnectInfo;
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tower::Service;
+
+use crate::access_log::Line;
+use crate::api::verify::{VerifyRequest, answer, json_response};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How long a client may take to send its body (as the router's
+/// `RequestBodyTimeoutLayer`).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes a [`Lane`] for each accepted connection.
+#[derive(Debug, Clone)]
+pub struct MakeLane {
+    state: AppState,
+    router: Router,
+}
+
+impl MakeLane {
+    pub fn new(state: AppState, router: Router) -> Self {
+        Self { state, router }
+    }
+}
+
+impl Service<SocketAddr> for MakeLane {
+    type Response = Lane;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Lane, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, peer: SocketAddr) -> Self::Future {
+        std::future::ready(Ok(Lane {
+            state: self.state.clone(),
+            router: self.router.clone(),
+            peer,
+        }))
+    }
+}
+
+/// The service of one connection.
+#[derive(Debug, Clone)]
+pub struct Lane {
+    state: AppState,
+    router: Router,
+    peer: SocketAddr,
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<B> Service<Request<B>> for Lane
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> BoxFuture {
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let mut router = self.router.clone();
+        if !takes(&self.state, req.method(), req.uri().path(), req.headers()) {
+            return Box::pin(router.call(req));
+        }
+        Box::pin(verify_directly(
+            self.state.clone(),
+            router,
+            self.peer.ip(),
+            req,
+        ))
+    }
+}
+
+/// Whether the direct path takes a request, judged by its head.
+fn takes(state: &AppState, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+    if method != Method::POST || path != "/v1/verify" || headers.contains_key(ORIGIN) {
+        return false;
+    }
+    let declared_json = headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/json"));
+    let length_fits = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= state.config.max_body_bytes);
+    if !declared_json || !length_fits || state.freshness.check().is_err() {
+        return false;
+    }
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let (Some(header), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    state
+        .index
+        .verify_authorization(Some(header.as_bytes()), state.now(), state.verify_options())
+        .is_ok_and(|caller| caller.principal.may_operate() == latchkey_core::Access::Allow)
+}
+
+async fn verify_directly(
+    state: AppState,
+    mut router: Router,
+    peer: IpAddr,
+    req: Request<Body>,
+) -> Result<Response, Infallible> {
+    let line = Line::begin(req.method(), req.uri().path());
+    let (parts, body) = req.into_parts();
+    let limit = state.config.max_body_bytes;
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        // The client stopped sending, or sent more than it declared.
+        Ok(Err(_)) | Err(_) => {
+            let status = StatusCode::BAD_REQUEST;
+            let operator = state
+                .index
+                .verify_authorization(
+                    parts
+                        .headers
+                        .get(AUTHORIZATION)
+                        .map(|h| h.as_bytes()),
+                    state.now(),
+                    state.verify_options(),
+                )
+                .ok();
+            if let Some(operator) = operator {
+                crate::api::record_refusal(
+                    &state,
+                    &operator.principal,
+                    Some(peer),
+                    &parts.method,
+                    parts.uri.path(),
+                    parts.uri.path(),
+                    status,
+                )
+                .await;
+            }
+            if let Some(line) = line {
+                line.write(status.as_u16());
+            }
+            return Ok(
+                ApiError::bad_request("the request body could not be read completely")
+                    .into_response(),
+            );
+        }
+    };
+    let Ok(request) = serde_json::from_slice::<VerifyRequest>(&bytes) else {
+        // The router answers (and audits) what does not parse.
+        return router
+            .call(Request::from_parts(parts, Body::from(bytes)))
+            .await;
+    };
+    let verified = state.index.verify_authorization(
+        Some(request.authorization.as_bytes()),
+        state.now(),
+        state.verify_options(),
+    );
+    let response = json_response(&answer(&state, &request, verified.as_ref()));
+    if let Some(line) = line {
+        line.write(response.status().as_u16());
+    }
+    Ok(response)
+}
+

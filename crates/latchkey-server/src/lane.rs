@@ -154,10 +154,7 @@ async fn verify_directly(
             let operator = state
                 .index
                 .verify_authorization(
-                    parts
-                        .headers
-                        .get(AUTHORIZATION)
-                        .map(|h| h.as_bytes()),
+                    parts.headers.get(AUTHORIZATION).map(|h| h.as_bytes()),
                     state.now(),
                     state.verify_options(),
                 )
@@ -200,4 +197,3 @@ async fn verify_directly(
     }
     Ok(response)
 }
-

@@ -166,7 +166,10 @@ pub fn answer<'a>(
 pub fn json_response(answer: &Answer<'_>) -> Response {
     match serde_json::to_vec(answer) {
         Ok(body) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             body,
         )
             .into_response(),

@@ -1,0 +1,196 @@
+//! `POST /v1/verify` has two ways through the server: the connection's
+//! direct path for the usual form of the request (latchkey_server::lane)
+//! and the router. These tests hold them to the same answers, and check
+//! that what the direct path must not take still reaches the router.
+//!
+//! A request with `Content-Type: application/json` (exactly) goes the
+//! direct path; the same request with `application/json; charset=utf-8`
+//! goes through the router, which accepts both.
+
+mod common;
+
+use common::{StatusCode, TestApp};
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{Value, json};
+
+const DIRECT: &str = "application/json";
+const ROUTED: &str = "application/json; charset=utf-8";
+
+/// Status, content type and body of one verification.
+async fn ask(
+    app: &TestApp,
+    caller: &str,
+    content_type: &str,
+    body: &str,
+) -> (StatusCode, String, Value) {
+    let resp = app
+        .http
+        .post(app.url("/v1/verify"))
+        .header("authorization", caller)
+        .header(CONTENT_TYPE, content_type)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status();
+    let kind = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, kind, body)
+}
+
+#[tokio::test]
+async fn both_paths_give_the_same_answer_to_every_credential() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_a = app.create_app(&owner, "A").await;
+    let app_b = app.create_app(&owner, "B").await;
+    let key = app.create_app_key(&owner, &app_a).await;
+    let gone = app.create_app_key(&owner, &app_a).await;
+    let r = app
+        .delete(&format!("/v1/apps/{app_a}/keys/{}", gone.id), &owner)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let sa = app.create_service_account(&owner).await;
+    let sa_key = app.create_service_account_key(&owner, &sa).await;
+    app.put(&format!("/v1/serviceAccounts/{sa}/apps/{app_b}"), &owner)
+        .await;
+
+    let credentials = [
+        key.basic(),
+        key.jwt(json!({"scope": "app"})),
+        key.jwt(json!({"scope": "appUser", "userId": "alice"})),
+        key.jwt(json!({"scope": "appUser"})),
+        key.jwt(json!({"scope": "account"})),
+        key.jwt(json!({"scope": "app", "exp": 1})),
+        owner.clone(),
+        sa_key.basic(),
+        gone.basic(),
+        app.operator(),
+        "Basic bm9wZQ==".to_string(),
+        "Bearer not.a.jwt".to_string(),
+        String::new(),
+    ];
+    let targets = [
+        json!({}),
+        json!({"appId": app_a}),
+        json!({"appId": app_b}),
+        json!({"appId": "ap_missing"}),
+        json!({"userId": "alice"}),
+        json!({"appId": app_a, "userId": "bob"}),
+        json!({"origin": "https://example.com"}),
+    ];
+    let mut compared = 0;
+    let mut valid = 0;
+    for credential in &credentials {
+        for target in &targets {
+            let mut body = target.clone();
+            body["authorization"] = json!(credential);
+            let body = body.to_string();
+            let direct = ask(&app, &app.operator(), DIRECT, &body).await;
+            let routed = ask(&app, &app.operator(), ROUTED, &body).await;
+            assert_eq!(direct, routed, "{body}");
+            assert_eq!(direct.0, StatusCode::OK, "{body}");
+            assert_eq!(direct.1, "application/json");
+            compared += 1;
+            if direct.2["valid"] == true {
+                valid += 1;
+            }
+        }
+    }
+    assert_eq!(compared, credentials.len() * targets.len());
+    // The matrix holds both outcomes in number.
+    assert!(valid >= 8, "only {valid} valid answers");
+    assert!(compared - valid >= 40);
+}
+
+#[tokio::test]
+async fn what_the_direct_path_must_not_answer_reaches_the_router() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "A").await;
+    let key = app.create_app_key(&owner, &app_id).await;
+    let good = json!({"authorization": key.basic()}).to_string();
+
+    // A caller that is not the operator: 403, and the refusal is audited.
+    let (status, _, body) = ask(&app, &key.basic(), DIRECT, &good).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // (In the account's log: the path names no app.)
+    let r = app.get("/v1/audit", &owner).await;
+    let first = &r.body["events"][0];
+    assert_eq!(first["outcome"], "failure", "{first}");
+    assert_eq!(first["action"], "POST /v1/verify");
+    assert_eq!(first["actor"]["id"], key.id.as_str());
+
+    // No credential, or a wrong operator token: 401 with the challenge.
+    let resp = app
+        .http
+        .post(app.url("/v1/verify"))
+        .header(CONTENT_TYPE, DIRECT)
+        .body(good.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(resp.headers().contains_key("www-authenticate"));
+    let (status, _, _) = ask(&app, "Bearer lkop_wrong", DIRECT, &good).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Bodies the direct path cannot parse get the router's answers.
+    for bad in [
+        "{",
+        "[]",
+        r#"{"authorization": 5}"#,
+        r#"{"authorization": "x", "colour": "red"}"#,
+        r#"{"appId": "ap_1"}"#,
+    ] {
+        let direct = ask(&app, &app.operator(), DIRECT, bad).await;
+        let routed = ask(&app, &app.operator(), ROUTED, bad).await;
+        assert_eq!(direct.0, StatusCode::BAD_REQUEST, "{bad}: {:?}", direct.2);
+        assert_eq!(direct, routed, "{bad}");
+        assert_eq!(direct.2["errors"][0]["code"], "bad_request");
+    }
+
+    // Not JSON at all, and a body over the limit.
+    let (status, _, body) = ask(&app, &app.operator(), "text/plain", &good).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let huge = format!(
+        r#"{{"authorization": "{}"}}"#,
+        "x".repeat(app_config_max_body() + 1)
+    );
+    let (status, _, body) = ask(&app, &app.operator(), DIRECT, &huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+
+    // The operator token from a browser: refused and recorded, as before.
+    let resp = app
+        .http
+        .post(app.url("/v1/verify"))
+        .header("authorization", app.operator())
+        .header("origin", "https://example.com")
+        .header(CONTENT_TYPE, DIRECT)
+        .body(good.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    // Another method on the path.
+    let r = app.get("/v1/verify", &app.operator()).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // And the usual request still verifies.
+    let (status, _, body) = ask(&app, &app.operator(), DIRECT, &good).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["valid"], true, "{body}");
+    assert_eq!(body["keyId"], key.id.as_str());
+}
+
+/// The server's default body limit (`Config::max_body_bytes`).
+fn app_config_max_body() -> usize {
+    latchkey_server::Config::new("unused").max_body_bytes
+}

@@ -160,6 +160,11 @@ fn single_key(c: &mut Criterion) {
         group.bench_function(format!("ring_hmac_floor/{scope}"), |b| {
             b.iter(|| hmac::verify(&hmac_key, black_box(signing_input.as_bytes()), &tag))
         });
+        // The HMAC Latchkey uses (RustCrypto's, on the CPU's SHA extensions).
+        let hs256_key = latchkey_core::hs256::Hs256Key::new(secret.as_bytes());
+        group.bench_function(format!("hs256_floor/{scope}"), |b| {
+            b.iter(|| hs256_key.verify(black_box(signing_input.as_bytes()), &tag))
+        });
     }
     group.finish();
     eprintln!(

@@ -14,12 +14,12 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use foldhash::fast::SeedableRandomState;
-use ring::hmac;
 use ring::rand::SecureRandom;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::crypto::sha256;
+use crate::hs256::Hs256Key;
 use crate::secret::{CHECKSUM_LEN, KEY_SECRET_PREFIX, SECRET_BODY_LEN, check_format};
 use crate::table::KeyTable;
 
@@ -99,7 +99,7 @@ pub struct LiveKey {
     /// of the secret can be compared with this directly, without decoding
     /// it or recomputing its checksum (see `verify_basic`).
     basic_secret_b64: Option<Zeroizing<[u8; BASIC_SECRET_B64_LEN]>>,
-    hmac: hmac::Key,
+    hmac: Hs256Key,
     secret: Zeroizing<Vec<u8>>,
     /// The value of `last_used` that the store already has.
     flushed: AtomicI64,
@@ -131,7 +131,7 @@ impl LiveKey {
             owner,
             app: None,
             secret: Zeroizing::new(secret.to_vec()),
-            hmac: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            hmac: Hs256Key::new(secret),
             expires_at,
             last_used: AtomicI64::new(last),
             flushed: AtomicI64::new(last),
@@ -163,7 +163,7 @@ impl LiveKey {
         crate::jwt::sign_hs256(&self.secret, &self.id, claims)
     }
 
-    pub fn hmac_key(&self) -> &hmac::Key {
+    pub fn hmac_key(&self) -> &Hs256Key {
         &self.hmac
     }
 

@@ -11,10 +11,10 @@ use std::borrow::Cow;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::hmac;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::hs256::Hs256Key;
 use crate::{b64, flat};
 
 /// The largest token accepted (8 KiB).
@@ -283,13 +283,17 @@ pub enum ClaimedScope {
 
 impl UnverifiedJwt<'_> {
     /// Checks the signature against `key` in constant time.
-    pub fn verify_signature(&self, key: &hmac::Key) -> Result<(), JwtError> {
+    pub fn verify_signature(&self, key: &Hs256Key) -> Result<(), JwtError> {
         let mut sig = [0u8; 32];
         match b64::decode_url(self.signature, &mut sig) {
             Some(32) => {}
             _ => return Err(JwtError::Signature),
         }
-        hmac::verify(key, self.signing_input, &sig).map_err(|_| JwtError::Signature)
+        if key.verify(self.signing_input, &sig) {
+            Ok(())
+        } else {
+            Err(JwtError::Signature)
+        }
     }
 
     /// Decodes and type-checks the claims. Call only after the signature
@@ -458,10 +462,9 @@ pub fn sign_hs256(secret: &[u8], kid: &str, claims: &serde_json::Value) -> Strin
     let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
     token.push('.');
     token.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let tag = hmac::sign(&key, token.as_bytes());
+    let tag = Hs256Key::new(secret).sign(token.as_bytes());
     token.push('.');
-    token.push_str(&URL_SAFE_NO_PAD.encode(tag.as_ref()));
+    token.push_str(&URL_SAFE_NO_PAD.encode(tag));
     token
 }
 
@@ -469,12 +472,14 @@ pub fn sign_hs256(secret: &[u8], kid: &str, claims: &serde_json::Value) -> Strin
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    // Tokens built independently of the code under test.
+    use ring::hmac;
     use serde_json::json;
 
     const SECRET: &[u8] = b"lksk_test-secret";
 
-    fn key() -> hmac::Key {
-        hmac::Key::new(hmac::HMAC_SHA256, SECRET)
+    fn key() -> Hs256Key {
+        Hs256Key::new(SECRET)
     }
 
     fn encode_parts(
@@ -588,8 +593,8 @@ mod tests {
         let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"k"}"#);
         let payload = URL_SAFE_NO_PAD.encode(r#"{"scope":"appUser","scope":"app"}"#);
         let input = format!("{header}.{payload}");
-        let tag = hmac::sign(&key(), input.as_bytes());
-        let t = format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+        let tag = key().sign(input.as_bytes());
+        let t = format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag));
         let parsed = parse(&t).expect("parse");
         parsed.verify_signature(&key()).expect("signature");
         assert!(parsed.claims().is_err());

@@ -10,6 +10,7 @@ mod b64;
 pub mod clock;
 pub mod crypto;
 mod flat;
+pub mod hs256;
 pub mod ids;
 pub mod index;
 pub mod jwt;

@@ -102,6 +102,13 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pub(crate) pool: sqlx::AnyPool,
+    /// Where [`SqlStore::write_tx`] runs. On an SQLite file, a pool of one
+    /// connection of its own: SQLite drops a connection's page cache when
+    /// another connection has written since its last transaction, so with
+    /// writes spread over the read pool every write transaction started by
+    /// reading its B-tree pages back from the OS. One writer keeps its cache.
+    /// Elsewhere (PostgreSQL, in-memory SQLite) the same pool as `pool`.
+    writer: sqlx::AnyPool,
     pub(crate) backend: Backend,
     /// The LISTEN/NOTIFY channel of this database and schema (PostgreSQL).
     pub(crate) channel: Option<String>,
@@ -120,13 +127,13 @@ impl SqlStore {
             .filename(path)
             .create_if_missing(true)
             .to_url_lossy();
-        Self::connect_any(url.as_str(), Backend::Sqlite, 8).await
+        Self::connect_any(url.as_str(), Backend::Sqlite, 8, true).await
     }
 
     /// Connects to PostgreSQL and applies migrations (under sqlx's
     /// migration lock, so several nodes may start at once).
     pub async fn connect_postgres(url: &str) -> Result<Self> {
-        Self::connect_any(url, Backend::Postgres, 16).await
+        Self::connect_any(url, Backend::Postgres, 16, false).await
     }
 
     /// Opens the database a URL names: `postgres://` or `postgresql://`
@@ -134,45 +141,44 @@ impl SqlStore {
     pub async fn connect_url(url: &str) -> Result<Self> {
         match url.split_once(':').map(|(scheme, _)| scheme) {
             Some("postgres" | "postgresql") => Self::connect_postgres(url).await,
-            Some("sqlite") => Self::connect_any(url, Backend::Sqlite, 8).await,
+            Some("sqlite") => Self::connect_any(url, Backend::Sqlite, 8, true).await,
             _ => Err(StoreError::Config(
                 "the database URL must start with postgres:// or sqlite:".into(),
             )),
         }
     }
 
-    async fn connect_any(url: &str, backend: Backend, max: u32) -> Result<Self> {
+    /// `own_writer`: give write transactions a connection of their own (an
+    /// SQLite file; see [`SqlStore::writer`]).
+    async fn connect_any(url: &str, backend: Backend, max: u32, own_writer: bool) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let options: AnyConnectOptions = url
             .parse()
             .map_err(|e| StoreError::Config(format!("the database URL is not valid: {e}")))?;
         let options = options.log_statements(tracing::log::LevelFilter::Trace);
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            // A node that cannot reach its database answers 503 quickly
-            // instead of holding requests.
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // Every acknowledged write survives a crash or
-                        // power loss; writers wait their turn.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let pool = pool_options(backend, max)
+            .connect_with(options.clone())
             .await
             .map_err(StoreError::from_sqlx)?;
         match backend {
             Backend::Sqlite => SQLITE_MIGRATOR.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATOR.run(&pool).await?,
         }
+        let writer = if own_writer && backend == Backend::Sqlite {
+            pool_options(backend, 1)
+                // Writers queue here rather than in SQLite's busy handler;
+                // wait as long as that would have.
+                .acquire_timeout(Duration::from_secs(10))
+                // Kept open for good: closing it would throw its cache away.
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await
+                .map_err(StoreError::from_sqlx)?
+        } else {
+            pool.clone()
+        };
         let channel = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -185,6 +191,7 @@ impl SqlStore {
         let apps = (backend == Backend::Sqlite).then(Arc::default);
         Ok(Self {
             pool,
+            writer,
             backend,
             channel,
             apps,
@@ -228,9 +235,9 @@ impl SqlStore {
     /// waits its turn), the advisory lock [`WRITE_LOCK`] on PostgreSQL.
     pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
         match self.backend {
-            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Sqlite => Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?),
             Backend::Postgres => {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(WRITE_LOCK)
                     .execute(&mut *tx)
@@ -243,13 +250,14 @@ impl SqlStore {
     /// Closes every connection (on SQLite, checkpointing the WAL into the
     /// main file).
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
     /// A private in-memory SQLite database, for tests.
     pub async fn in_memory() -> Result<Self> {
         // One connection: each in-memory connection would be its own database.
-        Self::connect_any("sqlite::memory:", Backend::Sqlite, 1).await
+        Self::connect_any("sqlite::memory:", Backend::Sqlite, 1, false).await
     }
 
     /// Runs a DELETE and, if it removed anything, records `audit` and the
@@ -345,6 +353,33 @@ impl SqlStore {
             .await?;
         page_of(&rows, page.limit, map)
     }
+}
+
+/// The options of a pool of at most `max` connections to `backend`.
+fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        // A node that cannot reach its database answers 503 quickly
+        // instead of holding requests.
+        .acquire_timeout(Duration::from_secs(5))
+        // A connection to an SQLite file cannot drop the way a network
+        // connection can; pinging it at every checkout was a round trip to
+        // its worker thread for nothing.
+        .test_before_acquire(backend == Backend::Postgres)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // Every acknowledged write survives a crash or
+                    // power loss; writers wait their turn.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// The notification channel for a schema: identifiers are at most 63
@@ -891,37 +926,44 @@ impl Store for SqlStore {
         audit: &AuditEvent,
     ) -> Result<()> {
         let (app, user, sa) = owner_columns(key);
-        let mut tx = self.write_tx().await?;
-        // Count and insert in one statement, so two concurrent creates cannot
-        // both pass the limit.
-        let done = sqlx::query(
+        // Only the owner's column: the owner's live keys are then counted
+        // from its `*_live` index alone (migration 0007). An OR across the
+        // three columns made it read the table row of every key the owner
+        // ever had.
+        let (owner_column, owner_id) = match key.owner() {
+            KeyOwnerRef::App(id) => ("app_id", id),
+            KeyOwnerRef::UserAccount(id) => ("user_account_id", id),
+            KeyOwnerRef::ServiceAccount(id) => ("service_account_id", id),
+        };
+        let sql = format!(
             "INSERT INTO api_keys (id, kind, account_id, app_id, user_account_id, service_account_id, \
              display_name, secret_sealed, created_at, expires_at, rotated_from) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
              WHERE (SELECT COUNT(*) FROM api_keys \
-                    WHERE (app_id = $12 OR user_account_id = $13 OR service_account_id = $14) \
-                      AND replaced_by IS NULL \
-                      AND (expires_at IS NULL OR expires_at > $15)) < $16",
-        )
-        .bind(&key.id)
-        .bind(key.kind.as_str())
-        .bind(&key.account_id)
-        .bind(app)
-        .bind(user)
-        .bind(sa)
-        .bind(&key.display_name)
-        .bind(&key.secret_sealed)
-        .bind(key.created_at)
-        .bind(key.expires_at)
-        .bind(&key.rotated_from)
-        .bind(app)
-        .bind(user)
-        .bind(sa)
-        .bind(now)
-        .bind(i64::from(limit))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| classify(e, "a key with this id already exists"))?;
+                    WHERE {owner_column} = $12 AND replaced_by IS NULL \
+                      AND (expires_at IS NULL OR expires_at > $13)) < $14"
+        );
+        let mut tx = self.write_tx().await?;
+        // Count and insert in one statement, so two concurrent creates cannot
+        // both pass the limit.
+        let done = sqlx::query(AssertSqlSafe(sql))
+            .bind(&key.id)
+            .bind(key.kind.as_str())
+            .bind(&key.account_id)
+            .bind(app)
+            .bind(user)
+            .bind(sa)
+            .bind(&key.display_name)
+            .bind(&key.secret_sealed)
+            .bind(key.created_at)
+            .bind(key.expires_at)
+            .bind(&key.rotated_from)
+            .bind(owner_id)
+            .bind(now)
+            .bind(i64::from(limit))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(e, "a key with this id already exists"))?;
         if done.rows_affected() == 0 {
             return Err(StoreError::LimitReached(limit));
         }

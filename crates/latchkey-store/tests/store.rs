@@ -24,6 +24,7 @@ conformance!(
     data_survives_closing_and_reopening_the_store,
     concurrent_key_creation_on_two_nodes_never_passes_the_limit,
     last_used_from_two_nodes_keeps_the_latest,
+    concurrent_writes_are_all_read_back,
 );
 
 async fn initialize_happens_once(db: TestDb) {
@@ -490,4 +491,110 @@ async fn last_used_from_two_nodes_keeps_the_latest(db: TestDb) {
             assert_eq!(k.last_used_at, Some(latest), "{id}");
         }
     }
+}
+
+/// On SQLite, writes run on a connection of their own and reads on the
+/// pool: every acknowledged write must be visible to the next read, to the
+/// snapshot, to the audit log and after reopening, and a refused write must
+/// leave nothing behind.
+async fn concurrent_writes_are_all_read_back(db: TestDb) {
+    db.store
+        .create_account(&new_account(1), &ev())
+        .await
+        .expect("account");
+    db.store
+        .create_app(&app("ap_1", "acc_1"), None, &ev())
+        .await
+        .expect("app");
+    // The app was written by the writer; reading it right away goes through
+    // the read pool.
+    assert!(db.store.get_app("ap_1").await.expect("get").is_some());
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = db.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("app_{i}");
+            let mut audit = ev();
+            audit.target_id = Some(id.clone());
+            let created = store
+                .create_key(&key(&id, KeyKind::App, "acc_1", "ap_1"), 30, 200, &audit)
+                .await;
+            // Read back at once, while other tasks are writing.
+            let read = store.get_key(&id).await.expect("get");
+            (id, created, read.is_some())
+        }));
+    }
+    let mut created = Vec::new();
+    for t in tasks {
+        match t.await.expect("join") {
+            (id, Ok(()), true) => created.push(id),
+            (_, Err(StoreError::LimitReached(30)), false) => {}
+            (id, result, read) => panic!("{id}: {result:?}, read back: {read}"),
+        }
+    }
+    assert_eq!(created.len(), 30);
+    created.sort();
+    let listed = |keys: Vec<latchkey_store::ApiKey>| {
+        let mut ids: Vec<String> = keys.into_iter().map(|k| k.id).collect();
+        ids.sort();
+        ids
+    };
+    let page_of_keys = db
+        .store
+        .list_keys(KeyOwnerRef::App("ap_1"), &page(100, None))
+        .await
+        .expect("list");
+    assert_eq!(listed(page_of_keys.items), created);
+    let snap = db.store.snapshot().await.expect("snapshot");
+    let snap_keys = listed(
+        snap.keys
+            .into_iter()
+            .filter(|k| k.kind == KeyKind::App)
+            .collect(),
+    );
+    assert_eq!(snap_keys, created);
+    let audited = db
+        .store
+        .list_audit(&Default::default(), &page(100, None))
+        .await
+        .expect("audit");
+    let mut targets: Vec<String> = audited
+        .items
+        .into_iter()
+        .filter_map(|e| e.target_id.filter(|t| t.starts_with("app_")))
+        .collect();
+    targets.sort();
+    assert_eq!(targets, created, "one audit event per created key, no more");
+    db.store.close().await;
+    let store = db.open_again().await;
+    let reopened = store
+        .list_keys(KeyOwnerRef::App("ap_1"), &page(100, None))
+        .await
+        .expect("list after reopening");
+    assert_eq!(listed(reopened.items), created);
+}
+
+/// An in-memory database exists once per connection, so the in-memory
+/// store must write and read on the same one.
+#[tokio::test]
+async fn in_memory_store_reads_its_own_writes() {
+    let store = SqlStore::in_memory().await.expect("in memory");
+    store
+        .create_account(&new_account(1), &ev())
+        .await
+        .expect("account");
+    store
+        .create_app(&app("ap_1", "acc_1"), None, &ev())
+        .await
+        .expect("app");
+    store
+        .create_key(&key("app_1", KeyKind::App, "acc_1", "ap_1"), 10, 200, &ev())
+        .await
+        .expect("key");
+    assert!(store.get_app("ap_1").await.expect("get").is_some());
+    assert!(store.get_key("app_1").await.expect("get").is_some());
+    let snap = store.snapshot().await.expect("snapshot");
+    let mut ids: Vec<&str> = snap.keys.iter().map(|k| k.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["act_1", "app_1"]);
 }

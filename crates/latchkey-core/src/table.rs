@@ -127,7 +127,30 @@ impl<S: BuildHasher> KeyTable<S> {
     }
 
     fn grow(&mut self) {
-        let capacity = (self.slots.len() * 2).max(16);
+        self.resize((self.slots.len() * 2).max(16));
+    }
+
+    /// Grows the table once so that `additional` more entries fit without
+    /// growing again (each growth re-places every entry, and the old and
+    /// new slot arrays exist side by side meanwhile).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        if additional == 0 {
+            return;
+        }
+        let wanted = self.len.saturating_add(additional);
+        let mut capacity = self.slots.len().max(16);
+        while wanted.saturating_mul(8) > capacity.saturating_mul(7) {
+            let Some(doubled) = capacity.checked_mul(2) else {
+                return;
+            };
+            capacity = doubled;
+        }
+        if capacity > self.slots.len() {
+            self.resize(capacity);
+        }
+    }
+
+    fn resize(&mut self, capacity: usize) {
         let old = std::mem::replace(&mut self.slots, vec![None; capacity]);
         for slot in old.into_iter().flatten() {
             self.place(slot);
@@ -243,6 +266,7 @@ mod tests {
         Insert(u8),
         Remove(u8),
         Retain(u8),
+        Reserve(u8),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -250,6 +274,7 @@ mod tests {
             5 => (0u8..40).prop_map(Op::Insert),
             3 => (0u8..40).prop_map(Op::Remove),
             1 => (1u8..5).prop_map(Op::Retain),
+            1 => (0u8..64).prop_map(Op::Reserve),
         ]
     }
 
@@ -274,6 +299,14 @@ mod tests {
                         |k: &LiveKey| !k.id[4..].parse::<u8>().unwrap_or(0).is_multiple_of(*m);
                     table.retain(keep);
                     model.retain(|_, k| keep(k));
+                }
+                Op::Reserve(n) => {
+                    let before = table.slots.len();
+                    table.reserve(usize::from(*n));
+                    let capacity = table.slots.len();
+                    prop_assert!(capacity >= before);
+                    // The reserved entries fit without growing again.
+                    prop_assert!((table.len() + usize::from(*n)) * 8 <= capacity.max(16) * 7);
                 }
             }
             prop_assert_eq!(table.len(), model.len());
@@ -304,6 +337,21 @@ mod tests {
         fn behaves_as_a_map_with_long_probe_runs(ops in proptest::collection::vec(op(), 0..200)) {
             check(&ops, &mut KeyTable::with_hasher(Colliding))?;
         }
+    }
+
+    #[test]
+    fn reserving_sizes_the_table_once() {
+        let mut table = KeyTable::with_hasher(foldhash::fast::SeedableRandomState::random());
+        table.reserve(1000);
+        let capacity = table.slots.len();
+        assert_eq!(capacity, 2048, "the smallest power of two at most 7/8 full");
+        for n in 0..1000 {
+            assert!(table.insert(key(&format!("app_{n}"))).is_none());
+        }
+        assert_eq!(table.slots.len(), capacity, "no growth while filling");
+        assert_eq!(table.len(), 1000);
+        table.reserve(0);
+        assert_eq!(table.slots.len(), capacity);
     }
 
     #[test]

@@ -203,6 +203,18 @@ pub trait Store: WebhookStore + DashboardStore + Send + Sync + std::fmt::Debug +
 
     // --- loading and following the index ------------------------------------
     async fn snapshot(&self) -> Result<Snapshot>;
+    /// The same snapshot (one read transaction, the change number read
+    /// first) handed out as it is read, so that no copy of every key
+    /// exists at once: `head` gets everything but the keys, then the keys
+    /// go to `keys` in batches of at most `batch` (each key exactly once,
+    /// in no particular order). Stops early, without an error, if `keys`'
+    /// receiver is gone: the receiver knows why.
+    async fn snapshot_into(
+        &self,
+        batch: usize,
+        head: &mut (dyn FnMut(SnapshotHead) + Send),
+        keys: tokio::sync::mpsc::Sender<Vec<SnapshotKey>>,
+    ) -> Result<()>;
     /// Up to `limit` changes recorded after `seq`, oldest first.
     async fn changes_since(&self, seq: i64, limit: u32) -> Result<ChangeBatch>;
     /// Deletes changes recorded before `before` (Unix seconds), keeping

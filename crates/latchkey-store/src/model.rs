@@ -194,6 +194,67 @@ pub struct Snapshot {
     pub change_seq: i64,
 }
 
+/// Everything the in-memory index is built from except the keys, as
+/// [`crate::Store::snapshot_into`] hands it out before the keys.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotHead {
+    /// Account ids.
+    pub accounts: Vec<String>,
+    pub apps: Vec<App>,
+    /// (service account id, account id)
+    pub service_accounts: Vec<(String, String)>,
+    /// (service account id, app id)
+    pub grants: Vec<(String, String)>,
+    pub operator_tokens: Vec<OperatorToken>,
+    /// How many keys will follow, so that the index can be sized once.
+    pub key_count: u64,
+    /// As [`Snapshot::change_seq`].
+    pub change_seq: i64,
+}
+
+/// The columns of a stored key that the index needs: what
+/// [`crate::Store::snapshot_into`] reads instead of a whole [`ApiKey`]
+/// (with 10^6 keys, every column and allocation less counts at start-up).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SnapshotKey {
+    pub id: String,
+    pub kind: KeyKind,
+    pub account_id: String,
+    /// The app, user account or service account id, as `kind` says.
+    pub owner_id: String,
+    /// Sealed under the master key, the key id as associated data.
+    pub secret_sealed: Vec<u8>,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+impl fmt::Debug for SnapshotKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotKey")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("account_id", &self.account_id)
+            .field("owner_id", &self.owner_id)
+            .field("expires_at", &self.expires_at)
+            .field("last_used_at", &self.last_used_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<&ApiKey> for SnapshotKey {
+    fn from(key: &ApiKey) -> Self {
+        Self {
+            id: key.id.clone(),
+            kind: key.kind,
+            account_id: key.account_id.clone(),
+            owner_id: key.owner_id.clone(),
+            secret_sealed: key.secret_sealed.clone(),
+            expires_at: key.expires_at,
+            last_used_at: key.last_used_at,
+        }
+    }
+}
+
 /// What a change that affects verification touched. Every such write
 /// records one (or more) in its own transaction; nodes reload what it
 /// names from the store, so a change carries no state of its own and

@@ -32,7 +32,7 @@
 #     CPU cost per request can be compared even when other work shares the
 #     machine;
 #  5. fixed rate at half of each best maximum (oha -q, with latency
-#     correction): p50 and p99;
+#     correction), or at LATENCY_RATE for every target: p50 and p99;
 #  6. key creation over HTTP: CREATE_KEYS keys across KEY_APPS apps with
 #     the owner's key (audit trail on, as always), and the disk's commit
 #     rate with the same SQLite settings (bench_commits) for reference;
@@ -260,7 +260,8 @@ if [ "${THROUGHPUT_ONLY:-0}" = 1 ]; then
 else
     echo "== latency at half of each best maximum (fixed rate, latency correction)"
     for t in $TARGETS; do
-        rate=$(jq -n "$(best "$t") / 2 | floor")
+        # LATENCY_RATE=N: that fixed rate for every target instead.
+        rate=${LATENCY_RATE:-$(jq -n "$(best "$t") / 2 | floor")}
         target "$t" "$t.half" -z "$DURATION" -q "$rate" --latency-correction
         printf '   %-20s at %6s/s: p50 %.3f ms, p99 %.3f ms\n' "$t" "$rate" "$(ms "$t.half" p50)" "$(ms "$t.half" p99)"
     done

@@ -34,7 +34,9 @@ impl Hs256Key {
     pub fn new(secret: &[u8]) -> Self {
         // RFC 2104: a key longer than the block is hashed first; the key
         // is then padded with zeros to the block. A full block as the key
-        // makes the construction infallible.
+        // makes the construction infallible. (As with ring's key, the
+        // HMAC states derived from the key are not cleared on drop; the
+        // index's copy of the secret is.)
         let mut block = Zeroizing::new([0u8; BLOCK]);
         if secret.len() > BLOCK {
             block[..32].copy_from_slice(&Sha256::digest(secret));

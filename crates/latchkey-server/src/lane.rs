@@ -15,6 +15,9 @@
 //! and it parses as a `VerifyRequest`. Anything else, including a body
 //! that does not parse, goes to the router, which answers and audits it as
 //! it always did (the body already read is handed on).
+//!
+//! One difference is deliberate: the direct path gives a client 30 s for
+//! the whole body, where the router allows 30 s between its frames.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -36,8 +39,9 @@ use crate::api::verify::{VerifyRequest, answer, json_response};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// How long a client may take to send its body (as the router's
-/// `RequestBodyTimeoutLayer`).
+/// How long a client may take to send its body: on the direct path the
+/// whole body (a verification body is a few hundred bytes), in the router
+/// each frame (`RequestBodyTimeoutLayer`).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Makes a [`Lane`] for each accepted connection.

@@ -15,9 +15,12 @@ use std::sync::{Arc, RwLock};
 
 use crate::App;
 
-/// More apps than this and the cache starts over (memory stays bounded; a
-/// miss costs one indexed read).
+/// More apps than this, or more than [`MAX_BYTES`] of them, and the cache
+/// starts over: memory stays bounded whatever apps tenants create (a
+/// settings object may hold 16 KiB of JSON), and a miss costs one indexed
+/// read.
 const MAX_APPS: usize = 100_000;
+const MAX_BYTES: usize = 64 << 20;
 
 #[derive(Debug, Default)]
 pub(crate) struct AppCache {
@@ -28,6 +31,15 @@ pub(crate) struct AppCache {
 struct Inner {
     generation: u64,
     apps: HashMap<String, Arc<App>>,
+    /// Roughly what the cached apps take (see [`approximate_size`]).
+    bytes: usize,
+}
+
+/// An app's ids and name, plus twice its settings' JSON text (the parsed
+/// map takes more than the text).
+fn approximate_size(app: &App) -> usize {
+    let settings = serde_json::to_vec(&app.settings).map_or(usize::MAX / 4, |v| v.len());
+    app.id.len() + app.account_id.len() + app.display_name.len() + 2 * settings + 128
 }
 
 impl AppCache {
@@ -52,10 +64,18 @@ impl AppCache {
         if inner.generation != generation {
             return;
         }
-        if inner.apps.len() >= MAX_APPS {
+        let size = approximate_size(app);
+        if inner.apps.len() >= MAX_APPS || inner.bytes.saturating_add(size) > MAX_BYTES {
             inner.apps.clear();
+            inner.bytes = 0;
         }
-        inner.apps.insert(app.id.clone(), Arc::new(app.clone()));
+        if size > MAX_BYTES {
+            return;
+        }
+        if let Some(old) = inner.apps.insert(app.id.clone(), Arc::new(app.clone())) {
+            inner.bytes = inner.bytes.saturating_sub(approximate_size(&old));
+        }
+        inner.bytes += size;
     }
 
     /// Forgets every app: called after a write that changed or removed
@@ -68,6 +88,7 @@ impl AppCache {
         };
         inner.generation = inner.generation.wrapping_add(1);
         inner.apps.clear();
+        inner.bytes = 0;
     }
 }
 
@@ -102,5 +123,24 @@ mod tests {
         assert_eq!(cache.get("ap_1").map(|a| a.display_name), Ok("new".into()));
         cache.invalidate();
         assert!(cache.get("ap_1").is_err());
+    }
+
+    #[test]
+    fn big_apps_do_not_grow_the_cache_past_its_bytes() {
+        let cache = AppCache::default();
+        let mut big = app("ap_0", "big");
+        big.settings
+            .insert("blob".into(), serde_json::json!("x".repeat(16 * 1024)));
+        for i in 0..5_000 {
+            big.id = format!("ap_{i}");
+            let Err(generation) = cache.get(&big.id) else {
+                panic!("miss expected");
+            };
+            cache.keep(generation, &big);
+            let inner = cache.inner.read().expect("lock");
+            assert!(inner.bytes <= MAX_BYTES, "{} bytes cached", inner.bytes);
+        }
+        let inner = cache.inner.read().expect("lock");
+        assert!(!inner.apps.is_empty() && inner.apps.len() < 5_000);
     }
 }

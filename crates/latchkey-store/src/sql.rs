@@ -206,6 +206,32 @@ impl SqlStore {
         }
     }
 
+    /// Runs a write that changes or removes apps, then forgets the cached
+    /// apps. With a cache, both run in a task of their own: a caller's
+    /// future can be dropped (a client that went away) after the COMMIT was
+    /// sent, and the commit then still happens; the invalidation must
+    /// follow it all the same.
+    async fn then_forget_apps<T: Send + 'static>(
+        &self,
+        write: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        if self.apps.is_none() {
+            return write.await;
+        }
+        let store = self.clone();
+        let done = tokio::spawn(async move {
+            let done = write.await;
+            store.forget_apps();
+            done
+        })
+        .await;
+        done.unwrap_or_else(|_| {
+            // The write panicked; whatever it did, forget.
+            self.forget_apps();
+            Err(StoreError::Backend(sqlx::Error::WorkerCrashed))
+        })
+    }
+
     async fn update_app_tx(&self, app: &App, audit: &AuditEvent) -> Result<bool> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query("UPDATE apps SET display_name = $1, settings = $2 WHERE id = $3")
@@ -975,16 +1001,18 @@ impl Store for SqlStore {
 
     async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
         // Deletes the account's apps too (foreign keys cascade).
-        let deleted = self
-            .delete_audited(
-                "DELETE FROM accounts WHERE id = $1",
-                &[id],
-                audit,
-                Some(Change::Account(id)),
-            )
-            .await;
-        self.forget_apps();
-        deleted
+        let (store, id, audit) = (self.clone(), id.to_string(), audit.clone());
+        self.then_forget_apps(async move {
+            store
+                .delete_audited(
+                    "DELETE FROM accounts WHERE id = $1",
+                    &[&id],
+                    &audit,
+                    Some(Change::Account(&id)),
+                )
+                .await
+        })
+        .await
     }
 
     async fn get_user_account(&self, id: &str) -> Result<Option<UserAccount>> {
@@ -1084,22 +1112,24 @@ impl Store for SqlStore {
     }
 
     async fn update_app(&self, app: &App, audit: &AuditEvent) -> Result<bool> {
-        let updated = self.update_app_tx(app, audit).await;
-        self.forget_apps();
-        updated
+        let (store, app, audit) = (self.clone(), app.clone(), audit.clone());
+        self.then_forget_apps(async move { store.update_app_tx(&app, &audit).await })
+            .await
     }
 
     async fn delete_app(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
-        let deleted = self
-            .delete_audited(
-                "DELETE FROM apps WHERE id = $1",
-                &[id],
-                audit,
-                Some(Change::App(id)),
-            )
-            .await;
-        self.forget_apps();
-        deleted
+        let (store, id, audit) = (self.clone(), id.to_string(), audit.clone());
+        self.then_forget_apps(async move {
+            store
+                .delete_audited(
+                    "DELETE FROM apps WHERE id = $1",
+                    &[&id],
+                    &audit,
+                    Some(Change::App(&id)),
+                )
+                .await
+        })
+        .await
     }
 
     async fn create_key(

@@ -159,7 +159,9 @@ async fn resolve(
 ) -> ApiResult<AppUser> {
     let app = load_app(state, app_id).await?;
     // Outside the caller's reach: answer before touching the users table,
-    // so timing tells nothing about the app either.
+    // so timing tells nothing about the app's users. (Whether an app id
+    // exists can show in timing on SQLite, where known apps are answered
+    // from memory; app ids are random.)
     refuse_unreachable(state, caller, &app)?;
     let found = state.store.find_app_user(&app.id, user).await?;
     // Access is decided on the record's external id when it exists (a path

@@ -82,7 +82,7 @@ fi
 echo "== building (release)"
 cargo build --release --locked -p latchkey -p latchkey-server --bin latchkey \
     --example bench_hello --example bench_diy --example bench_seed \
-    --example bench_coldstart --example bench_commits
+    --example bench_coldstart --example bench_commits --example bench_latency
 BIN=$TARGET_DIR/release/latchkey
 EX=$TARGET_DIR/release/examples
 
@@ -168,6 +168,29 @@ target() {
             -H "authorization: Bearer $BIG_OPERATOR" -T application/json -D "$BENCH_OUT/verify-big.json" "$@" ;;
         diy_big) oha_json "$run" "http://127.0.0.1:$BIG_DIY_PORT/" -a "$SAMPLE_ID:$SAMPLE_SECRET" "$@" ;;
     esac
+}
+
+# raw_request TARGET FILE: the target's request as raw HTTP/1.1 bytes, and
+# prints the address it goes to (for bench_latency).
+raw_request() {
+    local t=$1 file=$2 port path method=GET auth body=""
+    case $t in
+        hello) port=$HELLO_PORT path=/ ;;
+        verify_basic | verify_jwt) port=$LK_PORT path=/v1/verify method=POST auth="Bearer $OPERATOR"
+            body=$(cat "$BENCH_OUT/verify-${t#verify_}.json") ;;
+        verify_basic_logged) port=$LOGGED_PORT path=/v1/verify method=POST auth="Bearer $OPERATOR"
+            body=$(cat "$BENCH_OUT/verify-basic.json") ;;
+        get_app) port=$LK_PORT path=/v1/apps/$APP auth="Basic $BASIC" ;;
+        diy) port=$DIY_PORT path=/ auth="Basic $BASIC" ;;
+        *) return 1 ;;
+    esac
+    {
+        printf '%s %s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\n' "$method" "$path" "$port"
+        [ -n "${auth:-}" ] && printf 'Authorization: %s\r\n' "$auth"
+        [ -n "$body" ] && printf 'Content-Type: application/json\r\nContent-Length: %s\r\n' "${#body}"
+        printf '\r\n%s' "$body"
+    } >"$file"
+    echo "127.0.0.1:$port"
 }
 
 # measure TARGET RUN: a DURATION run; writes RUN.cpu (server CPU
@@ -263,7 +286,14 @@ else
         # LATENCY_RATE=N: that fixed rate for every target instead.
         rate=${LATENCY_RATE:-$(jq -n "$(best "$t") / 2 | floor")}
         target "$t" "$t.half" -z "$DURATION" -q "$rate" --latency-correction
-        printf '   %-20s at %6s/s: p50 %.3f ms, p99 %.3f ms\n' "$t" "$rate" "$(ms "$t.half" p50)" "$(ms "$t.half" p99)"
+        printf '   %-20s at %6s/s: p50 %.3f ms, p99 %.3f ms (oha)\n' "$t" "$rate" "$(ms "$t.half" p50)" "$(ms "$t.half" p99)"
+        # The same rate from the lean probe (oha's fixed-rate mode on one
+        # core falls behind above ~40,000 requests/s).
+        addr=$(raw_request "$t" "$BENCH_OUT/$t.http")
+        taskset -c "$LOAD_CPU" "$EX/bench_latency" --addr "$addr" --request "$BENCH_OUT/$t.http" \
+            --rate "$rate" --seconds "${DURATION%s}" --connections "$CONNECTIONS" >"$BENCH_OUT/$t.probe.json"
+        printf '   %-20s at %6s/s: p50 %.3f ms, p99 %.3f ms (bench_latency)\n' "$t" "$rate" \
+            "$(jq .p50 "$BENCH_OUT/$t.probe.json")" "$(jq .p99 "$BENCH_OUT/$t.probe.json")"
     done
 
     echo "== key creation over HTTP ($CREATE_KEYS keys across $KEY_APPS apps, $CONNECTIONS connections)"
@@ -331,17 +361,20 @@ echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 HELLO=$(best hello)
 HELLO_COST=$(cost hello)
 echo
-echo "| run | best requests/s | x hello | server CPU us/request (median) | hello's CPU / this | at half the best rate: p50, p99 |"
-echo "|---|---|---|---|---|---|"
+echo "| run | best requests/s | x hello | server CPU us/request (median) | hello's CPU / this | at half the best rate: p50, p99 (oha) | the same (bench_latency) |"
+echo "|---|---|---|---|---|---|---|"
 for t in $TARGETS $([ "$SEED_KEYS" -gt 0 ] && echo verify_basic_big diy_big); do
     b=$(best "$t")
     c=$(cost "$t")
-    half="-"
+    half="-" probe="-"
     if [ -f "$BENCH_OUT/$t.half.json" ]; then
         half=$(printf '%.2f ms, %.2f ms' "$(ms "$t.half" p50)" "$(ms "$t.half" p99)")
     fi
-    printf '| %s | %.0f | %.2f | %.1f | %.2f | %s |\n' "$t" "$b" "$(jq -n "$b / $HELLO")" "$c" \
-        "$(jq -n "$HELLO_COST / $c")" "$half"
+    if [ -f "$BENCH_OUT/$t.probe.json" ]; then
+        probe=$(printf '%.2f ms, %.2f ms' "$(jq .p50 "$BENCH_OUT/$t.probe.json")" "$(jq .p99 "$BENCH_OUT/$t.probe.json")")
+    fi
+    printf '| %s | %.0f | %.2f | %.1f | %.2f | %s | %s |\n' "$t" "$b" "$(jq -n "$b / $HELLO")" "$c" \
+        "$(jq -n "$HELLO_COST / $c")" "$half" "$probe"
 done
 echo
 printf '| lastUsedAt after the runs | %s s before the last run ended, read 11 s later (flush interval 10 s) | bytes written to storage per verify request: %s |\n' \

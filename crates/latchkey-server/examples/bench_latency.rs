@@ -7,9 +7,11 @@
 //! It opens `--connections` HTTP/1.1 keep-alive connections and sends the
 //! same request (`--request`, a file holding the raw request bytes) on them
 //! at `--rate` requests/s in total: request `i` is due at `i / rate` s
-//! after the start, on connection `i % connections`. Each latency is taken
-//! from the request's due time, not from when it was sent, so a server (or
-//! a client) that falls behind shows it. Responses are read up to their
+//! after the start, on connection `i % connections`. When the connection
+//! was still waiting for its previous response at the due time, the
+//! latency is taken from the due time (the queueing a server that falls
+//! behind causes counts); otherwise from when the request was sent, so
+//! that the timer's 1 ms granularity is not counted as the server's. Responses are read up to their
 //! `Content-Length`; anything but a 2xx stops the run with an error.
 //!
 //! ```sh
@@ -114,15 +116,19 @@ async fn connection(
     let mut buf = Vec::with_capacity(8192);
     let mut latencies = Vec::with_capacity(total / step + 1);
     let mut i = first;
+    let mut free_at = start;
     while i < total {
         let due = start + interval * u32::try_from(i).map_err(std::io::Error::other)?;
         tokio::time::sleep_until(due.into()).await;
+        let sent = Instant::now();
+        let from = if free_at > due { due } else { sent };
         stream.write_all(&request).await?;
         let status = read_response(&mut stream, &mut buf).await?;
         if !(200..300).contains(&status) {
             return Err(std::io::Error::other(format!("status {status}")));
         }
-        let micros = due.elapsed().as_micros();
+        free_at = Instant::now();
+        let micros = free_at.duration_since(from).as_micros();
         latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
         i += step;
     }

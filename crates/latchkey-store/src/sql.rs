@@ -868,27 +868,40 @@ fn owner_columns(key: &ApiKey) -> (Option<&str>, Option<&str>, Option<&str>) {
     }
 }
 
-async fn insert_key_tx(tx: &mut Transaction<'_, Any>, key: &ApiKey) -> Result<()> {
+/// The columns a new key is inserted with, bound as `$1`…`$11` by
+/// [`bind_key`].
+const KEY_INSERT_COLUMNS: &str = "id, kind, account_id, app_id, user_account_id, \
+     service_account_id, display_name, secret_sealed, created_at, expires_at, rotated_from";
+
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
+
+/// Binds a new key's values as `$1`…`$11`, in the order of
+/// [`KEY_INSERT_COLUMNS`].
+fn bind_key<'q>(query: AnyQuery<'q>, key: &'q ApiKey) -> AnyQuery<'q> {
     let (app, user, sa) = owner_columns(key);
-    sqlx::query(
-        "INSERT INTO api_keys (id, kind, account_id, app_id, user_account_id, service_account_id, \
-         display_name, secret_sealed, created_at, expires_at, rotated_from) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(&key.id)
-    .bind(key.kind.as_str())
-    .bind(&key.account_id)
-    .bind(app)
-    .bind(user)
-    .bind(sa)
-    .bind(&key.display_name)
-    .bind(&key.secret_sealed)
-    .bind(key.created_at)
-    .bind(key.expires_at)
-    .bind(&key.rotated_from)
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| classify(e, "a key with this id already exists"))?;
+    query
+        .bind(&key.id)
+        .bind(key.kind.as_str())
+        .bind(&key.account_id)
+        .bind(app)
+        .bind(user)
+        .bind(sa)
+        .bind(&key.display_name)
+        .bind(&key.secret_sealed)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(&key.rotated_from)
+}
+
+async fn insert_key_tx(tx: &mut Transaction<'_, Any>, key: &ApiKey) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO api_keys ({KEY_INSERT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    );
+    bind_key(sqlx::query(AssertSqlSafe(sql)), key)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| classify(e, "a key with this id already exists"))?;
     Ok(())
 }
 
@@ -1139,7 +1152,6 @@ impl Store for SqlStore {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<()> {
-        let (app, user, sa) = owner_columns(key);
         // Only the owner's column: the owner's live keys are then counted
         // from its `*_live` index alone (migration 0007). An OR across the
         // three columns made it read the table row of every key the owner
@@ -1150,8 +1162,7 @@ impl Store for SqlStore {
             KeyOwnerRef::ServiceAccount(id) => ("service_account_id", id),
         };
         let sql = format!(
-            "INSERT INTO api_keys (id, kind, account_id, app_id, user_account_id, service_account_id, \
-             display_name, secret_sealed, created_at, expires_at, rotated_from) \
+            "INSERT INTO api_keys ({KEY_INSERT_COLUMNS}) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
              WHERE (SELECT COUNT(*) FROM api_keys \
                     WHERE {owner_column} = $12 AND replaced_by IS NULL \
@@ -1160,18 +1171,7 @@ impl Store for SqlStore {
         let mut tx = self.write_tx().await?;
         // Count and insert in one statement, so two concurrent creates cannot
         // both pass the limit.
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(&key.id)
-            .bind(key.kind.as_str())
-            .bind(&key.account_id)
-            .bind(app)
-            .bind(user)
-            .bind(sa)
-            .bind(&key.display_name)
-            .bind(&key.secret_sealed)
-            .bind(key.created_at)
-            .bind(key.expires_at)
-            .bind(&key.rotated_from)
+        let done = bind_key(sqlx::query(AssertSqlSafe(sql)), key)
             .bind(owner_id)
             .bind(now)
             .bind(i64::from(limit))

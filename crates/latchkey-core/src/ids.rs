@@ -111,6 +111,129 @@ pub fn new_id(rng: &SystemRandom, kind: IdKind) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// A key's id, held inline when it is short (generated key ids are 26
+/// bytes): the index keeps it inside the key's table slot, and a verified
+/// [`Principal`](crate::Principal) copies it from there, so verification
+/// touches no other allocation for it (with 10^6 keys each would be a
+/// cache miss). Longer ids, which Latchkey does not generate, are shared.
+#[derive(Clone)]
+pub struct KeyId(KeyIdRepr);
+
+#[derive(Clone)]
+enum KeyIdRepr {
+    /// Valid UTF-8 (it is only ever copied from a `str`).
+    Inline {
+        len: u8,
+        bytes: [u8; KEY_ID_INLINE],
+    },
+    Shared(std::sync::Arc<str>),
+}
+
+/// The longest id kept inline: 30 bytes and a length fill 31 of the
+/// type's 32 bytes (the size of its `Arc<str>` form with its tag).
+const KEY_ID_INLINE: usize = 30;
+
+impl KeyId {
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            // Never fails: the bytes were a `str`'s.
+            KeyIdRepr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            KeyIdRepr::Shared(id) => id,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            KeyIdRepr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            KeyIdRepr::Shared(id) => id.as_bytes(),
+        }
+    }
+}
+
+impl From<&str> for KeyId {
+    fn from(id: &str) -> Self {
+        let mut bytes = [0u8; KEY_ID_INLINE];
+        match (bytes.get_mut(..id.len()), u8::try_from(id.len())) {
+            (Some(head), Ok(len)) => {
+                head.copy_from_slice(id.as_bytes());
+                KeyId(KeyIdRepr::Inline { len, bytes })
+            }
+            _ => KeyId(KeyIdRepr::Shared(id.into())),
+        }
+    }
+}
+
+impl From<String> for KeyId {
+    fn from(id: String) -> Self {
+        KeyId::from(id.as_str())
+    }
+}
+
+impl std::ops::Deref for KeyId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for KeyId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for KeyId {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for KeyId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for KeyId {}
+
+impl PartialEq<str> for KeyId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for KeyId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl std::hash::Hash for KeyId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +277,27 @@ mod tests {
             counts.iter().all(|&c| (800..1200).contains(&c)),
             "{counts:?}"
         );
+    }
+
+    #[test]
+    fn key_ids_are_inline_up_to_thirty_bytes_and_compare_by_text() {
+        assert_eq!(std::mem::size_of::<KeyId>(), 32);
+        for len in [0usize, 1, 26, 30, 31, 80] {
+            let text: String = "k".repeat(len);
+            let id = KeyId::from(text.as_str());
+            assert_eq!(id.as_str(), text);
+            assert_eq!(id.as_bytes(), text.as_bytes());
+            assert_eq!(matches!(id.0, KeyIdRepr::Inline { .. }), len <= 30);
+            assert_eq!(id, KeyId::from(text.clone()));
+            assert_eq!(id.to_string(), text);
+            assert_eq!(format!("{id:?}"), format!("{text:?}"));
+            assert_eq!(
+                serde_json::to_string(&id).ok(),
+                serde_json::to_string(&text).ok()
+            );
+        }
+        assert_ne!(KeyId::from("app_1"), KeyId::from("app_2"));
+        let id = KeyId::from("app_1");
+        assert!(id == "app_1");
     }
 }

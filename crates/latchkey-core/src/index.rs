@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::sha256;
 use crate::hs256::Hs256Key;
+use crate::ids::KeyId;
 use crate::secret::{CHECKSUM_LEN, KEY_SECRET_PREFIX, SECRET_BODY_LEN, check_format};
 use crate::table::KeyTable;
 
@@ -81,7 +82,7 @@ impl KeyOwner {
 /// many keys, each is a miss).
 #[repr(C)]
 pub struct LiveKey {
-    pub id: Arc<str>,
+    pub id: KeyId,
     /// Unix seconds from which the key is refused; `NEVER` for none (an
     /// `Option` would take 8 more bytes of every key).
     expires: i64,
@@ -220,19 +221,50 @@ impl LiveKey {
         }
     }
 
-    /// The same key with another expiry (rotation shortens the old key's
-    /// life), keeping its usage counters.
-    fn with_expiry(&self, expires_at: Option<i64>) -> LiveKey {
+    /// Reads a word of each cache line that verification reads, so that
+    /// their loads start at once and side by side.
+    pub(crate) fn preload(&self) {
+        std::hint::black_box((
+            self.id.as_bytes().first(),
+            self.expires,
+            self.owner.account_id().len(),
+            &self.secret,
+        ));
+    }
+
+    /// A copy of the key as it is now (for callers outside the index,
+    /// which holds its keys inline).
+    fn snapshot(&self) -> LiveKey {
         LiveKey {
             id: self.id.clone(),
             owner: self.owner.clone(),
             app: self.app.clone(),
             secret: self.secret.clone(),
             hmac: self.hmac.clone(),
-            expires: expires_at.unwrap_or(NEVER),
+            expires: self.expires,
             last_used: AtomicI64::new(self.last_used.load(Ordering::Relaxed)),
             flushed: AtomicI64::new(self.flushed.load(Ordering::Relaxed)),
         }
+    }
+
+    /// Moves the key out of a slot of the index's table, wiping the
+    /// encoded secret at the old place first: moving a value copies its
+    /// bytes and leaves the old ones behind, and the table's slot array
+    /// is freed (or reused) without running any destructor there.
+    pub(crate) fn take_wiping(slot: &mut Option<LiveKey>) -> Option<LiveKey> {
+        let secret = slot.as_mut()?.take_secret();
+        let mut key = slot.take()?;
+        key.secret = secret;
+        Some(key)
+    }
+
+    /// The secret, leaving zeros in its place. `Basic` is the larger
+    /// variant, so the zeros cover every byte the secret took.
+    fn take_secret(&mut self) -> KeySecret {
+        std::mem::replace(
+            &mut self.secret,
+            KeySecret::Basic(Zeroizing::new([0; BASIC_SECRET_B64_LEN])),
+        )
     }
 
     pub fn last_used_at(&self) -> Option<i64> {
@@ -419,7 +451,7 @@ impl Inner {
             return false;
         };
         key.owner = owner;
-        self.keys.insert(Arc::new(key));
+        self.keys.insert(key);
         true
     }
 }
@@ -467,12 +499,16 @@ impl KeyIndex {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn key(&self, id: &str) -> Option<Arc<LiveKey>> {
-        self.key_by_bytes(id.as_bytes())
+    /// A copy of a live key.
+    pub fn key(&self, id: &str) -> Option<LiveKey> {
+        self.read().keys.get(id.as_bytes()).map(LiveKey::snapshot)
     }
 
-    pub(crate) fn key_by_bytes(&self, id: &[u8]) -> Option<Arc<LiveKey>> {
-        self.read().keys.get(id).cloned()
+    /// Runs `f` on a live key in place, under the index's read lock (the
+    /// verification path: it copies nothing out of the key but the ids of
+    /// the principal). Keep `f` short: writers wait for it.
+    pub(crate) fn with_key<R>(&self, id: &[u8], f: impl FnOnce(&LiveKey) -> R) -> Option<R> {
+        self.read().keys.get(id).map(f)
     }
 
     pub fn key_count(&self) -> usize {
@@ -513,12 +549,13 @@ impl KeyIndex {
 
     /// Changes a live key's expiry; false if the key is not live.
     pub fn set_key_expiry(&self, id: &str, expires_at: Option<i64>) -> bool {
-        let mut inner = self.write();
-        let Some(old) = inner.keys.get(id.as_bytes()).cloned() else {
-            return false;
-        };
-        inner.keys.insert(Arc::new(old.with_expiry(expires_at)));
-        true
+        match self.write().keys.get_mut(id.as_bytes()) {
+            Some(key) => {
+                key.expires = expires_at.unwrap_or(NEVER);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Sets what a live app's settings ask of verification.
@@ -804,15 +841,15 @@ mod tests {
         index.insert_app("ap_1", "acc_A");
         index.insert_key(app_key("app_1", "ap_1", "acc_A"));
         assert!(index.take_unflushed_last_used().is_empty());
-        let key = index.key("app_1").expect("key");
-        key.touch(100);
-        key.touch(90);
+        let touch = |now| index.with_key(b"app_1", |key| key.touch(now));
+        touch(100);
+        touch(90);
         assert_eq!(
             index.take_unflushed_last_used(),
             vec![("app_1".to_string(), 100)]
         );
         assert!(index.take_unflushed_last_used().is_empty());
-        key.touch(200);
+        touch(200);
         let batch = index.take_unflushed_last_used();
         index.unflush(&batch);
         assert_eq!(
@@ -844,11 +881,14 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn a_live_key_stays_small() {
-        // With 10^6 keys every 16 bytes of a key's allocation (the `Arc`
-        // adds 16, malloc 8, rounded up to 16) are 16 MB of the index:
-        // 288 bytes now (the HS256 key state is 80 of them); 296 is the
-        // largest size in its allocation class (320-byte chunks).
-        assert!(std::mem::size_of::<LiveKey>() <= 296);
+        // The table holds keys inline (`table.rs`): a slot is an
+        // `Option<LiveKey>` and a tag byte, and the table is 70 to 87.5%
+        // full, so with 10^6 keys every 8 bytes of a key are up to 11 MB.
+        // 304 bytes now (the HS256 key state is 80 of them, the id 32),
+        // at most 436 bytes of table per key, within issue 6's 512.
+        let slot = std::mem::size_of::<Option<LiveKey>>() + 1;
+        assert!(slot <= 305, "{slot}");
+        assert!(slot * 10 / 7 <= 436);
     }
 
     #[test]
@@ -882,14 +922,45 @@ mod tests {
 
     #[test]
     fn expiry_without_an_option() {
-        let mut key = app_key("app_1", "ap_1", "acc_A");
+        let index = KeyIndex::new();
+        index.insert_account("acc_A");
+        index.insert_app("ap_1", "acc_A");
+        let key = app_key("app_1", "ap_1", "acc_A");
         assert_eq!(key.expires_at(), None);
         assert!(!key.is_expired(i64::MAX - 1));
-        key = key.with_expiry(Some(100));
+        assert!(index.insert_key(key));
+        index.with_key(b"app_1", |k| k.touch(50));
+        assert!(index.set_key_expiry("app_1", Some(100)));
+        let key = index.key("app_1").expect("live");
         assert_eq!(key.expires_at(), Some(100));
         assert!(!key.is_expired(99));
         assert!(key.is_expired(100));
-        assert!(key.with_expiry(None).expires_at().is_none());
+        assert_eq!(key.last_used_at(), Some(50), "usage survives a new expiry");
+        assert!(index.set_key_expiry("app_1", None));
+        assert!(index.key("app_1").expect("live").expires_at().is_none());
+        assert!(!index.set_key_expiry("app_2", None));
+    }
+
+    #[test]
+    fn moving_a_key_out_of_its_slot_wipes_the_secret_left_there() {
+        let rng = ring::rand::SystemRandom::new();
+        let id = crate::ids::new_id(&rng, crate::ids::IdKind::AppKey);
+        let secret = crate::secret::generate(&rng, KEY_SECRET_PREFIX);
+        let owner = KeyOwner::App {
+            account_id: "acc_A".into(),
+            app_id: "ap_1".into(),
+        };
+        let mut key = LiveKey::new(id, owner, secret.expose().as_bytes(), None, None);
+        assert!(std::mem::size_of::<KeySecret>() <= BASIC_SECRET_B64_LEN + 8);
+        let taken = key.take_secret();
+        assert!(matches!(&key.secret, KeySecret::Basic(left) if left.iter().all(|&b| b == 0)));
+        key.secret = taken;
+        assert!(key.secret_matches(secret.expose().as_bytes()));
+        let mut slot = Some(key);
+        let moved = LiveKey::take_wiping(&mut slot).expect("moved");
+        assert!(slot.is_none());
+        assert!(moved.secret_matches(secret.expose().as_bytes()));
+        assert!(LiveKey::take_wiping(&mut slot).is_none());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::ids::KeyId;
+
 /// The three scopes of access a key credential can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -30,28 +32,29 @@ impl Scope {
 
 /// The identity behind a verified credential.
 ///
-/// The ids are `Arc<str>` shared with the key index, so verification builds
-/// a principal without copying them.
+/// The owners' ids are `Arc<str>` shared with the key index, and the key's
+/// id is copied from the key (inline), so verification builds a principal
+/// without allocating.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// The deployment's operator (operator token).
     Operator { token_id: String },
     /// One end user of one app (a JWT signed by an app key with `appUser` scope).
     AppUser {
-        key_id: Arc<str>,
+        key_id: KeyId,
         account_id: Arc<str>,
         app_id: Arc<str>,
         external_id: String,
     },
     /// An app's server (app key by Basic, or a JWT with `app` scope).
     App {
-        key_id: Arc<str>,
+        key_id: KeyId,
         account_id: Arc<str>,
         app_id: Arc<str>,
     },
     /// A person's user account (an `act_` key): the whole account.
     UserAccount {
-        key_id: Arc<str>,
+        key_id: KeyId,
         account_id: Arc<str>,
         user_account_id: Arc<str>,
     },
@@ -64,7 +67,7 @@ pub enum Principal {
     /// A machine's service account (an `svc_` key): the apps it created or
     /// was granted.
     ServiceAccount {
-        key_id: Arc<str>,
+        key_id: KeyId,
         account_id: Arc<str>,
         service_account_id: Arc<str>,
     },

@@ -1,38 +1,44 @@
 //! The index's table of live keys, laid out for lookups in a large index.
 //!
 //! With 10^6 keys almost every lookup misses the CPU caches, and on this
-//! kind of machine each dependent miss costs 100 to 300 ns. A SwissTable
-//! (`std::collections::HashMap`) reads its control bytes, then the bucket
-//! they point to, then the key's id and the key: three dependent misses. Here a
-//! slot holds the id's hash, the id and the key, so a lookup reads the slot
-//! (its neighbours share the cache line), then the id and the key, whose
-//! addresses are both in the slot: two.
+//! kind of machine each dependent miss costs about 200 ns (docs/BENCHMARKS.md).
+//! So the keys live inside the table itself: a lookup reads the slot's tag
+//! byte (the tags are one byte per slot, 1.1 MB for 10^6 keys, and mostly
+//! stay cached), then the key, which holds its id, secret and HMAC state
+//! inline: one miss. A table of pointers would add a second, dependent one
+//! (the pointer, then the key), as this table's first version did.
 //!
-//! Open addressing with linear probing; at most 7/8 of the slots are used
-//! (so lookups stay short); removal shifts the following entries back
-//! (no tombstones). Keys are only inserted by the server (ids are random),
-//! and the hasher is keyed per table (see `index.rs`).
+//! Open addressing with linear probing over the tags; a slot's home is its
+//! hash scaled to the table's length (any length, not only powers of two,
+//! so the table grows by a quarter and stays 70 to 87.5% full: memory per
+//! key stays within 1.45x of a key's size). Removal shifts the following
+//! entries back (no tombstones). Keys are only inserted by the server (ids
+//! are random), and the hasher is keyed per table (see `index.rs`).
+//!
+//! Moving a key (growth, removal, rebuilding) wipes the encoded secret at
+//! its old place, so the freed slot array keeps no copy of it.
 
 use std::hash::BuildHasher;
-use std::sync::Arc;
 
 use crate::index::LiveKey;
 
-#[derive(Clone)]
-struct Slot {
-    hash: u64,
-    /// The key's own `id` (the same allocation).
-    id: Arc<str>,
-    key: Arc<LiveKey>,
-}
-
 /// See the module documentation.
 pub(crate) struct KeyTable<S> {
-    /// A power of two in length, or empty.
-    slots: Vec<Option<Slot>>,
+    /// One per slot: `EMPTY`, or the top bit and 7 bits of the key's hash.
+    tags: Vec<u8>,
+    /// The keys, at the same positions as their tags.
+    slots: Vec<Option<LiveKey>>,
     len: usize,
     hasher: S,
 }
+
+const EMPTY: u8 = 0;
+
+/// Grown (by a quarter) when an insert would fill more than 7/8.
+const MAX_LOAD: (usize, usize) = (7, 8);
+
+/// The smallest table that is allocated.
+const MIN_CAPACITY: usize = 16;
 
 impl<S> std::fmt::Debug for KeyTable<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -43,9 +49,26 @@ impl<S> std::fmt::Debug for KeyTable<S> {
     }
 }
 
+/// Whether `len` entries fit in `capacity` slots.
+fn fits(len: usize, capacity: usize) -> bool {
+    len.saturating_mul(MAX_LOAD.1) <= capacity.saturating_mul(MAX_LOAD.0)
+}
+
+/// The smallest capacity that holds `len` entries.
+fn capacity_for(len: usize) -> usize {
+    let wanted = len.saturating_mul(MAX_LOAD.1).div_ceil(MAX_LOAD.0);
+    wanted.max(MIN_CAPACITY)
+}
+
+fn tag(hash: u64) -> u8 {
+    // The low bits: the home uses the high ones.
+    (hash as u8) | 0x80
+}
+
 impl<S: BuildHasher> KeyTable<S> {
     pub(crate) fn with_hasher(hasher: S) -> Self {
         Self {
+            tags: Vec::new(),
             slots: Vec::new(),
             len: 0,
             hasher,
@@ -60,19 +83,16 @@ impl<S: BuildHasher> KeyTable<S> {
         self.hasher.hash_one(id)
     }
 
-    fn mask(&self) -> usize {
-        self.slots.len().wrapping_sub(1)
+    /// Where an entry with this hash starts probing: the hash scaled to
+    /// the table's length (its high bits decide).
+    fn home(&self, hash: u64) -> usize {
+        let scaled = (u128::from(hash) * self.tags.len() as u128) >> 64;
+        // Below the table's length, so it fits.
+        usize::try_from(scaled).unwrap_or(0)
     }
 
-    /// Where an entry with this hash starts probing: the hash's top bits
-    /// (the best mixed ones), as many as the table has index bits.
-    fn home(&self, hash: u64) -> usize {
-        let bits = self.slots.len().trailing_zeros();
-        match bits {
-            0 => 0,
-            // Dropping the low bits keeps a value below the table length.
-            _ => usize::try_from(hash >> (64 - bits)).unwrap_or(0),
-        }
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.tags.len() { 0 } else { i + 1 }
     }
 
     /// The slot holding `id`, if any.
@@ -80,107 +100,129 @@ impl<S: BuildHasher> KeyTable<S> {
         if self.len == 0 {
             return None;
         }
-        let mask = self.mask();
+        let wanted = tag(hash);
         let mut i = self.home(hash);
+        // More than half of the keys sit in their home slot (55 to 65% at
+        // 87.5 to 70% full): start loading it now, while the tag is read,
+        // rather than after it (both are misses in a large table).
+        if let Some(key) = &self.slots[i] {
+            key.preload();
+        }
         // At least one slot is always empty, so this ends.
         loop {
-            match &self.slots[i] {
-                None => return None,
-                Some(slot) if slot.hash == hash && slot.id.as_bytes() == id => return Some(i),
-                Some(_) => i = (i + 1) & mask,
+            match self.tags[i] {
+                EMPTY => return None,
+                t if t == wanted
+                    && self.slots[i]
+                        .as_ref()
+                        .is_some_and(|key| key.id.as_bytes() == id) =>
+                {
+                    return Some(i);
+                }
+                _ => i = self.next(i),
             }
         }
     }
 
-    pub(crate) fn get(&self, id: &[u8]) -> Option<&Arc<LiveKey>> {
+    pub(crate) fn get(&self, id: &[u8]) -> Option<&LiveKey> {
         let at = self.find(id, self.hash(id))?;
-        self.slots[at].as_ref().map(|slot| &slot.key)
+        self.slots[at].as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &[u8]) -> Option<&mut LiveKey> {
+        let at = self.find(id, self.hash(id))?;
+        self.slots[at].as_mut()
     }
 
     /// Adds `key` under its id, replacing (and returning) a key with the
     /// same id.
-    pub(crate) fn insert(&mut self, key: Arc<LiveKey>) -> Option<Arc<LiveKey>> {
-        let id = key.id.clone();
-        let hash = self.hash(id.as_bytes());
-        if let Some(at) = self.find(id.as_bytes(), hash) {
-            let slot = self.slots[at].as_mut()?;
-            return Some(std::mem::replace(&mut slot.key, key));
+    pub(crate) fn insert(&mut self, key: LiveKey) -> Option<LiveKey> {
+        let hash = self.hash(key.id.as_bytes());
+        if let Some(at) = self.find(key.id.as_bytes(), hash) {
+            let old = LiveKey::take_wiping(&mut self.slots[at]);
+            self.slots[at] = Some(key);
+            return old;
         }
-        // Grow at 7/8 full.
-        if (self.len + 1) * 8 > self.slots.len() * 7 {
-            self.grow();
+        if !fits(self.len + 1, self.tags.len()) {
+            let grown = self.tags.len().saturating_add(self.tags.len() / 4);
+            self.resize(grown.max(capacity_for(self.len + 1)));
         }
-        self.place(Slot { hash, id, key });
+        self.place(hash, key);
         self.len += 1;
         None
     }
 
-    /// Puts a slot whose id is not in the table into the first free place
+    /// Puts a key whose id is not in the table into the first free slot
     /// of its probe sequence.
-    fn place(&mut self, slot: Slot) {
-        let mask = self.mask();
-        let mut i = self.home(slot.hash);
-        while self.slots[i].is_some() {
-            i = (i + 1) & mask;
+    fn place(&mut self, hash: u64, key: LiveKey) {
+        let mut i = self.home(hash);
+        while self.tags[i] != EMPTY {
+            i = self.next(i);
         }
-        self.slots[i] = Some(slot);
-    }
-
-    fn grow(&mut self) {
-        self.resize((self.slots.len() * 2).max(16));
+        self.tags[i] = tag(hash);
+        self.slots[i] = Some(key);
     }
 
     /// Grows the table once so that `additional` more entries fit without
-    /// growing again (each growth re-places every entry, and the old and
-    /// new slot arrays exist side by side meanwhile).
+    /// growing again (each growth moves every entry, and the old and new
+    /// slot arrays exist side by side meanwhile).
     pub(crate) fn reserve(&mut self, additional: usize) {
         if additional == 0 {
             return;
         }
         let wanted = self.len.saturating_add(additional);
-        let mut capacity = self.slots.len().max(16);
-        while wanted.saturating_mul(8) > capacity.saturating_mul(7) {
-            let Some(doubled) = capacity.checked_mul(2) else {
-                return;
-            };
-            capacity = doubled;
-        }
-        if capacity > self.slots.len() {
-            self.resize(capacity);
+        if !fits(wanted, self.tags.len()) {
+            self.resize(capacity_for(wanted));
         }
     }
 
+    /// Moves every entry into a table of `capacity` slots.
     fn resize(&mut self, capacity: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![None; capacity]);
-        for slot in old.into_iter().flatten() {
-            self.place(slot);
+        let mut old = std::mem::take(&mut self.slots);
+        self.tags = vec![EMPTY; capacity];
+        self.slots = std::iter::repeat_with(|| None).take(capacity).collect();
+        for slot in &mut old {
+            if let Some(key) = LiveKey::take_wiping(slot) {
+                let hash = self.hash(key.id.as_bytes());
+                self.place(hash, key);
+            }
         }
     }
 
-    pub(crate) fn remove(&mut self, id: &[u8]) -> Option<Arc<LiveKey>> {
+    pub(crate) fn remove(&mut self, id: &[u8]) -> Option<LiveKey> {
         let at = self.find(id, self.hash(id))?;
-        let removed = self.slots[at].take()?;
+        let removed = LiveKey::take_wiping(&mut self.slots[at])?;
+        self.tags[at] = EMPTY;
         self.len -= 1;
         self.close_gap(at);
-        Some(removed.key)
+        Some(removed)
     }
 
     /// After `hole` was emptied: moves back each following entry of the
     /// run that may sit there (its home is not after the hole), so every
     /// entry stays reachable from its home without tombstones.
     fn close_gap(&mut self, mut hole: usize) {
-        let mask = self.mask();
+        let n = self.tags.len();
+        // Distance from `from` forward to `to`, around the end.
+        let ahead = |from: usize, to: usize| if to >= from { to - from } else { to + n - from };
         let mut j = hole;
         loop {
-            j = (j + 1) & mask;
-            let Some(slot) = &self.slots[j] else {
+            j = self.next(j);
+            if self.tags[j] == EMPTY {
+                return;
+            }
+            let Some(key) = &self.slots[j] else {
                 return;
             };
-            let home = self.home(slot.hash);
-            // The entry at j is (j - home) past its home; it may move back
-            // to the hole if the hole is not before its home.
-            if j.wrapping_sub(home) & mask >= j.wrapping_sub(hole) & mask {
-                self.slots[hole] = self.slots[j].take();
+            let home = self.home(self.hash(key.id.as_bytes()));
+            // The entry at j may move back to the hole if the hole is not
+            // before its home (seen from j, the hole is at least as far
+            // back as its home).
+            if ahead(home, j) >= ahead(hole, j) {
+                let moved = LiveKey::take_wiping(&mut self.slots[j]);
+                self.slots[hole] = moved;
+                self.tags[hole] = self.tags[j];
+                self.tags[j] = EMPTY;
                 hole = j;
             }
         }
@@ -189,29 +231,35 @@ impl<S: BuildHasher> KeyTable<S> {
     /// Keeps the keys for which `keep` is true (rebuilding the table: this
     /// runs when an app, service account or account is deleted).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&LiveKey) -> bool) {
-        if self.slots.iter().flatten().all(|slot| keep(&slot.key)) {
+        if self.values().all(&mut keep) {
             return;
         }
-        let old = std::mem::take(&mut self.slots);
-        let kept: Vec<Slot> = old.into_iter().flatten().filter(|s| keep(&s.key)).collect();
+        let mut old = std::mem::take(&mut self.slots);
+        let kept = old.iter().flatten().filter(|key| keep(key)).count();
         self.len = 0;
-        let mut capacity = 16;
-        while kept.len() * 8 > capacity * 7 {
-            capacity *= 2;
+        if kept == 0 {
+            self.tags = Vec::new();
+            for slot in &mut old {
+                LiveKey::take_wiping(slot);
+            }
+            return;
         }
-        self.slots = if kept.is_empty() {
-            Vec::new()
-        } else {
-            vec![None; capacity]
-        };
-        for slot in kept {
-            self.place(slot);
-            self.len += 1;
+        let capacity = capacity_for(kept);
+        self.tags = vec![EMPTY; capacity];
+        self.slots = std::iter::repeat_with(|| None).take(capacity).collect();
+        for slot in &mut old {
+            if let Some(key) = LiveKey::take_wiping(slot)
+                && keep(&key)
+            {
+                let hash = self.hash(key.id.as_bytes());
+                self.place(hash, key);
+                self.len += 1;
+            }
         }
     }
 
-    pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<LiveKey>> {
-        self.slots.iter().flatten().map(|slot| &slot.key)
+    pub(crate) fn values(&self) -> impl Iterator<Item = &LiveKey> {
+        self.slots.iter().flatten()
     }
 }
 
@@ -222,17 +270,22 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
-    fn key(id: &str) -> Arc<LiveKey> {
-        Arc::new(LiveKey::new(
+    /// A key whose expiry tells it apart from other keys with its id.
+    fn key_version(id: &str, version: i64) -> LiveKey {
+        LiveKey::new(
             id.to_string(),
             KeyOwner::App {
                 account_id: "acc_A".into(),
                 app_id: "ap_1".into(),
             },
             b"secret",
+            Some(version),
             None,
-            None,
-        ))
+        )
+    }
+
+    fn key(id: &str) -> LiveKey {
+        key_version(id, 1)
     }
 
     /// A hasher with few distinct values, so that probe runs are long
@@ -279,26 +332,29 @@ mod tests {
     }
 
     fn check<S: BuildHasher>(ops: &[Op], table: &mut KeyTable<S>) -> Result<(), TestCaseError> {
-        let mut model: HashMap<String, Arc<LiveKey>> = HashMap::new();
+        // id -> the version of the key under it
+        let mut model: HashMap<String, i64> = HashMap::new();
+        let mut version = 0;
         for op in ops {
             match op {
                 Op::Insert(n) => {
-                    let k = key(&format!("app_{n}"));
-                    let old = table.insert(k.clone());
-                    let expected = model.insert(k.id.to_string(), k);
-                    prop_assert_eq!(old.map(|k| k.id.clone()), expected.map(|k| k.id.clone()));
+                    version += 1;
+                    let id = format!("app_{n}");
+                    let old = table.insert(key_version(&id, version));
+                    let expected = model.insert(id, version);
+                    prop_assert_eq!(old.and_then(|k| k.expires_at()), expected);
                 }
                 Op::Remove(n) => {
                     let id = format!("app_{n}");
-                    let removed = table.remove(id.as_bytes()).map(|k| k.id.to_string());
-                    prop_assert_eq!(removed, model.remove(&id).map(|k| k.id.to_string()));
+                    let removed = table.remove(id.as_bytes()).and_then(|k| k.expires_at());
+                    prop_assert_eq!(removed, model.remove(&id));
                 }
                 Op::Retain(m) => {
                     // Keeps the ids whose number is not a multiple of m.
                     let keep =
                         |k: &LiveKey| !k.id[4..].parse::<u8>().unwrap_or(0).is_multiple_of(*m);
                     table.retain(keep);
-                    model.retain(|_, k| keep(k));
+                    model.retain(|id, _| !id[4..].parse::<u8>().unwrap_or(0).is_multiple_of(*m));
                 }
                 Op::Reserve(n) => {
                     let before = table.slots.len();
@@ -306,7 +362,10 @@ mod tests {
                     let capacity = table.slots.len();
                     prop_assert!(capacity >= before);
                     // The reserved entries fit without growing again.
-                    prop_assert!((table.len() + usize::from(*n)) * 8 <= capacity.max(16) * 7);
+                    prop_assert!(fits(
+                        table.len() + usize::from(*n),
+                        capacity.max(MIN_CAPACITY)
+                    ));
                 }
             }
             prop_assert_eq!(table.len(), model.len());
@@ -315,8 +374,16 @@ mod tests {
                 let found = table.get(id.as_bytes());
                 prop_assert_eq!(found.is_some(), model.contains_key(&id), "{}", id);
                 if let (Some(a), Some(b)) = (found, model.get(&id)) {
-                    prop_assert!(Arc::ptr_eq(a, b));
+                    prop_assert_eq!(a.expires_at(), Some(*b));
                 }
+                // Every tag is set exactly where a key is.
+                prop_assert!(
+                    table
+                        .tags
+                        .iter()
+                        .zip(&table.slots)
+                        .all(|(t, s)| (*t != EMPTY) == s.is_some())
+                );
             }
             let mut ids: Vec<String> = table.values().map(|k| k.id.to_string()).collect();
             ids.sort();
@@ -344,7 +411,7 @@ mod tests {
         let mut table = KeyTable::with_hasher(foldhash::fast::SeedableRandomState::random());
         table.reserve(1000);
         let capacity = table.slots.len();
-        assert_eq!(capacity, 2048, "the smallest power of two at most 7/8 full");
+        assert_eq!(capacity, 1143, "the smallest table at most 7/8 full");
         for n in 0..1000 {
             assert!(table.insert(key(&format!("app_{n}"))).is_none());
         }

@@ -5,8 +5,6 @@
 //! store. Every failure is an [`AuthError`] whose message says what to fix
 //! without echoing the credential.
 
-use std::sync::Arc;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
@@ -34,12 +32,11 @@ impl Default for VerifyOptions {
     }
 }
 
-/// A verified credential.
+/// A verified credential. The key behind it, if any, is the principal's
+/// `key_id`.
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub principal: Principal,
-    /// The key behind the credential (none for the operator token).
-    pub key: Option<Arc<LiveKey>>,
 }
 
 /// Why a credential was refused. All answer 401.
@@ -187,11 +184,12 @@ impl KeyIndex {
             return Err(AuthError::MalformedKeyId);
         }
         secret::check_format(KEY_SECRET_PREFIX, secret).map_err(AuthError::MalformedSecret)?;
-        let key = self.key(key_id).ok_or(AuthError::BadCredentials)?;
-        if !key.secret_matches(secret.as_bytes()) || key.is_expired(now) {
-            return Err(AuthError::BadCredentials);
-        }
-        Ok(basic_verified(key, now))
+        self.with_key(key_id.as_bytes(), |key| {
+            (key.secret_matches(secret.as_bytes()) && !key.is_expired(now))
+                .then(|| basic_verified(key, now))
+        })
+        .flatten()
+        .ok_or(AuthError::BadCredentials)
     }
 
     /// The common case without decoding the secret: a key id and its colon
@@ -218,11 +216,11 @@ impl KeyIndex {
         }
         // The key's stored encoding exists only when its id passes
         // `is_key_id` too, so a key found here by that id needs no check.
-        let key = self.key_by_bytes(key_id)?;
-        if !key.basic_secret_b64_matches(secret_b64) || key.is_expired(now) {
-            return None;
-        }
-        Some(basic_verified(key, now))
+        self.with_key(key_id, |key| {
+            (key.basic_secret_b64_matches(secret_b64) && !key.is_expired(now))
+                .then(|| basic_verified(key, now))
+        })
+        .flatten()
     }
 
     /// A JWT signed with a key's secret.
@@ -243,72 +241,21 @@ impl KeyIndex {
         now: i64,
         opts: VerifyOptions,
     ) -> Result<Verified, AuthError> {
-        let key = self
-            .key_by_bytes(parsed.kid_bytes())
-            .ok_or(AuthError::UnknownKid)?;
-        if key.is_expired(now) {
-            return Err(AuthError::UnknownKid);
-        }
-        parsed
-            .verify_signature(key.hmac_key())
-            .map_err(|_| AuthError::BadSignature)?;
-        let claims = parsed.claims().map_err(AuthError::Jwt)?;
-        if let Some(exp) = claims.exp
-            && now >= exp.saturating_add(opts.leeway_seconds)
-        {
-            return Err(AuthError::TokenExpired);
-        }
-        if let Some(nbf) = claims.nbf
-            && now.saturating_add(opts.leeway_seconds) < nbf
-        {
-            return Err(AuthError::NotYetValid);
-        }
-        // An app key reaches its app's policy through the key itself.
-        if let KeyOwner::App { .. } = &key.owner
-            && let Some(max) = key.app_token_ttl()
-        {
-            // Lifetime from issue (an iat in the future counts as now, so it
-            // cannot stretch the window), or what remains without iat.
-            let lifetime = match (claims.exp, claims.iat) {
-                (None, _) => return Err(AuthError::TokenTooLong(max)),
-                (Some(exp), Some(iat)) => exp.saturating_sub(iat.min(now)),
-                (Some(exp), None) => exp.saturating_sub(now),
-            };
-            if lifetime > max {
-                return Err(AuthError::TokenTooLong(max));
+        // Read before the key is looked up, so the index's read lock is held
+        // for the signature and the decisions only; nothing in the claims
+        // counts (not even their errors) until the signature is verified.
+        let claims = parsed.claims();
+        self.with_key(parsed.kid_bytes(), |key| {
+            if key.is_expired(now) {
+                return Err(AuthError::UnknownKid);
             }
-        }
-        let principal = match (&key.owner, claims.scope) {
-            (KeyOwner::App { account_id, app_id }, ClaimedScope::App) => Principal::App {
-                key_id: key.id.clone(),
-                account_id: account_id.clone(),
-                app_id: app_id.clone(),
-            },
-            (KeyOwner::App { account_id, app_id }, ClaimedScope::AppUser { external_id }) => {
-                Principal::AppUser {
-                    key_id: key.id.clone(),
-                    account_id: account_id.clone(),
-                    app_id: app_id.clone(),
-                    external_id,
-                }
-            }
-            (
-                owner @ (KeyOwner::UserAccount { .. } | KeyOwner::ServiceAccount { .. }),
-                ClaimedScope::Account,
-            ) => account_principal(&key, owner),
-            (_, ClaimedScope::Missing) => return Err(AuthError::MissingScope),
-            (_, ClaimedScope::App) => return Err(AuthError::ScopeNotAllowed("app".into())),
-            (_, ClaimedScope::Account) => return Err(AuthError::ScopeNotAllowed("account".into())),
-            (_, ClaimedScope::AppUser { .. }) => {
-                return Err(AuthError::ScopeNotAllowed("appUser".into()));
-            }
-            (_, ClaimedScope::Other(s)) => return Err(AuthError::ScopeNotAllowed(s)),
-        };
-        key.touch(now);
-        Ok(Verified {
-            principal,
-            key: Some(key),
+            parsed
+                .verify_signature(key.hmac_key())
+                .map_err(|_| AuthError::BadSignature)?;
+            let claims = claims.map_err(AuthError::Jwt)?;
+            jwt_verified(key, claims, now, opts)
         })
+        .unwrap_or(Err(AuthError::UnknownKid))
     }
 
     fn verify_operator_token(&self, token: &str) -> Result<Verified, AuthError> {
@@ -319,7 +266,6 @@ impl KeyIndex {
             .ok_or(AuthError::BadOperatorToken)?;
         Ok(Verified {
             principal: Principal::Operator { token_id },
-            key: None,
         })
     }
 }
@@ -360,24 +306,77 @@ pub(crate) fn is_key_id(id: &str) -> bool {
         && id.bytes().skip(4).all(is_base62)
 }
 
-/// The principal of a key that presented its secret (Basic).
-fn basic_verified(key: Arc<LiveKey>, now: i64) -> Verified {
-    let principal = match &key.owner {
-        KeyOwner::App { account_id, app_id } => Principal::App {
+/// The decisions on a JWT whose signature `key` verified.
+fn jwt_verified(
+    key: &LiveKey,
+    claims: jwt::Claims,
+    now: i64,
+    opts: VerifyOptions,
+) -> Result<Verified, AuthError> {
+    if let Some(exp) = claims.exp
+        && now >= exp.saturating_add(opts.leeway_seconds)
+    {
+        return Err(AuthError::TokenExpired);
+    }
+    if let Some(nbf) = claims.nbf
+        && now.saturating_add(opts.leeway_seconds) < nbf
+    {
+        return Err(AuthError::NotYetValid);
+    }
+    // An app key reaches its app's policy through the key itself.
+    if let KeyOwner::App { .. } = &key.owner
+        && let Some(max) = key.app_token_ttl()
+    {
+        // Lifetime from issue (an iat in the future counts as now, so it
+        // cannot stretch the window), or what remains without iat.
+        let lifetime = match (claims.exp, claims.iat) {
+            (None, _) => return Err(AuthError::TokenTooLong(max)),
+            (Some(exp), Some(iat)) => exp.saturating_sub(iat.min(now)),
+            (Some(exp), None) => exp.saturating_sub(now),
+        };
+        if lifetime > max {
+            return Err(AuthError::TokenTooLong(max));
+        }
+    }
+    let principal = match (&key.owner, claims.scope) {
+        (KeyOwner::App { account_id, app_id }, ClaimedScope::App) => Principal::App {
             key_id: key.id.clone(),
             account_id: account_id.clone(),
             app_id: app_id.clone(),
         },
-        owner => account_principal(&key, owner),
+        (KeyOwner::App { account_id, app_id }, ClaimedScope::AppUser { external_id }) => {
+            Principal::AppUser {
+                key_id: key.id.clone(),
+                account_id: account_id.clone(),
+                app_id: app_id.clone(),
+                external_id,
+            }
+        }
+        (
+            owner @ (KeyOwner::UserAccount { .. } | KeyOwner::ServiceAccount { .. }),
+            ClaimedScope::Account,
+        ) => key_principal(key, owner),
+        (_, ClaimedScope::Missing) => return Err(AuthError::MissingScope),
+        (_, ClaimedScope::App) => return Err(AuthError::ScopeNotAllowed("app".into())),
+        (_, ClaimedScope::Account) => return Err(AuthError::ScopeNotAllowed("account".into())),
+        (_, ClaimedScope::AppUser { .. }) => {
+            return Err(AuthError::ScopeNotAllowed("appUser".into()));
+        }
+        (_, ClaimedScope::Other(s)) => return Err(AuthError::ScopeNotAllowed(s)),
     };
     key.touch(now);
-    Verified {
-        principal,
-        key: Some(key),
-    }
+    Ok(Verified { principal })
 }
 
-fn account_principal(key: &LiveKey, owner: &KeyOwner) -> Principal {
+/// The principal of a key that presented its secret (Basic).
+fn basic_verified(key: &LiveKey, now: i64) -> Verified {
+    let principal = key_principal(key, &key.owner);
+    key.touch(now);
+    Verified { principal }
+}
+
+/// The principal of a key in its own scope (Basic, or an account-scope JWT).
+fn key_principal(key: &LiveKey, owner: &KeyOwner) -> Principal {
     match owner {
         KeyOwner::UserAccount {
             account_id,
@@ -480,7 +479,9 @@ mod tests {
         let f = fixture();
         let v = verify(&f, &basic(&f.app_key, &f.app_secret)).expect("app key");
         assert!(matches!(v.principal, Principal::App { .. }));
-        assert_eq!(v.key.expect("key").last_used_at(), Some(NOW));
+        assert_eq!(v.principal.key_id(), Some(f.app_key.as_str()));
+        let key = f.index.key(&f.app_key).expect("key");
+        assert_eq!(key.last_used_at(), Some(NOW));
         let v = verify(&f, &basic(&f.svc_key, &f.svc_secret)).expect("svc key");
         assert!(matches!(v.principal, Principal::ServiceAccount { .. }));
         assert_eq!(
@@ -717,8 +718,8 @@ mod tests {
     }
 
     /// A verification's outcome, comparable.
-    fn outcome(r: Result<Verified, AuthError>) -> Result<(Principal, Option<String>), AuthError> {
-        r.map(|v| (v.principal, v.key.map(|k| k.id.to_string())))
+    fn outcome(r: Result<Verified, AuthError>) -> Result<Principal, AuthError> {
+        r.map(|v| v.principal)
     }
 
     /// Headers near the common forms: valid Basic and JWT credentials of

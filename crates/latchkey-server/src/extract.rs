@@ -9,7 +9,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::header::{AUTHORIZATION, ORIGIN};
 use axum::http::request::Parts;
-use latchkey_core::{LiveKey, Principal};
+use latchkey_core::Principal;
 use latchkey_store::Page;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -21,7 +21,6 @@ use crate::state::AppState;
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,
-    pub key: Option<Arc<LiveKey>>,
     /// The peer's address, for the audit log.
     pub peer: Option<IpAddr>,
 }
@@ -93,7 +92,6 @@ impl FromRequestParts<AppState> for Caller {
         }
         Ok(Caller {
             principal: verified.principal,
-            key: verified.key,
             peer,
         })
     }
@@ -168,10 +166,10 @@ impl WriteGuard {
 
     pub async fn acquire(state: &AppState, caller: &Caller) -> Result<Self, ApiError> {
         let guard = Self::lock(state).await?;
-        if let Some(key) = &caller.key {
+        if let Some(key_id) = caller.principal.key_id() {
             let live = state
                 .index
-                .key(&key.id)
+                .key(key_id)
                 .is_some_and(|k| !k.is_expired(state.now()));
             if !live {
                 return Err(

@@ -364,7 +364,7 @@ async fn newest_live_key(
     state: &AppState,
     app_id: &str,
     now: i64,
-) -> ApiResult<Option<std::sync::Arc<latchkey_core::LiveKey>>> {
+) -> ApiResult<Option<latchkey_core::LiveKey>> {
     let mut page = latchkey_store::Page {
         limit: 100,
         after: None,

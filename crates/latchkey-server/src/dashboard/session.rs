@@ -244,7 +244,6 @@ impl Session {
     pub fn caller(&self) -> Caller {
         Caller {
             principal: self.principal(),
-            key: None,
             peer: self.peer,
         }
     }
@@ -449,7 +448,6 @@ pub async fn signin(
             account_id: user.account_id.as_str().into(),
             user_account_id: user.id.as_str().into(),
         },
-        key: None,
         peer: peer(&parts),
     };
     let event = audit::event(

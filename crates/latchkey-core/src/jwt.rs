@@ -59,7 +59,14 @@ pub struct UnverifiedJwt<'a> {
     signing_input: &'a [u8],
     payload: &'a [u8],
     signature: &'a [u8],
+    /// The signature, already decoded when [`parse_fast`] decoded it to
+    /// see that it has no dot.
+    decoded_signature: Option<[u8; 32]>,
 }
+
+/// The largest decoded payload read without allocating (larger ones go
+/// through serde).
+const PAYLOAD_INLINE: usize = 512;
 
 /// The header's `kid`: inline when the header took the fast path (no
 /// allocation), owned otherwise.
@@ -118,23 +125,29 @@ pub(crate) fn parse_fast(token: &[u8]) -> Option<UnverifiedJwt<'_>> {
     if token.len() > MAX_TOKEN_LEN {
         return None;
     }
-    let first = memchr::memchr(b'.', token)?;
-    let second = first + 1 + memchr::memchr(b'.', &token[first + 1..])?;
-    let (header, payload, signature) = (
-        &token[..first],
-        &token[first + 1..second],
-        &token[second + 1..],
-    );
-    if header.is_empty()
-        || payload.is_empty()
-        || signature.is_empty()
-        || memchr::memchr(b'.', signature).is_some()
-    {
+    // The header is decoded up to its first character outside the
+    // alphabet, which must be the first dot: a header with any other
+    // character is not base64url, and the full path refuses it.
+    let mut buf = [0u8; 256];
+    let (first, len) = b64::decode_url_run(token, &mut buf)?;
+    if first == 0 || token.get(first) != Some(&b'.') {
         return None;
     }
-    let mut buf = [0u8; 256];
-    let len = b64::decode_url(header, &mut buf)?;
     let kid = read_header(&buf[..len])?;
+    let rest = &token[first + 1..];
+    let second = memchr::memchr(b'.', rest)?;
+    let (payload, signature) = (&rest[..second], &rest[second + 1..]);
+    // A signature that decodes to 32 bytes has no dot; any other is
+    // refused later, but only once it is known to hold no dot.
+    let mut sig = [0u8; 32];
+    let decoded_signature = match b64::decode_url(signature, &mut sig) {
+        Some(32) => Some(sig),
+        _ if memchr::memchr(b'.', signature).is_some() => return None,
+        _ => None,
+    };
+    if payload.is_empty() || signature.is_empty() {
+        return None;
+    }
     let mut bytes = [0u8; KID_INLINE];
     bytes.get_mut(..kid.len())?.copy_from_slice(kid);
     Some(UnverifiedJwt {
@@ -142,9 +155,10 @@ pub(crate) fn parse_fast(token: &[u8]) -> Option<UnverifiedJwt<'_>> {
             len: u8::try_from(kid.len()).ok()?,
             bytes,
         },
-        signing_input: &token[..second],
+        signing_input: &token[..first + 1 + second],
         payload,
         signature,
+        decoded_signature,
     })
 }
 
@@ -185,6 +199,7 @@ fn parse_full(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
         signing_input,
         payload: payload.as_bytes(),
         signature: signature.as_bytes(),
+        decoded_signature: None,
     })
 }
 
@@ -284,11 +299,16 @@ pub enum ClaimedScope {
 impl UnverifiedJwt<'_> {
     /// Checks the signature against `key` in constant time.
     pub fn verify_signature(&self, key: &Hs256Key) -> Result<(), JwtError> {
-        let mut sig = [0u8; 32];
-        match b64::decode_url(self.signature, &mut sig) {
-            Some(32) => {}
-            _ => return Err(JwtError::Signature),
-        }
+        let sig = match self.decoded_signature {
+            Some(sig) => sig,
+            None => {
+                let mut sig = [0u8; 32];
+                match b64::decode_url(self.signature, &mut sig) {
+                    Some(32) => sig,
+                    _ => return Err(JwtError::Signature),
+                }
+            }
+        };
         if key.verify(self.signing_input, &sig) {
             Ok(())
         } else {
@@ -301,7 +321,7 @@ impl UnverifiedJwt<'_> {
     pub fn claims(&self) -> Result<Claims, JwtError> {
         // The common case: decoded into a stack buffer and read without
         // serde; anything else (or too large) goes through serde.
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; PAYLOAD_INLINE];
         if let Some(len) = b64::decode_url(self.payload, &mut buf)
             && let Some(raw) = read_claims(&buf[..len])
         {
@@ -636,6 +656,49 @@ mod tests {
             let forged = format!("{}.{}", &t[..dot], URL_SAFE_NO_PAD.encode(&sig));
             let p = parse(&forged).expect("parse");
             prop_assert_eq!(p.verify_signature(&key()), Err(JwtError::Signature));
+        }
+    }
+
+    proptest! {
+        /// Around a header the fast path reads, any payload and signature
+        /// text (dots, characters outside the alphabet, signatures of any
+        /// length, valid ones among them): what parse_fast accepts,
+        /// parse_full accepts with the same parts, and the signature and
+        /// the claims then answer the same.
+        #[test]
+        fn fast_split_agrees_with_full(
+            payload in prop_oneof![
+                Just(URL_SAFE_NO_PAD.encode(r#"{"scope":"app"}"#)),
+                "[A-Za-z0-9_.+-]{0,30}",
+            ],
+            signature in prop_oneof![
+                Just(String::new()),
+                "[A-Za-z0-9_-]{43}",
+                "[A-Za-z0-9_.+=-]{0,50}",
+            ],
+            sign in any::<bool>(),
+        ) {
+            let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"k"}"#);
+            let input = format!("{header}.{payload}");
+            let signature = if sign {
+                URL_SAFE_NO_PAD.encode(key().sign(input.as_bytes()))
+            } else {
+                signature
+            };
+            let token = format!("{input}.{signature}");
+            let full = parse_full(&token);
+            match parse_fast(token.as_bytes()) {
+                Some(fast) => {
+                    let full = full.expect("parse_full accepts it");
+                    prop_assert_eq!(fast.kid(), full.kid());
+                    prop_assert_eq!(fast.signing_input, full.signing_input);
+                    prop_assert_eq!(fast.payload, full.payload);
+                    prop_assert_eq!(fast.signature, full.signature);
+                    prop_assert_eq!(fast.verify_signature(&key()), full.verify_signature(&key()));
+                    prop_assert_eq!(fast.claims(), full.claims());
+                }
+                None => prop_assert!(full.is_err(), "parse_fast refused what parse_full accepts"),
+            }
         }
     }
 

@@ -44,20 +44,53 @@ const fn tables(alphabet: &[u8; 64]) -> Tables {
 
 static STANDARD: Tables =
     tables(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
-static URL_SAFE: Tables =
-    tables(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
 
-impl Tables {
-    /// The 24 bits of up to four characters (missing ones count as `A`),
-    /// with [`INVALID`] set if any is outside the alphabet.
-    fn group(&self, chars: &[u8]) -> u32 {
-        let mut n = 0;
-        for (table, &c) in self.0.iter().zip(chars) {
-            n |= table[usize::from(c)];
+const URL_SAFE_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Base64url's values; 0xFF outside the alphabet.
+static URL_SAFE_VALUES: [u8; 256] = values(URL_SAFE_ALPHABET);
+
+/// Eight tables, one per position in two groups of four characters: the
+/// character's six bits already where they land in the six decoded bytes
+/// read as a little-endian `u64`, or [`INVALID_64`] outside the alphabet.
+/// Two groups are then the OR of eight lookups, stored as they are (no
+/// byte swap, no combining of the groups).
+struct Tables8([[u64; 256]; 8]);
+
+const INVALID_64: u64 = 1 << 63;
+
+const fn tables8(alphabet: &[u8; 64]) -> Tables8 {
+    let values = values(alphabet);
+    let mut t = [[INVALID_64; 256]; 8];
+    let mut c = 0;
+    while c < 256 {
+        let v = values[c];
+        if v != 0xFF {
+            let mut k = 0;
+            while k < 8 {
+                let mut bits = 0u64;
+                let mut i = 0;
+                while i < 6 {
+                    // Bit i of the character, from its most significant,
+                    // is bit p of the decoded stream, from the first
+                    // byte's most significant.
+                    if v & (0x20 >> i) != 0 {
+                        let p = 6 * k + i;
+                        bits |= 1 << (8 * (p / 8) + 7 - p % 8);
+                    }
+                    i += 1;
+                }
+                t[k][c] = bits;
+                k += 1;
+            }
         }
-        n
+        c += 1;
     }
+    Tables8(t)
 }
+
+static URL_SAFE: Tables8 = tables8(URL_SAFE_ALPHABET);
 
 /// Decodes whole groups of four characters into three bytes each; the OR
 /// of the groups' bits (with [`INVALID`] set if any character was).
@@ -108,26 +141,28 @@ pub(crate) fn decode_url_run(input: &[u8], out: &mut [u8]) -> Option<(usize, usi
     // Two groups at a time (six bytes written at once) while both are in
     // the alphabet.
     for (c, bytes) in input.chunks_exact(8).zip(out.chunks_exact_mut(6)) {
-        let n = t[0][usize::from(c[0])]
+        let six = t[0][usize::from(c[0])]
             | t[1][usize::from(c[1])]
             | t[2][usize::from(c[2])]
-            | t[3][usize::from(c[3])];
-        let m = t[0][usize::from(c[4])]
-            | t[1][usize::from(c[5])]
-            | t[2][usize::from(c[6])]
-            | t[3][usize::from(c[7])];
-        if !all_valid(n | m) {
+            | t[3][usize::from(c[3])]
+            | t[4][usize::from(c[4])]
+            | t[5][usize::from(c[5])]
+            | t[6][usize::from(c[6])]
+            | t[7][usize::from(c[7])];
+        if six & INVALID_64 != 0 {
             break;
         }
-        let six = u64::from(n) << 24 | u64::from(m);
-        bytes.copy_from_slice(&six.to_be_bytes()[2..]);
+        bytes.copy_from_slice(&six.to_le_bytes()[..6]);
         read += 8;
         written += 6;
     }
     if let (Some(c), Some(bytes)) = (input.get(read..read + 4), out.get_mut(written..written + 3)) {
-        let n = URL_SAFE.group(c);
-        if all_valid(n) {
-            bytes.copy_from_slice(&n.to_be_bytes()[1..]);
+        let three = t[0][usize::from(c[0])]
+            | t[1][usize::from(c[1])]
+            | t[2][usize::from(c[2])]
+            | t[3][usize::from(c[3])];
+        if three & INVALID_64 == 0 {
+            bytes.copy_from_slice(&three.to_le_bytes()[..3]);
             read += 4;
             written += 3;
         }
@@ -137,33 +172,32 @@ pub(crate) fn decode_url_run(input: &[u8], out: &mut [u8]) -> Option<(usize, usi
     let value = |i: usize| {
         input
             .get(read + i)
-            .map_or(INVALID, |&c| t[3][usize::from(c)])
+            .map_or(0xFF, |&c| URL_SAFE_VALUES[usize::from(c)])
     };
     let (a, b) = (value(0), value(1));
-    if !all_valid(a) {
+    if a == 0xFF {
         return Some((read, written));
     }
-    if !all_valid(b) {
+    if b == 0xFF {
         // One character is never canonical.
         return None;
     }
     let c = value(2);
-    if !all_valid(c) {
+    if c == 0xFF {
         // Two characters: 12 bits for 8; the last four must be zero.
         if b & 0xF != 0 {
             return None;
         }
-        *out.get_mut(written)? = (a << 2 | b >> 4) as u8;
+        *out.get_mut(written)? = a << 2 | b >> 4;
         return Some((read + 2, written + 1));
     }
-    if all_valid(value(3)) || c & 0x3 != 0 {
+    if value(3) != 0xFF || c & 0x3 != 0 {
         // Four more that did not fit, or three whose last two bits (of
         // 18 for 16) are not zero.
         return None;
     }
-    let bits = a << 18 | b << 12 | c << 6;
     out.get_mut(written..written + 2)?
-        .copy_from_slice(&[(bits >> 16) as u8, (bits >> 8) as u8]);
+        .copy_from_slice(&[a << 2 | b >> 4, b << 4 | c >> 2]);
     Some((read + 3, written + 2))
 }
 

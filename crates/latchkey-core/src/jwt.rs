@@ -129,11 +129,16 @@ pub(crate) fn parse_fast(token: &[u8]) -> Option<UnverifiedJwt<'_>> {
     // alphabet, which must be the first dot: a header with any other
     // character is not base64url, and the full path refuses it.
     let mut buf = [0u8; 256];
-    let (first, len) = b64::decode_url_run(token, &mut buf)?;
-    if first == 0 || token.get(first) != Some(&b'.') {
-        return None;
-    }
-    let kid = read_header(&buf[..len])?;
+    let (first, kid) = match usual_header(token, &mut buf) {
+        Some(found) => found,
+        None => {
+            let (first, len) = b64::decode_url_run(token, &mut buf)?;
+            if first == 0 || token.get(first) != Some(&b'.') {
+                return None;
+            }
+            (first, inline_kid(read_header(&buf[..len])?)?)
+        }
+    };
     let rest = &token[first + 1..];
     let second = memchr::memchr(b'.', rest)?;
     let (payload, signature) = (&rest[..second], &rest[second + 1..]);
@@ -148,18 +153,61 @@ pub(crate) fn parse_fast(token: &[u8]) -> Option<UnverifiedJwt<'_>> {
     if payload.is_empty() || signature.is_empty() {
         return None;
     }
-    let mut bytes = [0u8; KID_INLINE];
-    bytes.get_mut(..kid.len())?.copy_from_slice(kid);
     Some(UnverifiedJwt {
-        kid: Kid::Inline {
-            len: u8::try_from(kid.len()).ok()?,
-            bytes,
-        },
+        kid,
         signing_input: &token[..first + 1 + second],
         payload,
         signature,
         decoded_signature,
     })
+}
+
+/// A `kid` kept inline; `None` if it is longer than [`KID_INLINE`].
+fn inline_kid(kid: &[u8]) -> Option<Kid> {
+    let mut bytes = [0u8; KID_INLINE];
+    bytes.get_mut(..kid.len())?.copy_from_slice(kid);
+    Some(Kid::Inline {
+        len: u8::try_from(kid.len()).ok()?,
+        bytes,
+    })
+}
+
+/// A header that is one of [`USUAL_HEADERS`], read without decoding the
+/// part before the `kid` that fills whole base64 groups: that part is
+/// compared as text (its encoding is unique), the rest decoded up to the
+/// header's dot and compared as [`read_usual_header`] compares. The
+/// position of the dot and the `kid`; `None` when the header is of none
+/// of these forms.
+fn usual_header(token: &[u8], buf: &mut [u8]) -> Option<(usize, Kid)> {
+    // Written out for each prefix, so that every comparison is of a
+    // known length (inline, no `memcmp` call).
+    let [h0, h1, h2, h3] = USUAL_HEADERS_B64;
+    type Form = (&'static [u8], &'static [u8]);
+    let (prefix_len, forms): (usize, [Form; 2]) = if token.starts_with(h0.0) {
+        // Two forms have the same text before the kid.
+        (h0.0.len(), [(h0.1, h0.2), (h3.1, h3.2)])
+    } else if token.starts_with(h1.0) {
+        (h1.0.len(), [(h1.1, h1.2); 2])
+    } else if token.starts_with(h2.0) {
+        (h2.0.len(), [(h2.1, h2.2); 2])
+    } else {
+        return None;
+    };
+    let (read, len) = b64::decode_url_run(&token[prefix_len..], buf)?;
+    let first = prefix_len + read;
+    if token.get(first) != Some(&b'.') {
+        return None;
+    }
+    let json = &buf[..len];
+    let [(before_a, after_a), (before_b, after_b)] = forms;
+    let kid = match json.strip_prefix(before_a)?.strip_suffix(after_a) {
+        Some(kid) => kid,
+        None => json.strip_prefix(before_b)?.strip_suffix(after_b)?,
+    };
+    if kid.is_empty() || !kid.is_ascii() || flat::find_stop(kid).is_some() {
+        return None;
+    }
+    Some((first, inline_kid(kid)?))
 }
 
 /// [`parse`] with serde: every header it accepts, every error.
@@ -353,6 +401,25 @@ const USUAL_HEADERS: [(&[u8], &[u8]); 4] = [
     (br#"{"typ":"JWT","alg":"HS256","kid":""#, br#""}"#),
     (br#"{"alg":"HS256","typ":"JWT","kid":""#, br#""}"#),
     (br#"{"alg":"HS256","kid":""#, br#""}"#),
+];
+
+/// [`USUAL_HEADERS`] with the text before the `kid` split where its
+/// whole base64 groups end: their base64url encoding (which no other text
+/// has), the rest, and the text after the `kid`. Checked against
+/// `USUAL_HEADERS` by a test.
+const USUAL_HEADERS_B64: [(&[u8], &[u8], &[u8]); 4] = [
+    (b"eyJhbGciOiJIUzI1NiIsImtpZCI6", b"\"", br#"","typ":"JWT"}"#),
+    (
+        b"eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiIsImtpZCI6",
+        b"\"",
+        br#""}"#,
+    ),
+    (
+        b"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6",
+        b"\"",
+        br#""}"#,
+    ),
+    (b"eyJhbGciOiJIUzI1NiIsImtpZCI6", b"\"", br#""}"#),
 ];
 
 /// The `kid` of a header that is one of [`USUAL_HEADERS`] around a
@@ -843,6 +910,18 @@ mod tests {
             member("iat", "[0-9]{1,11}".boxed()),
             member("nbf", "[0-9]{1,11}".boxed()),
         ])
+    }
+
+    #[test]
+    fn usual_headers_in_base64_are_the_usual_headers() {
+        for ((before, after), (prefix, rest, after_b64)) in
+            USUAL_HEADERS.iter().zip(USUAL_HEADERS_B64.iter())
+        {
+            let whole = before.len() / 3 * 3;
+            assert_eq!(URL_SAFE_NO_PAD.encode(&before[..whole]).as_bytes(), *prefix);
+            assert_eq!(&before[whole..], *rest);
+            assert_eq!(after, after_b64);
+        }
     }
 
     /// The differential tests below are only worth something if the fast

@@ -158,7 +158,7 @@ impl<'a> Reader<'a> {
         self.eat_if(b).then_some(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
@@ -184,7 +184,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn value(&mut self) -> Option<Value<'a>> {
         match self.peek()? {
             b'"' => self.string().map(Value::Str),

@@ -117,8 +117,9 @@ pub fn parse(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
 }
 
 /// The common case of [`parse`], without serde and without allocating:
-/// the header decoded into a stack buffer and read by [`read_header`].
-/// `Some` only for tokens that [`parse_full`] accepts too, with the same
+/// the header matched by [`usual_header`], or decoded into a stack buffer
+/// and read by [`read_header`]; the signature decoded on the way (it is
+/// needed anyway, and decoding it shows that it has no dot). `Some` only for tokens that [`parse_full`] accepts too, with the same
 /// result; `None` for everything else, which then takes `parse_full`
 /// (so that it is refused, if it is, with the same error as always).
 pub(crate) fn parse_fast(token: &[u8]) -> Option<UnverifiedJwt<'_>> {

@@ -44,20 +44,53 @@ const fn tables(alphabet: &[u8; 64]) -> Tables {
 
 static STANDARD: Tables =
     tables(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
-static URL_SAFE: Tables =
-    tables(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
 
-impl Tables {
-    /// The 24 bits of up to four characters (missing ones count as `A`),
-    /// with [`INVALID`] set if any is outside the alphabet.
-    fn group(&self, chars: &[u8]) -> u32 {
-        let mut n = 0;
-        for (table, &c) in self.0.iter().zip(chars) {
-            n |= table[usize::from(c)];
+const URL_SAFE_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Base64url's values; 0xFF outside the alphabet.
+static URL_SAFE_VALUES: [u8; 256] = values(URL_SAFE_ALPHABET);
+
+/// Eight tables, one per position in two groups of four characters: the
+/// character's six bits already where they land in the six decoded bytes
+/// read as a little-endian `u64`, or [`INVALID_64`] outside the alphabet.
+/// Two groups are then the OR of eight lookups, stored as they are (no
+/// byte swap, no combining of the groups).
+struct Tables8([[u64; 256]; 8]);
+
+const INVALID_64: u64 = 1 << 63;
+
+const fn tables8(alphabet: &[u8; 64]) -> Tables8 {
+    let values = values(alphabet);
+    let mut t = [[INVALID_64; 256]; 8];
+    let mut c = 0;
+    while c < 256 {
+        let v = values[c];
+        if v != 0xFF {
+            let mut k = 0;
+            while k < 8 {
+                let mut bits = 0u64;
+                let mut i = 0;
+                while i < 6 {
+                    // Bit i of the character, from its most significant,
+                    // is bit p of the decoded stream, from the first
+                    // byte's most significant.
+                    if v & (0x20 >> i) != 0 {
+                        let p = 6 * k + i;
+                        bits |= 1 << (8 * (p / 8) + 7 - p % 8);
+                    }
+                    i += 1;
+                }
+                t[k][c] = bits;
+                k += 1;
+            }
         }
-        n
+        c += 1;
     }
+    Tables8(t)
 }
+
+static URL_SAFE: Tables8 = tables8(URL_SAFE_ALPHABET);
 
 /// Decodes whole groups of four characters into three bytes each; the OR
 /// of the groups' bits (with [`INVALID`] set if any character was).
@@ -93,32 +126,79 @@ pub(crate) fn decode_whole_groups(input: &[u8], out: &mut [u8]) -> bool {
 /// decoded length; `None` when the input is not canonical unpadded
 /// base64url or `out` is too small (as `URL_SAFE_NO_PAD.decode_slice`).
 pub(crate) fn decode_url(input: &[u8], out: &mut [u8]) -> Option<usize> {
-    let rem = input.len() % 4;
-    if rem == 1 {
+    let (read, len) = decode_url_run(input, out)?;
+    (read == input.len()).then_some(len)
+}
+
+/// Decodes the base64url text at the start of `input`, up to its first
+/// character outside the alphabet (or its end): `(characters read, bytes
+/// written)`, exactly what [`decode_url`] answers for those characters
+/// alone, and `None` when it answers `None`. A JWT's part is decoded and
+/// the dot after it found in one pass.
+pub(crate) fn decode_url_run(input: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
+    let t = &URL_SAFE.0;
+    let (mut read, mut written) = (0, 0);
+    // Two groups at a time (six bytes written at once) while both are in
+    // the alphabet.
+    for (c, bytes) in input.chunks_exact(8).zip(out.chunks_exact_mut(6)) {
+        let six = t[0][usize::from(c[0])]
+            | t[1][usize::from(c[1])]
+            | t[2][usize::from(c[2])]
+            | t[3][usize::from(c[3])]
+            | t[4][usize::from(c[4])]
+            | t[5][usize::from(c[5])]
+            | t[6][usize::from(c[6])]
+            | t[7][usize::from(c[7])];
+        if six & INVALID_64 != 0 {
+            break;
+        }
+        bytes.copy_from_slice(&six.to_le_bytes()[..6]);
+        read += 8;
+        written += 6;
+    }
+    if let (Some(c), Some(bytes)) = (input.get(read..read + 4), out.get_mut(written..written + 3)) {
+        let three = t[0][usize::from(c[0])]
+            | t[1][usize::from(c[1])]
+            | t[2][usize::from(c[2])]
+            | t[3][usize::from(c[3])];
+        if three & INVALID_64 == 0 {
+            bytes.copy_from_slice(&three.to_le_bytes()[..3]);
+            read += 4;
+            written += 3;
+        }
+    }
+    // What is left of the run: fewer than four characters, or four that
+    // do not fit in `out`.
+    let value = |i: usize| {
+        input
+            .get(read + i)
+            .map_or(0xFF, |&c| URL_SAFE_VALUES[usize::from(c)])
+    };
+    let (a, b) = (value(0), value(1));
+    if a == 0xFF {
+        return Some((read, written));
+    }
+    if b == 0xFF {
+        // One character is never canonical.
         return None;
     }
-    let whole = input.len() / 4;
-    let len = whole * 3 + rem.saturating_sub(1);
-    let out = out.get_mut(..len)?;
-    let (input, tail) = input.split_at(whole * 4);
-    let (out, out_tail) = out.split_at_mut(whole * 3);
-    let mut seen = groups(&URL_SAFE, input, out);
-    if !tail.is_empty() {
-        // Two or three characters: 12 or 18 bits for 8 or 16; the bits
-        // left over must be zero.
-        let n = URL_SAFE.group(tail);
-        seen |= n;
-        let [_, a, b, c] = n.to_be_bytes();
-        let spare = match tail.len() {
-            2 => u32::from(b) << 8 | u32::from(c),
-            _ => u32::from(c),
-        };
-        if spare != 0 {
+    let c = value(2);
+    if c == 0xFF {
+        // Two characters: 12 bits for 8; the last four must be zero.
+        if b & 0xF != 0 {
             return None;
         }
-        out_tail.copy_from_slice(&[a, b][..out_tail.len()]);
+        *out.get_mut(written)? = a << 2 | b >> 4;
+        return Some((read + 2, written + 1));
     }
-    all_valid(seen).then_some(len)
+    if value(3) != 0xFF || c & 0x3 != 0 {
+        // Four more that did not fit, or three whose last two bits (of
+        // 18 for 16) are not zero.
+        return None;
+    }
+    out.get_mut(written..written + 2)?
+        .copy_from_slice(&[a << 2 | b >> 4, b << 4 | c >> 2]);
+    Some((read + 3, written + 2))
 }
 
 #[cfg(test)]
@@ -184,6 +264,43 @@ mod tests {
             prop_assert_eq!(a, b);
             if let Some(n) = a {
                 prop_assert_eq!(&ours[..n], &theirs[..n]);
+            }
+        }
+
+        /// A run ends at the first character outside the alphabet and
+        /// decodes as the base64 crate decodes those characters alone.
+        #[test]
+        fn url_run_decoding_matches_the_base64_crate(s in "[A-Za-z0-9_=+/.-]{0,60}", cap in 0usize..50) {
+            let end = s
+                .bytes()
+                .position(|c| !(c.is_ascii_alphanumeric() || c == b'-' || c == b'_'))
+                .unwrap_or(s.len());
+            let mut ours = vec![0u8; cap];
+            let mut theirs = vec![0u8; cap];
+            let a = decode_url_run(s.as_bytes(), &mut ours);
+            let b = URL_SAFE_NO_PAD.decode_slice(&s[..end], &mut theirs).ok();
+            prop_assert_eq!(a, b.map(|n| (end, n)));
+            if let Some((_, n)) = a {
+                prop_assert_eq!(&ours[..n], &theirs[..n]);
+            }
+        }
+
+        /// Long runs, exactly fitting buffers and buffers one byte short,
+        /// followed by a dot and more text.
+        #[test]
+        fn url_run_decoding_of_encoded_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..120), short in any::<bool>(), after in "[.+=/]?[A-Za-z0-9]{0,5}") {
+            let text = format!("{}{after}", URL_SAFE_NO_PAD.encode(&bytes));
+            let encoded_len = text.len() - after.len();
+            let cap = bytes.len().saturating_sub(usize::from(short));
+            let mut ours = vec![0u8; cap];
+            let run = decode_url_run(text.as_bytes(), &mut ours);
+            if after.is_empty() || !after.as_bytes()[0].is_ascii_alphanumeric() {
+                if short && !bytes.is_empty() {
+                    prop_assert_eq!(run, None);
+                } else {
+                    prop_assert_eq!(run, Some((encoded_len, bytes.len())));
+                    prop_assert_eq!(&ours[..], &bytes[..]);
+                }
             }
         }
 

@@ -88,6 +88,43 @@ pub(crate) fn find_stop(s: &[u8]) -> Option<usize> {
         .map(|p| at + p)
 }
 
+/// 10^0 to 10^8.
+const POW10: [i64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The number of ASCII digits at the start of eight bytes (the first byte
+/// in the lowest bits) and their value.
+fn leading_digits(word: u64) -> (usize, i64) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Digits become 0 to 9; a byte is not a digit when its high nibble is
+    // set before or after adding 6. (Adding 6 carries out of a byte only
+    // from a byte that is no digit, so below the first such byte the test
+    // is exact.)
+    let x = word ^ (ONES * 0x30);
+    let not_digit = (x | x.wrapping_add(ONES * 0x06)) & (ONES * 0xF0);
+    let count = (not_digit.trailing_zeros() / 8) as usize;
+    if count == 0 {
+        return (0, 0);
+    }
+    // Only the digits, moved to the top bytes: the bytes below are then
+    // leading zeros. Pairs, then quads, then all eight are combined.
+    let mut v = x << (8 * (8 - count));
+    v = (v.wrapping_mul(10) + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    v = (v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF;
+    // At most 99,999,999.
+    (count, v as i64)
+}
+
 struct Reader<'a> {
     s: &'a str,
     i: usize,
@@ -121,7 +158,7 @@ impl<'a> Reader<'a> {
         self.eat_if(b).then_some(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.i;
@@ -147,7 +184,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn value(&mut self) -> Option<Value<'a>> {
         match self.peek()? {
             b'"' => self.string().map(Value::Str),
@@ -163,6 +200,20 @@ impl<'a> Reader<'a> {
                 let digits = self.s.as_bytes();
                 let start = self.i;
                 let mut n: i64 = 0;
+                // Eight bytes at a time while eight remain.
+                while let Some(word) = digits.get(self.i..self.i + 8) {
+                    let mut bytes = [0u8; 8];
+                    bytes.copy_from_slice(word);
+                    let (count, value) = leading_digits(u64::from_le_bytes(bytes));
+                    if self.i - start + count > MAX_DIGITS {
+                        return None;
+                    }
+                    n = n * POW10[count] + value;
+                    self.i += count;
+                    if count < 8 {
+                        return Some(Value::Int(n));
+                    }
+                }
                 while let Some(&d) = digits.get(self.i) {
                     if !d.is_ascii_digit() {
                         break;
@@ -254,6 +305,52 @@ mod tests {
         fn find_stop_finds_the_first_stop(s in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
             let expected = s.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
             proptest::prop_assert_eq!(find_stop(&s), expected);
+        }
+
+        #[test]
+        fn leading_digits_are_counted_and_read(s in "[0-9]{0,9}[^0-9]{0,8}", pad in proptest::collection::vec(proptest::prelude::any::<u8>(), 8)) {
+            let mut bytes = [0u8; 8];
+            let text = s.as_bytes();
+            let n = text.len().min(8);
+            bytes[..n].copy_from_slice(&text[..n]);
+            bytes[n..].copy_from_slice(&pad[n..]);
+            let count = bytes.iter().position(|b| !b.is_ascii_digit()).unwrap_or(8);
+            let value = bytes[..count].iter().fold(0i64, |v, d| v * 10 + i64::from(d - b'0'));
+            let (c, v) = leading_digits(u64::from_le_bytes(bytes));
+            proptest::prop_assert_eq!(c, count);
+            if count > 0 {
+                proptest::prop_assert_eq!(v, value);
+            }
+        }
+
+        #[test]
+        fn leading_digits_of_any_bytes(bytes in proptest::prelude::any::<[u8; 8]>()) {
+            let count = bytes.iter().position(|b| !b.is_ascii_digit()).unwrap_or(8);
+            let value = bytes[..count].iter().fold(0i64, |v, d| v * 10 + i64::from(d - b'0'));
+            let (c, v) = leading_digits(u64::from_le_bytes(bytes));
+            proptest::prop_assert_eq!(c, count);
+            if count > 0 {
+                proptest::prop_assert_eq!(v, value);
+            }
+        }
+
+        /// Integers read eight digits at a time where the text allows, one
+        /// at a time near its end: the same as a digit-by-digit reading.
+        #[test]
+        fn integers_of_any_length(n in "[1-9][0-9]{0,17}", after in "[,} \\.e0-9]{0,9}") {
+            let json = format!("{{\"a\":{n}{after}");
+            let expected = if n.len() > MAX_DIGITS {
+                None
+            } else {
+                let mut full = n.clone();
+                full.extend(after.chars().take_while(char::is_ascii_digit));
+                let rest = &after[full.len() - n.len()..];
+                let closed = rest.trim_start_matches(' ').strip_prefix('}');
+                (full.len() <= MAX_DIGITS && closed.is_some_and(|r| r.trim_start_matches(' ').is_empty()))
+                    .then(|| full.parse::<i64>().expect("digits"))
+            };
+            let got = members(&json).map(|m| m[0].1);
+            proptest::prop_assert_eq!(got, expected.map(Value::Int));
         }
 
         #[test]

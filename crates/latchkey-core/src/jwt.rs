@@ -59,7 +59,14 @@ pub struct UnverifiedJwt<'a> {
     signing_input: &'a [u8],
     payload: &'a [u8],
     signature: &'a [u8],
+    /// The signature, already decoded when [`parse_fast`] decoded it to
+    /// see that it has no dot.
+    decoded_signature: Option<[u8; 32]>,
 }
+
+/// The largest decoded payload read without allocating (larger ones go
+/// through serde).
+const PAYLOAD_INLINE: usize = 512;
 
 /// The header's `kid`: inline when the header took the fast path (no
 /// allocation), owned otherwise.
@@ -110,42 +117,98 @@ pub fn parse(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
 }
 
 /// The common case of [`parse`], without serde and without allocating:
-/// the header decoded into a stack buffer and read by [`read_header`].
-/// `Some` only for tokens that [`parse_full`] accepts too, with the same
+/// the header matched by [`usual_header`], or decoded into a stack buffer
+/// and read by [`read_header`]; the signature decoded on the way (it is
+/// needed anyway, and decoding it shows that it has no dot). `Some` only for tokens that [`parse_full`] accepts too, with the same
 /// result; `None` for everything else, which then takes `parse_full`
 /// (so that it is refused, if it is, with the same error as always).
 pub(crate) fn parse_fast(token: &[u8]) -> Option<UnverifiedJwt<'_>> {
     if token.len() > MAX_TOKEN_LEN {
         return None;
     }
-    let first = memchr::memchr(b'.', token)?;
-    let second = first + 1 + memchr::memchr(b'.', &token[first + 1..])?;
-    let (header, payload, signature) = (
-        &token[..first],
-        &token[first + 1..second],
-        &token[second + 1..],
-    );
-    if header.is_empty()
-        || payload.is_empty()
-        || signature.is_empty()
-        || memchr::memchr(b'.', signature).is_some()
-    {
+    // The header is decoded up to its first character outside the
+    // alphabet, which must be the first dot: a header with any other
+    // character is not base64url, and the full path refuses it.
+    let mut buf = [0u8; 256];
+    let (first, kid) = match usual_header(token, &mut buf) {
+        Some(found) => found,
+        None => {
+            let (first, len) = b64::decode_url_run(token, &mut buf)?;
+            if first == 0 || token.get(first) != Some(&b'.') {
+                return None;
+            }
+            (first, inline_kid(read_header(&buf[..len])?)?)
+        }
+    };
+    let rest = &token[first + 1..];
+    let second = memchr::memchr(b'.', rest)?;
+    let (payload, signature) = (&rest[..second], &rest[second + 1..]);
+    // A signature that decodes to 32 bytes has no dot; any other is
+    // refused later, but only once it is known to hold no dot.
+    let mut sig = [0u8; 32];
+    let decoded_signature = match b64::decode_url(signature, &mut sig) {
+        Some(32) => Some(sig),
+        _ if memchr::memchr(b'.', signature).is_some() => return None,
+        _ => None,
+    };
+    if payload.is_empty() || signature.is_empty() {
         return None;
     }
-    let mut buf = [0u8; 256];
-    let len = b64::decode_url(header, &mut buf)?;
-    let kid = read_header(&buf[..len])?;
-    let mut bytes = [0u8; KID_INLINE];
-    bytes.get_mut(..kid.len())?.copy_from_slice(kid);
     Some(UnverifiedJwt {
-        kid: Kid::Inline {
-            len: u8::try_from(kid.len()).ok()?,
-            bytes,
-        },
-        signing_input: &token[..second],
+        kid,
+        signing_input: &token[..first + 1 + second],
         payload,
         signature,
+        decoded_signature,
     })
+}
+
+/// A `kid` kept inline; `None` if it is longer than [`KID_INLINE`].
+fn inline_kid(kid: &[u8]) -> Option<Kid> {
+    let mut bytes = [0u8; KID_INLINE];
+    bytes.get_mut(..kid.len())?.copy_from_slice(kid);
+    Some(Kid::Inline {
+        len: u8::try_from(kid.len()).ok()?,
+        bytes,
+    })
+}
+
+/// A header that is one of [`USUAL_HEADERS`], read without decoding the
+/// part before the `kid` that fills whole base64 groups: that part is
+/// compared as text (its encoding is unique), the rest decoded up to the
+/// header's dot and compared as [`read_usual_header`] compares. The
+/// position of the dot and the `kid`; `None` when the header is of none
+/// of these forms.
+fn usual_header(token: &[u8], buf: &mut [u8]) -> Option<(usize, Kid)> {
+    // Written out for each prefix, so that every comparison is of a
+    // known length (inline, no `memcmp` call).
+    let [h0, h1, h2, h3] = USUAL_HEADERS_B64;
+    type Form = (&'static [u8], &'static [u8]);
+    let (prefix_len, forms): (usize, [Form; 2]) = if token.starts_with(h0.0) {
+        // Two forms have the same text before the kid.
+        (h0.0.len(), [(h0.1, h0.2), (h3.1, h3.2)])
+    } else if token.starts_with(h1.0) {
+        (h1.0.len(), [(h1.1, h1.2); 2])
+    } else if token.starts_with(h2.0) {
+        (h2.0.len(), [(h2.1, h2.2); 2])
+    } else {
+        return None;
+    };
+    let (read, len) = b64::decode_url_run(&token[prefix_len..], buf)?;
+    let first = prefix_len + read;
+    if token.get(first) != Some(&b'.') {
+        return None;
+    }
+    let json = &buf[..len];
+    let [(before_a, after_a), (before_b, after_b)] = forms;
+    let kid = match json.strip_prefix(before_a)?.strip_suffix(after_a) {
+        Some(kid) => kid,
+        None => json.strip_prefix(before_b)?.strip_suffix(after_b)?,
+    };
+    if kid.is_empty() || !kid.is_ascii() || flat::find_stop(kid).is_some() {
+        return None;
+    }
+    Some((first, inline_kid(kid)?))
 }
 
 /// [`parse`] with serde: every header it accepts, every error.
@@ -185,6 +248,7 @@ fn parse_full(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
         signing_input,
         payload: payload.as_bytes(),
         signature: signature.as_bytes(),
+        decoded_signature: None,
     })
 }
 
@@ -284,11 +348,16 @@ pub enum ClaimedScope {
 impl UnverifiedJwt<'_> {
     /// Checks the signature against `key` in constant time.
     pub fn verify_signature(&self, key: &Hs256Key) -> Result<(), JwtError> {
-        let mut sig = [0u8; 32];
-        match b64::decode_url(self.signature, &mut sig) {
-            Some(32) => {}
-            _ => return Err(JwtError::Signature),
-        }
+        let sig = match self.decoded_signature {
+            Some(sig) => sig,
+            None => {
+                let mut sig = [0u8; 32];
+                match b64::decode_url(self.signature, &mut sig) {
+                    Some(32) => sig,
+                    _ => return Err(JwtError::Signature),
+                }
+            }
+        };
         if key.verify(self.signing_input, &sig) {
             Ok(())
         } else {
@@ -301,7 +370,7 @@ impl UnverifiedJwt<'_> {
     pub fn claims(&self) -> Result<Claims, JwtError> {
         // The common case: decoded into a stack buffer and read without
         // serde; anything else (or too large) goes through serde.
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; PAYLOAD_INLINE];
         if let Some(len) = b64::decode_url(self.payload, &mut buf)
             && let Some(raw) = read_claims(&buf[..len])
         {
@@ -333,6 +402,25 @@ const USUAL_HEADERS: [(&[u8], &[u8]); 4] = [
     (br#"{"typ":"JWT","alg":"HS256","kid":""#, br#""}"#),
     (br#"{"alg":"HS256","typ":"JWT","kid":""#, br#""}"#),
     (br#"{"alg":"HS256","kid":""#, br#""}"#),
+];
+
+/// [`USUAL_HEADERS`] with the text before the `kid` split where its
+/// whole base64 groups end: their base64url encoding (which no other text
+/// has), the rest, and the text after the `kid`. Checked against
+/// `USUAL_HEADERS` by a test.
+const USUAL_HEADERS_B64: [(&[u8], &[u8], &[u8]); 4] = [
+    (b"eyJhbGciOiJIUzI1NiIsImtpZCI6", b"\"", br#"","typ":"JWT"}"#),
+    (
+        b"eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiIsImtpZCI6",
+        b"\"",
+        br#""}"#,
+    ),
+    (
+        b"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6",
+        b"\"",
+        br#""}"#,
+    ),
+    (b"eyJhbGciOiJIUzI1NiIsImtpZCI6", b"\"", br#""}"#),
 ];
 
 /// The `kid` of a header that is one of [`USUAL_HEADERS`] around a
@@ -639,6 +727,49 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Around a header the fast path reads, any payload and signature
+        /// text (dots, characters outside the alphabet, signatures of any
+        /// length, valid ones among them): what parse_fast accepts,
+        /// parse_full accepts with the same parts, and the signature and
+        /// the claims then answer the same.
+        #[test]
+        fn fast_split_agrees_with_full(
+            payload in prop_oneof![
+                Just(URL_SAFE_NO_PAD.encode(r#"{"scope":"app"}"#)),
+                "[A-Za-z0-9_.+-]{0,30}",
+            ],
+            signature in prop_oneof![
+                Just(String::new()),
+                "[A-Za-z0-9_-]{43}",
+                "[A-Za-z0-9_.+=-]{0,50}",
+            ],
+            sign in any::<bool>(),
+        ) {
+            let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","kid":"k"}"#);
+            let input = format!("{header}.{payload}");
+            let signature = if sign {
+                URL_SAFE_NO_PAD.encode(key().sign(input.as_bytes()))
+            } else {
+                signature
+            };
+            let token = format!("{input}.{signature}");
+            let full = parse_full(&token);
+            match parse_fast(token.as_bytes()) {
+                Some(fast) => {
+                    let full = full.expect("parse_full accepts it");
+                    prop_assert_eq!(fast.kid(), full.kid());
+                    prop_assert_eq!(fast.signing_input, full.signing_input);
+                    prop_assert_eq!(fast.payload, full.payload);
+                    prop_assert_eq!(fast.signature, full.signature);
+                    prop_assert_eq!(fast.verify_signature(&key()), full.verify_signature(&key()));
+                    prop_assert_eq!(fast.claims(), full.claims());
+                }
+                None => prop_assert!(full.is_err(), "parse_fast refused what parse_full accepts"),
+            }
+        }
+    }
+
     /// JSON values of every kind, mostly well-formed: strings with and
     /// without escapes, non-ASCII and control characters, integers,
     /// decimals, exponents, negative and long numbers, nested values,
@@ -780,6 +911,18 @@ mod tests {
             member("iat", "[0-9]{1,11}".boxed()),
             member("nbf", "[0-9]{1,11}".boxed()),
         ])
+    }
+
+    #[test]
+    fn usual_headers_in_base64_are_the_usual_headers() {
+        for ((before, after), (prefix, rest, after_b64)) in
+            USUAL_HEADERS.iter().zip(USUAL_HEADERS_B64.iter())
+        {
+            let whole = before.len() / 3 * 3;
+            assert_eq!(URL_SAFE_NO_PAD.encode(&before[..whole]).as_bytes(), *prefix);
+            assert_eq!(&before[whole..], *rest);
+            assert_eq!(after, after_b64);
+        }
     }
 
     /// The differential tests below are only worth something if the fast

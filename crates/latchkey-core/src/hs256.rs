@@ -1,8 +1,7 @@
 //! HMAC-SHA256 keys for JWTs (HS256), kept ready to use.
 //!
 //! A key holds the HMAC's inner and outer SHA-256 states after the padded
-//! key block (RustCrypto's `sha2` block-level cores, 80 bytes, what the
-//! `hmac` crate's `HmacCore` holds), so a verification
+//! key block (RustCrypto's `HmacCore`, 80 bytes), so a verification
 //! hashes only the signing input and one outer block. RustCrypto's `sha2`
 //! runs on the CPU's SHA extensions when it has them (detected at run
 //! time): on this project's machines an HMAC over a 150-byte signing input
@@ -11,31 +10,20 @@
 //! which the index holds once per key.
 
 use std::fmt;
-use std::slice;
 
-use sha2::Sha256;
-use sha2::digest::Digest;
-use sha2::digest::Output;
-use sha2::digest::block_buffer::{BlockBuffer, Eager};
-use sha2::digest::core_api::{Block, CoreProxy, FixedOutputCore, UpdateCore};
-use sha2::digest::typenum::U64;
+use hmac::HmacCore;
+use hmac::digest::core_api::CoreWrapper;
+use hmac::digest::{KeyInit, Mac};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// SHA-256's block: HMAC pads (or first hashes) the key to this size.
 const BLOCK: usize = 64;
 
-/// SHA-256's block-level state (RustCrypto's core, 40 bytes).
-type Core = <Sha256 as CoreProxy>::Core;
-
-/// An HS256 key: the SHA-256 states after the inner and the outer padded
-/// key block, as RFC 2104 (and the `hmac` crate's `HmacCore`) keeps them.
-/// Its `Debug` prints nothing of the key.
+/// An HS256 key. Its `Debug` prints nothing of the key.
 #[derive(Clone)]
-pub struct Hs256Key {
-    inner: Core,
-    outer: Core,
-}
+pub struct Hs256Key(HmacCore<Sha256>);
 
 impl fmt::Debug for Hs256Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -46,44 +34,24 @@ impl fmt::Debug for Hs256Key {
 impl Hs256Key {
     pub fn new(secret: &[u8]) -> Self {
         // RFC 2104: a key longer than the block is hashed first; the key
-        // is then padded with zeros to the block, and XORed with 0x36
-        // (inner) and 0x5c (outer). (As with ring's key, the HMAC states
-        // derived from the key are not cleared on drop; the index's copy
-        // of the secret is.)
-        let mut block = Zeroizing::new(Block::<Core>::default());
+        // is then padded with zeros to the block. A full block as the key
+        // makes the construction infallible. (As with ring's key, the
+        // HMAC states derived from the key are not cleared on drop; the
+        // index's copy of the secret is.)
+        let mut block = Zeroizing::new([0u8; BLOCK]);
         if secret.len() > BLOCK {
             block[..32].copy_from_slice(&Sha256::digest(secret));
         } else {
             block[..secret.len()].copy_from_slice(secret);
         }
-        let padded = |pad: u8| {
-            let mut padded = Zeroizing::new(*block);
-            padded.iter_mut().for_each(|b| *b ^= pad);
-            let mut core = Core::default();
-            core.update_blocks(slice::from_ref(&*padded));
-            core
-        };
-        Self {
-            inner: padded(0x36),
-            outer: padded(0x5c),
-        }
+        Self(HmacCore::new(&(*block).into()))
     }
 
-    /// The HMAC-SHA256 of `input`: the `hmac` crate's computation on the
-    /// block-level cores, without its wrapper (which moved ~200 bytes of
-    /// state and buffer around per call).
+    /// The HMAC-SHA256 of `input`.
     pub fn sign(&self, input: &[u8]) -> [u8; 32] {
-        let mut buffer = BlockBuffer::<U64, Eager>::default();
-        let mut inner = self.inner.clone();
-        buffer.digest_blocks(input, |blocks| inner.update_blocks(blocks));
-        let mut hash = Output::<Core>::default();
-        inner.finalize_fixed_core(&mut buffer, &mut hash);
-        buffer.reset();
-        let mut outer = self.outer.clone();
-        buffer.digest_blocks(&hash, |blocks| outer.update_blocks(blocks));
-        let mut tag = Output::<Core>::default();
-        outer.finalize_fixed_core(&mut buffer, &mut tag);
-        tag.into()
+        let mut mac = CoreWrapper::from_core(self.0.clone());
+        mac.update(input);
+        mac.finalize().into_bytes().into()
     }
 
     /// Whether `tag` is the HMAC-SHA256 of `input`, compared in constant

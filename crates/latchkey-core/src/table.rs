@@ -15,7 +15,7 @@
 //! entries back (no tombstones). Keys are only inserted by the server (ids
 //! are random), and the hasher is keyed per table (see `index.rs`).
 //!
-//! Moving a key (growth, removal, rebuilding) wipes the encoded secret at
+//! Moving a key (growth, removal, shrinking) wipes the encoded secret at
 //! its old place, so the freed slot array keeps no copy of it.
 
 use std::hash::BuildHasher;
@@ -228,32 +228,36 @@ impl<S: BuildHasher> KeyTable<S> {
         }
     }
 
-    /// Keeps the keys for which `keep` is true (rebuilding the table: this
-    /// runs when an app, service account or account is deleted).
+    /// Keeps the keys for which `keep` is true (this runs when an app,
+    /// service account or account is deleted). In place: the others are
+    /// removed as by `remove`, so that deleting one app among 10^6 keys
+    /// moves only the keys near the removed ones, under the index's write
+    /// lock, instead of all of them; a table left less than a quarter as
+    /// full as it may be is then shrunk (moving only the keys still in it).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&LiveKey) -> bool) {
-        if self.values().all(&mut keep) {
-            return;
-        }
-        let mut old = std::mem::take(&mut self.slots);
-        let kept = old.iter().flatten().filter(|key| keep(key)).count();
-        self.len = 0;
-        if kept == 0 {
-            self.tags = Vec::new();
-            for slot in &mut old {
-                LiveKey::take_wiping(slot);
+        let mut i = 0;
+        while i < self.slots.len() {
+            match &self.slots[i] {
+                Some(key) if !keep(key) => {
+                    LiveKey::take_wiping(&mut self.slots[i]);
+                    self.tags[i] = EMPTY;
+                    self.len -= 1;
+                    // Moves later entries of the run back, possibly into
+                    // `i` itself, which is then looked at again. Entries
+                    // only move back towards `i`, so none that is not
+                    // looked at yet lands before it.
+                    self.close_gap(i);
+                }
+                _ => i += 1,
             }
-            return;
         }
-        let capacity = capacity_for(kept);
-        self.tags = vec![EMPTY; capacity];
-        self.slots = std::iter::repeat_with(|| None).take(capacity).collect();
-        for slot in &mut old {
-            if let Some(key) = LiveKey::take_wiping(slot)
-                && keep(&key)
-            {
-                let hash = self.hash(key.id.as_bytes());
-                self.place(hash, key);
-                self.len += 1;
+        if self.len == 0 {
+            self.tags = Vec::new();
+            self.slots = Vec::new();
+        } else if fits(self.len.saturating_mul(4), self.tags.len()) {
+            let smaller = capacity_for(self.len);
+            if smaller < self.tags.len() {
+                self.resize(smaller);
             }
         }
     }
@@ -419,6 +423,30 @@ mod tests {
         assert_eq!(table.len(), 1000);
         table.reserve(0);
         assert_eq!(table.slots.len(), capacity);
+    }
+
+    #[test]
+    fn retain_removes_in_place_and_shrinks_a_mostly_empty_table() {
+        let mut table = KeyTable::with_hasher(foldhash::fast::SeedableRandomState::random());
+        for n in 0..1000 {
+            table.insert(key(&format!("app_{n}")));
+        }
+        let capacity = table.slots.len();
+        table.retain(|k| &*k.id != "app_7");
+        assert_eq!(table.len(), 999);
+        assert_eq!(table.slots.len(), capacity, "one removal does not rebuild");
+        assert!(table.get(b"app_7").is_none());
+        table.retain(|k| k.id.ends_with('0'));
+        assert_eq!(table.len(), 100);
+        assert_eq!(table.slots.len(), capacity_for(100), "shrunk");
+        assert!(
+            (0..1000).all(|n| table.get(format!("app_{n}").as_bytes()).is_some() == (n % 10 == 0))
+        );
+        table.retain(|_| false);
+        assert_eq!(
+            (table.len(), table.slots.len(), table.tags.len()),
+            (0, 0, 0)
+        );
     }
 
     #[test]

@@ -241,10 +241,6 @@ impl KeyIndex {
         now: i64,
         opts: VerifyOptions,
     ) -> Result<Verified, AuthError> {
-        // Read before the key is looked up, so the index's read lock is held
-        // for the signature and the decisions only; nothing in the claims
-        // counts (not even their errors) until the signature is verified.
-        let claims = parsed.claims();
         self.with_key(parsed.kid_bytes(), |key| {
             if key.is_expired(now) {
                 return Err(AuthError::UnknownKid);
@@ -252,7 +248,8 @@ impl KeyIndex {
             parsed
                 .verify_signature(key.hmac_key())
                 .map_err(|_| AuthError::BadSignature)?;
-            let claims = claims.map_err(AuthError::Jwt)?;
+            // Only now: the claims reader sees only what a key signed.
+            let claims = parsed.claims().map_err(AuthError::Jwt)?;
             jwt_verified(key, claims, now, opts)
         })
         .unwrap_or(Err(AuthError::UnknownKid))
@@ -472,6 +469,56 @@ mod tests {
     fn verify(f: &Fixture, header: &str) -> Result<Verified, AuthError> {
         f.index
             .verify_authorization(Some(header.as_bytes()), NOW, VerifyOptions::default())
+    }
+
+    #[test]
+    fn claims_count_only_after_the_signature() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let f = fixture();
+        let token = |kid: &str, secret: &str, payload: &str| {
+            let header = format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{kid}"}}"#);
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(payload)
+            );
+            let sig = crate::hs256::Hs256Key::new(secret.as_bytes()).sign(input.as_bytes());
+            format!("Bearer {input}.{}", URL_SAFE_NO_PAD.encode(sig))
+        };
+        let payloads = [
+            "not json",
+            "[]",
+            r#"{"scope":1}"#,
+            r#"{"scope":"app","exp":"soon"}"#,
+            r#"{"scope":"app","exp":1}"#,
+            r#"{"scope":"app","nbf":99999999999}"#,
+            r#"{"scope":"account"}"#,
+            r#"{"userId":"a"}"#,
+            r#"{"scope":"app","scope":"app"}"#,
+        ];
+        for payload in payloads {
+            let good = verify(&f, &token(&f.app_key, &f.app_secret, payload)).err();
+            assert!(good.is_some(), "{payload}");
+            assert_ne!(good, Some(AuthError::BadSignature), "{payload}");
+            assert_eq!(
+                verify(&f, &token(&f.app_key, &f.svc_secret, payload)).err(),
+                Some(AuthError::BadSignature),
+                "{payload}"
+            );
+            assert_eq!(
+                verify(&f, &token("app_unknown", &f.app_secret, payload)).err(),
+                Some(AuthError::UnknownKid),
+                "{payload}"
+            );
+        }
+        assert!(f.index.set_key_expiry(&f.app_key, Some(NOW)));
+        for payload in payloads {
+            assert_eq!(
+                verify(&f, &token(&f.app_key, &f.app_secret, payload)).err(),
+                Some(AuthError::UnknownKid),
+                "{payload}"
+            );
+        }
     }
 
     #[test]

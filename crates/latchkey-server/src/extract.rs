@@ -167,10 +167,7 @@ impl WriteGuard {
     pub async fn acquire(state: &AppState, caller: &Caller) -> Result<Self, ApiError> {
         let guard = Self::lock(state).await?;
         if let Some(key_id) = caller.principal.key_id() {
-            let live = state
-                .index
-                .key(key_id)
-                .is_some_and(|k| !k.is_expired(state.now()));
+            let live = state.index.key_is_live(key_id, state.now());
             if !live {
                 return Err(
                     ApiError::unauthorized(&latchkey_core::AuthError::BadCredentials)

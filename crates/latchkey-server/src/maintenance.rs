@@ -54,7 +54,7 @@ async fn record(state: &AppState, notice: KeyNotice, key: &ApiKey) -> Result<boo
     }
     if notice == KeyNotice::Expired {
         // Keep the last uses before the key leaves the index.
-        if let Some(used) = state.index.key(&key.id).and_then(|k| k.last_used_at()) {
+        if let Some(used) = state.index.key_last_used(&key.id) {
             state
                 .store
                 .record_last_used(&[(key.id.clone(), used)])

@@ -411,7 +411,7 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
         ChangeEntity::Key => match state.store.get_key(id).await? {
             // A key already in the index keeps its usage counters; only
             // its expiry can change (rotation, early revocation).
-            Some(key) if index.key(id).is_some() => {
+            Some(key) if index.contains_key(id) => {
                 index.set_key_expiry(id, key.expires_at);
             }
             Some(key) => {

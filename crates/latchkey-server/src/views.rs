@@ -90,7 +90,7 @@ impl KeyView {
     /// than what has been flushed to the store. `max_key_age_days` is the
     /// owning app's policy (None for other keys).
     pub fn new(k: &ApiKey, index: &KeyIndex, now: i64, max_key_age_days: Option<i64>) -> Self {
-        let live = index.key(&k.id).and_then(|l| l.last_used_at());
+        let live = index.key_last_used(&k.id);
         let last_used = match (k.last_used_at, live) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),

@@ -376,15 +376,13 @@ async fn newest_live_key(
             .list_keys(latchkey_store::KeyOwnerRef::App(app_id), &page)
             .await?;
         for k in &found.items {
-            if k.replaced_by.is_none()
-                && let Some(live) = state.index.key(&k.id)
-                && !live.is_expired(now)
-            {
-                best = Some(live);
+            if k.replaced_by.is_none() && state.index.key_is_live(&k.id, now) {
+                best = Some(k.id.clone());
             }
         }
         if !found.has_more {
-            return Ok(best);
+            // Copied (secret included) once, for the one key chosen.
+            return Ok(best.and_then(|id| state.index.key(&id)));
         }
         page.after = found.items.last().map(|k| k.id.clone());
     }

@@ -3,8 +3,8 @@
 //! With 10^6 keys almost every lookup misses the CPU caches, and on this
 //! kind of machine each dependent miss costs 200 to 275 ns
 //! (docs/BENCHMARKS.md). So the keys live inside the table itself: a lookup
-//! reads the slot's tag byte (one byte per slot, 1.3 MB for 10^6 keys, more
-//! often cached than not), then the key, which holds its id, secret and
+//! reads the slot's tag byte (one byte per slot, 1.3 MB for 10^6 keys, small enough to stay
+//! cached when the rest of the work allows), then the key, which holds its id, secret and
 //! HMAC state inline. A table of pointers adds a dependent miss (the
 //! pointer, then the key), as this table's first version did.
 //!

@@ -106,7 +106,11 @@ fn ascii_and_control(bytes: &[u8]) -> (bool, bool) {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let (mut high, mut control) = (0u64, 0u64);
     let mut words = bytes.chunks_exact(8);
-    for chunk in &mut words {
+    // The last, partial word is padded with spaces (neither high nor
+    // control), so every byte goes through the same steps.
+    let mut tail = [b' '; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    for chunk in (&mut words).chain(std::iter::once(&tail[..])) {
         let mut w = [0u8; 8];
         w.copy_from_slice(chunk);
         let w = u64::from_le_bytes(w);
@@ -120,13 +124,7 @@ fn ascii_and_control(bytes: &[u8]) -> (bool, bool) {
         // Bytes above 0x7f are judged by the caller's slow path.
         control |= (below_space | delete) & !w;
     }
-    let mut tail_high = false;
-    let mut tail_control = false;
-    for &b in words.remainder() {
-        tail_high |= !b.is_ascii();
-        tail_control |= b.is_ascii_control();
-    }
-    (high & HIGH != 0 || tail_high, control != 0 || tail_control)
+    (high & HIGH != 0, control != 0)
 }
 
 /// A fresh identifier of the given kind.

@@ -191,7 +191,7 @@ impl LiveKey {
         let Ok(presented) = <&[u8; BASIC_SECRET_B64_LEN]>::try_from(presented) else {
             return false;
         };
-        ct_eq_words(expected.as_slice(), presented)
+        crate::crypto::ct_eq_words(expected.as_slice(), presented)
     }
 
     /// Signs `claims` as an HS256 JWT with this key (for tokens Latchkey
@@ -342,27 +342,6 @@ fn basic_secret_b64(id: &str, secret: &[u8]) -> Option<Zeroizing<[u8; BASIC_SECR
         Ok(BASIC_SECRET_B64_LEN) => Some(out),
         _ => None,
     }
-}
-
-/// Constant-time equality of two byte strings of the same length, a
-/// multiple of 8 (false otherwise), compared word by word: each comparison
-/// is subtle's, the AND of them too (subtle's byte-wise slice comparison
-/// costs several times as much).
-fn ct_eq_words(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() || !a.len().is_multiple_of(8) {
-        return false;
-    }
-    let mut equal = subtle::Choice::from(1u8);
-    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        equal &= word(a).ct_eq(&word(b));
-    }
-    equal.into()
-}
-
-fn word(bytes: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(bytes);
-    u64::from_le_bytes(w)
 }
 
 /// The maps' hasher: foldhash, keyed per index with 64 bits from the OS

@@ -88,7 +88,7 @@ impl DashboardStore for crate::SqlStore {
         session: &DashboardSession,
         audit: &AuditEvent,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO dashboard_sessions (id_hash, user_account_id, account_id, created_at, \
              expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -123,7 +123,7 @@ impl DashboardStore for crate::SqlStore {
     }
 
     async fn delete_dashboard_session(&self, id_hash: &[u8], audit: &AuditEvent) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("DELETE FROM dashboard_sessions WHERE id_hash = $1")
             .bind(id_hash)
             .execute(&mut *tx)
@@ -139,7 +139,7 @@ impl DashboardStore for crate::SqlStore {
     async fn delete_expired_dashboard_sessions(&self, now: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM dashboard_sessions WHERE expires_at <= $1")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected())
     }

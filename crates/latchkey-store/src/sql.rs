@@ -108,7 +108,9 @@ pub struct SqlStore {
     /// writes spread over the read pool every write transaction started by
     /// reading its B-tree pages back from the OS. One writer keeps its cache.
     /// Elsewhere (PostgreSQL, in-memory SQLite) the same pool as `pool`.
-    writer: sqlx::AnyPool,
+    /// Every write goes here: whole transactions through `write_tx`, single
+    /// statements that need no lock directly.
+    pub(crate) writer: sqlx::AnyPool,
     pub(crate) backend: Backend,
     /// The LISTEN/NOTIFY channel of this database and schema (PostgreSQL).
     pub(crate) channel: Option<String>,

@@ -484,7 +484,7 @@ impl WebhookStore for crate::SqlStore {
         .bind(attempt.at)
         .bind(delivery_id)
         .bind(lease)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }

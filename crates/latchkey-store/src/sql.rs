@@ -674,6 +674,92 @@ async fn snapshot_tx(store: &SqlStore) -> Result<Transaction<'static, Any>> {
     })
 }
 
+/// A value bound to a numbered placeholder of a query built at run time.
+#[derive(Debug, Clone, Copy)]
+enum SqlValue<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// Binds `values` to `$1`, `$2`, ... of a query or scalar query.
+trait BindAll<'q>: Sized {
+    fn bind_text(self, v: &'q str) -> Self;
+    fn bind_int(self, v: i64) -> Self;
+}
+
+impl<'q> BindAll<'q> for sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    fn bind_text(self, v: &'q str) -> Self {
+        self.bind(v)
+    }
+    fn bind_int(self, v: i64) -> Self {
+        self.bind(v)
+    }
+}
+
+impl<'q, O> BindAll<'q> for sqlx::query::QueryScalar<'q, Any, O, sqlx::any::AnyArguments> {
+    fn bind_text(self, v: &'q str) -> Self {
+        self.bind(v)
+    }
+    fn bind_int(self, v: i64) -> Self {
+        self.bind(v)
+    }
+}
+
+fn bind_all<'q, Q: BindAll<'q>>(query: Q, values: &[SqlValue<'q>]) -> Q {
+    values.iter().fold(query, |q, v| match *v {
+        SqlValue::Text(t) => q.bind_text(t),
+        SqlValue::Int(n) => q.bind_int(n),
+    })
+}
+
+/// The audit list's conditions, with only the filters given (numbered
+/// `$1`, `$2`, ... in the order of the values returned). Conditions of the
+/// form `($1 IS NULL OR account_id = $1)` would keep the planner from
+/// using the `(account_id, seq)` and `(app_id, seq)` indexes, so that a
+/// page of one account's events would scan every account's.
+fn audit_where<'a>(filter: &'a AuditFilter, owner: &str) -> (String, Vec<SqlValue<'a>>) {
+    let mut conditions = vec!["TRUE".to_string()];
+    let mut values = Vec::new();
+    let mut add = |values: &mut Vec<SqlValue<'a>>, value, condition: &dyn Fn(usize) -> String| {
+        values.push(value);
+        conditions.push(condition(values.len()));
+    };
+    if let Some(account) = &filter.account_id {
+        add(&mut values, SqlValue::Text(account), &|n| {
+            format!("account_id = ${n}")
+        });
+    }
+    if let Some(app) = &filter.app_id {
+        add(&mut values, SqlValue::Text(app), &|n| {
+            format!("app_id = ${n}")
+        });
+    }
+    if let Some(sa) = &filter.reachable_by {
+        add(&mut values, SqlValue::Text(sa), &|n| {
+            format!(
+                "(app_id IN (SELECT app_id FROM service_account_apps \
+                 WHERE service_account_id = ${n}) OR target_id = ${n} OR {owner} = ${n})"
+            )
+        });
+    }
+    if let Some(action) = &filter.action {
+        add(&mut values, SqlValue::Text(action), &|n| {
+            format!("action = ${n}")
+        });
+    }
+    if let Some(since) = filter.since {
+        add(&mut values, SqlValue::Int(since), &|n| {
+            format!("at >= ${n}")
+        });
+    }
+    if let Some(until) = filter.until {
+        add(&mut values, SqlValue::Int(until), &|n| {
+            format!("at <= ${n}")
+        });
+    }
+    (conditions.join(" AND "), values)
+}
+
 fn account_from(row: &AnyRow) -> Result<Account> {
     Ok(Account {
         id: row.try_get("id")?,
@@ -1463,42 +1549,26 @@ impl Store for SqlStore {
 
     async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<PageOf<AuditEvent>> {
         let owner = self.backend.json_text("details", "owner");
-        let where_sql = format!(
-            "($1 IS NULL OR account_id = $1) AND ($2 IS NULL OR app_id = $2) \
-             AND ($3 IS NULL OR app_id IN (SELECT app_id FROM service_account_apps \
-                                           WHERE service_account_id = $3) \
-                  OR target_id = $3 OR {owner} = $3) \
-             AND ($4 IS NULL OR action = $4) AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at <= $6)"
-        );
+        let (where_sql, mut values) = audit_where(filter, &owner);
         let before: i64 = match &page.after {
             None => i64::MAX,
             Some(after) => {
-                let sql = format!("SELECT seq FROM audit_events WHERE {where_sql} AND id = $7");
-                sqlx::query_scalar(AssertSqlSafe(sql))
-                    .bind(&filter.account_id)
-                    .bind(&filter.app_id)
-                    .bind(&filter.reachable_by)
-                    .bind(&filter.action)
-                    .bind(filter.since)
-                    .bind(filter.until)
+                let n = values.len() + 1;
+                let sql = format!("SELECT seq FROM audit_events WHERE {where_sql} AND id = ${n}");
+                bind_all(sqlx::query_scalar(AssertSqlSafe(sql)), &values)
                     .bind(after)
                     .fetch_optional(&self.pool)
                     .await?
                     .ok_or(StoreError::BadCursor)?
             }
         };
+        values.push(SqlValue::Int(before));
+        let (seq, limit) = (values.len(), values.len() + 1);
         let sql = format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {where_sql} AND seq < $7 \
-             ORDER BY seq DESC LIMIT $8"
+            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {where_sql} AND seq < ${seq} \
+             ORDER BY seq DESC LIMIT ${limit}"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(&filter.account_id)
-            .bind(&filter.app_id)
-            .bind(&filter.reachable_by)
-            .bind(&filter.action)
-            .bind(filter.since)
-            .bind(filter.until)
-            .bind(before)
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &values)
             .bind(i64::from(page.limit) + 1)
             .fetch_all(&self.pool)
             .await?;
@@ -1663,5 +1733,71 @@ impl Store for SqlStore {
 
     fn change_channel(&self) -> Option<&str> {
         self.channel.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan for a page of the audit list under `filter`.
+    async fn audit_plan(filter: &AuditFilter) -> String {
+        let store = SqlStore::in_memory().await.expect("store");
+        let owner = store.backend.json_text("details", "owner");
+        let (where_sql, mut values) = audit_where(filter, &owner);
+        values.push(SqlValue::Int(i64::MAX));
+        let (seq, limit) = (values.len(), values.len() + 1);
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {where_sql} \
+             AND seq < ${seq} ORDER BY seq DESC LIMIT ${limit}"
+        );
+        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &values)
+            .bind(51i64)
+            .fetch_all(&store.pool)
+            .await
+            .expect("plan");
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("detail").expect("detail"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    #[tokio::test]
+    async fn audit_pages_of_one_account_or_app_use_their_index() {
+        let account = AuditFilter {
+            account_id: Some("acc_A".into()),
+            action: Some("key.created".into()),
+            ..AuditFilter::default()
+        };
+        let plan = audit_plan(&account).await;
+        assert!(plan.contains("audit_events_account"), "{plan}");
+        let app = AuditFilter {
+            app_id: Some("ap_1".into()),
+            since: Some(1),
+            until: Some(2),
+            ..AuditFilter::default()
+        };
+        let plan = audit_plan(&app).await;
+        assert!(plan.contains("audit_events_app"), "{plan}");
+    }
+
+    #[test]
+    fn audit_conditions_number_only_the_filters_given() {
+        let filter = AuditFilter {
+            app_id: Some("ap_1".into()),
+            reachable_by: Some("sa_1".into()),
+            until: Some(7),
+            ..AuditFilter::default()
+        };
+        let (sql, values) = audit_where(&filter, "owner");
+        assert_eq!(values.len(), 3);
+        assert!(sql.contains("app_id = $1"), "{sql}");
+        assert!(
+            sql.contains("service_account_id = $2) OR target_id = $2 OR owner = $2"),
+            "{sql}"
+        );
+        assert!(sql.contains("at <= $3"), "{sql}");
+        assert!(!sql.contains("AND account_id"), "{sql}");
+        assert_eq!(audit_where(&AuditFilter::default(), "owner").0, "TRUE");
     }
 }

@@ -16,20 +16,18 @@
 //! blocks of 2,000 calls of each per scope, a few seconds in all; the
 //! table goes to stderr.
 
+mod fixture;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use latchkey_core::ids::{IdKind, new_id};
+use fixture::{TTL, add_key, new_index};
 use latchkey_core::jwt;
-use latchkey_core::secret::{KEY_SECRET_PREFIX, generate};
-use latchkey_core::{AppPolicy, Clock, KeyIndex, KeyOwner, LiveKey, SystemClock, VerifyOptions};
+use latchkey_core::{Clock, SystemClock, VerifyOptions};
 use ring::rand::SystemRandom;
 use serde::Deserialize;
 use serde_json::json;
 
-const ACCOUNT: &str = "acc_BenchAccount0000000000";
-const APP: &str = "ap_BenchApp00000000000000";
-const TTL: i64 = 3600;
 const CALLS: u32 = 2_000;
 
 /// The claims jsonwebtoken deserializes: the ones Latchkey reads.
@@ -59,29 +57,8 @@ fn main() {
         .unwrap_or(301);
     let rng = SystemRandom::new();
     let now = SystemClock.unix();
-    let index = KeyIndex::new();
-    index.insert_account(ACCOUNT);
-    assert!(index.insert_app(APP, ACCOUNT));
-    index.set_app_policy(
-        APP,
-        AppPolicy {
-            max_token_ttl: Some(TTL),
-            ..AppPolicy::default()
-        },
-    );
-    let id = new_id(&rng, IdKind::AppKey);
-    let secret = generate(&rng, KEY_SECRET_PREFIX).expose().to_string();
-    let owner = KeyOwner::App {
-        account_id: ACCOUNT.into(),
-        app_id: APP.into(),
-    };
-    assert!(index.insert_key(LiveKey::new(
-        id.clone(),
-        owner,
-        secret.as_bytes(),
-        None,
-        None
-    )));
+    let index = new_index();
+    let (id, secret) = add_key(&index, &rng);
     let decoding_key = jsonwebtoken::DecodingKey::from_secret(secret.as_bytes());
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     validation.leeway = 30;

@@ -19,60 +19,20 @@
 //!   the harness allocated is no part of verification and cost 60 to
 //!   several hundred ns here).
 
+mod fixture;
+
 use std::hint::black_box;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use latchkey_core::ids::{IdKind, new_id};
+use fixture::{TTL, add_key, new_index};
 use latchkey_core::jwt;
-use latchkey_core::secret::{KEY_SECRET_PREFIX, generate};
-use latchkey_core::{AppPolicy, Clock, KeyIndex, KeyOwner, LiveKey, SystemClock, VerifyOptions};
+use latchkey_core::{Clock, KeyIndex, SystemClock, VerifyOptions};
 use ring::hmac;
 use ring::rand::SystemRandom;
 use serde::Deserialize;
 use serde_json::json;
-
-const ACCOUNT: &str = "acc_BenchAccount0000000000";
-const APP: &str = "ap_BenchApp00000000000000";
-/// Lifetime of the benchmark tokens (and the app's maxTokenTtlSeconds, so
-/// the policy check runs too).
-const TTL: i64 = 3600;
-
-fn owner() -> KeyOwner {
-    KeyOwner::App {
-        account_id: ACCOUNT.into(),
-        app_id: APP.into(),
-    }
-}
-
-fn new_index() -> KeyIndex {
-    let index = KeyIndex::new();
-    index.insert_account(ACCOUNT);
-    assert!(index.insert_app(APP, ACCOUNT));
-    index.set_app_policy(
-        APP,
-        AppPolicy {
-            max_token_ttl: Some(TTL),
-            ..AppPolicy::default()
-        },
-    );
-    index
-}
-
-/// A live app key: (id, secret).
-fn add_key(index: &KeyIndex, rng: &SystemRandom) -> (String, String) {
-    let id = new_id(rng, IdKind::AppKey);
-    let secret = generate(rng, KEY_SECRET_PREFIX).expose().to_string();
-    assert!(index.insert_key(LiveKey::new(
-        id.clone(),
-        owner(),
-        secret.as_bytes(),
-        None,
-        None
-    )));
-    (id, secret)
-}
 
 fn basic_header(id: &str, secret: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))

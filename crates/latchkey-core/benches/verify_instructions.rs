@@ -17,20 +17,18 @@
 //! Without arguments (as `cargo bench` runs it) each mode runs a few
 //! iterations and prints nothing.
 
+mod fixture;
+
 use std::hint::black_box;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use latchkey_core::ids::{IdKind, new_id};
+use fixture::{TTL, add_key, new_index};
 use latchkey_core::jwt;
-use latchkey_core::secret::{KEY_SECRET_PREFIX, generate};
-use latchkey_core::{AppPolicy, KeyIndex, KeyOwner, LiveKey, VerifyOptions};
+use latchkey_core::{KeyIndex, VerifyOptions};
 use ring::rand::SystemRandom;
 use serde_json::json;
 
-const ACCOUNT: &str = "acc_BenchAccount0000000000";
-const APP: &str = "ap_BenchApp00000000000000";
-const TTL: i64 = 3600;
 const NOW: i64 = 1_800_000_000;
 
 #[inline(never)]
@@ -88,32 +86,8 @@ fn main() {
     let keys: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(17);
 
     let rng = SystemRandom::new();
-    let index = KeyIndex::new();
-    index.insert_account(ACCOUNT);
-    assert!(index.insert_app(APP, ACCOUNT));
-    index.set_app_policy(
-        APP,
-        AppPolicy {
-            max_token_ttl: Some(TTL),
-            ..AppPolicy::default()
-        },
-    );
-    let mut all = Vec::with_capacity(keys);
-    for _ in 0..keys {
-        let id = new_id(&rng, IdKind::AppKey);
-        let secret = generate(&rng, KEY_SECRET_PREFIX).expose().to_string();
-        assert!(index.insert_key(LiveKey::new(
-            id.clone(),
-            KeyOwner::App {
-                account_id: ACCOUNT.into(),
-                app_id: APP.into(),
-            },
-            secret.as_bytes(),
-            None,
-            None,
-        )));
-        all.push((id, secret));
-    }
+    let index = new_index();
+    let all: Vec<(String, String)> = (0..keys).map(|_| add_key(&index, &rng)).collect();
     for mode in modes {
         let headers: Vec<Vec<u8>> = if keys == 17 {
             let (id, secret) = &all[keys - 1];

@@ -681,34 +681,14 @@ enum SqlValue<'a> {
     Int(i64),
 }
 
-/// Binds `values` to `$1`, `$2`, ... of a query or scalar query.
-trait BindAll<'q>: Sized {
-    fn bind_text(self, v: &'q str) -> Self;
-    fn bind_int(self, v: i64) -> Self;
-}
-
-impl<'q> BindAll<'q> for sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
-    fn bind_text(self, v: &'q str) -> Self {
-        self.bind(v)
-    }
-    fn bind_int(self, v: i64) -> Self {
-        self.bind(v)
-    }
-}
-
-impl<'q, O> BindAll<'q> for sqlx::query::QueryScalar<'q, Any, O, sqlx::any::AnyArguments> {
-    fn bind_text(self, v: &'q str) -> Self {
-        self.bind(v)
-    }
-    fn bind_int(self, v: i64) -> Self {
-        self.bind(v)
-    }
-}
-
-fn bind_all<'q, Q: BindAll<'q>>(query: Q, values: &[SqlValue<'q>]) -> Q {
+/// Binds `values` to `$1`, `$2`, ... of `query`.
+fn bind_all<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    values: &[SqlValue<'q>],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
     values.iter().fold(query, |q, v| match *v {
-        SqlValue::Text(t) => q.bind_text(t),
-        SqlValue::Int(n) => q.bind_int(n),
+        SqlValue::Text(t) => q.bind(t),
+        SqlValue::Int(n) => q.bind(n),
     })
 }
 
@@ -720,44 +700,47 @@ fn bind_all<'q, Q: BindAll<'q>>(query: Q, values: &[SqlValue<'q>]) -> Q {
 fn audit_where<'a>(filter: &'a AuditFilter, owner: &str) -> (String, Vec<SqlValue<'a>>) {
     let mut conditions = vec!["TRUE".to_string()];
     let mut values = Vec::new();
-    let mut add = |values: &mut Vec<SqlValue<'a>>, value, condition: &dyn Fn(usize) -> String| {
-        values.push(value);
-        conditions.push(condition(values.len()));
-    };
     if let Some(account) = &filter.account_id {
-        add(&mut values, SqlValue::Text(account), &|n| {
-            format!("account_id = ${n}")
-        });
+        values.push(SqlValue::Text(account));
+        conditions.push(format!("account_id = ${}", values.len()));
     }
     if let Some(app) = &filter.app_id {
-        add(&mut values, SqlValue::Text(app), &|n| {
-            format!("app_id = ${n}")
-        });
+        values.push(SqlValue::Text(app));
+        conditions.push(format!("app_id = ${}", values.len()));
     }
     if let Some(sa) = &filter.reachable_by {
-        add(&mut values, SqlValue::Text(sa), &|n| {
-            format!(
-                "(app_id IN (SELECT app_id FROM service_account_apps \
-                 WHERE service_account_id = ${n}) OR target_id = ${n} OR {owner} = ${n})"
-            )
-        });
+        values.push(SqlValue::Text(sa));
+        let n = values.len();
+        conditions.push(format!(
+            "(app_id IN (SELECT app_id FROM service_account_apps \
+             WHERE service_account_id = ${n}) OR target_id = ${n} OR {owner} = ${n})"
+        ));
     }
     if let Some(action) = &filter.action {
-        add(&mut values, SqlValue::Text(action), &|n| {
-            format!("action = ${n}")
-        });
+        values.push(SqlValue::Text(action));
+        conditions.push(format!("action = ${}", values.len()));
     }
     if let Some(since) = filter.since {
-        add(&mut values, SqlValue::Int(since), &|n| {
-            format!("at >= ${n}")
-        });
+        values.push(SqlValue::Int(since));
+        conditions.push(format!("at >= ${}", values.len()));
     }
     if let Some(until) = filter.until {
-        add(&mut values, SqlValue::Int(until), &|n| {
-            format!("at <= ${n}")
-        });
+        values.push(SqlValue::Int(until));
+        conditions.push(format!("at <= ${}", values.len()));
     }
     (conditions.join(" AND "), values)
+}
+
+/// A page of the audit list: the events under `where_sql` (with `n`
+/// values bound) before the sequence number `$n+1`, newest first, at most
+/// `$n+2` of them.
+fn audit_page_sql(where_sql: &str, n: usize) -> String {
+    format!(
+        "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {where_sql} AND seq < ${} \
+         ORDER BY seq DESC LIMIT ${}",
+        n + 1,
+        n + 2
+    )
 }
 
 fn account_from(row: &AnyRow) -> Result<Account> {
@@ -1549,29 +1532,31 @@ impl Store for SqlStore {
 
     async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<PageOf<AuditEvent>> {
         let owner = self.backend.json_text("details", "owner");
-        let (where_sql, mut values) = audit_where(filter, &owner);
+        let (where_sql, values) = audit_where(filter, &owner);
+        let n = values.len();
         let before: i64 = match &page.after {
             None => i64::MAX,
             Some(after) => {
-                let n = values.len() + 1;
-                let sql = format!("SELECT seq FROM audit_events WHERE {where_sql} AND id = ${n}");
-                bind_all(sqlx::query_scalar(AssertSqlSafe(sql)), &values)
+                let sql = format!(
+                    "SELECT seq FROM audit_events WHERE {where_sql} AND id = ${}",
+                    n + 1
+                );
+                bind_all(sqlx::query(AssertSqlSafe(sql)), &values)
                     .bind(after)
                     .fetch_optional(&self.pool)
                     .await?
                     .ok_or(StoreError::BadCursor)?
+                    .try_get("seq")?
             }
         };
-        values.push(SqlValue::Int(before));
-        let (seq, limit) = (values.len(), values.len() + 1);
-        let sql = format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {where_sql} AND seq < ${seq} \
-             ORDER BY seq DESC LIMIT ${limit}"
-        );
-        let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &values)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = bind_all(
+            sqlx::query(AssertSqlSafe(audit_page_sql(&where_sql, n))),
+            &values,
+        )
+        .bind(before)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
         page_of(&rows, page.limit, audit_from)
     }
 
@@ -1744,14 +1729,13 @@ mod tests {
     async fn audit_plan(filter: &AuditFilter) -> String {
         let store = SqlStore::in_memory().await.expect("store");
         let owner = store.backend.json_text("details", "owner");
-        let (where_sql, mut values) = audit_where(filter, &owner);
-        values.push(SqlValue::Int(i64::MAX));
-        let (seq, limit) = (values.len(), values.len() + 1);
+        let (where_sql, values) = audit_where(filter, &owner);
         let sql = format!(
-            "EXPLAIN QUERY PLAN SELECT {AUDIT_COLUMNS} FROM audit_events WHERE {where_sql} \
-             AND seq < ${seq} ORDER BY seq DESC LIMIT ${limit}"
+            "EXPLAIN QUERY PLAN {}",
+            audit_page_sql(&where_sql, values.len())
         );
         let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &values)
+            .bind(i64::MAX)
             .bind(51i64)
             .fetch_all(&store.pool)
             .await

@@ -21,7 +21,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -101,59 +101,103 @@ where
 
     fn call(&mut self, req: Request<B>) -> BoxFuture {
         let mut req = req.map(Body::new);
-        req.extensions_mut().insert(ConnectInfo(self.peer));
         let mut router = self.router.clone();
-        if !takes(&self.state, req.method(), req.uri().path(), req.headers()) {
+        let Some(taken) = takes(&self.state, req.method(), req.uri().path(), req.headers()) else {
+            req.extensions_mut().insert(ConnectInfo(self.peer));
             return Box::pin(router.call(req));
-        }
+        };
         Box::pin(verify_directly(
             self.state.clone(),
             router,
-            self.peer.ip(),
+            self.peer,
+            taken,
             req,
         ))
     }
 }
 
+/// What the direct path learnt from a request's head.
+#[derive(Debug, Clone, Copy)]
+struct Taken {
+    /// The body's declared length, within the body limit.
+    length: usize,
+    /// The time the request is verified at (one clock read for both the
+    /// operator token and the credential).
+    now: i64,
+}
+
 /// Whether the direct path takes a request, judged by its head.
-fn takes(state: &AppState, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+fn takes(state: &AppState, method: &Method, path: &str, headers: &HeaderMap) -> Option<Taken> {
     if method != Method::POST || path != "/v1/verify" || headers.contains_key(ORIGIN) {
-        return false;
+        return None;
     }
     let declared_json = headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/json"));
-    let length_fits = headers
+    let length = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n <= state.config.max_body_bytes);
-    if !declared_json || !length_fits || state.freshness.check().is_err() {
-        return false;
+        .filter(|n| *n <= state.config.max_body_bytes)?;
+    if !declared_json || state.freshness.check().is_err() {
+        return None;
     }
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let (Some(header), None) = (values.next(), values.next()) else {
-        return false;
+        return None;
     };
+    let now = state.now();
     state
         .index
-        .verify_authorization(Some(header.as_bytes()), state.now(), state.verify_options())
+        .verify_authorization(Some(header.as_bytes()), now, state.verify_options())
         .is_ok_and(|caller| caller.principal.may_operate() == latchkey_core::Access::Allow)
+        .then_some(Taken { length, now })
+}
+
+/// The body of a request that declared `length` bytes, or `None` if the
+/// client sent something else or the connection failed. The body usually
+/// arrives with the head as one frame, which is taken as it is; hyper never
+/// hands on more than the declared length.
+async fn read_body(mut body: Body, length: usize) -> Option<Bytes> {
+    let mut pieces: Vec<u8> = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(data) = frame.ok()?.into_data() else {
+            continue; // trailers
+        };
+        if pieces.is_empty() && data.len() == length {
+            return Some(data);
+        }
+        pieces.extend_from_slice(&data);
+        if pieces.len() > length {
+            return None;
+        }
+    }
+    (pieces.len() == length).then(|| Bytes::from(pieces))
 }
 
 async fn verify_directly(
     state: AppState,
     mut router: Router,
-    peer: IpAddr,
+    peer: SocketAddr,
+    taken: Taken,
     req: Request<Body>,
 ) -> Result<Response, Infallible> {
     let line = Line::begin(req.method(), req.uri().path());
-    let (parts, body) = req.into_parts();
-    let limit = state.config.max_body_bytes;
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => bytes,
-        // The client stopped sending, or sent more than it declared.
-        Ok(Err(_)) | Err(_) => {
+    let (mut parts, body) = req.into_parts();
+    let mut read = std::pin::pin!(read_body(body, taken.length));
+    // Polled once before a timer is set: the body is usually there already.
+    let read = match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+        Poll::Ready(read) => read,
+        Poll::Pending => tokio::time::timeout(BODY_TIMEOUT, read)
+            .await
+            .ok()
+            .flatten(),
+    };
+    let bytes = match read {
+        Some(bytes) => bytes,
+        // The client stopped sending, or sent something else than it declared.
+        None => {
+            let peer = peer.ip();
             let status = StatusCode::BAD_REQUEST;
             let operator = state
                 .index
@@ -186,13 +230,14 @@ async fn verify_directly(
     };
     let Ok(request) = serde_json::from_slice::<VerifyRequest>(&bytes) else {
         // The router answers (and audits) what does not parse.
+        parts.extensions.insert(ConnectInfo(peer));
         return router
             .call(Request::from_parts(parts, Body::from(bytes)))
             .await;
     };
     let verified = state.index.verify_authorization(
         Some(request.authorization.as_bytes()),
-        state.now(),
+        taken.now,
         state.verify_options(),
     );
     let response = json_response(&answer(&state, &request, verified.as_ref()));

@@ -190,6 +190,92 @@ async fn what_the_direct_path_must_not_answer_reaches_the_router() {
     assert_eq!(body["keyId"], key.id.as_str());
 }
 
+/// One HTTP/1.1 response read from `conn`: status and body (the body by
+/// its `content-length`).
+async fn read_response(conn: &mut tokio::net::TcpStream) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status = head[9..12].parse().expect("status code");
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().expect("content-length"));
+            while buf.len() < end + 4 + length {
+                let mut more = [0u8; 4096];
+                let n = conn.read(&mut more).await.expect("read body");
+                assert!(n > 0, "connection closed inside the body");
+                buf.extend_from_slice(&more[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+            buf.drain(..end + 4 + length);
+            assert!(buf.is_empty(), "more bytes than one response");
+            return (status, body);
+        }
+        let mut more = [0u8; 4096];
+        let n = conn.read(&mut more).await.expect("read head");
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&more[..n]);
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_comes_in_pieces_or_stops_short_is_read_as_declared() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "A").await;
+    let key = app.create_app_key(&owner, &app_id).await;
+    let body = json!({"authorization": key.basic(), "appId": app_id}).to_string();
+    let head = format!(
+        "POST /v1/verify HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        app.operator(),
+        body.len()
+    );
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    conn.set_nodelay(true).expect("nodelay");
+
+    // The whole request at once, then the same request with its body in
+    // three pieces, on the same connection: both verify.
+    conn.write_all(format!("{head}{body}").as_bytes())
+        .await
+        .expect("write");
+    let (status, answer) = read_response(&mut conn).await;
+    assert_eq!(status, 200, "{answer}");
+    let first: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(first["valid"], true, "{first}");
+    conn.write_all(format!("{head}{}", &body[..10]).as_bytes())
+        .await
+        .expect("write");
+    for piece in [&body[10..40], &body[40..]] {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        conn.write_all(piece.as_bytes()).await.expect("write");
+    }
+    let (status, answer) = read_response(&mut conn).await;
+    assert_eq!(status, 200, "{answer}");
+    let second: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(second, first);
+
+    // A body that stops short of its declared length: 400, not an answer
+    // to the part that came.
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let short = format!("{head}{}", &body[..body.len() - 5]);
+    conn.write_all(short.as_bytes()).await.expect("write");
+    conn.shutdown().await.expect("shutdown");
+    let (status, answer) = read_response(&mut conn).await;
+    assert_eq!(status, 400, "{answer}");
+    let refused: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(refused["errors"][0]["code"], "bad_request", "{refused}");
+}
+
 /// The server's default body limit (`Config::max_body_bytes`).
 fn app_config_max_body() -> usize {
     latchkey_server::Config::new("unused").max_body_bytes

@@ -164,8 +164,10 @@ pub fn answer<'a>(
 
 /// A 200 response with `answer` as its JSON body.
 pub fn json_response(answer: &Answer<'_>) -> Response {
-    match serde_json::to_vec(answer) {
-        Ok(body) => (
+    // An answer takes 100 to 250 bytes: one allocation, no growth.
+    let mut body = Vec::with_capacity(256);
+    match serde_json::to_writer(&mut body, answer) {
+        Ok(()) => (
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),

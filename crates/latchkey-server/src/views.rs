@@ -7,6 +7,22 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// A response body of one member, `{"<name>": value}`, serialized straight
+/// from `value`. `json!({"app": view})` first copies the view into a
+/// `serde_json::Value` tree (every string and settings member once more)
+/// only to serialize that tree.
+#[derive(Debug)]
+pub struct Named<T>(pub &'static str, pub T);
+
+impl<T: Serialize> Serialize for Named<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.0, &self.1)?;
+        map.end()
+    }
+}
+
 /// Unix seconds as an RFC 3339 UTC string.
 pub fn rfc3339(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
@@ -33,24 +49,27 @@ impl From<&Account> for AccountView {
     }
 }
 
+/// An app as the API shows it, borrowed from the stored app. The fields are
+/// in the order they are written (alphabetical, as a `serde_json::Value`
+/// would write them).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AppView {
-    pub id: String,
-    pub display_name: String,
-    pub account_id: String,
+pub struct AppView<'a> {
+    pub account_id: &'a str,
     pub created_at: String,
-    pub settings: Map<String, Value>,
+    pub display_name: &'a str,
+    pub id: &'a str,
+    pub settings: &'a Map<String, Value>,
 }
 
-impl From<&App> for AppView {
-    fn from(a: &App) -> Self {
+impl<'a> From<&'a App> for AppView<'a> {
+    fn from(a: &'a App) -> Self {
         Self {
-            id: a.id.clone(),
-            display_name: a.display_name.clone(),
-            account_id: a.account_id.clone(),
+            account_id: &a.account_id,
             created_at: rfc3339(a.created_at),
-            settings: a.settings.clone(),
+            display_name: &a.display_name,
+            id: &a.id,
+            settings: &a.settings,
         }
     }
 }

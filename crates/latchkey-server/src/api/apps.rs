@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use latchkey_core::Principal;
 use latchkey_core::ids::{IdKind, new_id};
 use latchkey_store::App;
@@ -15,7 +16,7 @@ use crate::audit::{self, EventExt};
 use crate::error::{ApiError, ApiResult, require};
 use crate::extract::{Caller, JsonBody, Paging, PathParams, WriteGuard};
 use crate::state::AppState;
-use crate::views::{AppView, PageMeta};
+use crate::views::{AppView, Named, PageMeta};
 
 const NEEDS_ACCOUNT: &str = "this needs account scope (a user-account or service-account key)";
 const NEEDS_APP: &str = "this needs app scope (an app key) or account scope";
@@ -53,13 +54,10 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<CreateApp>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<Response> {
     let _write = WriteGuard::acquire(&state, &caller).await?;
     let app = create_app(&state, &caller, &body.display_name, body.settings.as_ref()).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"app": AppView::from(&app)})),
-    ))
+    Ok((StatusCode::CREATED, Json(Named("app", AppView::from(&app)))).into_response())
 }
 
 /// Creates an app in the caller's account (account scope), audited and
@@ -126,7 +124,7 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(app_id): PathParams<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let app = load_app(&state, &app_id).await?;
     require(
         caller
@@ -135,7 +133,7 @@ pub async fn get(
         "app",
         NEEDS_APP,
     )?;
-    Ok(Json(json!({"app": AppView::from(&app)})))
+    Ok(Json(Named("app", AppView::from(&app))).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,7 +150,7 @@ pub async fn update(
     caller: Caller,
     PathParams(app_id): PathParams<String>,
     JsonBody(body): JsonBody<UpdateApp>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let _write = WriteGuard::acquire(&state, &caller).await?;
     let app = load_app(&state, &app_id).await?;
     require(
@@ -170,7 +168,7 @@ pub async fn update(
         body.settings.as_ref(),
     )
     .await?;
-    Ok(Json(json!({"app": AppView::from(&app)})))
+    Ok(Json(Named("app", AppView::from(&app))).into_response())
 }
 
 /// Renames an app and/or merges a settings patch (RFC 7396), validated,

@@ -1,6 +1,8 @@
 //! The `latchkey` command: `init`, `serve` and `token`.
 #![allow(clippy::print_stdout)]
 
+mod log_time;
+
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -278,6 +280,7 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        .with_timer(log_time::LogTime)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

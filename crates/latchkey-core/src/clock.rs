@@ -24,6 +24,21 @@ impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
     }
+
+    /// Without the calendar date that `now` works out (every verification
+    /// asks for the time).
+    #[allow(clippy::disallowed_methods)]
+    fn unix(&self) -> i64 {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            // Before 1970: rounded down, as `unix_timestamp` does.
+            Err(before) => {
+                let d = before.duration();
+                let whole = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                -whole - i64::from(d.subsec_nanos() > 0)
+            }
+        }
+    }
 }
 
 /// A clock that only moves when told to, for tests.
@@ -77,5 +92,15 @@ mod tests {
         assert_eq!(clock.unix(), start);
         clock.advance(time::Duration::days(30));
         assert_eq!(clock.unix(), start + 30 * 86_400);
+    }
+
+    #[test]
+    fn the_system_clock_gives_the_same_second_both_ways() {
+        let clock = SystemClock;
+        let before = clock.now().unix_timestamp();
+        let unix = clock.unix();
+        let after = clock.now().unix_timestamp();
+        assert!(before <= unix && unix <= after, "{before} {unix} {after}");
+        assert!(before > 1_700_000_000, "{before}");
     }
 }

@@ -618,11 +618,11 @@ impl KeyIndex {
     }
 
     /// The account that owns a live app.
-    pub fn app_account(&self, app_id: &str) -> Option<String> {
+    pub fn app_account(&self, app_id: &str) -> Option<Arc<str>> {
         self.read()
             .apps
             .get(app_id)
-            .map(|app| app.account_id.to_string())
+            .map(|app| Arc::clone(&app.account_id))
     }
 
     /// Forgets an app, its keys, and every grant of it.

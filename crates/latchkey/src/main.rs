@@ -1,6 +1,7 @@
 //! The `latchkey` command: `init`, `serve` and `token`.
 #![allow(clippy::print_stdout)]
 
+mod log_fields;
 mod log_time;
 
 use std::io::{IsTerminal, Write};
@@ -283,7 +284,7 @@ fn init_logging(format: LogFormat) {
         .with_timer(log_time::LogTime)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.fmt_fields(log_fields::LogFields).init(),
         LogFormat::Json => builder.json().init(),
     }
 }

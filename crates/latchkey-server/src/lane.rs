@@ -121,8 +121,8 @@ where
 struct Taken {
     /// The body's declared length, within the body limit.
     length: usize,
-    /// The time the request is verified at (one clock read for both the
-    /// operator token and the credential).
+    /// The time the operator token was verified at, and the credential too
+    /// when the body came with the head (one clock read for both).
     now: i64,
 }
 
@@ -186,12 +186,16 @@ async fn verify_directly(
     let (mut parts, body) = req.into_parts();
     let mut read = std::pin::pin!(read_body(body, taken.length));
     // Polled once before a timer is set: the body is usually there already.
-    let read = match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
-        Poll::Ready(read) => read,
-        Poll::Pending => tokio::time::timeout(BODY_TIMEOUT, read)
-            .await
-            .ok()
-            .flatten(),
+    // A body that comes later is verified at the time it came.
+    let (read, now) = match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+        Poll::Ready(read) => (read, taken.now),
+        Poll::Pending => {
+            let read = tokio::time::timeout(BODY_TIMEOUT, read)
+                .await
+                .ok()
+                .flatten();
+            (read, state.now())
+        }
     };
     let bytes = match read {
         Some(bytes) => bytes,
@@ -237,7 +241,7 @@ async fn verify_directly(
     };
     let verified = state.index.verify_authorization(
         Some(request.authorization.as_bytes()),
-        taken.now,
+        now,
         state.verify_options(),
     );
     let response = json_response(&answer(&state, &request, verified.as_ref()));

@@ -276,6 +276,43 @@ async fn a_body_that_comes_in_pieces_or_stops_short_is_read_as_declared() {
     assert_eq!(refused["errors"][0]["code"], "bad_request", "{refused}");
 }
 
+#[tokio::test]
+async fn a_credential_is_verified_at_the_time_its_body_arrived() {
+    use latchkey_core::Clock;
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "A").await;
+    let key = app.create_app_key(&owner, &app_id).await;
+    let now = app.clock.unix();
+    let token = key.jwt(json!({"scope": "app", "iat": now, "exp": now + 60}));
+    let body = json!({"authorization": token}).to_string();
+    let head = format!(
+        "POST /v1/verify HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        app.operator(),
+        body.len()
+    );
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    conn.set_nodelay(true).expect("nodelay");
+    // The head (the operator token verifies now), then the body after the
+    // token has expired.
+    conn.write_all(format!("{head}{}", &body[..20]).as_bytes())
+        .await
+        .expect("write");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    app.clock.advance(time::Duration::seconds(120));
+    conn.write_all(&body.as_bytes()[20..]).await.expect("write");
+    let (status, answer) = read_response(&mut conn).await;
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(answer["valid"], false, "{answer}");
+    assert_eq!(answer["code"], "token_expired", "{answer}");
+}
+
 /// The server's default body limit (`Config::max_body_bytes`).
 fn app_config_max_body() -> usize {
     latchkey_server::Config::new("unused").max_body_bytes

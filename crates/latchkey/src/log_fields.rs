@@ -170,15 +170,21 @@ fn decimal(mut value: u64, buf: &mut [u8; 20]) -> &str {
 /// tabs too), DEL and C1 control characters.
 struct Escaping<'a, 'w>(&'a mut Writer<'w>);
 
+/// Control characters, and the separators and direction marks that some
+/// log viewers show as a line break or use to reorder text.
 fn needs_escape(c: char) -> bool {
     c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 impl Write for Escaping<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        // In UTF-8 a control character is a byte below 0x20, 0x7f, or
-        // 0xc2 followed by 0x80..=0x9f: most text has none of these bytes.
-        if !s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+        // In UTF-8 those characters start with a byte below 0x20, 0x7f,
+        // 0xc2 (C1) or 0xe2 (U+2028 to U+2069): most text has none.
+        if !s
+            .bytes()
+            .any(|b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2)
+        {
             return self.0.write_str(s);
         }
         let mut clean = 0;
@@ -301,25 +307,34 @@ mod tests {
     #[test]
     fn control_characters_cannot_forge_a_line_or_a_terminal_escape() {
         let (_, ours) = both(|| {
-            tracing::info!(path = "/a\nb", shown = %"x\n2026-01-01T00:00:00Z  INFO forged", "m\x1b[31m\u{9b}end\r\t");
+            tracing::info!(path = "/a\nb", shown = %"x\n2026-01-01T00:00:00Z  INFO forged", "m\x1b[31m\u{9b}end\r\t\u{2028}\u{202e}");
         });
         assert_eq!(ours.matches('\n').count(), 1, "{ours}");
-        assert!(!ours.contains(['\x1b', '\r', '\t', '\u{9b}']), "{ours}");
-        assert!(ours.contains(r"m\x1b[31m\u{9b}end\x0d\x09"), "{ours}");
+        assert!(
+            !ours.contains(['\x1b', '\r', '\t', '\u{9b}', '\u{2028}', '\u{202e}']),
+            "{ours}"
+        );
+        assert!(
+            ours.contains(r"m\x1b[31m\u{9b}end\x0d\x09\u{2028}\u{202e}"),
+            "{ours}"
+        );
         assert!(ours.contains(r#"path="/a\nb""#), "{ours}");
         assert!(ours.contains(r"shown=x\x0a2026"), "{ours}");
     }
 
+    /// Any text: str values are written by Debug, which escapes what it must.
+    const TEXT: &str = "[^\\p{Cc}]{0,40}";
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
-        /// Text without control characters: the same line as
+        /// Text without the characters escaped here: the same line as
         /// tracing-subscriber's, whatever the value of each field.
         #[test]
         fn matches_the_default_formatter(
-            s in "[^\\p{Cc}]{0,40}",
-            d in "[^\\p{Cc}]{0,20}",
-            m in "[^\\p{Cc}]{0,30}",
+            s in TEXT,
+            d in "[^\\p{Cc}\u{2028}-\u{202e}\u{2066}-\u{2069}]{0,20}",
+            m in "[^\\p{Cc}\u{2028}-\u{202e}\u{2066}-\u{2069}]{0,30}",
             n in any::<u64>(),
             i in any::<i64>(),
             b in any::<bool>(),

@@ -207,7 +207,7 @@ async fn verify_directly(
                 .index
                 .verify_authorization(
                     parts.headers.get(AUTHORIZATION).map(|h| h.as_bytes()),
-                    state.now(),
+                    now,
                     state.verify_options(),
                 )
                 .ok();

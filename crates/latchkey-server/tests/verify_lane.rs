@@ -190,6 +190,25 @@ async fn what_the_direct_path_must_not_answer_reaches_the_router() {
     assert_eq!(body["keyId"], key.id.as_str());
 }
 
+/// The head of an operator's `POST /v1/verify` on the direct path, for a
+/// body of `body`'s length.
+fn verify_head(app: &TestApp, body: &str) -> String {
+    format!(
+        "POST /v1/verify HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        app.operator(),
+        body.len()
+    )
+}
+
+/// A raw connection to the server, each write sent at once.
+async fn connect(app: &TestApp) -> tokio::net::TcpStream {
+    let addr = app.base.trim_start_matches("http://");
+    let conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.set_nodelay(true).expect("nodelay");
+    conn
+}
+
 /// One HTTP/1.1 response read from `conn`: status and body (the body by
 /// its `content-length`).
 async fn read_response(conn: &mut tokio::net::TcpStream) -> (u16, String) {
@@ -229,17 +248,8 @@ async fn a_body_that_comes_in_pieces_or_stops_short_is_read_as_declared() {
     let app_id = app.create_app(&owner, "A").await;
     let key = app.create_app_key(&owner, &app_id).await;
     let body = json!({"authorization": key.basic(), "appId": app_id}).to_string();
-    let head = format!(
-        "POST /v1/verify HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        app.operator(),
-        body.len()
-    );
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let mut conn = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    conn.set_nodelay(true).expect("nodelay");
+    let head = verify_head(&app, &body);
+    let mut conn = connect(&app).await;
 
     // The whole request at once, then the same request with its body in
     // three pieces, on the same connection: both verify.
@@ -264,9 +274,7 @@ async fn a_body_that_comes_in_pieces_or_stops_short_is_read_as_declared() {
 
     // A body that stops short of its declared length: 400, not an answer
     // to the part that came.
-    let mut conn = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
+    let mut conn = connect(&app).await;
     let short = format!("{head}{}", &body[..body.len() - 5]);
     conn.write_all(short.as_bytes()).await.expect("write");
     conn.shutdown().await.expect("shutdown");
@@ -287,17 +295,8 @@ async fn a_credential_is_verified_at_the_time_its_body_arrived() {
     let now = app.clock.unix();
     let token = key.jwt(json!({"scope": "app", "iat": now, "exp": now + 60}));
     let body = json!({"authorization": token}).to_string();
-    let head = format!(
-        "POST /v1/verify HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        app.operator(),
-        body.len()
-    );
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let mut conn = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    conn.set_nodelay(true).expect("nodelay");
+    let head = verify_head(&app, &body);
+    let mut conn = connect(&app).await;
     // The head (the operator token verifies now), then the body after the
     // token has expired.
     conn.write_all(format!("{head}{}", &body[..20]).as_bytes())

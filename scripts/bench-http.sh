@@ -24,7 +24,9 @@
 #     with that key (`latchkey token`);
 #  4. maximum throughput: ROUNDS rounds, each running every target for
 #     DURATION with oha pinned to LOAD_CPU and CONNECTIONS connections (one
-#     warm-up run per target first): hello; POST /v1/verify with the app
+#     warm-up run per target first), hello world before and after each
+#     other target (its ratio is taken against the mean of those two
+#     hello runs, the median over the rounds is reported): POST /v1/verify with the app
 #     key's Basic header and with the JWT (the operator token authenticates
 #     the call); GET /v1/apps/{appId} with the app key; the DIY baseline;
 #     POST /v1/verify (Basic) with its access-log line on. For each run it also
@@ -217,6 +219,13 @@ best() {
 cost() {
     cat "$BENCH_OUT/$1".r*.cpu | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
+# bracketed TARGET KIND: the median over the rounds of RUN.KIND (ratio or
+# cpuratio, see bracket); 1 for hello itself.
+bracketed() {
+    [ "$1" = hello ] && { echo 1; return; }
+    ls "$BENCH_OUT/$1".r*."$2" >/dev/null 2>&1 || { echo null; return; }
+    cat "$BENCH_OUT/$1".r*."$2" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
 
 echo "== machine"
 echo "   $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), nproc $(nproc), $(rustc --version)"
@@ -263,20 +272,42 @@ curl -sf -u "$KEY_ID:$KEY_SECRET" "http://127.0.0.1:$DIY_PORT/" | jq -e '.valid 
 
 TARGETS=${TARGETS:-"hello verify_basic verify_jwt get_app diy verify_basic_logged"}
 echo "== maximum throughput ($ROUNDS rounds of $DURATION per target, after a $WARMUP warm-up)"
-for t in $TARGETS; do target "$t" "$t.warmup" -z "$WARMUP"; done
+# Every target's run is bracketed by two runs of hello world, and its
+# ratio is taken against their mean: on this shared VM the machine's speed
+# moves by up to 30% within a minute, so a ratio of runs far apart in time
+# measures the machine as much as the server.
+# bracket RUN BEFORE AFTER: RUN.ratio (requests/s against hello's) and
+# RUN.cpuratio (hello's CPU per request against RUN's).
+bracket() {
+    jq -n "$(rps "$1") * 2 / ($(rps "$2") + $(rps "$3"))" >"$BENCH_OUT/$1.ratio"
+    jq -n "($(cat "$BENCH_OUT/$2.cpu") + $(cat "$BENCH_OUT/$3.cpu")) / 2 / $(cat "$BENCH_OUT/$1.cpu")" \
+        >"$BENCH_OUT/$1.cpuratio"
+}
+target hello hello.warmup -z "$WARMUP"
+for t in $TARGETS; do [ "$t" = hello ] || target "$t" "$t.warmup" -z "$WARMUP"; done
 for r in $(seq 1 "$ROUNDS"); do
     echo "-- round $r"
-    for t in $TARGETS; do measure "$t" "$t.r$r"; done
+    k=0
+    measure hello "hello.r$r.$k"
+    for t in $TARGETS; do
+        [ "$t" = hello ] && continue
+        measure "$t" "$t.r$r"
+        LAST_KEY_USE=$(date +%s)
+        k=$((k + 1))
+        measure hello "hello.r$r.$k"
+        bracket "$t.r$r" "hello.r$r.$((k - 1))" "hello.r$r.$k"
+    done
 done
 
-# lastUsedAt: the key was used until the end of the last run above; one
-# flush interval (10 s by default) later the store must hold that time,
-# although (see the bytes written per request) no request wrote to the store.
-LAST_RUN_END=$(date +%s)
+# lastUsedAt: the key was used until the end of the last run above that
+# was not hello world's; one flush interval (10 s by default) later the
+# store must hold that time, although (see the bytes written per request)
+# no request wrote to the store.
+LAST_RUN_END=${LAST_KEY_USE:-$(date +%s)}
 sleep 11
 LAST_USED=$(curl -sf -u "$OWNER" "$LK/v1/apps/$APP/keys/$KEY_ID" | jq -r .key.lastUsedAt)
 LAST_USED_AGE=$((LAST_RUN_END - $(date -d "$LAST_USED" +%s)))
-echo "== lastUsedAt of the benchmark key: $LAST_USED, ${LAST_USED_AGE} s before the last run ended (read 11 s later; flush interval 10 s)"
+echo "== lastUsedAt of the benchmark key: $LAST_USED, ${LAST_USED_AGE} s before the last run ended (read at least 11 s later; flush interval 10 s)"
 
 if [ "${THROUGHPUT_ONLY:-0}" = 1 ]; then
     SEED_KEYS=0
@@ -349,9 +380,14 @@ if [ "$SEED_KEYS" -gt 0 ]; then
         --listen "127.0.0.1:$BIG_DIY_PORT" --credential "$SAMPLE_ID:$SAMPLE_SECRET" --extra-rows "$SEED_KEYS"
     wait_for big
     wait_for diy-big
+    k=0
+    measure hello "hello.big$k"
     for t in verify_basic_big diy_big; do
         target "$t" "$t.warmup" -z "$WARMUP"
         measure "$t" "$t.r1"
+        k=$((k + 1))
+        measure hello "hello.big$k"
+        bracket "$t.r1" "hello.big$((k - 1))" "hello.big$k"
     done
 fi
 
@@ -359,10 +395,9 @@ echo
 echo "== results: servers on one core (CPU $SERVER_CPU), oha on CPU $LOAD_CPU, $CONNECTIONS connections"
 echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 HELLO=$(best hello)
-HELLO_COST=$(cost hello)
 echo
-echo "| run | best requests/s | x hello | server CPU us/request (median) | hello's CPU / this | at half the best rate: p50, p99 (oha) | the same (bench_latency) |"
-echo "|---|---|---|---|---|---|---|"
+echo "| run | best requests/s | x hello's best | x hello, bracketed (median) | server CPU us/request (median) | hello's CPU / this, bracketed (median) | at half the best rate: p50, p99 (oha) | the same (bench_latency) |"
+echo "|---|---|---|---|---|---|---|---|"
 for t in $TARGETS $([ "$SEED_KEYS" -gt 0 ] && echo verify_basic_big diy_big); do
     b=$(best "$t")
     c=$(cost "$t")
@@ -373,11 +408,11 @@ for t in $TARGETS $([ "$SEED_KEYS" -gt 0 ] && echo verify_basic_big diy_big); do
     if [ -f "$BENCH_OUT/$t.probe.json" ]; then
         probe=$(printf '%.2f ms, %.2f ms' "$(jq .p50 "$BENCH_OUT/$t.probe.json")" "$(jq .p99 "$BENCH_OUT/$t.probe.json")")
     fi
-    printf '| %s | %.0f | %.2f | %.1f | %.2f | %s | %s |\n' "$t" "$b" "$(jq -n "$b / $HELLO")" "$c" \
-        "$(jq -n "$HELLO_COST / $c")" "$half" "$probe"
+    printf '| %s | %.0f | %.2f | %.2f | %.1f | %.2f | %s | %s |\n' "$t" "$b" "$(jq -n "$b / $HELLO")" \
+        "$(bracketed "$t" ratio)" "$c" "$(bracketed "$t" cpuratio)" "$half" "$probe"
 done
 echo
-printf '| lastUsedAt after the runs | %s s before the last run ended, read 11 s later (flush interval 10 s) | bytes written to storage per verify request: %s |\n' \
+printf '| lastUsedAt after the runs | %s s before the last run ended, read at least 11 s later (flush interval 10 s) | bytes written to storage per verify request: %s |\n' \
     "$LAST_USED_AGE" "$(cat "$BENCH_OUT"/verify_basic.r*.written | sort -g | tail -1)"
 [ "${THROUGHPUT_ONLY:-0}" = 1 ] || printf '| key creation over HTTP | %.0f keys/s (target >= 1000) | server CPU %.0f us/key | disk: %.0f commits/s |\n' \
     "$KEYS_PER_S" "$KEY_CPU" "$COMMITS_PER_S"

@@ -5,16 +5,19 @@
 //! access-log line, which every management request writes
 //! (docs/BENCHMARKS.md). Lines of INFO, DEBUG and TRACE are appended to one
 //! buffer, which is written out when it holds [`BATCH_BYTES`], when a
-//! worker thread of the runtime has nothing left to do (it is about to
-//! park, see `main.rs`), at least every [`FLUSH_INTERVAL`], before a
-//! panic's message and when the process exits. A WARN or ERROR line is
-//! written at once, after the lines gathered before it, so the order of
-//! lines is kept. What a process killed outright (SIGKILL, the OOM killer)
-//! can lose is the INFO lines of its last [`FLUSH_INTERVAL`] while it was
-//! busy; the store's data does not go through here.
+//! worker thread of the runtime runs out of tasks (it is about to park,
+//! see `main.rs`; it does not wait if another thread is writing), at least
+//! every [`FLUSH_INTERVAL`], before a panic's message (unless another
+//! thread is writing at that moment) and when the process exits, also by
+//! a panic. A WARN or ERROR line is written at once, after the lines
+//! gathered before it, so the order of lines is kept. What a process that
+//! dies without unwinding (SIGKILL, the OOM killer, an abort) can lose is
+//! the INFO lines of its last [`FLUSH_INTERVAL`] while it was busy; the
+//! store's data does not go through here.
 
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use tracing::{Level, Metadata};
@@ -28,7 +31,14 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// The log's [`MakeWriter`]; clones share one buffer.
 #[derive(Clone)]
 pub struct LogWriter {
-    shared: Arc<Mutex<Gathered>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Whether lines are gathered (read without the lock by
+    /// [`LogWriter::flush_if_waiting`], on every park of a worker).
+    waiting: AtomicBool,
+    gathered: Mutex<Gathered>,
 }
 
 impl std::fmt::Debug for LogWriter {
@@ -43,7 +53,8 @@ struct Gathered {
 }
 
 impl Gathered {
-    fn write_out(&mut self) {
+    fn write_out(&mut self, waiting: &AtomicBool) {
+        waiting.store(false, Ordering::Relaxed);
         if self.pending.is_empty() {
             return;
         }
@@ -63,34 +74,45 @@ impl LogWriter {
 
     fn to(sink: Box<dyn Write + Send>) -> Self {
         Self {
-            shared: Arc::new(Mutex::new(Gathered {
-                pending: Vec::with_capacity(BATCH_BYTES * 2),
-                sink,
-            })),
+            shared: Arc::new(Shared {
+                waiting: AtomicBool::new(false),
+                gathered: Mutex::new(Gathered {
+                    pending: Vec::with_capacity(BATCH_BYTES * 2),
+                    sink,
+                }),
+            }),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Gathered> {
         // Nothing panics while holding the lock; if something did, the
         // buffer is still a sequence of whole lines.
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .gathered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Writes out the gathered lines.
     pub fn flush(&self) {
-        self.lock().write_out();
+        self.lock().write_out(&self.shared.waiting);
     }
 
-    /// Writes out the gathered lines unless another thread is writing
-    /// (for the panic hook: a panic on the thread that holds the lock
-    /// must not wait for itself).
-    pub fn flush_unless_busy(&self) {
-        let mut gathered = match self.shared.try_lock() {
+    /// Writes out the gathered lines if there are any and no other thread
+    /// is writing (whose write takes them along). For a worker about to
+    /// park, which must not wait for another thread's write, and for the
+    /// panic hook: a panic on the thread that holds the lock must not wait
+    /// for itself.
+    pub fn flush_if_waiting(&self) {
+        if !self.shared.waiting.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut gathered = match self.shared.gathered.try_lock() {
             Ok(gathered) => gathered,
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
         };
-        gathered.write_out();
+        gathered.write_out(&self.shared.waiting);
     }
 
     /// Starts the thread that writes out gathered lines every
@@ -122,7 +144,9 @@ impl Write for LineWriter<'_> {
         let mut gathered = self.owner.lock();
         gathered.pending.extend_from_slice(buf);
         if self.at_once || gathered.pending.len() >= BATCH_BYTES {
-            gathered.write_out();
+            gathered.write_out(&self.owner.shared.waiting);
+        } else {
+            self.owner.shared.waiting.store(true, Ordering::Relaxed);
         }
         Ok(buf.len())
     }
@@ -234,10 +258,13 @@ mod tests {
             tracing::info!("first");
             tracing::debug!("second");
             assert_eq!(sink.text(), "");
-            tracing::error!("third");
+            tracing::warn!("third");
+            assert!(sink.text().contains("third"), "a warning waited");
+            tracing::trace!("fourth");
+            tracing::error!("fifth");
         });
         let text = sink.text();
-        let order: Vec<&str> = ["first", "second", "third"]
+        let order: Vec<&str> = ["first", "second", "third", "fourth", "fifth"]
             .iter()
             .map(|word| {
                 assert!(text.contains(word), "{word} missing from {text:?}");
@@ -252,16 +279,22 @@ mod tests {
     }
 
     #[test]
-    fn the_panic_hooks_flush_does_not_wait_for_a_held_lock() {
+    fn the_flush_on_park_does_not_wait_for_a_held_lock() {
         let (w, sink) = writer();
+        w.flush_if_waiting();
         line(&w, false, "before\n");
         {
             let _held = w.lock();
-            w.flush_unless_busy();
+            w.flush_if_waiting();
         }
         assert_eq!(sink.text(), "", "skipped while the lock was held");
-        w.flush_unless_busy();
+        w.flush_if_waiting();
         assert_eq!(sink.text(), "before\n");
+        line(&w, true, "warn\n");
+        assert!(
+            !w.shared.waiting.load(Ordering::Relaxed),
+            "nothing waits after a line written at once"
+        );
     }
 
     #[test]

@@ -177,12 +177,12 @@ fn main() -> ExitCode {
         Command::Init { store, json } => runtime().and_then(|rt| rt.block_on(init(store, json))),
         Command::Serve { store, serve } => {
             let log = log_writer::LogWriter::stderr();
-            let result = runtime_logging_to(&log).and_then(|rt| {
+            // Writes out what is gathered when this ends, also by a panic.
+            let _flush = FlushOnDrop(log.clone());
+            runtime_logging_to(&log).and_then(|rt| {
                 init_logging(serve.log_format, &log)?;
                 rt.block_on(run(store, serve))
-            });
-            log.flush();
-            result
+            })
         }
     };
     match result {
@@ -218,13 +218,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// Writes out the log's gathered lines when dropped.
+struct FlushOnDrop(log_writer::LogWriter);
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        self.0.flush();
+    }
+}
+
 /// The server's runtime: a worker about to go idle first writes out the
 /// log lines gathered by `log` (see `log_writer`).
 fn runtime_logging_to(log: &log_writer::LogWriter) -> anyhow::Result<tokio::runtime::Runtime> {
     let on_park = log.clone();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(move || on_park.flush())
+        .on_thread_park(move || on_park.flush_if_waiting())
         .build()
         .context("starting the async runtime")
 }
@@ -314,11 +323,12 @@ fn init_logging(format: LogFormat, log: &log_writer::LogWriter) -> anyhow::Resul
     }
     log.spawn_flusher()
         .context("starting the log's flusher thread")?;
-    // A panic's message comes after the lines logged before it.
+    // A panic's message comes after the lines logged before it (unless
+    // another thread is writing them at that moment).
     let before_panic = log.clone();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        before_panic.flush_unless_busy();
+        before_panic.flush_if_waiting();
         default_hook(info);
     }));
     Ok(())

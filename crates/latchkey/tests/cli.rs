@@ -562,6 +562,23 @@ async fn sigterm_flushes_last_used_and_a_restart_rebuilds_the_index() {
     );
     assert!(started.elapsed() < SHUTDOWN);
     drop(http);
+    // The log's last lines, gathered rather than written one by one, are
+    // written before the process exits (the reader thread may still be
+    // taking them from the pipe).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.proc.stderr_text().contains("stopped") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = s.proc.stderr_text();
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert!(
+        last.contains("stopped") && log.contains("shutting down"),
+        "the log does not end with the shutdown's lines:\n{log}"
+    );
 
     // Restart on the same data dir: no init this time.
     let mut s = serve(&data, &flags);

@@ -216,15 +216,15 @@ measure() {
 best() {
     for f in "$BENCH_OUT/$1".r*.json; do jq .summary.requestsPerSec "$f"; done | sort -g | tail -1
 }
-cost() {
-    cat "$BENCH_OUT/$1".r*.cpu | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
-}
+# median_of FILE...: the median of the numbers in the files.
+median_of() { cat "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+cost() { median_of "$BENCH_OUT/$1".r*.cpu; }
 # bracketed TARGET KIND: the median over the rounds of RUN.KIND (ratio or
-# cpuratio, see bracket); 1 for hello itself.
+# cpuratio, see measure_between); 1 for hello itself.
 bracketed() {
     [ "$1" = hello ] && { echo 1; return; }
     ls "$BENCH_OUT/$1".r*."$2" >/dev/null 2>&1 || { echo null; return; }
-    cat "$BENCH_OUT/$1".r*."$2" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+    median_of "$BENCH_OUT/$1".r*."$2"
 }
 
 echo "== machine"
@@ -276,12 +276,18 @@ echo "== maximum throughput ($ROUNDS rounds of $DURATION per target, after a $WA
 # ratio is taken against their mean: on this shared VM the machine's speed
 # moves by up to 30% within a minute, so a ratio of runs far apart in time
 # measures the machine as much as the server.
-# bracket RUN BEFORE AFTER: RUN.ratio (requests/s against hello's) and
-# RUN.cpuratio (hello's CPU per request against RUN's).
-bracket() {
-    jq -n "$(rps "$1") * 2 / ($(rps "$2") + $(rps "$3"))" >"$BENCH_OUT/$1.ratio"
-    jq -n "($(cat "$BENCH_OUT/$2.cpu") + $(cat "$BENCH_OUT/$3.cpu")) / 2 / $(cat "$BENCH_OUT/$1.cpu")" \
-        >"$BENCH_OUT/$1.cpuratio"
+# measure_between TARGET RUN BEFORE AFTER: runs TARGET as RUN, then hello
+# world as AFTER (BEFORE is the hello run just before), and writes
+# RUN.ratio (requests/s against the two hello runs' mean) and RUN.cpuratio
+# (their mean CPU per request against RUN's).
+measure_between() {
+    local t=$1 run=$2 before=$3 after=$4
+    measure "$t" "$run"
+    LAST_KEY_USE=$(date +%s) # read by the lastUsedAt check after the rounds
+    measure hello "$after"
+    jq -n "$(rps "$run") * 2 / ($(rps "$before") + $(rps "$after"))" >"$BENCH_OUT/$run.ratio"
+    jq -n "($(cat "$BENCH_OUT/$before.cpu") + $(cat "$BENCH_OUT/$after.cpu")) / 2 / $(cat "$BENCH_OUT/$run.cpu")" \
+        >"$BENCH_OUT/$run.cpuratio"
 }
 target hello hello.warmup -z "$WARMUP"
 for t in $TARGETS; do [ "$t" = hello ] || target "$t" "$t.warmup" -z "$WARMUP"; done
@@ -291,11 +297,8 @@ for r in $(seq 1 "$ROUNDS"); do
     measure hello "hello.r$r.$k"
     for t in $TARGETS; do
         [ "$t" = hello ] && continue
-        measure "$t" "$t.r$r"
-        LAST_KEY_USE=$(date +%s)
         k=$((k + 1))
-        measure hello "hello.r$r.$k"
-        bracket "$t.r$r" "hello.r$r.$((k - 1))" "hello.r$r.$k"
+        measure_between "$t" "$t.r$r" "hello.r$r.$((k - 1))" "hello.r$r.$k"
     done
 done
 
@@ -384,10 +387,8 @@ if [ "$SEED_KEYS" -gt 0 ]; then
     measure hello "hello.big$k"
     for t in verify_basic_big diy_big; do
         target "$t" "$t.warmup" -z "$WARMUP"
-        measure "$t" "$t.r1"
         k=$((k + 1))
-        measure hello "hello.big$k"
-        bracket "$t.r1" "hello.big$((k - 1))" "hello.big$k"
+        measure_between "$t" "$t.r1" "hello.big$((k - 1))" "hello.big$k"
     done
 fi
 

@@ -174,12 +174,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Token(args) => mint_token(&args),
-        Command::Init { store, json } => runtime().and_then(|rt| rt.block_on(init(store, json))),
+        Command::Init { store, json } => {
+            runtime(None).and_then(|rt| rt.block_on(init(store, json)))
+        }
         Command::Serve { store, serve } => {
             let log = log_writer::LogWriter::stderr();
             // Writes out what is gathered when this ends, also by a panic.
             let _flush = FlushOnDrop(log.clone());
-            runtime_logging_to(&log).and_then(|rt| {
+            runtime(Some(&log)).and_then(|rt| {
                 init_logging(serve.log_format, &log)?;
                 rt.block_on(run(store, serve))
             })
@@ -211,13 +213,6 @@ fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 /// Writes out the log's gathered lines when dropped.
 struct FlushOnDrop(log_writer::LogWriter);
 
@@ -227,15 +222,16 @@ impl Drop for FlushOnDrop {
     }
 }
 
-/// The server's runtime: a worker about to go idle first writes out the
-/// log lines gathered by `log` (see `log_writer`).
-fn runtime_logging_to(log: &log_writer::LogWriter) -> anyhow::Result<tokio::runtime::Runtime> {
-    let on_park = log.clone();
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .on_thread_park(move || on_park.flush_if_waiting())
-        .build()
-        .context("starting the async runtime")
+/// The async runtime; with `log`, a worker about to go idle first writes
+/// out the log lines it gathered (see `log_writer`).
+fn runtime(log: Option<&log_writer::LogWriter>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(log) = log {
+        let on_park = log.clone();
+        builder.on_thread_park(move || on_park.flush_if_waiting());
+    }
+    builder.build().context("starting the async runtime")
 }
 
 fn config(store: StoreArgs) -> Config {

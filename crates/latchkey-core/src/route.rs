@@ -181,7 +181,7 @@ fn parse_template(text: &str) -> Result<Template, RouteError> {
             }
             _ if !raw.bytes().all(is_literal_byte) => {
                 return Err(refuse(
-                    "literal segments may hold letters, digits and - . _ ~ ! $ & ' ( ) * + , = : @ only",
+                    "literal segments may hold letters, digits and - . _ ~ ! $ & ' ( ) * + = : @ only",
                 ));
             }
             _ => Segment::Literal(raw.to_ascii_lowercase()),
@@ -203,10 +203,10 @@ fn parse_template(text: &str) -> Result<Template, RouteError> {
     })
 }
 
-/// RFC 3986 `pchar` without `%` and `;` (unreserved, sub-delims but `;`,
+/// RFC 3986 `pchar` without `%`, `;` and `,` (unreserved, sub-delims but `;` and `,`,
 /// `:` and `@`).
 fn is_literal_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&b)
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+=:@".contains(&b)
 }
 
 /// The decoded segments of `path`, or why it is ambiguous. A trailing

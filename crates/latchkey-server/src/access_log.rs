@@ -2,7 +2,8 @@
 //! and so credentials, are never recorded; neither is the query string).
 //!
 //! Lines go to the `latchkey::access` target. Management calls are logged
-//! at INFO. `POST /v1/verify` and the health probes are logged at DEBUG:
+//! at INFO. `POST /v1/verify`, `/v1/forward-auth` and the health probes are
+//! logged at DEBUG:
 //! they are the high-volume paths (a verification service answers every
 //! request of the operator's API), formatting and writing a line costs
 //! about a fifth of such a request, and a verification's outcome is in its
@@ -43,6 +44,7 @@ pub struct AccessLog<S> {
 /// Whether a request is on a high-volume path, logged at DEBUG.
 fn is_high_volume(method: &Method, path: &str) -> bool {
     (method == Method::POST && path == "/v1/verify")
+        || path == crate::front::forward_auth::PATH
         || (method == Method::GET && (path == "/healthz" || path == "/readyz"))
 }
 
@@ -68,6 +70,17 @@ impl Line {
             path: path.to_string(),
             started: Instant::now(),
             debug,
+        })
+    }
+
+    /// The line of a request on a high-volume path (the gateway's), if
+    /// DEBUG is enabled.
+    pub(crate) fn begin_debug(method: &Method, path: &str) -> Option<Line> {
+        tracing::enabled!(target: "latchkey::access", tracing::Level::DEBUG).then(|| Line {
+            method: method.clone(),
+            path: path.to_string(),
+            started: Instant::now(),
+            debug: true,
         })
     }
 
@@ -121,5 +134,7 @@ mod tests {
         assert!(!is_high_volume(&Method::POST, "/v1/apps"));
         assert!(!is_high_volume(&Method::GET, "/v1/apps/ap_1"));
         assert!(!is_high_volume(&Method::POST, "/v1/verify/"));
+        assert!(is_high_volume(&Method::GET, "/v1/forward-auth"));
+        assert!(is_high_volume(&Method::POST, "/v1/forward-auth"));
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use latchkey_core::SecretString;
+use latchkey_core::{SecretString, TargetRoutes};
 
 /// Where the TLS certificate chain and private key are (PEM files).
 #[derive(Debug, Clone)]
@@ -53,6 +53,48 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Email of the owner user account that `init` creates.
     pub owner_email: String,
+    /// Which app and user a request to the operator's API targets, for
+    /// forward-auth and the gateway (see `crate::front`).
+    pub target_routes: TargetRoutes,
+    /// The gateway listener, when Latchkey itself stands in front of the
+    /// operator's API.
+    pub gateway: Option<GatewayConfig>,
+}
+
+/// The gateway: a second listener that verifies every request and forwards
+/// it to the operator's API.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    /// `http://host:port` (optionally with a path prefix) of the operator's
+    /// API.
+    pub upstream: String,
+    /// Forward the client's `Authorization` header to the upstream.
+    pub keep_authorization: bool,
+    /// A new connection must send its first request head within this time.
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request in flight is closed after
+    /// this time.
+    pub idle_timeout: Duration,
+    /// Open client connections at most; when full, the connection idle the
+    /// longest is closed to make room (and a new one refused if none is).
+    pub max_connections: usize,
+    /// How long the upstream may take to answer with its response head.
+    pub upstream_timeout: Duration,
+}
+
+impl GatewayConfig {
+    pub fn new(listen: SocketAddr, upstream: &str) -> Self {
+        Self {
+            listen,
+            upstream: upstream.to_string(),
+            keep_authorization: false,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            upstream_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
@@ -78,6 +120,8 @@ impl Config {
             webhook_poll_interval: crate::webhooks::DEFAULT_POLL_INTERVAL,
             shutdown_grace: Duration::from_secs(10),
             owner_email: "owner@localhost".into(),
+            target_routes: TargetRoutes::default(),
+            gateway: None,
         }
     }
 

@@ -15,7 +15,7 @@ use axum::http::header::{
     ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
     VARY,
 };
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use latchkey_core::Principal;
@@ -46,13 +46,17 @@ fn origin_allowed(state: &AppState, app_id: &str, origin: &str) -> bool {
 
 fn allow(response: &mut Response, origin: &str) {
     if let Ok(value) = HeaderValue::from_str(origin) {
-        let headers = response.headers_mut();
-        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        headers.insert(
-            ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("WWW-Authenticate"),
-        );
+        allow_headers(response.headers_mut(), value);
     }
+}
+
+/// The headers of a response that a page from `origin` may read.
+pub fn allow_headers(headers: &mut HeaderMap, origin: HeaderValue) {
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("WWW-Authenticate"),
+    );
 }
 
 /// The CORS middleware (outermost layer of the API router).
@@ -100,24 +104,28 @@ fn preflight(state: &AppState, path: &str, origin: &str) -> Response {
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
     headers.insert(VARY, HeaderValue::from_static("Origin"));
-    if allowed {
-        if let Ok(value) = HeaderValue::from_str(origin) {
-            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, value);
-        }
-        headers.insert(
-            ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, PATCH, POST"),
-        );
-        headers.insert(
-            ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("Authorization, Content-Type"),
-        );
-        headers.insert(
-            ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static(PREFLIGHT_MAX_AGE),
-        );
+    if allowed && let Ok(value) = HeaderValue::from_str(origin) {
+        preflight_headers(headers, value, "GET, PATCH, POST");
     }
     response
+}
+
+/// The headers of a preflight answer that allows `origin` to send
+/// `methods` with `Authorization` and `Content-Type`.
+pub fn preflight_headers(headers: &mut HeaderMap, origin: HeaderValue, methods: &'static str) {
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type"),
+    );
+    headers.insert(
+        ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(PREFLIGHT_MAX_AGE),
+    );
 }
 
 /// Records that a server credential was used from a browser: an audit event

@@ -1,5 +1,6 @@
 //! The service each connection gets: `POST /v1/verify` in its usual form
-//! is answered directly, everything else goes through the router.
+//! and `/v1/forward-auth` are answered directly, everything else goes
+//! through the router.
 //!
 //! Verification is the request an operator's API makes for every request
 //! it serves. Through the router it paid for routing, the CORS and
@@ -101,6 +102,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> BoxFuture {
         let mut req = req.map(Body::new);
+        if req.uri().path() == crate::front::forward_auth::PATH {
+            return Box::pin(forward_auth(self.state.clone(), self.peer, req));
+        }
         let mut router = self.router.clone();
         let Some(taken) = takes(&self.state, req.method(), req.uri().path(), req.headers()) else {
             req.extensions_mut().insert(ConnectInfo(self.peer));
@@ -114,6 +118,26 @@ where
             req,
         ))
     }
+}
+
+/// `/v1/forward-auth`, any method, its body ignored (a proxy sends none).
+async fn forward_auth(
+    state: AppState,
+    peer: SocketAddr,
+    req: Request<Body>,
+) -> Result<Response, Infallible> {
+    let line = Line::begin(req.method(), req.uri().path());
+    let response = crate::front::forward_auth::answer(
+        &state,
+        req.method().as_str(),
+        req.headers(),
+        Some(peer.ip()),
+    )
+    .await;
+    if let Some(line) = line {
+        line.write(response.status().as_u16());
+    }
+    Ok(response)
 }
 
 /// What the direct path learnt from a request's head.

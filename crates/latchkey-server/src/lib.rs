@@ -15,6 +15,7 @@ pub mod cors;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod front;
 pub mod lane;
 pub mod maintenance;
 pub mod serve;

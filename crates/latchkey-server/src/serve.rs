@@ -22,6 +22,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Gateway(#[from] crate::front::gateway::GatewayError),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("server: {0}")]
@@ -33,6 +35,9 @@ pub enum ServeError {
 #[derive(Debug)]
 pub struct RunningServer {
     pub local_addr: SocketAddr,
+    /// The gateway listener's address, when one runs.
+    pub gateway_addr: Option<SocketAddr>,
+    gateway: Option<crate::front::gateway::Gateway>,
     pub tls: bool,
     pub state: AppState,
     handle: Handle<SocketAddr>,
@@ -55,6 +60,9 @@ impl RunningServer {
     pub async fn shutdown(self) -> Result<(), ServeError> {
         self.handle
             .graceful_shutdown(Some(self.state.config.shutdown_grace));
+        if let Some(gateway) = self.gateway {
+            gateway.shutdown(self.state.config.shutdown_grace).await;
+        }
         let served = self.server.await;
         self.dispatcher.stop().await;
         if let Some(follower) = self.follower {
@@ -101,6 +109,10 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
     let local_addr = listener.local_addr()?;
     // Before serving: a node answers only once it follows the change feed.
     let follower = crate::sync::spawn_follower(&state).await;
+    let gateway = match &state.config.gateway {
+        Some(config) => Some(crate::front::gateway::start(state.clone(), config).await?),
+        None => None,
+    };
     let handle: Handle<SocketAddr> = Handle::new();
     // Each connection's service answers POST /v1/verify directly and hands
     // everything else to the router (see crate::lane).
@@ -123,6 +135,8 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
         crate::webhooks::spawn_dispatcher(state.clone(), state.config.webhook_poll_interval);
     Ok(RunningServer {
         local_addr,
+        gateway_addr: gateway.as_ref().map(|g| g.local_addr),
+        gateway,
         tls: is_tls,
         state,
         handle,

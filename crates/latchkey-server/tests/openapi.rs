@@ -2423,6 +2423,23 @@ async fn real_responses_match_their_schemas() {
     )
     .await;
 
+    // Forward-auth: a proxy asks with the original request's credential;
+    // every method is answered alike (no route is configured here, so the
+    // credential alone is checked).
+    for m in [
+        "get", "post", "put", "patch", "delete", "options", "head", "trace",
+    ] {
+        t.call(
+            m,
+            "/v1/forward-auth",
+            "/v1/forward-auth?from=proxy",
+            app_basic,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    }
+
     // Deletions.
     for (template, path, auth) in [
         (

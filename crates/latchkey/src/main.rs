@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use latchkey_core::secret::{KEY_SECRET_PREFIX, check_format};
-use latchkey_core::{Clock, SecretString, SystemClock, jwt};
-use latchkey_server::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN};
+use latchkey_core::{Clock, SecretString, SystemClock, TargetRoutes, jwt};
+use latchkey_server::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, GatewayConfig};
 use latchkey_server::{Config, InitReport, TlsFiles};
 use serde_json::json;
 
@@ -52,7 +52,7 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
-        serve: ServeArgs,
+        serve: Box<ServeArgs>,
     },
     /// Mint an HS256 JWT signed with an API key's secret.
     Token(TokenArgs),
@@ -120,6 +120,48 @@ struct ServeArgs {
     #[arg(long, env = "LATCHKEY_RESYNC_INTERVAL_MS", default_value_t = 2_000,
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     resync_interval_ms: u64,
+    /// A path of your API whose segments {appId} and {userId} name the app
+    /// and app user a request targets, for forward-auth and the gateway
+    /// (e.g. /v2/apps/{appId}/users/{userId}). Repeatable; the first that
+    /// matches wins. The environment variable takes them comma-separated.
+    #[arg(
+        long = "target-route",
+        value_name = "TEMPLATE",
+        env = "LATCHKEY_TARGET_ROUTES",
+        value_delimiter = ','
+    )]
+    target_routes: Vec<String>,
+    /// Also listen here as a gateway: verify every request and forward it
+    /// to --gateway-upstream.
+    #[arg(long, env = "LATCHKEY_GATEWAY_LISTEN", requires = "gateway_upstream")]
+    gateway_listen: Option<SocketAddr>,
+    /// The API the gateway forwards to: http://host:port, optionally with a
+    /// path prefix.
+    #[arg(long, env = "LATCHKEY_GATEWAY_UPSTREAM", requires = "gateway_listen")]
+    gateway_upstream: Option<String>,
+    /// Forward the client's Authorization header to the upstream (removed
+    /// by default).
+    #[arg(long, env = "LATCHKEY_GATEWAY_KEEP_AUTHORIZATION")]
+    gateway_keep_authorization: bool,
+    /// Seconds a new gateway connection has to send its first request head.
+    #[arg(long, env = "LATCHKEY_GATEWAY_HEADER_TIMEOUT_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    gateway_header_timeout_seconds: u64,
+    /// Seconds after which a keep-alive gateway connection with no request
+    /// in flight is closed.
+    #[arg(long, env = "LATCHKEY_GATEWAY_IDLE_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    gateway_idle_timeout_seconds: u64,
+    /// Open gateway connections at most; when full, the longest-idle one is
+    /// closed to make room.
+    #[arg(long, env = "LATCHKEY_GATEWAY_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    gateway_max_connections: u64,
+    /// Seconds the upstream has to answer with its response head (then
+    /// 504).
+    #[arg(long, env = "LATCHKEY_GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    gateway_upstream_timeout_seconds: u64,
     /// Log format.
     #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -183,7 +225,7 @@ fn main() -> ExitCode {
             let _flush = FlushOnDrop(log.clone());
             runtime(Some(&log)).and_then(|rt| {
                 init_logging(serve.log_format, &log)?;
-                rt.block_on(run(store, serve))
+                rt.block_on(run(store, *serve))
             })
         }
     };
@@ -352,6 +394,17 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
     }
     config.staleness_window = Duration::from_millis(serve.staleness_window_ms);
     config.resync_interval = Duration::from_millis(serve.resync_interval_ms);
+    config.target_routes = TargetRoutes::parse(&serve.target_routes)?;
+    if let (Some(listen), Some(upstream)) = (serve.gateway_listen, &serve.gateway_upstream) {
+        let mut gateway = GatewayConfig::new(listen, upstream);
+        gateway.keep_authorization = serve.gateway_keep_authorization;
+        gateway.header_timeout = Duration::from_secs(serve.gateway_header_timeout_seconds);
+        gateway.idle_timeout = Duration::from_secs(serve.gateway_idle_timeout_seconds);
+        gateway.max_connections =
+            usize::try_from(serve.gateway_max_connections).unwrap_or(usize::MAX);
+        gateway.upstream_timeout = Duration::from_secs(serve.gateway_upstream_timeout_seconds);
+        config.gateway = Some(gateway);
+    }
     let opened = latchkey_server::open(config, clock(), true).await?;
     if let Some(report) = &opened.init_report {
         print_report(report, &data_dir.display().to_string(), false)?;
@@ -360,6 +413,9 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "latchkey listening on {}", server.base_url())?;
+        if let Some(addr) = server.gateway_addr {
+            writeln!(out, "latchkey gateway listening on http://{addr}")?;
+        }
         out.flush()?;
     }
     tracing::info!(

@@ -1945,6 +1945,19 @@ async fn a_node_cut_off_from_the_database_degrades_then_fails_closed_then_recove
         "{}",
         r.body
     );
+    // Forward-auth fails closed too, with a status a proxy passes on.
+    let r = http
+        .get(c.url("/v1/forward-auth"))
+        .header("authorization", live.basic())
+        .header("x-forwarded-uri", format!("/v2/apps/{app}"))
+        .send()
+        .await
+        .expect("forward-auth");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.headers().get("x-latchkey-error").map(|v| v.as_bytes()),
+        Some(&b"index_stale"[..])
+    );
     // A is unaffected.
     let r = readyz(http, &a).await;
     assert_eq!(r.body["status"], "ready", "{}", r.body);

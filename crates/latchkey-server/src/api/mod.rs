@@ -41,6 +41,19 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/verify", post(verify::verify))
+        // Answered by the connection's service (crate::lane) before the
+        // router; routed here too so that every way in gives one answer.
+        .route(
+            "/v1/forward-auth",
+            get(forward_auth)
+                .post(forward_auth)
+                .put(forward_auth)
+                .patch(forward_auth)
+                .delete(forward_auth)
+                .options(forward_auth)
+                .head(forward_auth)
+                .trace(forward_auth),
+        )
         .route("/v1/account", get(accounts::whoami))
         .route("/v1/account/keys", get(accounts::list_own_keys))
         .route(
@@ -207,6 +220,14 @@ pub(crate) async fn record_refusal(
     if let Err(e) = state.store.record_audit(&event).await {
         tracing::warn!(error = %e, "could not record a failed action in the audit log");
     }
+}
+
+async fn forward_auth(State(state): State<AppState>, req: Request) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|axum::extract::ConnectInfo(addr)| addr.ip());
+    crate::front::forward_auth::answer(&state, req.method().as_str(), req.headers(), peer).await
 }
 
 async fn health() -> impl IntoResponse {

@@ -7,8 +7,7 @@ use std::borrow::Cow;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use latchkey_core::principal::AppRef;
-use latchkey_core::{Principal, Verified};
+use latchkey_core::Verified;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiResult, require};
@@ -103,62 +102,25 @@ pub fn answer<'a>(
         Err(e) => return invalid(e.code(), e.to_string()),
     };
     let p = &verified.principal;
-    let Some(scope) = p.scope() else {
-        return invalid(
-            "forbidden",
-            "the operator token is not a credential for the operator's API",
-        );
-    };
-    if req.origin.is_some() && !matches!(p, Principal::AppUser { .. }) {
-        return invalid(
-            "forbidden",
-            "app and account credentials must never be used from a browser; use an appUser JWT",
-        );
-    }
-    let mut app_id = match p {
-        Principal::App { app_id, .. } | Principal::AppUser { app_id, .. } => Some(&**app_id),
-        _ => None,
-    };
-    if let Some(target) = &req.app_id {
-        let reached = state.index.app_account(target).is_some_and(|account_id| {
-            let granted = match p {
-                Principal::ServiceAccount {
-                    service_account_id, ..
-                } => state
-                    .index
-                    .service_account_reaches(service_account_id, target),
-                _ => false,
-            };
-            p.reaches_app(AppRef {
-                id: target,
-                account_id: &account_id,
-                granted_to_caller: granted,
-            })
-        });
-        if !reached {
-            return invalid("not_found", "the credential does not reach this app");
-        }
-        app_id = Some(target.as_str());
-    }
-    let mut user_id = match p {
-        Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
-        _ => None,
-    };
-    if let Some(target) = &req.user_id {
-        if let Principal::AppUser { external_id, .. } = p
-            && external_id != target
-        {
-            return invalid("not_found", "the credential does not reach this user");
-        }
-        user_id = Some(target.as_str());
-    }
-    Answer::Valid {
-        account_id: p.account_id(),
-        app_id,
-        key_id: p.key_id(),
-        scope: scope.as_str(),
-        user_id,
-        valid: true,
+    let reached = crate::front::reach(
+        state,
+        p,
+        req.app_id.as_deref(),
+        req.user_id.as_deref(),
+        req.origin.is_some(),
+    );
+    match (reached, p.scope()) {
+        (Ok(reached), Some(scope)) => Answer::Valid {
+            account_id: p.account_id(),
+            app_id: reached.app_id,
+            key_id: p.key_id(),
+            scope: scope.as_str(),
+            user_id: reached.user_id,
+            valid: true,
+        },
+        (Err((code, title)), _) => invalid(code, title),
+        // `reach` refuses a principal without a scope.
+        (Ok(_), None) => invalid("forbidden", "the credential has no scope"),
     }
 }
 

@@ -1,0 +1,129 @@
+//! `/v1/forward-auth`: a proxy (nginx `auth_request`, Traefik
+//! `forwardAuth`, Caddy `forward_auth`) asks about a request it is about
+//! to forward.
+//!
+//! The proxy sends the original request's headers, and its path and
+//! method as `X-Forwarded-Uri`/`X-Forwarded-Method` (Traefik, Caddy) or
+//! `X-Original-URI`/`X-Original-Method` (nginx, as configured in
+//! docs/INTEGRATIONS.md). A proxy sets one pair and passes the client's
+//! headers on, so a client could send the other pair itself: when both
+//! are present and disagree, the request is refused.
+//!
+//! Allowed: 200 with every identity header (empty when it does not apply)
+//! for the proxy to copy onto the forwarded request. Refused: only 401 or
+//! 403 (nginx turns any other status into a 500), with the precise code in
+//! the JSON body and in `X-Latchkey-Error`. Answered by the connection's
+//! service ([`crate::lane`]) before the router, from the index alone.
+
+use std::net::IpAddr;
+
+use axum::body::Body;
+use axum::http::header::VARY;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{Asked, Decision, ERROR_HEADER, Refusal, decide, set_identity_headers};
+use crate::state::AppState;
+
+/// The endpoint's path.
+pub const PATH: &str = "/v1/forward-auth";
+
+/// The single value of whichever of `names` the request carries; a refusal
+/// when a name is repeated or two names disagree.
+fn one_of<'a>(headers: &'a HeaderMap, names: [&str; 2]) -> Result<Option<&'a str>, Refusal> {
+    let mut found: Option<&str> = None;
+    for name in names {
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else {
+            continue;
+        };
+        if values.next().is_some() {
+            return Err(Refusal::forbidden(format!(
+                "the request carries {name} more than once"
+            )));
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| Refusal::forbidden(format!("{name} is not visible ASCII")))?;
+        match found {
+            Some(other) if other != value => {
+                return Err(Refusal::forbidden(
+                    "X-Forwarded-Uri and X-Original-URI (or X-Forwarded-Method and \
+                     X-Original-Method) disagree; the proxy sets one, so the client sent the other",
+                ));
+            }
+            _ => found = Some(value),
+        }
+    }
+    Ok(found)
+}
+
+/// Answers a forward-auth request with these headers. `own_method` is the
+/// method of the request to this endpoint, used when the proxy names none.
+pub async fn answer(
+    state: &AppState,
+    own_method: &str,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Response {
+    let uri = one_of(headers, ["x-forwarded-uri", "x-original-uri"]);
+    let method = one_of(headers, ["x-forwarded-method", "x-original-method"]);
+    let (uri, method) = match (uri, method) {
+        (Ok(uri), Ok(method)) => (uri, method.unwrap_or(own_method)),
+        (Err(refusal), _) | (_, Err(refusal)) => return refused(refusal, None),
+    };
+    let asked = Asked {
+        method,
+        uri,
+        headers,
+        peer,
+    };
+    match decide(state, &asked).await {
+        Decision::Allow { identity, cors } => {
+            let mut response = Response::new(Body::empty());
+            let headers = response.headers_mut();
+            set_identity_headers(headers, Some(&identity));
+            if let Some(origin) = cors {
+                super::allow_cors(headers, origin);
+                headers.insert(VARY, HeaderValue::from_static("Origin"));
+            }
+            response
+        }
+        Decision::Preflight {
+            allowed: Some(origin),
+        } => {
+            let mut response = Response::new(Body::empty());
+            let headers = response.headers_mut();
+            set_identity_headers(headers, None);
+            super::allow_preflight(headers, origin);
+            headers.insert(VARY, HeaderValue::from_static("Origin"));
+            response
+        }
+        Decision::Preflight { allowed: None } => refused(
+            Refusal::forbidden(
+                "a CORS preflight is allowed only on a path that names an app, \
+                 from an origin that app allows",
+            ),
+            None,
+        ),
+        Decision::Refuse { refusal, cors } => refused(refusal, cors),
+    }
+}
+
+/// A refusal as a proxy can pass it on: 401 stays 401, every other status
+/// becomes 403.
+fn refused(refusal: Refusal, cors: Option<HeaderValue>) -> Response {
+    let code = refusal.code;
+    let mut error = refusal.error();
+    if error.status != StatusCode::UNAUTHORIZED {
+        error.status = StatusCode::FORBIDDEN;
+    }
+    let mut response = error.into_response();
+    let headers = response.headers_mut();
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(code));
+    if let Some(origin) = cors {
+        super::allow_cors(headers, origin);
+        headers.insert(VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}

@@ -1,0 +1,342 @@
+//! The front door: Latchkey in front of the operator's own API.
+//!
+//! Two ways in, one decision. [`forward_auth`] answers a proxy (nginx
+//! `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth`) that asks
+//! about each request it is about to forward; [`gateway`] is Latchkey's
+//! own listener that verifies each request and forwards it itself. Both
+//! read the request's target from its path with the configured target
+//! routes ([`latchkey_core::TargetRoutes`]) and call [`decide`], which
+//! applies `/v1/verify`'s rules ([`reach`]) to the credential, answers CORS
+//! preflights as Latchkey's own API does, and records server credentials
+//! seen from a browser.
+
+pub(crate) mod conns;
+pub mod forward_auth;
+pub mod gateway;
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use axum::http::StatusCode;
+use axum::http::header::{
+    ACCESS_CONTROL_REQUEST_METHOD, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, ORIGIN,
+};
+use latchkey_core::principal::AppRef;
+use latchkey_core::{AuthError, Principal, RouteMatch};
+
+use crate::state::AppState;
+
+/// The identity headers, set on every allowed answer (empty when they do
+/// not apply) so that whatever a client sent under these names is
+/// overwritten.
+pub const SCOPE_HEADER: HeaderName = HeaderName::from_static("x-latchkey-scope");
+pub const ACCOUNT_HEADER: HeaderName = HeaderName::from_static("x-latchkey-account-id");
+pub const APP_HEADER: HeaderName = HeaderName::from_static("x-latchkey-app-id");
+pub const USER_HEADER: HeaderName = HeaderName::from_static("x-latchkey-user-id");
+pub const KEY_HEADER: HeaderName = HeaderName::from_static("x-latchkey-key-id");
+/// The refusal's code, on every refusal.
+pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-latchkey-error");
+/// Every header name that starts with this is Latchkey's to set.
+pub const HEADER_PREFIX: &str = "x-latchkey-";
+
+/// The methods a front-door preflight allows.
+const PREFLIGHT_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE";
+
+/// The request as the operator's API would receive it.
+#[derive(Debug)]
+pub struct Asked<'a> {
+    pub method: &'a str,
+    /// Path and query; `None` when the proxy did not say.
+    pub uri: Option<&'a str>,
+    /// The request's headers (`Authorization`, `Origin`, preflight headers).
+    pub headers: &'a HeaderMap,
+    pub peer: Option<IpAddr>,
+}
+
+/// Who the request speaks for, when it is allowed.
+#[derive(Debug)]
+pub struct Identity {
+    pub principal: Principal,
+    /// The targeted app, or the credential's own.
+    pub app_id: Option<String>,
+    /// The targeted app user, or the appUser credential's own.
+    pub user_id: Option<String>,
+}
+
+impl Identity {
+    /// The identity headers' values, in the order of [`identity_headers`].
+    pub fn header_values(&self) -> [&str; 5] {
+        [
+            self.principal.scope().map_or("", |s| s.as_str()),
+            self.principal.account_id().unwrap_or(""),
+            self.app_id.as_deref().unwrap_or(""),
+            self.user_id.as_deref().unwrap_or(""),
+            self.principal.key_id().unwrap_or(""),
+        ]
+    }
+}
+
+/// The identity header names, in the order of [`Identity::header_values`].
+pub fn identity_headers() -> [HeaderName; 5] {
+    [
+        SCOPE_HEADER,
+        ACCOUNT_HEADER,
+        APP_HEADER,
+        USER_HEADER,
+        KEY_HEADER,
+    ]
+}
+
+/// Sets the identity headers (all five, empty when `identity` is `None`).
+pub fn set_identity_headers(headers: &mut HeaderMap, identity: Option<&Identity>) {
+    let values = identity.map_or([""; 5], Identity::header_values);
+    for (name, value) in identity_headers().into_iter().zip(values) {
+        let value = HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static(""));
+        headers.insert(name, value);
+    }
+}
+
+/// Why a request is refused.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The status Latchkey's own API would answer with.
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub title: Cow<'static, str>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, title: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            code,
+            title: title.into(),
+        }
+    }
+
+    fn unauthorized(e: &AuthError) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+
+    fn forbidden(title: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", title)
+    }
+
+    /// The error body in the documented format.
+    pub fn error(&self) -> crate::error::ApiError {
+        crate::error::ApiError::new(self.status, self.code, self.title.clone())
+    }
+}
+
+/// What the front door does with a request.
+#[derive(Debug)]
+pub enum Decision {
+    /// Forward it, with these identity headers, and CORS headers for
+    /// `cors` (an appUser credential from an origin its app allows).
+    Allow {
+        identity: Identity,
+        cors: Option<HeaderValue>,
+    },
+    /// A CORS preflight: answered with CORS headers for `allowed`, when
+    /// the path names an app that allows that origin.
+    Preflight { allowed: Option<HeaderValue> },
+    /// Refuse it; `cors` as for [`Decision::Allow`] (a 401 on an app's path
+    /// from an allowed origin, so that a page can see its token expired).
+    Refuse {
+        refusal: Refusal,
+        cors: Option<HeaderValue>,
+    },
+}
+
+/// What a credential reaches for a target.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reached<'a> {
+    pub app_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+}
+
+/// `/v1/verify`'s rules: whether a verified principal may act on the app
+/// and app user a request targets, coming from a browser (`Origin` sent)
+/// or not. The refusal is a code and title.
+pub fn reach<'a>(
+    state: &AppState,
+    p: &'a Principal,
+    target_app: Option<&'a str>,
+    target_user: Option<&'a str>,
+    from_browser: bool,
+) -> Result<Reached<'a>, (&'static str, &'static str)> {
+    if p.scope().is_none() {
+        return Err((
+            "forbidden",
+            "the operator token is not a credential for the operator's API",
+        ));
+    }
+    if from_browser && !matches!(p, Principal::AppUser { .. }) {
+        return Err((
+            "forbidden",
+            "app and account credentials must never be used from a browser; use an appUser JWT",
+        ));
+    }
+    let mut app_id = match p {
+        Principal::App { app_id, .. } | Principal::AppUser { app_id, .. } => Some(&**app_id),
+        _ => None,
+    };
+    if let Some(target) = target_app {
+        let reached = state.index.app_account(target).is_some_and(|account_id| {
+            let granted = match p {
+                Principal::ServiceAccount {
+                    service_account_id, ..
+                } => state
+                    .index
+                    .service_account_reaches(service_account_id, target),
+                _ => false,
+            };
+            p.reaches_app(AppRef {
+                id: target,
+                account_id: &account_id,
+                granted_to_caller: granted,
+            })
+        });
+        if !reached {
+            return Err(("not_found", "the credential does not reach this app"));
+        }
+        app_id = Some(target);
+    }
+    let mut user_id = match p {
+        Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
+        _ => None,
+    };
+    if let Some(target) = target_user {
+        if let Principal::AppUser { external_id, .. } = p
+            && external_id != target
+        {
+            return Err(("not_found", "the credential does not reach this user"));
+        }
+        user_id = Some(target);
+    }
+    Ok(Reached { app_id, user_id })
+}
+
+fn origin_allowed(state: &AppState, app_id: &str, origin: &str) -> bool {
+    state
+        .index
+        .app_policy(app_id)
+        .is_some_and(|p| p.allows_origin(origin))
+}
+
+/// Decides about one request. Answered from the index; the only write is
+/// the audit event of a server credential seen from a browser.
+pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
+    let refuse = |refusal| Decision::Refuse {
+        refusal,
+        cors: None,
+    };
+    if let Err(e) = state.freshness.check() {
+        return refuse(Refusal::new(e.status, e.code, e.title));
+    }
+    let origin = asked.headers.get(ORIGIN);
+    let target = match (asked.uri, state.config.target_routes.is_empty()) {
+        (_, true) => RouteMatch::Unmatched,
+        (Some(uri), false) => state.config.target_routes.match_uri(uri),
+        (None, false) => {
+            return refuse(Refusal::forbidden(
+                "the proxy did not say which path was requested: \
+                 send X-Forwarded-Uri or X-Original-URI",
+            ));
+        }
+    };
+    let (target_app, target_user) = match &target {
+        RouteMatch::Unmatched => (None, None),
+        RouteMatch::Target { app_id, user_id } => (app_id.as_deref(), user_id.as_deref()),
+        RouteMatch::Ambiguous(why) => {
+            return refuse(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("{why}; the path is refused because servers read it differently"),
+            ));
+        }
+    };
+    // The CORS answer for this origin on the targeted app's path.
+    let app_cors = |app: Option<&str>| {
+        let origin = origin?;
+        let text = origin.to_str().ok()?;
+        origin_allowed(state, app?, text).then(|| origin.clone())
+    };
+    if asked.method.eq_ignore_ascii_case("OPTIONS")
+        && origin.is_some()
+        && asked.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        // Allowed only for the origins of the app the path names.
+        return Decision::Preflight {
+            allowed: app_cors(target_app),
+        };
+    }
+    let mut values = asked.headers.get_all(AUTHORIZATION).iter();
+    let header = values.next();
+    if values.next().is_some() {
+        return refuse(
+            Refusal::unauthorized(&AuthError::Scheme)
+                .with_title("send exactly one Authorization header"),
+        );
+    }
+    let verified = match state.index.verify_authorization(
+        header.map(HeaderValue::as_bytes),
+        state.now(),
+        state.verify_options(),
+    ) {
+        Ok(verified) => verified,
+        Err(e) => {
+            return Decision::Refuse {
+                refusal: Refusal::unauthorized(&e),
+                cors: app_cors(target_app),
+            };
+        }
+    };
+    let p = &verified.principal;
+    let reached = match reach(state, p, target_app, target_user, origin.is_some()) {
+        Ok(reached) => reached,
+        Err((code, title)) => {
+            let status = if code == "not_found" {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            if let Some(origin) = origin
+                && p.scope().is_some()
+                && !matches!(p, Principal::AppUser { .. })
+            {
+                let origin = String::from_utf8_lossy(origin.as_bytes());
+                let peer = asked.peer.map(|ip| ip.to_string());
+                crate::cors::record_exposure(state, p, &origin, peer.as_deref(), true).await;
+            }
+            return refuse(Refusal::new(status, code, title));
+        }
+    };
+    let identity = Identity {
+        app_id: reached.app_id.map(str::to_string),
+        user_id: reached.user_id.map(str::to_string),
+        principal: verified.principal.clone(),
+    };
+    let cors = match &identity.principal {
+        Principal::AppUser { app_id, .. } => app_cors(Some(app_id)),
+        _ => None,
+    };
+    Decision::Allow { identity, cors }
+}
+
+impl Refusal {
+    fn with_title(mut self, title: &'static str) -> Self {
+        self.title = Cow::Borrowed(title);
+        self
+    }
+}
+
+/// Adds the CORS headers of an allowed appUser response for `origin`.
+pub fn allow_cors(headers: &mut HeaderMap, origin: HeaderValue) {
+    crate::cors::allow_headers(headers, origin);
+}
+
+/// Adds the CORS headers of an allowed preflight for `origin`.
+pub fn allow_preflight(headers: &mut HeaderMap, origin: HeaderValue) {
+    crate::cors::preflight_headers(headers, origin, PREFLIGHT_METHODS);
+}

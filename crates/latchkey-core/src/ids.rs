@@ -20,6 +20,7 @@ pub enum IdKind {
     UserAccountKey,
     ServiceAccountKey,
     OperatorToken,
+    VerifierToken,
     Event,
     Webhook,
 }
@@ -36,6 +37,7 @@ impl IdKind {
             IdKind::UserAccountKey => "act_",
             IdKind::ServiceAccountKey => "svc_",
             IdKind::OperatorToken => "op_",
+            IdKind::VerifierToken => "vt_",
             IdKind::Event => "evt_",
             IdKind::Webhook => "whk_",
         }

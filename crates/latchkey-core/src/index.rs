@@ -344,6 +344,20 @@ fn basic_secret_b64(id: &str, secret: &[u8]) -> Option<Zeroizing<[u8; BASIC_SECR
     }
 }
 
+/// The id whose hash equals the SHA-256 of `token`. Every hash is
+/// compared, in constant time, so the time taken says nothing about which
+/// (if any) matched. Deployments have a handful of such tokens.
+fn token_id_by_hash(tokens: &[(String, [u8; 32])], token: &str) -> Option<String> {
+    let presented = sha256(token.as_bytes());
+    let mut found = None;
+    for (id, hash) in tokens {
+        if bool::from(hash.ct_eq(&presented)) {
+            found = Some(id.clone());
+        }
+    }
+    found
+}
+
 /// The maps' hasher: foldhash, keyed per index with 64 bits from the OS
 /// CSPRNG. Key ids are random and only the server inserts them; a caller
 /// chooses only the ids it looks up, which cannot lengthen any probe
@@ -367,6 +381,8 @@ struct Inner {
     service_accounts: Map<Arc<str>, (Arc<str>, HashSet<String>)>,
     /// operator token id -> SHA-256 of the token
     operator_tokens: Vec<(String, [u8; 32])>,
+    /// verifier token id -> SHA-256 of the token
+    verifier_tokens: Vec<(String, [u8; 32])>,
 }
 
 impl Inner {
@@ -379,6 +395,7 @@ impl Inner {
             policies: Map::with_hasher(hasher.clone()),
             service_accounts: Map::with_hasher(hasher),
             operator_tokens: Vec::new(),
+            verifier_tokens: Vec::new(),
         }
     }
 
@@ -770,15 +787,38 @@ impl KeyIndex {
 
     /// The id of the operator token `token` matches, compared in constant time.
     pub fn operator_token_id(&self, token: &str) -> Option<String> {
-        let presented = sha256(token.as_bytes());
-        let inner = self.read();
-        let mut found = None;
-        for (id, hash) in &inner.operator_tokens {
-            if bool::from(hash.ct_eq(&presented)) {
-                found = Some(id.clone());
-            }
-        }
-        found
+        token_id_by_hash(&self.read().operator_tokens, token)
+    }
+
+    /// Adds a verifier token (by the SHA-256 of the token), or replaces
+    /// the hash of one with the same id.
+    pub fn insert_verifier_token(&self, token_id: &str, token_hash: [u8; 32]) {
+        let mut inner = self.write();
+        inner.verifier_tokens.retain(|(id, _)| id != token_id);
+        inner
+            .verifier_tokens
+            .push((token_id.to_string(), token_hash));
+    }
+
+    /// Forgets a verifier token; false if it was not there.
+    pub fn remove_verifier_token(&self, token_id: &str) -> bool {
+        let mut inner = self.write();
+        let before = inner.verifier_tokens.len();
+        inner.verifier_tokens.retain(|(id, _)| id != token_id);
+        inner.verifier_tokens.len() != before
+    }
+
+    /// The id of the verifier token `token` matches, compared in constant time.
+    pub fn verifier_token_id(&self, token: &str) -> Option<String> {
+        token_id_by_hash(&self.read().verifier_tokens, token)
+    }
+
+    /// Whether a verifier token is in the index.
+    pub fn contains_verifier_token(&self, token_id: &str) -> bool {
+        self.read()
+            .verifier_tokens
+            .iter()
+            .any(|(id, _)| id == token_id)
     }
 
     /// Keys whose `lastUsedAt` moved since the last call, as (id, unix
@@ -1020,5 +1060,26 @@ mod tests {
         index.insert_operator_token("op_1", sha256(b"lkop_abc"));
         assert_eq!(index.operator_token_id("lkop_abc").as_deref(), Some("op_1"));
         assert_eq!(index.operator_token_id("lkop_abd"), None);
+    }
+
+    #[test]
+    fn verifier_tokens_match_by_hash_until_removed() {
+        let index = KeyIndex::new();
+        index.insert_operator_token("op_1", sha256(b"lkop_abc"));
+        index.insert_verifier_token("vt_1", sha256(b"lkvf_abc"));
+        index.insert_verifier_token("vt_2", sha256(b"lkvf_def"));
+        assert_eq!(index.verifier_token_id("lkvf_abc").as_deref(), Some("vt_1"));
+        assert_eq!(index.verifier_token_id("lkvf_def").as_deref(), Some("vt_2"));
+        assert_eq!(index.verifier_token_id("lkvf_abd"), None);
+        // The two kinds of token are kept apart.
+        assert_eq!(index.verifier_token_id("lkop_abc"), None);
+        assert_eq!(index.operator_token_id("lkvf_abc"), None);
+        // Inserting again (a follower reloading it) keeps one entry.
+        index.insert_verifier_token("vt_1", sha256(b"lkvf_abc"));
+        assert!(index.remove_verifier_token("vt_1"));
+        assert!(!index.remove_verifier_token("vt_1"));
+        assert!(!index.contains_verifier_token("vt_1"));
+        assert_eq!(index.verifier_token_id("lkvf_abc"), None);
+        assert!(index.contains_verifier_token("vt_2"));
     }
 }

@@ -39,6 +39,9 @@ impl Scope {
 pub enum Principal {
     /// The deployment's operator (operator token).
     Operator { token_id: String },
+    /// An API server that verifies credentials (a verifier token): may call
+    /// `/v1/verify` and `/v1/introspect` and nothing else.
+    Verifier { token_id: String },
     /// One end user of one app (a JWT signed by an app key with `appUser` scope).
     AppUser {
         key_id: KeyId,
@@ -117,7 +120,7 @@ pub enum UserAction {
 impl Principal {
     pub fn scope(&self) -> Option<Scope> {
         match self {
-            Principal::Operator { .. } => None,
+            Principal::Operator { .. } | Principal::Verifier { .. } => None,
             Principal::AppUser { .. } => Some(Scope::AppUser),
             Principal::App { .. } => Some(Scope::App),
             Principal::UserAccount { .. }
@@ -128,7 +131,7 @@ impl Principal {
 
     pub fn account_id(&self) -> Option<&str> {
         match self {
-            Principal::Operator { .. } => None,
+            Principal::Operator { .. } | Principal::Verifier { .. } => None,
             Principal::AppUser { account_id, .. }
             | Principal::App { account_id, .. }
             | Principal::UserAccount { account_id, .. }
@@ -139,7 +142,9 @@ impl Principal {
 
     pub fn key_id(&self) -> Option<&str> {
         match self {
-            Principal::Operator { .. } | Principal::Session { .. } => None,
+            Principal::Operator { .. } | Principal::Verifier { .. } | Principal::Session { .. } => {
+                None
+            }
             Principal::AppUser { key_id, .. }
             | Principal::App { key_id, .. }
             | Principal::UserAccount { key_id, .. }
@@ -151,9 +156,15 @@ impl Principal {
         matches!(self, Principal::Operator { .. })
     }
 
+    pub fn is_verifier(&self) -> bool {
+        matches!(self, Principal::Verifier { .. })
+    }
+
     fn app_reach(&self, app: AppRef<'_>) -> AppReach {
         match self {
-            Principal::Operator { .. } => AppReach::Operator,
+            // A verifier token, like the operator, sees apps but may act
+            // on none (403, not 404).
+            Principal::Operator { .. } | Principal::Verifier { .. } => AppReach::Operator,
             Principal::AppUser { app_id, .. } if **app_id == *app.id => AppReach::AppUser,
             Principal::App { app_id, .. } if **app_id == *app.id => AppReach::App,
             Principal::UserAccount { account_id, .. } | Principal::Session { account_id, .. }
@@ -180,12 +191,21 @@ impl Principal {
         )
     }
 
-    /// Operator endpoints (accounts, verification).
+    /// Operator endpoints (accounts, verifier tokens).
     pub fn may_operate(&self) -> Access {
         if self.is_operator() {
             Access::Allow
         } else {
             Access::Forbidden
+        }
+    }
+
+    /// Verification endpoints (`/v1/verify`, `/v1/introspect`): the
+    /// operator and verifier tokens.
+    pub fn may_verify(&self) -> Access {
+        match self {
+            Principal::Operator { .. } | Principal::Verifier { .. } => Access::Allow,
+            _ => Access::Forbidden,
         }
     }
 
@@ -287,6 +307,12 @@ mod tests {
                 },
             ),
             (
+                "verifier",
+                Principal::Verifier {
+                    token_id: "vt_1".into(),
+                },
+            ),
+            (
                 "act",
                 Principal::UserAccount {
                     key_id: "act_1".into(),
@@ -350,28 +376,33 @@ mod tests {
     /// The whole matrix: principal x question, on app ap_1 of acc_A.
     #[test]
     fn scope_matrix() {
-        // (name, operate, account scope, manage SAs, manage app (granted),
-        //  manage app (not granted), configure app, read alice, read bob,
-        //  update alice, delete alice, list users)
-        let expected: &[(&str, [Access; 11])] = &[
-            ("operator", [A, F, F, F, F, F, F, F, F, F, F]),
-            ("act", [F, A, A, A, A, A, A, A, A, A, A]),
-            ("session", [F, A, A, A, A, A, A, A, A, A, A]),
-            ("act_other_account", [F, A, A, N, N, N, N, N, N, N, N]),
-            ("svc", [F, A, F, A, N, A, A, A, A, A, A]),
-            ("app", [F, F, F, F, F, A, A, A, A, A, A]),
-            ("app_other", [F, F, F, N, N, N, N, N, N, N, N]),
-            ("appUser", [F, F, F, F, F, F, A, N, A, F, F]),
+        // (name, operate, verify, account scope, manage SAs, manage SA of
+        //  acc_A, manage app (granted), manage app (not granted), configure
+        //  app, read alice, read bob, update alice, delete alice, list users)
+        let expected: &[(&str, [Access; 13])] = &[
+            ("operator", [A, A, F, F, F, F, F, F, F, F, F, F, F]),
+            // A verifier token verifies and is refused everything else.
+            ("verifier", [F, A, F, F, F, F, F, F, F, F, F, F, F]),
+            ("act", [F, F, A, A, A, A, A, A, A, A, A, A, A]),
+            ("session", [F, F, A, A, A, A, A, A, A, A, A, A, A]),
+            ("act_other_account", [F, F, A, A, N, N, N, N, N, N, N, N, N]),
+            ("svc", [F, F, A, F, F, A, N, A, A, A, A, A, A]),
+            ("app", [F, F, F, F, F, F, F, A, A, A, A, A, A]),
+            ("app_other", [F, F, F, F, F, N, N, N, N, N, N, N, N]),
+            ("appUser", [F, F, F, F, F, F, F, F, A, N, A, F, F]),
         ];
         let all = principals();
+        assert_eq!(all.len(), expected.len(), "every principal has a row");
         for (name, row) in expected {
             let p = &all.iter().find(|(n, _)| n == name).expect("principal").1;
             let granted = app("ap_1", "acc_A", true);
             let not_granted = app("ap_1", "acc_A", false);
             let got = [
                 p.may_operate(),
+                p.may_verify(),
                 p.may_use_account_scope(),
                 p.may_manage_service_accounts(),
+                p.may_manage_service_account("acc_A"),
                 p.may_manage_app(granted),
                 p.may_manage_app(not_granted),
                 p.may_configure_app(granted),
@@ -388,11 +419,24 @@ mod tests {
     #[test]
     fn service_accounts_are_managed_only_within_the_own_account() {
         let all = principals();
-        let act = &all[1].1;
-        let act_b = &all[2].1;
-        let svc = &all[3].1;
-        assert_eq!(act.may_manage_service_account("acc_A"), A);
-        assert_eq!(act_b.may_manage_service_account("acc_A"), N);
-        assert_eq!(svc.may_manage_service_account("acc_A"), F);
+        let by_name = |name: &str| &all.iter().find(|(n, _)| *n == name).expect("principal").1;
+        assert_eq!(by_name("act").may_manage_service_account("acc_A"), A);
+        assert_eq!(
+            by_name("act_other_account").may_manage_service_account("acc_A"),
+            N
+        );
+        assert_eq!(by_name("svc").may_manage_service_account("acc_A"), F);
+    }
+
+    #[test]
+    fn a_verifier_token_has_no_scope_account_or_key() {
+        let verifier = Principal::Verifier {
+            token_id: "vt_1".into(),
+        };
+        assert_eq!(verifier.scope(), None);
+        assert_eq!(verifier.account_id(), None);
+        assert_eq!(verifier.key_id(), None);
+        assert!(verifier.is_verifier() && !verifier.is_operator());
+        assert!(!verifier.reaches_app(app("ap_1", "acc_A", true)));
     }
 }

@@ -17,6 +17,9 @@ use crate::ids::{BASE62, fill_base62, is_base62};
 pub const KEY_SECRET_PREFIX: &str = "lksk_";
 /// Prefix of operator tokens.
 pub const OPERATOR_TOKEN_PREFIX: &str = "lkop_";
+/// Prefix of verifier tokens (may call only `/v1/verify` and
+/// `/v1/introspect`).
+pub const VERIFIER_TOKEN_PREFIX: &str = "lkvf_";
 
 /// 43 base62 characters carry 256.03 bits.
 pub const SECRET_BODY_LEN: usize = 43;
@@ -113,6 +116,13 @@ mod tests {
         assert_eq!(check_format(KEY_SECRET_PREFIX, s.expose()), Ok(()));
         assert_eq!(
             check_format(OPERATOR_TOKEN_PREFIX, s.expose()),
+            Err(SecretFormatError::Prefix)
+        );
+        let v = generate(&rng, VERIFIER_TOKEN_PREFIX);
+        assert!(v.expose().starts_with("lkvf_"));
+        assert_eq!(check_format(VERIFIER_TOKEN_PREFIX, v.expose()), Ok(()));
+        assert_eq!(
+            check_format(OPERATOR_TOKEN_PREFIX, v.expose()),
             Err(SecretFormatError::Prefix)
         );
     }

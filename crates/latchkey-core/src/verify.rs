@@ -14,7 +14,9 @@ use crate::ids::{ID_BODY_LEN, IdKind, is_base62};
 use crate::index::{KeyIndex, KeyOwner, LiveKey};
 use crate::jwt::{self, ClaimedScope, JwtError, UnverifiedJwt};
 use crate::principal::Principal;
-use crate::secret::{self, KEY_SECRET_PREFIX, OPERATOR_TOKEN_PREFIX, SecretFormatError};
+use crate::secret::{
+    self, KEY_SECRET_PREFIX, OPERATOR_TOKEN_PREFIX, SecretFormatError, VERIFIER_TOKEN_PREFIX,
+};
 
 /// Largest `Authorization` header value accepted.
 pub const MAX_HEADER_LEN: usize = jwt::MAX_TOKEN_LEN + 16;
@@ -37,6 +39,23 @@ impl Default for VerifyOptions {
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub principal: Principal,
+    /// When the credential stops working, if it does (unix seconds): the
+    /// earlier of a JWT's `exp` and its key's expiry; for Basic, the key's
+    /// expiry. What introspection reports as `exp`.
+    pub expires_at: Option<i64>,
+    /// A JWT's `iat`, if it carried one.
+    pub issued_at: Option<i64>,
+}
+
+impl Verified {
+    /// A credential that carries no times (operator and verifier tokens).
+    fn timeless(principal: Principal) -> Self {
+        Self {
+            principal,
+            expires_at: None,
+            issued_at: None,
+        }
+    }
 }
 
 /// Why a credential was refused. All answer 401.
@@ -58,6 +77,8 @@ pub enum AuthError {
     BadCredentials,
     #[error("unknown operator token")]
     BadOperatorToken,
+    #[error("unknown verifier token (deleted?)")]
+    BadVerifierToken,
     /// Same message as a bad signature: whether a key id is live is not
     /// told to a caller who cannot sign with it.
     #[error("the JWT's kid does not name a live key, or its signature does not match")]
@@ -121,6 +142,8 @@ impl KeyIndex {
         } else if scheme.eq_ignore_ascii_case("bearer") {
             if credentials.starts_with(OPERATOR_TOKEN_PREFIX) {
                 self.verify_operator_token(credentials)
+            } else if credentials.starts_with(VERIFIER_TOKEN_PREFIX) {
+                self.verify_verifier_token(credentials)
             } else {
                 self.verify_jwt(credentials, now, opts)
             }
@@ -262,13 +285,24 @@ impl KeyIndex {
         // verification request) is checked only when no hash matches, to
         // say what is wrong with the token.
         match self.operator_token_id(token) {
-            Some(token_id) => Ok(Verified {
-                principal: Principal::Operator { token_id },
-            }),
+            Some(token_id) => Ok(Verified::timeless(Principal::Operator { token_id })),
             None => {
                 secret::check_format(OPERATOR_TOKEN_PREFIX, token)
                     .map_err(AuthError::MalformedSecret)?;
                 Err(AuthError::BadOperatorToken)
+            }
+        }
+    }
+
+    /// As [`KeyIndex::verify_operator_token`], for verifier tokens.
+    fn verify_verifier_token(&self, token: &str) -> Result<Verified, AuthError> {
+        let token = token.trim_end();
+        match self.verifier_token_id(token) {
+            Some(token_id) => Ok(Verified::timeless(Principal::Verifier { token_id })),
+            None => {
+                secret::check_format(VERIFIER_TOKEN_PREFIX, token)
+                    .map_err(AuthError::MalformedSecret)?;
+                Err(AuthError::BadVerifierToken)
             }
         }
     }
@@ -369,14 +403,26 @@ fn jwt_verified(
         (_, ClaimedScope::Other(s)) => return Err(AuthError::ScopeNotAllowed(s)),
     };
     key.touch(now);
-    Ok(Verified { principal })
+    let expires_at = match (claims.exp, key.expires_at()) {
+        (Some(exp), Some(key)) => Some(exp.min(key)),
+        (exp, key) => exp.or(key),
+    };
+    Ok(Verified {
+        principal,
+        expires_at,
+        issued_at: claims.iat,
+    })
 }
 
 /// The principal of a key that presented its secret (Basic).
 fn basic_verified(key: &LiveKey, now: i64) -> Verified {
     let principal = key_principal(key, &key.owner);
     key.touch(now);
-    Verified { principal }
+    Verified {
+        principal,
+        expires_at: key.expires_at(),
+        issued_at: None,
+    }
 }
 
 /// The principal of a key in its own scope (Basic, or an account-scope JWT).
@@ -423,6 +469,7 @@ mod tests {
         svc_key: String,
         svc_secret: String,
         op_token: String,
+        vf_token: String,
     }
 
     fn fixture() -> Fixture {
@@ -457,6 +504,8 @@ mod tests {
         ));
         let op_token = generate(&rng, OPERATOR_TOKEN_PREFIX).expose().to_string();
         index.insert_operator_token("op_1", sha256(op_token.as_bytes()));
+        let vf_token = generate(&rng, VERIFIER_TOKEN_PREFIX).expose().to_string();
+        index.insert_verifier_token("vt_1", sha256(vf_token.as_bytes()));
         Fixture {
             index,
             app_key,
@@ -464,6 +513,7 @@ mod tests {
             svc_key,
             svc_secret,
             op_token,
+            vf_token,
         }
     }
 
@@ -724,6 +774,71 @@ mod tests {
     }
 
     #[test]
+    fn verifier_token() {
+        let f = fixture();
+        let v = verify(&f, &format!("Bearer {}", f.vf_token)).expect("verifier");
+        assert_eq!(
+            v.principal,
+            Principal::Verifier {
+                token_id: "vt_1".into()
+            }
+        );
+        assert_eq!((v.expires_at, v.issued_at), (None, None));
+        // Trailing spaces are trimmed, as for operator tokens.
+        assert!(verify(&f, &format!("Bearer {}  ", f.vf_token)).is_ok());
+        let rng = SystemRandom::new();
+        let unknown = generate(&rng, VERIFIER_TOKEN_PREFIX);
+        assert_eq!(
+            verify(&f, &format!("Bearer {}", unknown.expose())).err(),
+            Some(AuthError::BadVerifierToken)
+        );
+        let mut typo = f.vf_token.clone();
+        typo.replace_range(8..9, if &typo[8..9] == "a" { "b" } else { "a" });
+        assert_eq!(
+            verify(&f, &format!("Bearer {typo}")).err(),
+            Some(AuthError::MalformedSecret(SecretFormatError::Checksum))
+        );
+        // The operator token is not a verifier token, nor the reverse.
+        let as_operator = format!("Bearer lkop_{}", &f.vf_token[5..]);
+        assert!(verify(&f, &as_operator).is_err());
+        // Deleted: refused at once.
+        assert!(f.index.remove_verifier_token("vt_1"));
+        assert_eq!(
+            verify(&f, &format!("Bearer {}", f.vf_token)).err(),
+            Some(AuthError::BadVerifierToken)
+        );
+    }
+
+    #[test]
+    fn verified_credentials_carry_their_times() {
+        let f = fixture();
+        let sign = |claims: serde_json::Value| {
+            format!(
+                "Bearer {}",
+                jwt::sign_hs256(f.app_secret.as_bytes(), &f.app_key, &claims)
+            )
+        };
+        let v = verify(
+            &f,
+            &sign(json!({"scope":"app","iat": NOW - 5, "exp": NOW + 60})),
+        )
+        .expect("jwt");
+        assert_eq!((v.expires_at, v.issued_at), (Some(NOW + 60), Some(NOW - 5)));
+        let v = verify(&f, &sign(json!({"scope":"app"}))).expect("jwt");
+        assert_eq!((v.expires_at, v.issued_at), (None, None));
+        let v = verify(&f, &basic(&f.app_key, &f.app_secret)).expect("basic");
+        assert_eq!((v.expires_at, v.issued_at), (None, None));
+        // A key that expires first ends the JWT's life first.
+        assert!(f.index.set_key_expiry(&f.app_key, Some(NOW + 30)));
+        let v = verify(&f, &sign(json!({"scope":"app","exp": NOW + 60}))).expect("jwt");
+        assert_eq!(v.expires_at, Some(NOW + 30));
+        let v = verify(&f, &sign(json!({"scope":"app","exp": NOW + 10}))).expect("jwt");
+        assert_eq!(v.expires_at, Some(NOW + 10));
+        let v = verify(&f, &basic(&f.app_key, &f.app_secret)).expect("basic");
+        assert_eq!(v.expires_at, Some(NOW + 30));
+    }
+
+    #[test]
     fn basic_fast_and_full_paths_agree() {
         let f = fixture();
         // A key whose id is not a well-formed key id gets no fast path and
@@ -772,8 +887,10 @@ mod tests {
     }
 
     /// A verification's outcome, comparable.
-    fn outcome(r: Result<Verified, AuthError>) -> Result<Principal, AuthError> {
-        r.map(|v| v.principal)
+    fn outcome(
+        r: Result<Verified, AuthError>,
+    ) -> Result<(Principal, Option<i64>, Option<i64>), AuthError> {
+        r.map(|v| (v.principal, v.expires_at, v.issued_at))
     }
 
     /// Headers near the common forms: valid Basic and JWT credentials of
@@ -807,6 +924,7 @@ mod tests {
                 json!({"scope":"app","exp": NOW - 60}),
             ),
             format!("Bearer {}", f.op_token),
+            format!("Bearer {}", f.vf_token),
         ];
         (
             proptest::sample::select(valid),

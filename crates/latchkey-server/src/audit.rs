@@ -20,6 +20,9 @@ pub fn actor_of(principal: &Principal) -> Actor {
         Principal::Operator { token_id } => Actor::Operator {
             token_id: token_id.clone(),
         },
+        Principal::Verifier { token_id } => Actor::VerifierToken {
+            token_id: token_id.clone(),
+        },
         Principal::Session {
             user_account_id, ..
         } => Actor::UserAccount {

@@ -14,7 +14,7 @@ use latchkey_core::secret::{self, KEY_SECRET_PREFIX, OPERATOR_TOKEN_PREFIX};
 use latchkey_core::{Clock, KeyIndex, KeyOwner, LiveKey, MasterKey, SecretString, password};
 use latchkey_store::{
     Account, ApiKey, Initialization, KeyKind, NewAccount, OperatorToken, SnapshotHead, SnapshotKey,
-    SqlStore, Store, StoreError, UserAccount,
+    SqlStore, Store, StoreError, UserAccount, VerifierToken,
 };
 use ring::rand::SystemRandom;
 use serde::Serialize;
@@ -475,7 +475,18 @@ fn index_head(index: &KeyIndex, head: SnapshotHead) {
             index.insert_operator_token(&token.id, hash);
         }
     }
+    for token in &head.verifier_tokens {
+        index_verifier_token(index, token);
+    }
     index.reserve_keys(usize::try_from(head.key_count).unwrap_or(0));
+}
+
+/// Adds a stored verifier token to the index (a stored hash of the wrong
+/// length matches nothing and is left out).
+pub fn index_verifier_token(index: &KeyIndex, token: &VerifierToken) {
+    if let Ok(hash) = <[u8; 32]>::try_from(token.token_hash.as_slice()) {
+        index.insert_verifier_token(&token.id, hash);
+    }
 }
 
 /// One worker of [`build_index`]: opens batches of keys and adds them to
@@ -646,6 +657,9 @@ mod tests {
             let hash: [u8; 32] = token.token_hash.as_slice().try_into().expect("32 bytes");
             index.insert_operator_token(&token.id, hash);
         }
+        for token in &snapshot.verifier_tokens {
+            index_verifier_token(&index, token);
+        }
         for key in &snapshot.keys {
             assert!(index.insert_key(live_key(key, master).expect("opens")));
         }
@@ -737,6 +751,28 @@ mod tests {
         // A gap in the keys' sequence numbers.
         let (gone, _) = secrets.remove(7);
         assert!(store.delete_key(&gone, &ev(&mut n)).await.expect("delete"));
+        // Verifier tokens: one live, one deleted.
+        let mut verifier_tokens = Vec::new();
+        for name in ["live", "deleted"] {
+            let token = secret::generate(&rng, latchkey_core::secret::VERIFIER_TOKEN_PREFIX);
+            let stored = VerifierToken {
+                id: new_id(&rng, IdKind::VerifierToken),
+                display_name: name.into(),
+                token_hash: sha256(token.expose().as_bytes()).to_vec(),
+                created_at: 100,
+            };
+            store
+                .create_verifier_token(&stored, &ev(&mut n))
+                .await
+                .expect("verifier token");
+            verifier_tokens.push((stored.id, token));
+        }
+        assert!(
+            store
+                .delete_verifier_token(&verifier_tokens[1].0, &ev(&mut n))
+                .await
+                .expect("delete")
+        );
 
         let snapshot = store.snapshot().await.expect("snapshot");
         let reference = reference_index(&snapshot, &master);
@@ -767,6 +803,17 @@ mod tests {
                     reference.service_account_reaches(&sa.id, app)
                 );
             }
+            let (live, deleted) = (&verifier_tokens[0], &verifier_tokens[1]);
+            assert_eq!(
+                index.verifier_token_id(live.1.expose()).as_deref(),
+                Some(live.0.as_str())
+            );
+            assert_eq!(
+                reference.verifier_token_id(live.1.expose()).as_deref(),
+                Some(live.0.as_str())
+            );
+            assert_eq!(index.verifier_token_id(deleted.1.expose()), None);
+            assert_eq!(reference.verifier_token_id(deleted.1.expose()), None);
             let token = report.operator_token.expose();
             assert!(index.operator_token_id(token).is_some());
             assert_eq!(

@@ -10,9 +10,11 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Req
 use axum::http::header::{AUTHORIZATION, ORIGIN};
 use axum::http::request::Parts;
 use latchkey_core::Principal;
+use latchkey_core::secret::{OPERATOR_TOKEN_PREFIX, VERIFIER_TOKEN_PREFIX};
 use latchkey_store::Page;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -32,69 +34,134 @@ impl Caller {
     }
 }
 
+/// Why a verifier token gets 403 everywhere but where it belongs.
+pub const VERIFIER_TOKEN_ELSEWHERE: &str =
+    "a verifier token may call only /v1/verify and /v1/introspect";
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
+    /// Every endpoint but verification's: a verifier token is refused (403).
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state.freshness.check()?;
-        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
-        let header = values.next();
-        if values.next().is_some() {
-            return Err(ApiError::unauthorized(&latchkey_core::AuthError::Scheme)
-                .with_title("send exactly one Authorization header"));
+        let caller = authenticate(parts, state, false).await?;
+        if caller.principal.is_verifier() {
+            return Err(ApiError::forbidden(VERIFIER_TOKEN_ELSEWHERE));
         }
-        let verified = state
-            .index
-            .verify_authorization(
-                header.map(|h| h.as_bytes()),
-                state.now(),
-                state.verify_options(),
-            )
-            .map_err(|e| ApiError::unauthorized(&e))?;
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        // Browsers send Origin on cross-origin requests (and on same-origin
-        // writes). Only appUser credentials belong in a browser: any other
-        // credential seen with an Origin has leaked. It is recorded, and
-        // refused before it has any effect: always for account and operator
-        // credentials, for app keys unless the app turned
-        // blockBrowserSecrets off.
-        if let Some(origin) = parts.headers.get(ORIGIN)
-            && !matches!(verified.principal, Principal::AppUser { .. })
-        {
-            let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
-            let refuse = match &verified.principal {
-                Principal::App { app_id, .. } => state
-                    .index
-                    .app_policy(app_id)
-                    .is_none_or(|p| p.block_browser_secrets),
-                _ => true,
-            };
-            crate::cors::record_exposure(
-                state,
-                &verified.principal,
-                &origin,
-                peer.map(|ip| ip.to_string()).as_deref(),
-                refuse,
-            )
-            .await;
-            if refuse {
-                return Err(ApiError::forbidden(
-                    "app and account credentials must never be used from a browser; \
-                     give the browser an appUser JWT instead",
-                ));
-            }
-        }
-        if let Some(slot) = parts.extensions.get::<AuditSlot>() {
-            slot.fill(&verified.principal, peer);
-        }
-        Ok(Caller {
-            principal: verified.principal,
-            peer,
-        })
+        Ok(caller)
     }
+}
+
+/// The caller of `/v1/verify` and `/v1/introspect`: as [`Caller`], but a
+/// verifier token is let through (the handler asks `may_verify`), and an
+/// operator or verifier token is also accepted as the password of Basic
+/// credentials with any user name, as OAuth introspection clients send it.
+#[derive(Debug, Clone)]
+pub struct VerifyCaller(pub Caller);
+
+impl FromRequestParts<AppState> for VerifyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate(parts, state, true).await.map(VerifyCaller)
+    }
+}
+
+/// `Bearer <token>` for `Basic base64(anyone ":" <token>)` when the token
+/// is an operator or verifier token; `None` for anything else (a key's
+/// Basic credentials among them), which is then verified as it is.
+fn bearer_of_basic_token(header: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    use base64::Engine;
+    let (scheme, rest) = header.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let decoded = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(rest.trim_ascii())
+            .ok()?,
+    );
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let password = &decoded[colon + 1..];
+    let is_token = [OPERATOR_TOKEN_PREFIX, VERIFIER_TOKEN_PREFIX]
+        .iter()
+        .any(|prefix| password.starts_with(prefix.as_bytes()));
+    if !is_token {
+        return None;
+    }
+    let mut bearer = Zeroizing::new(Vec::with_capacity(7 + password.len()));
+    bearer.extend_from_slice(b"Bearer ");
+    bearer.extend_from_slice(password);
+    Some(bearer)
+}
+
+/// Verifies the request's credential (and refuses server credentials sent
+/// from a browser). `basic_tokens`: see [`VerifyCaller`].
+async fn authenticate(
+    parts: &mut Parts,
+    state: &AppState,
+    basic_tokens: bool,
+) -> Result<Caller, ApiError> {
+    state.freshness.check()?;
+    let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+    let header = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::unauthorized(&latchkey_core::AuthError::Scheme)
+            .with_title("send exactly one Authorization header"));
+    }
+    let translated = header
+        .filter(|_| basic_tokens)
+        .and_then(|h| bearer_of_basic_token(h.as_bytes()));
+    let presented = match &translated {
+        Some(bearer) => Some(bearer.as_slice()),
+        None => header.map(|h| h.as_bytes()),
+    };
+    let verified = state
+        .index
+        .verify_authorization(presented, state.now(), state.verify_options())
+        .map_err(|e| ApiError::unauthorized(&e))?;
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    // Browsers send Origin on cross-origin requests (and on same-origin
+    // writes). Only appUser credentials belong in a browser: any other
+    // credential seen with an Origin has leaked. It is recorded, and
+    // refused before it has any effect: always for account and operator
+    // credentials, for app keys unless the app turned
+    // blockBrowserSecrets off.
+    if let Some(origin) = parts.headers.get(ORIGIN)
+        && !matches!(verified.principal, Principal::AppUser { .. })
+    {
+        let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+        let refuse = match &verified.principal {
+            Principal::App { app_id, .. } => state
+                .index
+                .app_policy(app_id)
+                .is_none_or(|p| p.block_browser_secrets),
+            _ => true,
+        };
+        crate::cors::record_exposure(
+            state,
+            &verified.principal,
+            &origin,
+            peer.map(|ip| ip.to_string()).as_deref(),
+            refuse,
+        )
+        .await;
+        if refuse {
+            return Err(ApiError::forbidden(
+                "app and account credentials must never be used from a browser; \
+                     give the browser an appUser JWT instead",
+            ));
+        }
+    }
+    if let Some(slot) = parts.extensions.get::<AuditSlot>() {
+        slot.fill(&verified.principal, peer);
+    }
+    Ok(Caller {
+        principal: verified.principal,
+        peer,
+    })
 }
 
 /// Where the `Caller` extractor leaves the verified principal, so that the
@@ -244,6 +311,52 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBodyOrEmpty<T>
         JsonBody::<T>::from_request(req, state)
             .await
             .map(|JsonBody(v)| JsonBodyOrEmpty(v))
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body (OAuth's form, as in
+/// RFC 7662 introspection). Another content type, a body that does not
+/// parse and an oversized body are answered in the documented error
+/// format (400, 400, 413). Members the type does not name are ignored, as
+/// OAuth servers ignore parameters they do not know.
+#[derive(Debug)]
+pub struct FormBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for FormBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let is_form = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !is_form {
+            return Err(ApiError::bad_request(
+                "send the body as a form with Content-Type: application/x-www-form-urlencoded",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::payload_too_large(state.config.max_body_bytes)
+                } else {
+                    ApiError::bad_request("the request body could not be read completely")
+                }
+            })?;
+        serde_urlencoded::from_bytes::<T>(&bytes)
+            .map(FormBody)
+            .map_err(|e| {
+                let text: String = e.to_string().chars().take(300).collect();
+                ApiError::bad_request(format!(
+                    "the form does not have the expected fields: {text}"
+                ))
+            })
     }
 }
 

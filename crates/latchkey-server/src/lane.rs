@@ -174,7 +174,7 @@ fn takes(state: &AppState, method: &Method, path: &str, headers: &HeaderMap) -> 
     state
         .index
         .verify_authorization(Some(header.as_bytes()), now, state.verify_options())
-        .is_ok_and(|caller| caller.principal.may_operate() == latchkey_core::Access::Allow)
+        .is_ok_and(|caller| caller.principal.may_verify() == latchkey_core::Access::Allow)
         .then_some(Taken { length, now })
 }
 

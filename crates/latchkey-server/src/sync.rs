@@ -444,6 +444,12 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
             }
             None => index.remove_service_account(id),
         },
+        ChangeEntity::VerifierToken => match state.store.get_verifier_token(id).await? {
+            Some(token) => crate::bootstrap::index_verifier_token(index, &token),
+            None => {
+                index.remove_verifier_token(id);
+            }
+        },
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! JSON shapes of the API's responses (camelCase, RFC 3339 UTC times).
 
 use latchkey_core::{KeyIndex, SecretString};
-use latchkey_store::{Account, ApiKey, App, AppUser, PageOf, ServiceAccount};
+use latchkey_store::{Account, ApiKey, App, AppUser, PageOf, ServiceAccount, VerifierToken};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -131,6 +131,29 @@ impl KeyView {
             rotated_from: k.rotated_from.clone(),
             replaced_by: k.replaced_by.clone(),
             rotation_due,
+        }
+    }
+}
+
+/// A verifier token as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifierTokenView {
+    pub id: String,
+    pub display_name: String,
+    /// Present only in the response that creates the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretString>,
+    pub created_at: String,
+}
+
+impl From<&VerifierToken> for VerifierTokenView {
+    fn from(t: &VerifierToken) -> Self {
+        Self {
+            id: t.id.clone(),
+            display_name: t.display_name.clone(),
+            token: None,
+            created_at: rfc3339(t.created_at),
         }
     }
 }

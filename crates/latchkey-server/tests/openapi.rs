@@ -609,12 +609,16 @@ fn the_document_is_well_formed() {
         );
         if let Some(rb) = op.get("requestBody") {
             let rb = resolve(&doc, rb);
-            lint_schema(
-                &doc,
-                &rb["content"]["application/json"]["schema"],
-                &format!("{what} request body"),
-                &mut errs,
-            );
+            let media = rb["content"].as_object().expect("request body content");
+            assert!(!media.is_empty(), "{what}: a request body media type");
+            for (kind, content) in media {
+                lint_schema(
+                    &doc,
+                    &content["schema"],
+                    &format!("{what} request body ({kind})"),
+                    &mut errs,
+                );
+            }
         }
         let responses = op["responses"].as_object().expect("responses");
         assert!(
@@ -681,6 +685,7 @@ fn dummy(param: &str) -> &'static str {
         "app_id" => "ap_0000000000000000000000",
         "key_id" => "app_0000000000000000000000",
         "sa_id" => "sa_0000000000000000000000",
+        "token_id" => "vt_0000000000000000000000",
         _ => "nobody",
     }
 }
@@ -838,6 +843,55 @@ impl Tour<'_> {
         r
     }
 }
+
+impl Tour<'_> {
+    /// Like [`Tour::call`] with an `application/x-www-form-urlencoded`
+    /// body of `fields`, which the documented form schema must accept
+    /// when the server does.
+    async fn call_form(
+        &mut self,
+        template: &str,
+        auth: Option<&str>,
+        fields: &[(&str, &str)],
+        expect: StatusCode,
+    ) -> Reply {
+        let mut req = self
+            .app
+            .http
+            .post(self.app.url(template))
+            .header("content-type", FORM)
+            .body(serde_urlencoded::to_string(fields).expect("form"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = TestApp::send(req).await;
+        assert_eq!(r.status, expect, "post {template}: {:?}", r.body);
+        check_reply(&self.doc, template, "post", &r);
+        if r.status.is_success() {
+            let rb = resolve(
+                &self.doc,
+                &self.doc["paths"][template]["post"]["requestBody"],
+            );
+            let schema = &rb["content"][FORM]["schema"];
+            assert!(!schema.is_null(), "post {template} documents no form body");
+            let as_json: serde_json::Map<String, Value> = fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::from(*v)))
+                .collect();
+            assert_valid(
+                &self.doc,
+                schema,
+                &Value::Object(as_json),
+                &format!("the form the server accepted on post {template}"),
+            );
+            self.covered
+                .insert((template.to_string(), "post".to_string()));
+        }
+        r
+    }
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
 
 /// A request with an `Origin` header, as a browser page sends it.
 async fn send_from(
@@ -1462,6 +1516,140 @@ async fn real_responses_match_their_schemas() {
         )
         .await;
     }
+
+    // Verifier tokens, and introspection with one.
+    let r = t
+        .call(
+            "post",
+            "/v1/verifierTokens",
+            "/v1/verifierTokens",
+            op,
+            Some(json!({"displayName": "gateway"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let vt = id_of(&r, "verifierToken");
+    let vt_auth = format!(
+        "Bearer {}",
+        r.body["verifierToken"]["token"].as_str().expect("token")
+    );
+    let verifier = Some(vt_auth.as_str());
+    t.call(
+        "get",
+        "/v1/verifierTokens",
+        "/v1/verifierTokens?limit=1",
+        op,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let vt_path = format!("/v1/verifierTokens/{vt}");
+    t.call(
+        "get",
+        "/v1/verifierTokens/{token_id}",
+        &vt_path,
+        op,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let r = t
+        .call(
+            "post",
+            "/v1/verify",
+            "/v1/verify",
+            verifier,
+            Some(json!({"authorization": svc_basic})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["valid"], true);
+    let now = app.clock.unix();
+    let alice_timed =
+        key.jwt(json!({"scope": "appUser", "userId": "alice", "iat": now, "exp": now + 60}));
+    for (token, active) in [
+        (alice_timed.trim_start_matches("Bearer "), true),
+        (format!("{}:{}", key.id, key.secret).as_str(), true),
+        ("not a token", false),
+    ] {
+        let r = t
+            .call_form(
+                "/v1/introspect",
+                verifier,
+                &[("token", token), ("token_type_hint", "access_token")],
+                StatusCode::OK,
+            )
+            .await;
+        assert_eq!(r.body["active"], active, "{:?}", r.body);
+    }
+    t.call_form("/v1/introspect", op, &[("token", "x")], StatusCode::OK)
+        .await;
+    t.call_form(
+        "/v1/introspect",
+        verifier,
+        &[("token_type_hint", "access_token")],
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    t.call_form(
+        "/v1/introspect",
+        owner,
+        &[("token", "x")],
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    t.call_form(
+        "/v1/introspect",
+        None,
+        &[("token", "x")],
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    for (m, template, path, body) in [
+        ("get", "/v1/accounts", "/v1/accounts".to_string(), None),
+        (
+            "post",
+            "/v1/verifierTokens",
+            "/v1/verifierTokens".to_string(),
+            Some(json!({"displayName": "x"})),
+        ),
+        (
+            "get",
+            "/v1/verifierTokens/{token_id}",
+            vt_path.clone(),
+            None,
+        ),
+    ] {
+        let r = t
+            .call(m, template, &path, verifier, body, StatusCode::FORBIDDEN)
+            .await;
+        assert_eq!(r.code(), "forbidden");
+    }
+    t.call(
+        "delete",
+        "/v1/verifierTokens/{token_id}",
+        &vt_path,
+        op,
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    t.call(
+        "get",
+        "/v1/verifierTokens/{token_id}",
+        &vt_path,
+        op,
+        None,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    t.call_form(
+        "/v1/introspect",
+        verifier,
+        &[("token", "x")],
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
 
     // Verification, valid and not.
     let verify = |authorization: &str, extra: Value| {

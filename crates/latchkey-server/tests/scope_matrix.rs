@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cred {
     Operator,
+    Verifier,
     ActBasic,
     ActJwt,
     ActOtherAccount,
@@ -36,8 +37,9 @@ enum Cred {
     Garbage,
 }
 
-const CREDS: [Cred; 15] = [
+const CREDS: [Cred; 16] = [
     Cred::Operator,
+    Cred::Verifier,
     Cred::ActBasic,
     Cred::ActJwt,
     Cred::ActOtherAccount,
@@ -58,6 +60,7 @@ impl Cred {
     fn label(self) -> &'static str {
         match self {
             Cred::Operator => "operator token",
+            Cred::Verifier => "verifier token",
             Cred::ActBasic => "act_ of A (Basic)",
             Cred::ActJwt => "act_ of A (JWT account)",
             Cred::ActOtherAccount => "act_ of account B",
@@ -88,6 +91,8 @@ impl Cred {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ep {
     ListAccounts,
+    ListVerifierTokens,
+    CreateVerifierToken,
     Verify,
     WhoAmI,
     ListApps,
@@ -116,6 +121,8 @@ impl Ep {
     fn label(self) -> &'static str {
         match self {
             Ep::ListAccounts => "GET /v1/accounts",
+            Ep::ListVerifierTokens => "GET /v1/verifierTokens",
+            Ep::CreateVerifierToken => "POST /v1/verifierTokens",
             Ep::Verify => "POST /v1/verify",
             Ep::WhoAmI => "GET /v1/account",
             Ep::ListApps => "GET /v1/apps",
@@ -157,32 +164,34 @@ impl Ep {
 }
 
 // Columns, in the order of CREDS:
-//  op   act  actJ actB svcG svcN app1 appJ app2 alice bob  del  exp  none garb
+//  op   vf   act  actJ actB svcG svcN app1 appJ app2 alice bob  del  exp  none garb
 #[rustfmt::skip]
-const EXPECTED: &[(Ep, [u16; 15])] = &[
-    (Ep::ListAccounts,            [200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
-    (Ep::Verify,                  [200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
-    (Ep::WhoAmI,                  [200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 401, 401, 401, 401]),
-    (Ep::ListApps,                [403, 200, 200, 200, 200, 200, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
-    (Ep::CreateApp,               [403, 201, 201, 201, 201, 201, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
-    (Ep::GetApp,                  [403, 200, 200, 404, 200, 404, 200, 200, 404, 403, 403, 401, 401, 401, 401]),
-    (Ep::PatchApp,                [403, 200, 200, 404, 200, 404, 200, 200, 404, 403, 403, 401, 401, 401, 401]),
-    (Ep::ListKeys,                [403, 200, 200, 404, 200, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
-    (Ep::CreateKey,               [403, 201, 201, 404, 201, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
-    (Ep::GetKey,                  [403, 200, 200, 404, 200, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
-    (Ep::ListUsers,               [403, 200, 200, 404, 200, 404, 200, 200, 404, 403, 403, 401, 401, 401, 401]),
-    (Ep::CreateUser,              [403, 201, 201, 404, 201, 404, 201, 201, 404, 403, 403, 401, 401, 401, 401]),
-    (Ep::GetUser,                 [403, 200, 200, 404, 200, 404, 200, 200, 404, 200, 404, 401, 401, 401, 401]),
-    (Ep::PatchUser,               [403, 200, 200, 404, 200, 404, 200, 200, 404, 200, 404, 401, 401, 401, 401]),
-    (Ep::ListServiceAccounts,     [403, 200, 200, 200, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
-    (Ep::CreateServiceAccount,    [403, 201, 201, 201, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
-    (Ep::GetServiceAccount,       [403, 200, 200, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
-    (Ep::ListServiceAccountKeys,  [403, 200, 200, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
-    (Ep::CreateServiceAccountKey, [403, 201, 201, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
-    (Ep::GrantApp,                [403, 204, 204, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
-    (Ep::DeleteKey,               [403, 204, 204, 404, 204, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
-    (Ep::DeleteUser,              [403, 204, 204, 404, 204, 404, 204, 204, 404, 403, 404, 401, 401, 401, 401]),
-    (Ep::DeleteApp,               [403, 204, 204, 404, 204, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
+const EXPECTED: &[(Ep, [u16; 16])] = &[
+    (Ep::ListAccounts,            [200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::ListVerifierTokens,      [200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::CreateVerifierToken,     [201, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::Verify,                  [200, 200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::WhoAmI,                  [200, 403, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 401, 401, 401, 401]),
+    (Ep::ListApps,                [403, 403, 200, 200, 200, 200, 200, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::CreateApp,               [403, 403, 201, 201, 201, 201, 201, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::GetApp,                  [403, 403, 200, 200, 404, 200, 404, 200, 200, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::PatchApp,                [403, 403, 200, 200, 404, 200, 404, 200, 200, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::ListKeys,                [403, 403, 200, 200, 404, 200, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::CreateKey,               [403, 403, 201, 201, 404, 201, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::GetKey,                  [403, 403, 200, 200, 404, 200, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::ListUsers,               [403, 403, 200, 200, 404, 200, 404, 200, 200, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::CreateUser,              [403, 403, 201, 201, 404, 201, 404, 201, 201, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::GetUser,                 [403, 403, 200, 200, 404, 200, 404, 200, 200, 404, 200, 404, 401, 401, 401, 401]),
+    (Ep::PatchUser,               [403, 403, 200, 200, 404, 200, 404, 200, 200, 404, 200, 404, 401, 401, 401, 401]),
+    (Ep::ListServiceAccounts,     [403, 403, 200, 200, 200, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::CreateServiceAccount,    [403, 403, 201, 201, 201, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::GetServiceAccount,       [403, 403, 200, 200, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::ListServiceAccountKeys,  [403, 403, 200, 200, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::CreateServiceAccountKey, [403, 403, 201, 201, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::GrantApp,                [403, 403, 204, 204, 404, 403, 403, 403, 403, 403, 403, 403, 401, 401, 401, 401]),
+    (Ep::DeleteKey,               [403, 403, 204, 204, 404, 204, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
+    (Ep::DeleteUser,              [403, 403, 204, 204, 404, 204, 404, 204, 204, 404, 403, 404, 401, 401, 401, 401]),
+    (Ep::DeleteApp,               [403, 403, 204, 204, 404, 204, 404, 403, 403, 404, 403, 403, 401, 401, 401, 401]),
 ];
 
 /// An app of account A as the app-bound credentials see it: ap1 itself, or
@@ -207,6 +216,8 @@ struct World {
     svc_plain: Key,
     ap2_key: Key,
     deleted: Key,
+    /// A verifier token.
+    verifier: String,
     ap1: Target,
 }
 
@@ -237,6 +248,19 @@ impl World {
             .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
 
+        let r = app
+            .post(
+                "/v1/verifierTokens",
+                &app.operator(),
+                json!({"displayName": "api server"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        let verifier = format!(
+            "Bearer {}",
+            r.body["verifierToken"]["token"].as_str().expect("token")
+        );
+
         // An appUser JWT that is good now and expires once the clock moves.
         let exp = app.clock.unix() + 60;
         let expiring = ap1_key.jwt(json!({"scope": "appUser", "userId": "alice", "exp": exp}));
@@ -260,6 +284,7 @@ impl World {
             svc_plain,
             ap2_key,
             deleted,
+            verifier,
             ap1: Target {
                 app_id: ap1,
                 key: ap1_key,
@@ -293,6 +318,7 @@ impl World {
     fn auth(&self, cred: Cred, target: &Target) -> Option<String> {
         Some(match cred {
             Cred::Operator => self.app.operator(),
+            Cred::Verifier => self.verifier.clone(),
             Cred::ActBasic => self.owner.basic(),
             Cred::ActJwt => self.owner.jwt(json!({"scope": "account"})),
             Cred::ActOtherAccount => self.owner_b.basic(),
@@ -330,6 +356,8 @@ impl World {
         let name = json!({"displayName": "matrix"});
         let (method, path, body): (Method, String, Option<Value>) = match ep {
             Ep::ListAccounts => (Method::GET, "/v1/accounts".into(), None),
+            Ep::ListVerifierTokens => (Method::GET, "/v1/verifierTokens".into(), None),
+            Ep::CreateVerifierToken => (Method::POST, "/v1/verifierTokens".into(), Some(name)),
             Ep::Verify => (
                 Method::POST,
                 "/v1/verify".into(),
@@ -470,7 +498,7 @@ async fn every_credential_against_every_endpoint() {
             }
         }
     }
-    assert_eq!(cells, 23 * 15, "the table must cover every cell");
+    assert_eq!(cells, 25 * 16, "the table must cover every cell");
 
     // The server still answers normally after the whole matrix.
     let r = world

@@ -107,6 +107,13 @@ pub trait Store: WebhookStore + DashboardStore + Send + Sync + std::fmt::Debug +
     async fn master_key_check(&self) -> Result<Option<Vec<u8>>>;
     async fn operator_tokens(&self) -> Result<Vec<OperatorToken>>;
 
+    // --- verifier tokens -------------------------------------------------
+    async fn create_verifier_token(&self, token: &VerifierToken, audit: &AuditEvent) -> Result<()>;
+    async fn list_verifier_tokens(&self, page: &Page) -> Result<PageOf<VerifierToken>>;
+    async fn get_verifier_token(&self, id: &str) -> Result<Option<VerifierToken>>;
+    /// Returns false if there was no such token.
+    async fn delete_verifier_token(&self, id: &str, audit: &AuditEvent) -> Result<bool>;
+
     // --- accounts --------------------------------------------------------
     /// Creates an account with its owner user account and a first key.
     async fn create_account(&self, new: &NewAccount, audit: &AuditEvent) -> Result<()>;

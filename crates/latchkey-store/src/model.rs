@@ -148,6 +148,27 @@ pub struct OperatorToken {
     pub created_at: i64,
 }
 
+/// A verifier token: an API server's credential for `/v1/verify` and
+/// `/v1/introspect` only. The token itself is never stored, only its
+/// SHA-256, which `Debug` does not show either.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifierToken {
+    pub id: String,
+    pub display_name: String,
+    pub token_hash: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl fmt::Debug for VerifierToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifierToken")
+            .field("id", &self.id)
+            .field("display_name", &self.display_name)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A new account: the account, its owner and the owner's first key.
 #[derive(Debug, Clone)]
 pub struct NewAccount {
@@ -189,6 +210,7 @@ pub struct Snapshot {
     /// (service account id, app id)
     pub grants: Vec<(String, String)>,
     pub operator_tokens: Vec<OperatorToken>,
+    pub verifier_tokens: Vec<VerifierToken>,
     /// The newest change recorded when the snapshot was taken: a node that
     /// loaded it follows [`crate::Store::changes_since`] from here.
     pub change_seq: i64,
@@ -206,6 +228,7 @@ pub struct SnapshotHead {
     /// (service account id, app id)
     pub grants: Vec<(String, String)>,
     pub operator_tokens: Vec<OperatorToken>,
+    pub verifier_tokens: Vec<VerifierToken>,
     /// How many keys will follow, so that the index can be sized once.
     pub key_count: u64,
     /// As [`Snapshot::change_seq`].
@@ -266,6 +289,7 @@ pub enum Change<'a> {
     Key(&'a str),
     /// A service account, its existence or its grants.
     ServiceAccount(&'a str),
+    VerifierToken(&'a str),
 }
 
 /// The kind of thing a recorded change names.
@@ -275,6 +299,7 @@ pub enum ChangeEntity {
     App,
     Key,
     ServiceAccount,
+    VerifierToken,
 }
 
 impl ChangeEntity {
@@ -284,6 +309,7 @@ impl ChangeEntity {
             ChangeEntity::App => "app",
             ChangeEntity::Key => "key",
             ChangeEntity::ServiceAccount => "serviceAccount",
+            ChangeEntity::VerifierToken => "verifierToken",
         }
     }
 
@@ -293,6 +319,7 @@ impl ChangeEntity {
             "app" => ChangeEntity::App,
             "key" => ChangeEntity::Key,
             "serviceAccount" => ChangeEntity::ServiceAccount,
+            "verifierToken" => ChangeEntity::VerifierToken,
             _ => return None,
         })
     }
@@ -305,6 +332,7 @@ impl Change<'_> {
             Change::App(id) => (ChangeEntity::App, id),
             Change::Key(id) => (ChangeEntity::Key, id),
             Change::ServiceAccount(id) => (ChangeEntity::ServiceAccount, id),
+            Change::VerifierToken(id) => (ChangeEntity::VerifierToken, id),
         }
     }
 }
@@ -336,6 +364,10 @@ pub enum Actor {
     Key {
         key_id: String,
     },
+    /// A verifier token (its refused calls are recorded).
+    VerifierToken {
+        token_id: String,
+    },
     /// A person signed in to the dashboard.
     UserAccount {
         user_account_id: String,
@@ -349,6 +381,7 @@ impl Actor {
         match self {
             Actor::Operator { .. } => "operator",
             Actor::Key { .. } => "key",
+            Actor::VerifierToken { .. } => "verifierToken",
             Actor::UserAccount { .. } => "userAccount",
             Actor::System => "system",
         }
@@ -358,6 +391,7 @@ impl Actor {
         match self {
             Actor::Operator { token_id } => Some(token_id),
             Actor::Key { key_id } => Some(key_id),
+            Actor::VerifierToken { token_id } => Some(token_id),
             Actor::UserAccount { user_account_id } => Some(user_account_id),
             Actor::System => None,
         }

@@ -21,7 +21,7 @@ use crate::{
     Account, Actor, ApiKey, App, AppUser, AuditEvent, AuditFilter, Change, ChangeBatch,
     ChangeEntity, ChangeRecord, Initialization, KeyKind, KeyNotice, KeyOwnerRef, NewAccount,
     OperatorToken, Page, PageOf, Result, Rotation, ServiceAccount, Snapshot, SnapshotHead,
-    SnapshotKey, Store, StoreError, UserAccount,
+    SnapshotKey, Store, StoreError, UserAccount, VerifierToken,
 };
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -38,6 +38,7 @@ const KEY_COLUMNS: &str = "id, kind, account_id, app_id, user_account_id, servic
 const AUDIT_COLUMNS: &str = "id, at, account_id, app_id, action, actor_type, actor_id, address, \
      target_type, target_id, outcome, details";
 const APP_COLUMNS: &str = "id, account_id, display_name, settings, created_at";
+const VERIFIER_TOKEN_COLUMNS: &str = "id, display_name, token_hash, created_at";
 const USER_COLUMNS: &str =
     "id, app_id, external_id, given_name, surname, email, metadata, created_at";
 
@@ -642,6 +643,13 @@ async fn snapshot_head(tx: &mut Transaction<'_, Any>, count_keys: bool) -> Resul
         .iter()
         .map(operator_token_from)
         .collect::<Result<Vec<_>>>()?;
+    let verifier_tokens = snapshot_table(
+        tx,
+        "verifier_tokens",
+        VERIFIER_TOKEN_COLUMNS,
+        verifier_token_from,
+    )
+    .await?;
     let key_count: i64 = if count_keys {
         sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
             .fetch_one(&mut **tx)
@@ -655,6 +663,7 @@ async fn snapshot_head(tx: &mut Transaction<'_, Any>, count_keys: bool) -> Resul
         service_accounts,
         grants,
         operator_tokens,
+        verifier_tokens,
         key_count: u64::try_from(key_count).unwrap_or(0),
         change_seq,
     })
@@ -792,6 +801,7 @@ fn audit_from(row: &AnyRow) -> Result<AuditEvent> {
     let actor = match (actor_type.as_str(), actor_id) {
         ("operator", Some(token_id)) => Actor::Operator { token_id },
         ("key", Some(key_id)) => Actor::Key { key_id },
+        ("verifierToken", Some(token_id)) => Actor::VerifierToken { token_id },
         ("userAccount", Some(user_account_id)) => Actor::UserAccount { user_account_id },
         ("system", _) => Actor::System,
         _ => {
@@ -881,6 +891,15 @@ pub fn delivery_id(event_id: &str, webhook_id: &str) -> String {
 fn operator_token_from(row: &AnyRow) -> Result<OperatorToken> {
     Ok(OperatorToken {
         id: row.try_get("id")?,
+        token_hash: row.try_get("token_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn verifier_token_from(row: &AnyRow) -> Result<VerifierToken> {
+    Ok(VerifierToken {
+        id: row.try_get("id")?,
+        display_name: row.try_get("display_name")?,
         token_hash: row.try_get("token_hash")?,
         created_at: row.try_get("created_at")?,
     })
@@ -1049,6 +1068,57 @@ impl Store for SqlStore {
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(operator_token_from).collect()
+    }
+
+    async fn create_verifier_token(&self, token: &VerifierToken, audit: &AuditEvent) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO verifier_tokens (id, display_name, token_hash, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&token.id)
+        .bind(&token.display_name)
+        .bind(&token.token_hash)
+        .bind(token.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "a verifier token with this id or hash already exists"))?;
+        insert_audit_tx(&mut tx, audit).await?;
+        self.record_change_tx(&mut tx, audit.at, Change::VerifierToken(&token.id))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_verifier_tokens(&self, page: &Page) -> Result<PageOf<VerifierToken>> {
+        self.page(
+            "verifier_tokens",
+            VERIFIER_TOKEN_COLUMNS,
+            "1 = 1",
+            &[],
+            page,
+            verifier_token_from,
+        )
+        .await
+    }
+
+    async fn get_verifier_token(&self, id: &str) -> Result<Option<VerifierToken>> {
+        let sql = format!("SELECT {VERIFIER_TOKEN_COLUMNS} FROM verifier_tokens WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(verifier_token_from).transpose()
+    }
+
+    async fn delete_verifier_token(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
+        self.delete_audited(
+            "DELETE FROM verifier_tokens WHERE id = $1",
+            &[id],
+            audit,
+            Some(Change::VerifierToken(id)),
+        )
+        .await
     }
 
     async fn create_account(&self, new: &NewAccount, audit: &AuditEvent) -> Result<()> {
@@ -1635,6 +1705,7 @@ impl Store for SqlStore {
             service_accounts: head.service_accounts,
             grants: head.grants,
             operator_tokens: head.operator_tokens,
+            verifier_tokens: head.verifier_tokens,
             change_seq: head.change_seq,
         })
     }

@@ -1,7 +1,7 @@
 //! Several `latchkey serve` processes over one PostgreSQL database:
 //!
 //! - a change made on one node (key deleted, app deleted, key rotated with
-//!   no grace) is in effect on every other node within the revocation bound
+//!   no grace, verifier token deleted) is in effect on every other node within the revocation bound
 //!   (1 s), by LISTEN/NOTIFY, also when several nodes write at once; a key
 //!   can be made on one node for an app just created on another;
 //! - a starting node's readiness does not flap;
@@ -1552,6 +1552,168 @@ async fn a_key_made_on_another_node_right_after_its_app_works() {
             &format!("round {round}: a key made on B"),
         )
         .await;
+    }
+}
+
+/// How `node` answers `POST /v1/verify` of the owner's key when the
+/// caller is `caller` (a verifier token or the operator token).
+async fn verify_as(http: &reqwest::Client, node: &Node, caller: &str, owner: &str) -> Reply {
+    post(
+        http,
+        &node.url("/v1/verify"),
+        caller,
+        json!({"authorization": owner}),
+    )
+    .await
+}
+
+/// Polls `node` with no pause until it refuses the verifier token `caller`
+/// (401 `unauthorized`); returns the time since `since`, or why it gave up
+/// after `limit`.
+async fn time_to_caller_refusal(
+    http: &reqwest::Client,
+    node: &Node,
+    caller: &str,
+    owner: &str,
+    since: Instant,
+    limit: Duration,
+) -> Result<Duration, String> {
+    loop {
+        let r = verify_as(http, node, caller, owner).await;
+        match (r.status, r.body["valid"].as_bool()) {
+            (StatusCode::UNAUTHORIZED, _) if r.code() == "unauthorized" => {
+                return Ok(since.elapsed());
+            }
+            (StatusCode::OK, Some(true)) => {}
+            _ => {
+                return Err(format!(
+                    "node {}: unexpected answer while waiting for a refusal: {} {}",
+                    node.name, r.status, r.body
+                ));
+            }
+        }
+        if since.elapsed() > limit {
+            return Err(format!(
+                "node {} still accepts the verifier token {:?} after its deletion",
+                node.name,
+                since.elapsed()
+            ));
+        }
+    }
+}
+
+/// A verifier token created on one node works on the others once they
+/// have the change; deleted on A, it is refused on B and C within the
+/// revocation bound (by LISTEN/NOTIFY: resyncs are rarer than that), for
+/// `/v1/verify` and `/v1/introspect`, while the operator token and another
+/// verifier token keep working everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_verifier_token_deleted_on_one_node_is_refused_on_the_others_within_the_bound() {
+    let cluster = Cluster::new().await;
+    let http = &cluster.http;
+    let operator = cluster.operator();
+    let owner = cluster.owner();
+    let a = cluster.start_direct("a", &NOTIFY_ONLY).await;
+    let b = cluster.start_direct("b", &NOTIFY_ONLY).await;
+    let c = cluster.start_direct("c", &NOTIFY_ONLY).await;
+    for node in [&a, &b, &c] {
+        wait_ready(http, node, SETTLE).await;
+    }
+
+    let mut tokens = Vec::new();
+    for (node, name) in [(&a, "doomed"), (&c, "kept")] {
+        let r = post(
+            http,
+            &node.url("/v1/verifierTokens"),
+            &operator,
+            json!({"displayName": name}),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "node {}: {}",
+            node.name,
+            r.body
+        );
+        tokens.push((
+            field(&r.body, "/verifierToken/id"),
+            format!("Bearer {}", field(&r.body, "/verifierToken/token")),
+        ));
+    }
+    let (doomed_id, doomed) = &tokens[0];
+    let (_, kept) = &tokens[1];
+    for node in [&a, &b, &c] {
+        for token in [doomed, kept] {
+            let what = format!("node {}: a new verifier token", node.name);
+            eventually(&what, CREATE_BOUND, async || {
+                let r = verify_as(http, node, token, &owner).await;
+                if r.status == StatusCode::OK && r.body["valid"] == true {
+                    Ok(())
+                } else {
+                    Err(format!("{} {}", r.status, r.body))
+                }
+            })
+            .await;
+        }
+    }
+
+    let r = delete(
+        http,
+        &a.url(&format!("/v1/verifierTokens/{doomed_id}")),
+        &operator,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let since = Instant::now();
+    // At once on A.
+    assert_eq!(
+        verify_as(http, &a, doomed, &owner).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let results = join_all(
+        [&b, &c]
+            .iter()
+            .map(|node| time_to_caller_refusal(http, node, doomed, &owner, since, BOUND * 10))
+            .collect(),
+    )
+    .await;
+    let mut late = Vec::new();
+    for result in &results {
+        match result {
+            Ok(t) if *t <= BOUND => {}
+            Ok(t) => late.push(format!("refused after {t:?}")),
+            Err(e) => late.push(e.clone()),
+        }
+    }
+    assert!(
+        late.is_empty(),
+        "a verifier token deleted on A: not refused everywhere within {BOUND:?}: {late:?}\n{}\n{}",
+        b.logs(),
+        c.logs()
+    );
+    eprintln!("a verifier token deleted on A: refused on B and C after {results:?}");
+    for node in [&a, &b, &c] {
+        let r = call(
+            http,
+            Method::POST,
+            &node.url("/v1/introspect"),
+            Some(doomed),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "node {}: introspection: {}",
+            node.name,
+            r.body
+        );
+        for caller in [kept, &operator] {
+            let r = verify_as(http, node, caller, &owner).await;
+            assert_eq!(r.status, StatusCode::OK, "node {}: {}", node.name, r.body);
+            assert_eq!(r.body["valid"], true, "node {}: {}", node.name, r.body);
+        }
     }
 }
 

@@ -197,6 +197,8 @@ pub async fn whoami(State(state): State<AppState>, caller: Caller) -> ApiResult<
     let p = &caller.principal;
     let mut body = match p {
         Principal::Operator { .. } => json!({"scope": "operator"}),
+        // Refused before any handler but verification's (`extract.rs`).
+        Principal::Verifier { .. } => json!({"scope": "verifier"}),
         Principal::AppUser {
             key_id,
             account_id,

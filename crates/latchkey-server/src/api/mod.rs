@@ -5,10 +5,12 @@
 mod accounts;
 pub(crate) mod apps;
 mod audit_log;
+mod introspect;
 pub(crate) mod keys;
 pub mod policy;
 pub(crate) mod service_accounts;
 mod users;
+pub(crate) mod verifier_tokens;
 pub(crate) mod verify;
 pub(crate) mod webhooks;
 
@@ -53,6 +55,15 @@ pub fn router(state: AppState) -> Router {
                 .options(forward_auth)
                 .head(forward_auth)
                 .trace(forward_auth),
+        )
+        .route("/v1/introspect", post(introspect::introspect))
+        .route(
+            "/v1/verifierTokens",
+            post(verifier_tokens::create).get(verifier_tokens::list),
+        )
+        .route(
+            "/v1/verifierTokens/{token_id}",
+            get(verifier_tokens::get).delete(verifier_tokens::delete),
         )
         .route("/v1/account", get(accounts::whoami))
         .route("/v1/account/keys", get(accounts::list_own_keys))

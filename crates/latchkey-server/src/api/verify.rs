@@ -11,7 +11,7 @@ use latchkey_core::Verified;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiResult, require};
-use crate::extract::{Caller, JsonBody};
+use crate::extract::{JsonBody, VerifyCaller};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -73,13 +73,13 @@ fn invalid<'a>(code: &'a str, title: impl Into<Cow<'a, str>>) -> Answer<'a> {
 
 pub async fn verify(
     State(state): State<AppState>,
-    caller: Caller,
+    VerifyCaller(caller): VerifyCaller,
     JsonBody(req): JsonBody<VerifyRequest>,
 ) -> ApiResult<Response> {
     require(
-        caller.principal.may_operate(),
+        caller.principal.may_verify(),
         "endpoint",
-        "only the operator token may call /v1/verify",
+        "only the operator token or a verifier token may call /v1/verify",
     )?;
     let verified = state.index.verify_authorization(
         Some(req.authorization.as_bytes()),

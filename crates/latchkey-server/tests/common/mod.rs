@@ -181,6 +181,11 @@ impl TestApp {
         if let Some(b) = body {
             req = req.json(&b);
         }
+        Self::send(req).await
+    }
+
+    /// Sends a request built on [`TestApp::http`] and reads its reply.
+    pub async fn send(req: reqwest::RequestBuilder) -> Reply {
         let resp = req.send().await.expect("request");
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -195,6 +200,36 @@ impl TestApp {
             body,
             headers,
         }
+    }
+
+    /// POSTs `fields` as an `application/x-www-form-urlencoded` body.
+    pub async fn post_form(&self, path: &str, auth: &str, fields: &[(&str, &str)]) -> Reply {
+        let body = serde_urlencoded::to_string(fields).expect("form");
+        let req = self
+            .http
+            .post(self.url(path))
+            .header("authorization", auth)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        Self::send(req).await
+    }
+
+    /// Creates a verifier token with the operator token; returns its id
+    /// and its `Authorization` header (Bearer).
+    pub async fn create_verifier_token(&self, name: &str) -> (String, String) {
+        let r = self
+            .post(
+                "/v1/verifierTokens",
+                &self.operator(),
+                json!({"displayName": name}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        let token = &r.body["verifierToken"];
+        (
+            token["id"].as_str().expect("id").to_string(),
+            format!("Bearer {}", token["token"].as_str().expect("token")),
+        )
     }
 
     pub async fn get(&self, path: &str, auth: &str) -> Reply {

@@ -450,6 +450,38 @@ mod cases {
     }
 }
 
+/// What only the gateway is responsible for (the forward-auth proxies'
+/// own header handling is theirs).
+mod gateway_only {
+    use super::*;
+
+    /// CGI-style servers (and frameworks built on them) read
+    /// `X_Latchkey_User_Id` and `X-Latchkey-User-Id` as the same variable,
+    /// so a client's underscore spelling must not reach the upstream either
+    /// (nginx and Caddy drop headers with underscores by default).
+    #[tokio::test]
+    async fn underscore_spellings_of_latchkey_headers_never_reach_the_upstream() {
+        let rig = Rig::start(Via::Gateway).await;
+        let forged = [
+            ("X_Latchkey_User_Id", "mallory"),
+            ("x_latchkey_app_id", "ap_forged"),
+            ("X-Latchkey_Scope", "account"),
+        ];
+        let r = rig
+            .get(&rig.app_path(), Some(&rig.key.basic()), &forged)
+            .await;
+        let seen = rig.allowed(&r, 0);
+        let leaked: Vec<_> = seen
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                name.replace('_', "-").starts_with("x-latchkey-") && name.contains('_')
+            })
+            .collect();
+        assert!(leaked.is_empty(), "reached the upstream: {leaked:?}");
+    }
+}
+
 /// docs/INTEGRATIONS.md shows each tested configuration as it is.
 #[test]
 fn integrations_doc_shows_each_configuration_verbatim() {

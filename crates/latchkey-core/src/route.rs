@@ -94,7 +94,18 @@ impl TargetRoutes {
                     reason: "at most 64 target routes may be given",
                 });
             }
-            out.push(parse_template(text)?);
+            let template = parse_template(text)?;
+            if let Some(earlier) = out.iter().find(|e: &&Template| e.covers(&template)) {
+                return Err(RouteError {
+                    template: text.to_string(),
+                    reason: if earlier.segments == template.segments {
+                        "it repeats an earlier target route"
+                    } else {
+                        "an earlier target route matches every path it matches, so it would never be used (and its {userId} never checked): list the longer route first"
+                    },
+                });
+            }
+            out.push(template);
         }
         Ok(Self { templates: out })
     }
@@ -149,6 +160,22 @@ impl fmt::Display for TargetRoutes {
             first = false;
         }
         Ok(())
+    }
+}
+
+impl Template {
+    /// Whether this template matches every path that `later` matches.
+    fn covers(&self, later: &Template) -> bool {
+        self.segments.len() <= later.segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(&later.segments)
+                .all(|(mine, theirs)| match (mine, theirs) {
+                    (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                    (Segment::Literal(_), _) => false,
+                    (Segment::AppId | Segment::UserId, _) => true,
+                })
     }
 }
 
@@ -230,9 +257,15 @@ fn split_path(path: &str) -> Result<Vec<Cow<'_, str>>, &'static str> {
         if raw.contains(['\\', ';']) {
             return Err("the request path contains \\ or ;");
         }
+        if !percent_escapes_are_whole(raw) {
+            return Err("the request path contains a % not followed by two hex digits");
+        }
         let decoded = percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| "a segment of the request path does not decode to UTF-8")?;
+        if decoded.contains('%') {
+            return Err("the request path is percent-encoded twice (%25)");
+        }
         if decoded.contains(['/', '\\']) {
             return Err("the request path contains an encoded / or \\");
         }
@@ -245,6 +278,16 @@ fn split_path(path: &str) -> Result<Vec<Cow<'_, str>>, &'static str> {
         out.push(decoded);
     }
     Ok(out)
+}
+
+/// Whether every `%` in `raw` starts a `%XX` escape.
+fn percent_escapes_are_whole(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
 }
 
 #[cfg(test)]
@@ -281,12 +324,16 @@ mod tests {
         );
         assert_eq!(r.match_uri("/v2/apps/ap_1"), target(Some("ap_1"), None));
         assert_eq!(r.match_uri("/v2/apps/ap_1/"), target(Some("ap_1"), None));
-        let reversed = TargetRoutes::parse(["/v2/apps/{appId}", "/v2/apps/{appId}/users/{userId}"])
-            .expect("templates");
-        assert_eq!(
-            reversed.match_uri("/v2/apps/ap_1/users/alice"),
-            target(Some("ap_1"), None)
+        // A route listed after one that covers it would never be used.
+        let err = TargetRoutes::parse(["/v2/apps/{appId}", "/v2/apps/{appId}/users/{userId}"])
+            .expect_err("shadowed");
+        assert!(err.reason.contains("longer route first"), "{err}");
+        assert!(TargetRoutes::parse(["/v2/{appId}", "/v2/{appId}"]).is_err());
+        // Different literals do not cover each other.
+        assert!(
+            TargetRoutes::parse(["/v2/apps/{appId}", "/v3/apps/{appId}/users/{userId}"]).is_ok()
         );
+        assert!(TargetRoutes::parse(["/v2/apps/{appId}/x", "/v2/apps/{appId}"]).is_ok());
     }
 
     #[test]
@@ -330,6 +377,10 @@ mod tests {
             "/v2/apps;x=1/ap_1",
             "/v2/apps/ap_1/users/%ff",
             "/v2/apps/ap_1/users/a%00b",
+            "/v2/%u0061pps/ap_1",
+            "/v2/%2561pps/ap_1",
+            "/v2/apps/ap_1/users/a%2",
+            "/v2/apps/ap_1/users/a%zz",
             "v2/apps/ap_1",
             "http://evil/v2/apps/ap_1",
             "",

@@ -941,3 +941,70 @@ async fn an_idle_socket_flood_does_not_starve_the_gateway() {
         .max_connections;
     assert_eq!(open, 50);
 }
+
+#[tokio::test]
+async fn forward_auth_refuses_underscore_spellings_of_identity_headers() {
+    let f = fixture().await;
+    let r = ask(
+        &f.app,
+        "GET",
+        &format!("/v2/apps/{}", f.app_id),
+        &[
+            ("authorization", &f.key.basic()),
+            ("x_latchkey_app_id", "ap_forged"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_code(r).await, "forbidden");
+}
+
+#[tokio::test]
+async fn a_lowercase_options_is_not_a_preflight() {
+    let f = fixture().await;
+    let r = ask(
+        &f.app,
+        "options",
+        &format!("/v2/apps/{}/users/bob", f.app_id),
+        &[
+            ("origin", ORIGIN),
+            ("access-control-request-method", "DELETE"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_gateway_refuses_ambiguous_paths_without_routes_too() {
+    let upstream = upstream().await;
+    let mut gateway = GatewayConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        &format!("http://{}/public/", upstream.addr),
+    );
+    gateway.keep_authorization = false;
+    let app = TestApp::spawn_with(|c| c.gateway = Some(gateway)).await;
+    let app_id = app.create_app(&app.owner(), "Shop").await;
+    let key = app.create_app_key(&app.owner(), &app_id).await;
+    let addr = app
+        .server
+        .as_ref()
+        .expect("running")
+        .gateway_addr
+        .expect("gw");
+    for path in ["/../admin/x", "/%2e%2e/admin", "//evil.example/x"] {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: {}\r\nconnection: close\r\n\r\n",
+            key.basic()
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.expect("read");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 400"), "{path}: {text}");
+    }
+    let r = through(&app, Method::GET, "/ok", &[("authorization", &key.basic())]).await;
+    let seen: Value = r.json().await.expect("echo");
+    assert_eq!(seen["uri"], json!("/public/ok"));
+}

@@ -66,6 +66,21 @@ pub async fn answer(
     headers: &HeaderMap,
     peer: Option<IpAddr>,
 ) -> Response {
+    // A proxy copies the five hyphenated names over whatever the client
+    // sent, but passes other spellings on; some servers merge those with
+    // the real ones.
+    if headers
+        .keys()
+        .any(|name| name.as_str().contains('_') && super::is_latchkey_spelling(name.as_str()))
+    {
+        return refused(
+            Refusal::forbidden(
+                "the request carries a header spelled like one of Latchkey's X-Latchkey-* headers \
+                 with _ for -; only Latchkey sets those",
+            ),
+            None,
+        );
+    }
     let uri = one_of(headers, ["x-forwarded-uri", "x-original-uri"]);
     let method = one_of(headers, ["x-forwarded-method", "x-original-method"]);
     let (uri, method) = match (uri, method) {

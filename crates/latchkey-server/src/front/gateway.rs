@@ -3,7 +3,8 @@
 //! allowed ones to the operator's API (`--gateway-upstream`).
 //!
 //! - Forwarded requests carry the identity headers set by Latchkey (every
-//!   `X-Latchkey-*` header the client sent is removed first), lose their
+//!   `X-Latchkey-*` header the client sent is removed first, also spelled
+//!   with `_`, which CGI-style servers read as `-`), lose their
 //!   `Authorization` unless `keep_authorization`, lose the hop-by-hop
 //!   headers (RFC 9110 §7.6.1: `Connection` and the headers it names,
 //!   `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`,
@@ -48,7 +49,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::conns::{Active, Admitted, Conns};
-use super::{Asked, Decision, ERROR_HEADER, HEADER_PREFIX, Refusal, decide, set_identity_headers};
+use super::{Asked, Decision, ERROR_HEADER, Refusal, decide, set_identity_headers};
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -424,7 +425,7 @@ fn upstream_request(
     remove_hop_by_hop(headers);
     let theirs: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with(HEADER_PREFIX))
+        .filter(|name| super::is_latchkey_spelling(name.as_str()))
         .cloned()
         .collect();
     for name in theirs {

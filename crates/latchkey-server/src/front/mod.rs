@@ -39,6 +39,17 @@ pub const ERROR_HEADER: HeaderName = HeaderName::from_static("x-latchkey-error")
 /// Every header name that starts with this is Latchkey's to set.
 pub const HEADER_PREFIX: &str = "x-latchkey-";
 
+/// Whether a header name would read as one of Latchkey's identity headers
+/// where `_` and `-` are the same (CGI-style servers: `X_Latchkey_App_Id`
+/// becomes `HTTP_X_LATCHKEY_APP_ID`, merged with the real one).
+pub fn is_latchkey_spelling(name: &str) -> bool {
+    name.len() >= HEADER_PREFIX.len()
+        && name.as_bytes()[..HEADER_PREFIX.len()]
+            .iter()
+            .zip(HEADER_PREFIX.as_bytes())
+            .all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+}
+
 /// The methods a front-door preflight allows.
 const PREFLIGHT_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE";
 
@@ -236,8 +247,11 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
     }
     let origin = asked.headers.get(ORIGIN);
     let target = match (asked.uri, state.config.target_routes.is_empty()) {
-        (_, true) => RouteMatch::Unmatched,
-        (Some(uri), false) => state.config.target_routes.match_uri(uri),
+        // Without routes a path names no target, but one that servers read
+        // differently is still refused (the upstream, or a prefix it sits
+        // under, could be escaped with `..`).
+        (Some(uri), _) => state.config.target_routes.match_uri(uri),
+        (None, true) => RouteMatch::Unmatched,
         (None, false) => {
             return refuse(Refusal::forbidden(
                 "the proxy did not say which path was requested: \
@@ -262,7 +276,9 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
         let text = origin.to_str().ok()?;
         origin_allowed(state, app?, text).then(|| origin.clone())
     };
-    if asked.method.eq_ignore_ascii_case("OPTIONS")
+    // Methods are case-sensitive (RFC 9110 §9.1): `options` is not a
+    // preflight, and is checked like any other request.
+    if asked.method == "OPTIONS"
         && origin.is_some()
         && asked.headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
     {
@@ -339,4 +355,31 @@ pub fn allow_cors(headers: &mut HeaderMap, origin: HeaderValue) {
 /// Adds the CORS headers of an allowed preflight for `origin`.
 pub fn allow_preflight(headers: &mut HeaderMap, origin: HeaderValue) {
     crate::cors::preflight_headers(headers, origin, PREFLIGHT_METHODS);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_latchkey_spelling;
+
+    #[test]
+    fn underscore_spellings_of_identity_headers_are_recognised() {
+        for name in [
+            "x-latchkey-app-id",
+            "x_latchkey_app_id",
+            "x-latchkey_user_id",
+            "X_Latchkey-Scope",
+            "x-latchkey-",
+        ] {
+            assert!(is_latchkey_spelling(name), "{name}");
+        }
+        for name in [
+            "x-latchkey",
+            "x-latchkeyapp",
+            "y_latchkey_app_id",
+            "x-other",
+            "",
+        ] {
+            assert!(!is_latchkey_spelling(name), "{name}");
+        }
+    }
 }

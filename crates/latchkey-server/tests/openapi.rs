@@ -913,19 +913,7 @@ async fn send_from(
         req = req.json(&b);
     }
     let resp = req.send().await.expect("request");
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    Reply {
-        status,
-        body,
-        headers,
-    }
+    Reply::read(resp).await
 }
 
 /// The `Access-Control-Allow-Origin` of a reply.

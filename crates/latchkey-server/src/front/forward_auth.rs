@@ -99,7 +99,7 @@ pub async fn answer(
             let headers = response.headers_mut();
             set_identity_headers(headers, Some(&identity));
             if let Some(origin) = cors {
-                super::allow_cors(headers, origin);
+                crate::cors::allow_headers(headers, origin);
                 headers.insert(VARY, HeaderValue::from_static("Origin"));
             }
             response
@@ -137,7 +137,7 @@ fn refused(refusal: Refusal, cors: Option<HeaderValue>) -> Response {
     let headers = response.headers_mut();
     headers.insert(ERROR_HEADER, HeaderValue::from_static(code));
     if let Some(origin) = cors {
-        super::allow_cors(headers, origin);
+        crate::cors::allow_headers(headers, origin);
         headers.insert(VARY, HeaderValue::from_static("Origin"));
     }
     response

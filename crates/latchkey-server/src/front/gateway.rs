@@ -331,7 +331,7 @@ async fn handle(
             }
             if let Some(origin) = cors {
                 headers.append(VARY, HeaderValue::from_static("Origin"));
-                super::allow_cors(headers, origin);
+                crate::cors::allow_headers(headers, origin);
             }
             response
         }
@@ -348,7 +348,7 @@ async fn handle(
         Decision::Refuse { refusal, cors } => {
             let mut response = refused(&refusal);
             if let Some(origin) = cors {
-                super::allow_cors(response.headers_mut(), origin);
+                crate::cors::allow_headers(response.headers_mut(), origin);
                 response
                     .headers_mut()
                     .insert(VARY, HeaderValue::from_static("Origin"));

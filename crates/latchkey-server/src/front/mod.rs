@@ -129,6 +129,11 @@ impl Refusal {
         Self::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
     }
 
+    fn with_title(mut self, title: &'static str) -> Self {
+        self.title = Cow::Borrowed(title);
+        self
+    }
+
     fn forbidden(title: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", title)
     }
@@ -338,18 +343,6 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
         _ => None,
     };
     Decision::Allow { identity, cors }
-}
-
-impl Refusal {
-    fn with_title(mut self, title: &'static str) -> Self {
-        self.title = Cow::Borrowed(title);
-        self
-    }
-}
-
-/// Adds the CORS headers of an allowed appUser response for `origin`.
-pub fn allow_cors(headers: &mut HeaderMap, origin: HeaderValue) {
-    crate::cors::allow_headers(headers, origin);
 }
 
 /// Adds the CORS headers of an allowed preflight for `origin`.

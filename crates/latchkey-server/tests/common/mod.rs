@@ -29,6 +29,24 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A response, its body parsed as JSON (Null when empty, a string when
+    /// it is not JSON).
+    pub async fn read(resp: reqwest::Response) -> Self {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
     /// The error code of an error body.
     pub fn code(&self) -> &str {
         self.body["errors"][0]["code"].as_str().unwrap_or("")
@@ -187,19 +205,7 @@ impl TestApp {
     /// Sends a request built on [`TestApp::http`] and reads its reply.
     pub async fn send(req: reqwest::RequestBuilder) -> Reply {
         let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Reply {
-            status,
-            body,
-            headers,
-        }
+        Reply::read(resp).await
     }
 
     /// POSTs `fields` as an `application/x-www-form-urlencoded` body.

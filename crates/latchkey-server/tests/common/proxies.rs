@@ -584,19 +584,7 @@ impl Rig {
                 self.proxy_log()
             )
         });
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Reply {
-            status,
-            body,
-            headers,
-        }
+        Reply::read(resp).await
     }
 
     /// `GET path` with `Authorization: auth` (when given) and any other

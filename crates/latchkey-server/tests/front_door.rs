@@ -1008,3 +1008,142 @@ async fn the_gateway_refuses_ambiguous_paths_without_routes_too() {
     let seen: Value = r.json().await.expect("echo");
     assert_eq!(seen["uri"], json!("/public/ok"));
 }
+
+// ---------------------------------------------------------------------------
+// The gateway's connections to the upstream
+
+/// A hand-written HTTP/1.1 upstream that counts the connections it accepts.
+/// Every request (heads only) gets `ok`; with `close_after_each` it closes
+/// the connection after each answer without saying so (as an upstream
+/// whose keep-alive timeout has passed does); `/_partial` gets a head
+/// announcing ten bytes and only five of them.
+async fn counting_upstream(
+    close_after_each: bool,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&got[..end]).to_string();
+                    got.drain(..end + 4);
+                    if head.starts_with("GET /_partial ") {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf.")
+                            .await;
+                        // Never sends the rest.
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        return;
+                    }
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .is_err()
+                        || close_after_each
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+async fn gateway_before(addr: SocketAddr) -> (TestApp, Key) {
+    let app = TestApp::spawn_with(|c| {
+        c.gateway = Some(GatewayConfig::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            &format!("http://{addr}"),
+        ));
+    })
+    .await;
+    let app_id = app.create_app(&app.owner(), "Shop").await;
+    let key = app.create_app_key(&app.owner(), &app_id).await;
+    (app, key)
+}
+
+#[tokio::test]
+async fn the_gateway_reuses_its_upstream_connections() {
+    use std::sync::atomic::Ordering;
+    let (addr, accepted) = counting_upstream(false).await;
+    let (app, key) = gateway_before(addr).await;
+    for _ in 0..20 {
+        let r = through(&app, Method::GET, "/x", &[("authorization", &key.basic())]).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.text().await.expect("body"), "ok");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one keep-alive connection served all twenty requests, one after another"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_idle_connections_costs_no_request() {
+    use std::sync::atomic::Ordering;
+    let (addr, accepted) = counting_upstream(true).await;
+    let (app, key) = gateway_before(addr).await;
+    for i in 0..5 {
+        let r = through(&app, Method::GET, "/x", &[("authorization", &key.basic())]).await;
+        assert_eq!(r.status(), StatusCode::OK, "request {i}");
+        assert_eq!(r.text().await.expect("body"), "ok");
+        // Time for the upstream's close to arrive at the idle connection.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        5,
+        "a new connection each time"
+    );
+}
+
+#[tokio::test]
+async fn a_response_the_client_abandons_does_not_poison_the_pool() {
+    use std::sync::atomic::Ordering;
+    let (addr, accepted) = counting_upstream(false).await;
+    let (app, key) = gateway_before(addr).await;
+    let r = through(
+        &app,
+        Method::GET,
+        "/_partial",
+        &[("authorization", &key.basic())],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(r);
+    for _ in 0..3 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            through(&app, Method::GET, "/x", &[("authorization", &key.basic())]),
+        )
+        .await
+        .expect("answered, not stuck behind the half-read response");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.text().await.expect("body"), "ok");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the half-read connection was not reused; the next one was"
+    );
+}

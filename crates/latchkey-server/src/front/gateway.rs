@@ -37,18 +37,17 @@ use axum::http::header::{
     AUTHORIZATION, CONNECTION, FORWARDED, HOST, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING,
     UPGRADE, VARY,
 };
-use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::uri::{PathAndQuery, Scheme};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use axum::response::IntoResponse;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::conns::{Active, Admitted, Conns};
+use super::upstream::{Failure, Pool, Relay};
 use super::{Asked, Decision, ERROR_HEADER, Refusal, decide, set_identity_headers};
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
@@ -78,7 +77,8 @@ pub enum GatewayError {
 /// Where requests go: the upstream's authority and path prefix.
 #[derive(Debug, Clone)]
 struct Upstream {
-    authority: Authority,
+    /// `host:port` to connect to.
+    address: String,
     /// Without a trailing slash; empty for none.
     prefix: String,
     host: HeaderValue,
@@ -106,22 +106,28 @@ impl Upstream {
             return Err(refuse("must not carry a query"));
         }
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| refuse("bad host"))?;
+        let address = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
         Ok(Self {
             prefix: uri.path().trim_end_matches('/').to_string(),
-            authority,
+            address,
             host,
         })
     }
 
-    fn uri_for(&self, path_and_query: &str) -> Option<Uri> {
+    /// The request target as the upstream gets it: origin-form, under the
+    /// upstream's path prefix.
+    fn uri_for(&self, uri: &Uri) -> Option<Uri> {
+        let path_and_query = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        if self.prefix.is_empty() && uri.scheme().is_none() {
+            // Already origin-form (hyper's server reads absolute-form too).
+            return Some(uri.clone());
+        }
         let joined = format!("{}{path_and_query}", self.prefix);
-        let pq = PathAndQuery::try_from(joined).ok()?;
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .ok()
+        PathAndQuery::try_from(joined).ok().map(Uri::from)
     }
 }
 
@@ -157,7 +163,7 @@ impl Gateway {
 struct Shared {
     state: AppState,
     upstream: Upstream,
-    client: Client<HttpConnector, Body>,
+    pool: Arc<Pool>,
     keep_authorization: bool,
     upstream_timeout: Duration,
 }
@@ -172,17 +178,11 @@ pub async fn start(state: AppState, config: &GatewayConfig) -> Result<Gateway, G
     let local_addr = listener
         .local_addr()
         .map_err(|source| GatewayError::Listen { addr, source })?;
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(config.upstream_timeout));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_timer(TokioTimer::new())
-        .build(connector);
+    let pool = Pool::new(upstream.address.clone(), config.upstream_timeout);
     let shared = Arc::new(Shared {
         state,
         upstream,
-        client,
+        pool,
         keep_authorization: config.keep_authorization,
         upstream_timeout: config.upstream_timeout,
     });
@@ -301,7 +301,7 @@ async fn handle(
     peer: IpAddr,
     req: Request<Incoming>,
     active: Active,
-) -> Response<Body> {
+) -> Response<Reply> {
     let state = &shared.state;
     let line = crate::access_log::Line::begin_debug(req.method(), req.uri().path());
     let uri = req
@@ -315,7 +315,7 @@ async fn handle(
         peer: Some(peer),
     };
     let decision = decide(state, &asked).await;
-    let mut response = match decision {
+    let response = match decision {
         Decision::Allow { identity, cors } => {
             let mut response = forward(shared, peer, req, &identity).await;
             let headers = response.headers_mut();
@@ -336,7 +336,7 @@ async fn handle(
             response
         }
         Decision::Preflight { allowed } => {
-            let mut response = Response::new(Body::empty());
+            let mut response = Response::new(Sent::Local(Body::empty()));
             *response.status_mut() = StatusCode::NO_CONTENT;
             let headers = response.headers_mut();
             headers.insert(VARY, HeaderValue::from_static("Origin"));
@@ -346,7 +346,7 @@ async fn handle(
             response
         }
         Decision::Refuse { refusal, cors } => {
-            let mut response = refused(&refusal);
+            let mut response = refused(&refusal).map(Sent::Local);
             if let Some(origin) = cors {
                 crate::cors::allow_headers(response.headers_mut(), origin);
                 response
@@ -360,12 +360,10 @@ async fn handle(
         line.write(response.status().as_u16());
     }
     // The request counts as in flight until its response body is sent.
-    let body = std::mem::take(response.body_mut());
-    *response.body_mut() = Body::new(Tracked {
-        inner: body,
+    response.map(|sent| Reply {
+        sent,
         _active: active,
-    });
-    response
+    })
 }
 
 fn refused(refusal: &Refusal) -> Response<Body> {
@@ -416,11 +414,9 @@ fn upstream_request(
     peer: IpAddr,
     req: Request<Incoming>,
     identity: &super::Identity,
-) -> Option<Request<Body>> {
+) -> Option<Request<Incoming>> {
     let (mut parts, body) = req.into_parts();
-    let uri = shared
-        .upstream
-        .uri_for(parts.uri.path_and_query().map_or("/", PathAndQuery::as_str))?;
+    let uri = shared.upstream.uri_for(&parts.uri)?;
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
     let theirs: Vec<HeaderName> = headers
@@ -455,7 +451,7 @@ fn upstream_request(
     headers.insert(HOST, shared.upstream.host.clone());
     parts.uri = uri;
     parts.version = Version::HTTP_11;
-    Some(Request::from_parts(parts, Body::new(body)))
+    Some(Request::from_parts(parts, body))
 }
 
 async fn forward(
@@ -463,63 +459,83 @@ async fn forward(
     peer: IpAddr,
     req: Request<Incoming>,
     identity: &super::Identity,
-) -> Response<Body> {
+) -> Response<Sent> {
     let Some(outgoing) = upstream_request(shared, peer, req, identity) else {
         return gateway_error(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "the request's path or headers cannot be forwarded",
-        );
+        )
+        .map(Sent::Local);
     };
-    match tokio::time::timeout(shared.upstream_timeout, shared.client.request(outgoing)).await {
-        Ok(Ok(response)) => {
-            let (mut parts, body) = response.into_parts();
-            remove_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "gateway: the upstream could not be reached");
-            gateway_error(
-                StatusCode::BAD_GATEWAY,
-                "bad_gateway",
-                "the upstream could not be reached",
-            )
-        }
-        Err(_) => {
-            tracing::warn!("gateway: the upstream did not answer in time");
-            gateway_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "gateway_timeout",
-                "the upstream did not answer in time",
-            )
-        }
-    }
+    let failed =
+        match tokio::time::timeout(shared.upstream_timeout, shared.pool.send(outgoing)).await {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                return Response::from_parts(parts, Sent::Relayed(body));
+            }
+            Ok(Err(Failure::Unreachable(why))) => {
+                tracing::warn!(error = %why, "gateway: the upstream could not be reached");
+                gateway_error(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    "the upstream could not be reached",
+                )
+            }
+            Err(_) => {
+                tracing::warn!("gateway: the upstream did not answer in time");
+                gateway_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "gateway_timeout",
+                    "the upstream did not answer in time",
+                )
+            }
+        };
+    failed.map(Sent::Local)
 }
 
-/// A response body that keeps its request counted as in flight until it
-/// ends (or is dropped with the connection).
-struct Tracked {
-    inner: Body,
+/// A response body: the upstream's, or the gateway's own.
+enum Sent {
+    Relayed(Relay),
+    Local(Body),
+}
+
+/// The body the client gets; it keeps its request counted as in flight
+/// until it ends (or is dropped with the connection).
+struct Reply {
+    sent: Sent,
     _active: Active,
 }
 
-impl HttpBody for Tracked {
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl HttpBody for Reply {
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().sent {
+            Sent::Relayed(relay) => Pin::new(relay).poll_frame(cx).map_err(Into::into),
+            Sent::Local(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.sent {
+            Sent::Relayed(relay) => relay.is_end_stream(),
+            Sent::Local(body) => body.is_end_stream(),
+        }
     }
 
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+    fn size_hint(&self) -> SizeHint {
+        match &self.sent {
+            Sent::Relayed(relay) => relay.size_hint(),
+            Sent::Local(body) => body.size_hint(),
+        }
     }
 }
 
@@ -531,14 +547,25 @@ mod tests {
     fn upstreams_are_checked_at_start() {
         let ok = Upstream::parse("http://127.0.0.1:8080").expect("plain");
         assert_eq!(ok.prefix, "");
+        assert_eq!(ok.address, "127.0.0.1:8080");
+        let origin_form: Uri = "/v2/apps?x=1".parse().expect("uri");
         assert_eq!(
-            ok.uri_for("/v2/apps?x=1").expect("uri").to_string(),
-            "http://127.0.0.1:8080/v2/apps?x=1"
+            ok.uri_for(&origin_form).expect("uri").to_string(),
+            "/v2/apps?x=1"
         );
-        let prefixed = Upstream::parse("http://api.internal:9000/base/").expect("prefix");
+        let absolute: Uri = "http://elsewhere:1/v2/apps?x=1".parse().expect("uri");
         assert_eq!(
-            prefixed.uri_for("/v2").expect("uri").to_string(),
-            "http://api.internal:9000/base/v2"
+            ok.uri_for(&absolute).expect("uri").to_string(),
+            "/v2/apps?x=1"
+        );
+        let prefixed = Upstream::parse("http://api.internal/base/").expect("prefix");
+        assert_eq!(prefixed.address, "api.internal:80");
+        assert_eq!(
+            prefixed
+                .uri_for(&"/v2".parse().expect("uri"))
+                .expect("uri")
+                .to_string(),
+            "/base/v2"
         );
         for bad in [
             "https://x",

@@ -13,6 +13,7 @@
 pub(crate) mod conns;
 pub mod forward_auth;
 pub mod gateway;
+mod upstream;
 
 use std::borrow::Cow;
 use std::net::IpAddr;

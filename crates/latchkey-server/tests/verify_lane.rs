@@ -141,13 +141,18 @@ async fn what_the_direct_path_must_not_answer_reaches_the_router() {
     let (status, _, _) = ask(&app, "Bearer lkop_wrong", DIRECT, &good).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    // Bodies the direct path cannot parse get the router's answers.
+    // Bodies the direct path cannot parse get the router's answers; so do
+    // arrays, which serde would read as a VerifyRequest.
+    let array = json!([key.basic()]).to_string();
+    let array_with_app = json!([key.basic(), app_id]).to_string();
     for bad in [
         "{",
         "[]",
         r#"{"authorization": 5}"#,
         r#"{"authorization": "x", "colour": "red"}"#,
         r#"{"appId": "ap_1"}"#,
+        &array,
+        &array_with_app,
     ] {
         let direct = ask(&app, &app.operator(), DIRECT, bad).await;
         let routed = ask(&app, &app.operator(), ROUTED, bad).await;

@@ -71,13 +71,17 @@ impl FromRequestParts<AppState> for VerifyCaller {
 /// Basic credentials among them), which is then verified as it is.
 fn bearer_of_basic_token(header: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     use base64::Engine;
+    // Read as the core reads every Authorization value: without the
+    // optional whitespace around it, the scheme, then one or more spaces.
+    let header = latchkey_core::verify::trim_ows(header);
     let (scheme, rest) = header.split_at_checked(6)?;
     if !scheme.eq_ignore_ascii_case(b"basic ") {
         return None;
     }
+    let rest = &rest[rest.iter().position(|&b| b != b' ')?..];
     let decoded = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
-            .decode(rest.trim_ascii())
+            .decode(rest)
             .ok()?,
     );
     let colon = decoded.iter().position(|&b| b == b':')?;

@@ -4,15 +4,18 @@
 //! verification path needs exactly one algorithm, a key looked up by `kid`
 //! from the in-memory index, typed claims of our own, and the cost of about
 //! one HMAC. Anything else is refused: other algorithms (including `none`),
-//! a missing `kid`, a `crit` header, tokens over [`MAX_TOKEN_LEN`], bad
-//! base64, duplicate or wrongly typed claims.
+//! a missing `kid`, a `crit` header (whatever its value, `null` included:
+//! RFC 7515 §4.1.11), tokens over [`MAX_TOKEN_LEN`], bad base64, duplicate
+//! or wrongly typed claims, and a header or claims set that is not JSON
+//! text in every member, read or not (invalid UTF-8, or a `\u` escape of a
+//! lone surrogate: RFC 8259 §8).
 
 use std::borrow::Cow;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use crate::hs256::Hs256Key;
 use crate::{b64, flat};
@@ -48,8 +51,78 @@ struct RawHeader<'a> {
     alg: Cow<'a, str>,
     #[serde(borrow, default)]
     kid: Option<Cow<'a, str>>,
-    #[serde(default)]
-    crit: Option<IgnoredAny>,
+    /// Whether the header has a `crit` member, whatever its value (`null`
+    /// included): Latchkey understands no extension, so any is refused.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// `true` for a member that is present, whatever its value.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Checked::deserialize(d).map(|Checked| true)
+}
+
+/// Any JSON value, read in full and dropped. Unlike serde's `IgnoredAny`,
+/// which skips a string without looking at its bytes or escapes, every
+/// string (member names included) is read as serde_json reads a string it
+/// returns: valid UTF-8, and no `\u` escape of a lone surrogate.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+/// Whether `json` is one JSON text with every member valid (see
+/// [`Checked`]), whether Latchkey reads it or not. The typed readers below
+/// check only the members they read; serde skips the others unexamined.
+fn every_member_is_json_text(json: &[u8]) -> Result<(), serde_json::Error> {
+    serde_json::from_slice::<Checked>(json).map(|Checked| ())
 }
 
 /// A token split into its parts, header checked, signature not yet checked.
@@ -231,11 +304,12 @@ fn parse_full(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
     if !is_json_object(&header_json) {
         return Err(JwtError::Header);
     }
+    every_member_is_json_text(&header_json).map_err(|_| JwtError::Header)?;
     let raw: RawHeader<'_> = serde_json::from_slice(&header_json).map_err(|_| JwtError::Header)?;
     if raw.alg != "HS256" {
         return Err(JwtError::Algorithm);
     }
-    if raw.crit.is_some() {
+    if raw.crit {
         return Err(JwtError::Critical);
     }
     let kid = match raw.kid {
@@ -267,7 +341,7 @@ fn read_header(json: &[u8]) -> Option<&[u8]> {
         let slot = match name.as_bytes() {
             [b'a', b'l', b'g'] => &mut alg,
             [b'k', b'i', b'd'] => &mut kid,
-            // Always refused or ignored by the full path.
+            // Refused by the full path, whatever its value.
             [b'c', b'r', b'i', b't'] => return None,
             _ => return Some(()),
         };
@@ -389,6 +463,7 @@ fn claims_with_serde(json: &[u8]) -> Result<Claims, JwtError> {
     if !is_json_object(json) {
         return Err(JwtError::Claims("the claims must be a JSON object".into()));
     }
+    every_member_is_json_text(json).map_err(|e| JwtError::Claims(claims_error(&e)))?;
     let raw: RawClaims<'_> =
         serde_json::from_slice(json).map_err(|e| JwtError::Claims(claims_error(&e)))?;
     raw.into_claims()
@@ -658,6 +733,100 @@ mod tests {
         assert_eq!(parse("a.b.c.d").err(), Some(JwtError::Shape));
     }
 
+    /// A token over raw header and claims bytes, signed with [`SECRET`].
+    fn raw_token(header: &[u8], claims: &[u8]) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let tag = key().sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// Texts that are not JSON (RFC 8259 §8.1: UTF-8; §7: a `\u` escape
+    /// of a lone surrogate names no character), placed in members Latchkey
+    /// does not read, nested or not, and in a member's name.
+    const NOT_JSON_TEXT: [&[u8]; 12] = [
+        b"\"\\ud800\"",
+        b"\"\\udfff\"",
+        b"\"x\\ud83d\"",
+        b"\"\\ud83d\\u0041\"",
+        b"\"\\ude00\\ud83d\"",
+        b"[\"\\udc00\"]",
+        b"{\"a\":\"\\ud800\"}",
+        b"\"\xff\"",
+        b"\"\xc0\x80\"",
+        b"\"\xed\xa0\x80\"",
+        b"[\"\x80\"]",
+        b"{\"\xf4\x90\x80\x80\":1}",
+    ];
+
+    /// Where the texts above go: the value of a member of a name Latchkey
+    /// does not read, and (strings) a member's name.
+    fn with_member(prefix: &str, value: &[u8]) -> Vec<Vec<u8>> {
+        let mut unread = prefix.as_bytes().to_vec();
+        unread.extend_from_slice(b",\"x\":");
+        unread.extend_from_slice(value);
+        unread.push(b'}');
+        let mut out = vec![unread];
+        if value.starts_with(b"\"") {
+            let mut named = prefix.as_bytes().to_vec();
+            named.push(b',');
+            named.extend_from_slice(value);
+            named.extend_from_slice(b":1}");
+            out.push(named);
+        }
+        out
+    }
+
+    #[test]
+    fn members_that_are_not_json_text_are_refused_read_or_not() {
+        for value in NOT_JSON_TEXT {
+            for header in with_member(r#"{"alg":"HS256","kid":"k""#, value) {
+                let token = raw_token(&header, br#"{"scope":"app"}"#);
+                assert_eq!(
+                    parse(&token).err(),
+                    Some(JwtError::Header),
+                    "{}",
+                    String::from_utf8_lossy(&header)
+                );
+            }
+            for claims in with_member(r#"{"scope":"app""#, value) {
+                let token = raw_token(br#"{"alg":"HS256","kid":"k"}"#, &claims);
+                let parsed = parse(&token).expect("the header is good");
+                parsed.verify_signature(&key()).expect("signature");
+                assert!(
+                    matches!(parsed.claims(), Err(JwtError::Claims(_))),
+                    "{}",
+                    String::from_utf8_lossy(&claims)
+                );
+            }
+        }
+        // A valid surrogate pair, escaped, and the character itself are
+        // JSON text.
+        for value in [&b"\"\\ud83d\\ude00\""[..], "\"\u{1f600}\"".as_bytes()] {
+            for header in with_member(r#"{"alg":"HS256","kid":"k""#, value) {
+                let token = raw_token(&header, br#"{"scope":"app"}"#);
+                assert_eq!(parse(&token).expect("parse").kid(), "k");
+            }
+            for claims in with_member(r#"{"scope":"app""#, value) {
+                let token = raw_token(br#"{"alg":"HS256","kid":"k"}"#, &claims);
+                let claims = parse(&token).expect("parse").claims();
+                assert_eq!(claims.expect("claims").scope, ClaimedScope::App);
+            }
+        }
+    }
+
+    #[test]
+    fn a_crit_member_is_refused_whatever_its_value() {
+        for crit in ["null", "[]", "[\"b64\"]", "\"b64\"", "{}", "false", "0"] {
+            let header = format!(r#"{{"alg":"HS256","kid":"k","crit":{crit}}}"#);
+            let token = raw_token(header.as_bytes(), br#"{"scope":"app"}"#);
+            assert_eq!(parse(&token).err(), Some(JwtError::Critical), "{header}");
+        }
+    }
+
     #[test]
     fn wrongly_typed_or_duplicate_claims_are_refused() {
         for claims in [
@@ -792,6 +961,21 @@ mod tests {
                 Just("[\"b64\"]".to_string()), Just("{\"a\":1}".to_string()),
                 Just("[]".to_string()), Just("01".to_string()),
             ],
+            // \u escapes of surrogates: pairs (JSON text), lone ones and
+            // pairs in the wrong order (not JSON text), also nested.
+            1 => (
+                prop_oneof![
+                    Just("\\ud83d\\ude00"), Just("\\ud800"), Just("\\udfff"),
+                    Just("\\ude00\\ud83d"), Just("\\ud83d\\u0041"), Just("\\u00e9"),
+                ],
+                "[a-z]{0,3}",
+                0..3usize,
+            )
+                .prop_map(|(escape, text, nest)| match nest {
+                    0 => format!("\"{text}{escape}\""),
+                    1 => format!("[\"{escape}{text}\"]"),
+                    _ => format!("{{\"{text}\":\"{escape}\"}}"),
+                }),
         ]
         .boxed()
     }
@@ -833,6 +1017,8 @@ mod tests {
             Just("ki\\u0064"),
             Just("Alg"),
             Just("s\\ncope"),
+            Just("\\ud800"),
+            Just("\\ud83d\\ude00"),
         ];
         (name, any_ws(), any_value(), any_ws())
             .prop_map(|(n, w1, v, w2)| format!("\"{n}\"{w1}:{w2}{v}"))
@@ -961,7 +1147,7 @@ mod tests {
                 let raw: RawHeader<'_> = serde_json::from_str(&json).expect("serde reads it");
                 prop_assert!(is_json_object(json.as_bytes()));
                 prop_assert_eq!(raw.alg.as_ref(), "HS256");
-                prop_assert!(raw.crit.is_none());
+                prop_assert!(!raw.crit);
                 prop_assert_eq!(raw.kid.as_deref().map(str::as_bytes), Some(kid));
                 let full = full.as_ref().expect("parse_full accepts it");
                 let fast = parse_fast(token.as_bytes()).expect("parse_fast accepts it");
@@ -971,6 +1157,13 @@ mod tests {
                 prop_assert_eq!(fast.signature, full.signature);
             } else {
                 prop_assert!(parse_fast(token.as_bytes()).is_none());
+            }
+            // An independent oracle for the members nobody reads: what is
+            // accepted is JSON text throughout, as serde_json's Value (which
+            // reads every string) finds.
+            if full.is_ok() {
+                let value = serde_json::from_str::<serde_json::Value>(&json);
+                prop_assert!(value.is_ok_and(|v| v.is_object()), "{}", json);
             }
             // parse() answers as parse_full always did.
             prop_assert_eq!(
@@ -993,6 +1186,44 @@ mod tests {
             let t = format!("{header}.{}.c2ln", URL_SAFE_NO_PAD.encode(&json));
             let p = parse(&t).expect("parse");
             prop_assert_eq!(p.claims(), claims_with_serde(json.as_bytes()));
+            if p.claims().is_ok() {
+                let value = serde_json::from_str::<serde_json::Value>(&json);
+                prop_assert!(value.is_ok_and(|v| v.is_object()), "{}", json);
+            }
+        }
+
+        /// A header or claims set with bytes that are not UTF-8 anywhere
+        /// (in a member nobody reads, in a name, between members) is
+        /// refused, on the fast paths and off them.
+        #[test]
+        fn invalid_utf8_anywhere_is_refused(
+            header in near_header(),
+            claims in near_claims(),
+            in_header in any::<bool>(),
+            at in any::<prop::sample::Index>(),
+            bad in prop::sample::select(vec![
+                &[0xffu8][..], &[0xc0, 0x80], &[0x80], &[0xe2, 0x82], &[0xed, 0xa0, 0x80],
+                &[0xf4, 0x90, 0x80, 0x80], &[0xf8, 0x88, 0x80, 0x80, 0x80],
+            ]),
+        ) {
+            let (mut header, mut claims) = (header.into_bytes(), claims.into_bytes());
+            let target = if in_header { &mut header } else { &mut claims };
+            let at = at.index(target.len() + 1);
+            target.splice(at..at, bad.iter().copied());
+            prop_assume!(std::str::from_utf8(target).is_err());
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(&header),
+                URL_SAFE_NO_PAD.encode(&claims)
+            );
+            let token = format!("{input}.{}", URL_SAFE_NO_PAD.encode(key().sign(input.as_bytes())));
+            if in_header {
+                prop_assert!(parse_fast(token.as_bytes()).is_none());
+                prop_assert!(parse(&token).is_err());
+            } else if let Ok(p) = parse(&token) {
+                prop_assert!(read_claims(&claims).is_none());
+                prop_assert!(p.claims().is_err());
+            }
         }
     }
 }

@@ -111,13 +111,17 @@ impl AuthError {
 
 impl KeyIndex {
     /// Verifies the value of an `Authorization` header at time `now`.
+    ///
+    /// Spaces and tabs before and after the value are not part of it
+    /// ([`trim_ows`]), whatever the scheme, so a value forwarded as it was
+    /// received gets the same answer as the value itself.
     pub fn verify_authorization(
         &self,
         header: Option<&[u8]>,
         now: i64,
         opts: VerifyOptions,
     ) -> Result<Verified, AuthError> {
-        let header = header.ok_or(AuthError::Missing)?;
+        let header = trim_ows(header.ok_or(AuthError::Missing)?);
         if header.len() > MAX_HEADER_LEN {
             return Err(AuthError::TooLarge);
         }
@@ -127,7 +131,8 @@ impl KeyIndex {
         self.verify_general(header, now, opts)
     }
 
-    /// Every form of header, every error.
+    /// Every form of header, every error. `header` has no optional
+    /// whitespace around it.
     fn verify_general(
         &self,
         header: &[u8],
@@ -190,7 +195,6 @@ impl KeyIndex {
 
     /// `keyId:secret`, base64-encoded.
     pub fn verify_basic(&self, credentials: &str, now: i64) -> Result<Verified, AuthError> {
-        let credentials = credentials.trim_end();
         if let Some(verified) = self.verify_basic_fast(credentials.as_bytes(), now) {
             return Ok(verified);
         }
@@ -279,7 +283,6 @@ impl KeyIndex {
     }
 
     fn verify_operator_token(&self, token: &str) -> Result<Verified, AuthError> {
-        let token = token.trim_end();
         // Every stored hash is of a token Latchkey generated, in the checked
         // format, so the format (alphabet and checksum, ~80 ns on each
         // verification request) is checked only when no hash matches, to
@@ -296,7 +299,6 @@ impl KeyIndex {
 
     /// As [`KeyIndex::verify_operator_token`], for verifier tokens.
     fn verify_verifier_token(&self, token: &str) -> Result<Verified, AuthError> {
-        let token = token.trim_end();
         match self.verifier_token_id(token) {
             Some(token_id) => Ok(Verified::timeless(Principal::Verifier { token_id })),
             None => {
@@ -304,6 +306,29 @@ impl KeyIndex {
                     .map_err(AuthError::MalformedSecret)?;
                 Err(AuthError::BadVerifierToken)
             }
+        }
+    }
+}
+
+/// A field value without the optional whitespace around it: RFC 9110 §5.5
+/// says that spaces and horizontal tabs (OWS) before and after a field
+/// value are not part of it. Only those two: anything else (a newline, a
+/// no-break space) is part of the value, which is then refused. When
+/// there is nothing to trim (the usual case) it costs a look at the first
+/// and the last byte.
+#[inline]
+pub fn trim_ows(value: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    match value {
+        // The usual case: nothing to trim.
+        [first, .., last] if !is_ows(first) && !is_ows(last) => value,
+        _ => {
+            let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
+            let end = value
+                .iter()
+                .rposition(|b| !is_ows(b))
+                .map_or(start, |i| i + 1);
+            &value[start..end]
         }
     }
 }
@@ -784,8 +809,8 @@ mod tests {
             }
         );
         assert_eq!((v.expires_at, v.issued_at), (None, None));
-        // Trailing spaces are trimmed, as for operator tokens.
-        assert!(verify(&f, &format!("Bearer {}  ", f.vf_token)).is_ok());
+        // Optional whitespace around the value is not part of it.
+        assert!(verify(&f, &format!("\tBearer {}  ", f.vf_token)).is_ok());
         let rng = SystemRandom::new();
         let unknown = generate(&rng, VERIFIER_TOKEN_PREFIX);
         assert_eq!(
@@ -857,8 +882,9 @@ mod tests {
             verify(&f, &basic("app_1", &f.app_secret)).err(),
             Some(AuthError::MalformedKeyId)
         );
-        // Trailing spaces are trimmed on both paths.
-        let header = format!("{} ", basic(&f.app_key, &f.app_secret));
+        // Optional whitespace around the value is not part of it, on both
+        // paths.
+        let header = format!(" {} \t", basic(&f.app_key, &f.app_secret));
         assert!(verify(&f, &header).is_ok());
         // Another key's secret, a one-character change (checksum) and an
         // expired key are refused with the full path's reasons.
@@ -964,8 +990,39 @@ mod tests {
             let opts = VerifyOptions::default();
             prop_assert_eq!(
                 outcome(index.verify_authorization(Some(&header), NOW, opts)),
-                outcome(index.verify_general(&header, NOW, opts))
+                outcome(index.verify_general(trim_ows(&header), NOW, opts))
             );
+        }
+
+        /// Spaces and tabs before and after a header's value change
+        /// nothing, for every scheme and every outcome; any other
+        /// whitespace around a good credential is refused.
+        #[test]
+        fn optional_whitespace_around_the_value_changes_nothing(
+            header in near_headers(shared()),
+            before in "[ \t]{0,3}",
+            after in "[ \t]{0,3}",
+            other in prop::sample::select(vec!["\n", "\r\n", "\u{a0}", "\u{c}", "\u{b}"]),
+            other_after in any::<bool>(),
+        ) {
+            let index = &shared().index;
+            let opts = VerifyOptions::default();
+            let bare = trim_ows(&header).to_vec();
+            let padded = [before.as_bytes(), &bare, after.as_bytes()].concat();
+            let answer = outcome(index.verify_authorization(Some(&bare), NOW, opts));
+            prop_assert_eq!(
+                outcome(index.verify_authorization(Some(&padded), NOW, opts)),
+                answer.clone()
+            );
+            if answer.is_ok() {
+                let mut odd = bare.clone();
+                if other_after {
+                    odd.extend_from_slice(other.as_bytes());
+                } else {
+                    odd.splice(0..0, other.bytes());
+                }
+                prop_assert!(index.verify_authorization(Some(&odd), NOW, opts).is_err());
+            }
         }
     }
 

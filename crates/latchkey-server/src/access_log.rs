@@ -1,5 +1,8 @@
 //! One log line per request: method, path, status and latency (headers,
 //! and so credentials, are never recorded; neither is the query string).
+//! A credential a client put in the path is redacted
+//! (`latchkey_core::secret::redact`): anything with a Latchkey secret's
+//! shape keeps only its prefix (`lksk_[redacted]`), a JWT only `eyJ`.
 //!
 //! Lines go to the `latchkey::access` target. Management calls are logged
 //! at INFO. `POST /v1/verify`, `/v1/forward-auth` and the health probes are
@@ -22,6 +25,7 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::Response;
+use latchkey_core::secret::redact;
 use tower::{Layer, Service};
 
 /// The [`Layer`] that adds the access log to a service.
@@ -67,7 +71,7 @@ impl Line {
         };
         enabled.then(|| Line {
             method: method.clone(),
-            path: path.to_string(),
+            path: redact(path).into_owned(),
             started: Instant::now(),
             debug,
         })
@@ -78,7 +82,7 @@ impl Line {
     pub(crate) fn begin_debug(method: &Method, path: &str) -> Option<Line> {
         tracing::enabled!(target: "latchkey::access", tracing::Level::DEBUG).then(|| Line {
             method: method.clone(),
-            path: path.to_string(),
+            path: redact(path).into_owned(),
             started: Instant::now(),
             debug: true,
         })

@@ -71,13 +71,17 @@ impl FromRequestParts<AppState> for VerifyCaller {
 /// Basic credentials among them), which is then verified as it is.
 fn bearer_of_basic_token(header: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     use base64::Engine;
+    // Read as the core reads every Authorization value: without the
+    // optional whitespace around it, the scheme, then one or more spaces.
+    let header = latchkey_core::verify::trim_ows(header);
     let (scheme, rest) = header.split_at_checked(6)?;
     if !scheme.eq_ignore_ascii_case(b"basic ") {
         return None;
     }
+    let rest = &rest[rest.iter().position(|&b| b != b' ')?..];
     let decoded = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
-            .decode(rest.trim_ascii())
+            .decode(rest)
             .ok()?,
     );
     let colon = decoded.iter().position(|&b| b == b':')?;
@@ -256,8 +260,9 @@ impl FromRequestParts<AppState> for WriteGuard {
     }
 }
 
-/// A JSON body; malformed JSON, wrong types, unknown fields and oversized
-/// bodies are answered in the documented error format.
+/// A JSON body; malformed JSON, a body that is not a JSON object (serde
+/// would read a struct from an array too), wrong types, unknown fields and
+/// oversized bodies are answered in the documented error format.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -265,11 +270,19 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(JsonBody(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::bad_request(
+        if !is_json_content_type(req.headers()) {
+            return Err(ApiError::bad_request(
                 "send the body as JSON with Content-Type: application/json",
-            )),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| body_read_error(e.status(), state))?;
+        if let Some(error) = not_an_object(&bytes) {
+            return Err(error);
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(v)) => Ok(JsonBody(v)),
             Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::bad_request(format!(
                 "the body is not valid JSON: {}",
                 body_error_text(&e.body_text())
@@ -278,18 +291,65 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 "the body does not have the expected shape: {}",
                 body_error_text(&e.body_text())
             ))),
-            Err(JsonRejection::BytesRejection(e)) => {
-                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    Err(ApiError::payload_too_large(state.config.max_body_bytes))
-                } else {
-                    Err(ApiError::bad_request(
-                        "the request body could not be read completely",
-                    ))
-                }
-            }
             Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
     }
+}
+
+/// `application/json`, with parameters or not, or any `application/…+json`
+/// type: what axum's `Json` accepts.
+fn is_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<mime::Mime>().ok())
+        .is_some_and(|m| {
+            m.type_() == "application"
+                && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
+        })
+}
+
+/// The answer to a body that could not be read, by the status axum gave.
+fn body_read_error(status: axum::http::StatusCode, state: &AppState) -> ApiError {
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::payload_too_large(state.config.max_body_bytes)
+    } else {
+        ApiError::bad_request("the request body could not be read completely")
+    }
+}
+
+/// Whether a JSON text is an object: its first byte after JSON's
+/// whitespace is `{`. serde's derived structs also read an array (their
+/// members in order), so `["evil"]` would be taken for
+/// `{"displayName":"evil"}`; every body of the API is an object, as the
+/// OpenAPI document says.
+pub fn is_json_object(bytes: &[u8]) -> bool {
+    first_json_byte(bytes) == Some(b'{')
+}
+
+fn first_json_byte(bytes: &[u8]) -> Option<u8> {
+    bytes
+        .iter()
+        .copied()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+/// The 400 for a body that is another JSON value than an object, saying
+/// what it is instead; `None` for an object (which may still be malformed)
+/// and for text that is no JSON value at all: serde says what is wrong
+/// with those.
+fn not_an_object(bytes: &[u8]) -> Option<ApiError> {
+    let found = match first_json_byte(bytes)? {
+        b'[' => "an array",
+        b'"' => "a string",
+        b'-' | b'0'..=b'9' => "a number",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        _ => return None,
+    };
+    Some(ApiError::bad_request(format!(
+        "the body must be a JSON object, not {found}"
+    )))
 }
 
 /// A JSON body that may also be absent (no body at all): then `T::default()`.
@@ -342,13 +402,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for FormBody<T> {
         }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|e| {
-                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::payload_too_large(state.config.max_body_bytes)
-                } else {
-                    ApiError::bad_request("the request body could not be read completely")
-                }
-            })?;
+            .map_err(|e| body_read_error(e.status(), state))?;
         serde_urlencoded::from_bytes::<T>(&bytes)
             .map(FormBody)
             .map_err(|e| {

@@ -13,9 +13,10 @@
 //! no side effect besides the access log: the operator token verifies (and
 //! the index is fresh), there is no `Origin` header, the body is declared
 //! as `application/json` with a `Content-Length` within the body limit,
-//! and it parses as a `VerifyRequest`. Anything else, including a body
-//! that does not parse, goes to the router, which answers and audits it as
-//! it always did (the body already read is handed on).
+//! and it is a JSON object that parses as a `VerifyRequest`. Anything
+//! else, including a body that does not parse or is not an object, goes
+//! to the router, which answers and audits it as it always did (the body
+//! already read is handed on).
 //!
 //! One difference is deliberate: the direct path gives a client 30 s for
 //! the whole body, where the router allows 30 s between its frames.
@@ -256,7 +257,12 @@ async fn verify_directly(
             );
         }
     };
-    let Ok(request) = serde_json::from_slice::<VerifyRequest>(&bytes) else {
+    // An array would parse too (serde reads a struct from one); the
+    // router refuses it, as every body that is not a JSON object.
+    let parsed = crate::extract::is_json_object(&bytes)
+        .then(|| serde_json::from_slice::<VerifyRequest>(&bytes).ok())
+        .flatten();
+    let Some(request) = parsed else {
         // The router answers (and audits) what does not parse.
         parts.extensions.insert(ConnectInfo(peer));
         return router

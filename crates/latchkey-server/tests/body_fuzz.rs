@@ -152,3 +152,158 @@ fn arbitrary_bytes_are_bad_requests() {
         prop_assert!(status.is_client_error(), "{method} {path} -> {status}");
     });
 }
+
+/// Every operation of `docs/openapi.json` that takes a JSON body: method
+/// and path template.
+fn json_body_operations() -> Vec<(reqwest::Method, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read docs/openapi.json"))
+            .expect("docs/openapi.json is JSON");
+    let mut out = Vec::new();
+    for (template, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            if op["requestBody"]["content"]["application/json"].is_object() {
+                let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                    .expect("method");
+                out.push((method, template.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The state a refused body must leave as it was: every list an owner and
+/// the operator can read.
+async fn snapshot(app: &TestApp, lists: &[(String, String)]) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (path, auth) in lists {
+        let r = app.get(path, auth).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+        out.push((path.clone(), r.body));
+    }
+    out
+}
+
+/// serde reads a struct from a JSON array (its members in order), so
+/// `["evil"]` was taken for `{"displayName":"evil"}` and `[5]` for
+/// `{"graceSeconds":5}`. Every JSON body of the API must be an object: any
+/// other JSON value is a 400 in the documented format that says so, and
+/// changes nothing. Every operation the OpenAPI document lists with a JSON
+/// body is tried, `/v1/verify` on both of its paths through the server.
+#[tokio::test]
+async fn every_json_body_must_be_an_object() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let op = app.operator();
+    let app_id = app.create_app(&owner, "Objects only").await;
+    let key = app.create_app_key(&owner, &app_id).await;
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/users"),
+            &owner,
+            serde_json::json!({"externalId": "alice"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/webhooks"),
+            &owner,
+            serde_json::json!({"target": "https://example.com/hook", "triggers": ["key:created"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let webhook_id = r.body["webhook"]["id"].as_str().expect("id").to_string();
+    let sa_id = app.create_service_account(&owner).await;
+    let sa_key = app.create_service_account_key(&owner, &sa_id).await;
+    let owner_key = app.owner_key();
+
+    let lists: Vec<(String, String)> = [
+        ("/v1/apps".to_string(), &owner),
+        (format!("/v1/apps/{app_id}"), &owner),
+        (format!("/v1/apps/{app_id}/keys"), &owner),
+        (format!("/v1/apps/{app_id}/users"), &owner),
+        (format!("/v1/apps/{app_id}/webhooks"), &owner),
+        ("/v1/serviceAccounts".to_string(), &owner),
+        (format!("/v1/serviceAccounts/{sa_id}/keys"), &owner),
+        ("/v1/account/keys".to_string(), &owner),
+        ("/v1/accounts".to_string(), &op),
+        ("/v1/verifierTokens".to_string(), &op),
+    ]
+    .into_iter()
+    .map(|(p, a)| (p, a.clone()))
+    .collect();
+    let before = snapshot(&app, &lists).await;
+
+    let bodies = [
+        r#"["evil"]"#,
+        "[5]",
+        "[]",
+        r#"[{"displayName":"evil"}]"#,
+        r#"["https://example.com/x", ["key:created"]]"#,
+        &format!(r#"["{}"]"#, key.basic()),
+        r#""evil""#,
+        "5",
+        "true",
+        "null",
+        " \n\t[0]",
+    ];
+    let operations = json_body_operations();
+    assert!(operations.len() >= 15, "{operations:?}");
+    let mut tried = 0;
+    for (method, template) in &operations {
+        let key_id = if template.starts_with("/v1/serviceAccounts") {
+            &sa_key.id
+        } else if template.starts_with("/v1/account/") {
+            &owner_key.id
+        } else {
+            &key.id
+        };
+        let path = template
+            .replace("{app_id}", &app_id)
+            .replace("{key_id}", key_id)
+            .replace("{user}", "alice")
+            .replace("{webhook_id}", &webhook_id)
+            .replace("{sa_id}", &sa_id);
+        assert!(
+            !path.contains('{'),
+            "a parameter of {template} is not filled"
+        );
+        let operator_only = ["/v1/verify", "/v1/accounts", "/v1/verifierTokens"]
+            .iter()
+            .any(|p| template.starts_with(p));
+        let auth = if operator_only { &op } else { &owner };
+        // `application/json` exactly takes /v1/verify's direct path; with a
+        // parameter, the router.
+        for content_type in ["application/json", "application/json; charset=utf-8"] {
+            for body in &bodies {
+                let resp = app
+                    .http
+                    .request(method.clone(), app.url(&path))
+                    .header("authorization", auth)
+                    .header("content-type", content_type)
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .expect("send");
+                let r = common::Reply::read(resp).await;
+                let what = format!("{method} {path} ({content_type}) {body}");
+                assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {:?}", r.body);
+                assert_eq!(r.code(), "bad_request", "{what}: {:?}", r.body);
+                let title = r.body["errors"][0]["title"].as_str().unwrap_or("");
+                assert!(
+                    title.starts_with("the body must be a JSON object"),
+                    "{what}: {title}"
+                );
+                tried += 1;
+            }
+        }
+    }
+    assert_eq!(tried, operations.len() * bodies.len() * 2);
+    assert_eq!(
+        snapshot(&app, &lists).await,
+        before,
+        "a refused body changed something"
+    );
+}

@@ -1063,6 +1063,30 @@ async fn webhooks_are_listed_created_with_a_secret_shown_once_and_deleted() {
     assert!(page.body.contains(&format!(r#"id="webhook-{id}""#)));
     assert!(!page.body.contains(&secret));
 
+    // A user name or password in the target: explained, nothing created.
+    let page = b
+        .submit(
+            &url,
+            &url,
+            &[
+                ("target", "https://user:s3cr3t-passw0rd@hooks.example.com/x"),
+                ("triggers", "key:created"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    assert!(
+        page.text_of("error")
+            .expect("error")
+            .contains("user name or password"),
+        "{}",
+        page.body
+    );
+    let listed = app
+        .get(&format!("/v1/apps/{app_id}/webhooks"), &app.owner())
+        .await;
+    assert_eq!(listed.body["webhooks"].as_array().map(Vec::len), Some(1));
+
     // No trigger chosen: explained, target kept.
     let page = b
         .submit(&url, &url, &[("target", "https://other.example.com/x")])

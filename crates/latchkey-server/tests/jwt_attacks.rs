@@ -47,6 +47,13 @@ fn signed_raw(header: &str, claims: &str, secret: &str) -> String {
     format!("{input}.{sig}")
 }
 
+/// As [`signed_raw`], from raw bytes (which need not be UTF-8).
+fn signed_raw_bytes(header: &[u8], claims: &[u8], secret: &str) -> String {
+    let input = format!("{}.{}", b64(header), b64(claims));
+    let sig = b64(tag(hmac::HMAC_SHA256, secret, &input));
+    format!("{input}.{sig}")
+}
+
 fn header_json(alg: &str, kid: &str) -> String {
     json!({"alg": alg, "typ": "JWT", "kid": kid}).to_string()
 }
@@ -509,6 +516,58 @@ fn attacks(f: &Fixture) -> Vec<Attack> {
             &k1.secret,
         )),
     ));
+    for crit in ["null", "[]", "{}", "false"] {
+        list.push(attack(
+            &format!("header with crit {crit}"),
+            bearer(&signed_raw(
+                &format!(r#"{{"alg":"HS256","kid":"{}","crit":{crit}}}"#, k1.id),
+                &app_text,
+                &k1.secret,
+            )),
+        ));
+    }
+    // Members Latchkey does not read must still be JSON text (RFC 8259):
+    // UTF-8, and no \u escape of a lone surrogate, nested or not, names
+    // included. Everything else about these tokens is right.
+    let header_start = format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{}""#, k1.id);
+    for (name, member) in [
+        ("a lone high surrogate escape", &br#""x":"\ud800""#[..]),
+        ("a lone low surrogate escape", br#""x":"a\udfff""#),
+        (
+            "surrogate escapes in the wrong order",
+            br#""x":"\ude00\ud83d""#,
+        ),
+        (
+            "a lone surrogate escape, nested",
+            br#""x":[{"y":"\udbff"}]"#,
+        ),
+        ("a lone surrogate escape as a name", br#""\ud800":1"#),
+        ("invalid UTF-8 (0xff)", b"\"x\":\"\xff\""),
+        ("an overlong UTF-8 encoding", b"\"x\":\"\xc0\xaf\""),
+        ("a UTF-8-encoded surrogate", b"\"x\":[\"\xed\xa0\x80\"]"),
+        ("invalid UTF-8 in a name", b"\"\x80\":true"),
+    ] {
+        let mut header = header_start.as_bytes().to_vec();
+        header.push(b',');
+        header.extend_from_slice(member);
+        header.push(b'}');
+        list.push(attack(
+            &format!("header member not read by Latchkey holding {name}"),
+            bearer(&signed_raw_bytes(&header, app_text.as_bytes(), &k1.secret)),
+        ));
+        let mut claims = br#"{"scope":"app""#.to_vec();
+        claims.push(b',');
+        claims.extend_from_slice(member);
+        claims.push(b'}');
+        list.push(attack(
+            &format!("claims member not read by Latchkey holding {name}"),
+            bearer(&signed_raw_bytes(
+                header_json("HS256", &k1.id).as_bytes(),
+                &claims,
+                &k1.secret,
+            )),
+        ));
+    }
     list.push(attack(
         "kid is a number",
         bearer(&signed_raw(

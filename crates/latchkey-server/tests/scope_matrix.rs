@@ -528,3 +528,320 @@ async fn every_credential_against_every_endpoint() {
         "credential",
     );
 }
+
+// ---------------------------------------------------------------------------
+// Another tenant's ids against ids that name nothing.
+
+/// An id of the same kind and shape as `id` that names nothing.
+fn missing_like(id: &str) -> String {
+    let prefix = &id[..id.find('_').expect("an id has a prefix") + 1];
+    format!("{prefix}0Missing0Missing0Missi")
+}
+
+/// Status, content type and body bytes of one request.
+async fn raw_answer(
+    app: &TestApp,
+    method: &Method,
+    path: &str,
+    auth: &str,
+    body: Option<&Value>,
+) -> (StatusCode, String, Vec<u8>) {
+    let mut req = app
+        .http
+        .request(method.clone(), app.url(path))
+        .header("authorization", auth);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let kind = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let bytes = resp.bytes().await.expect("body").to_vec();
+    (status, kind, bytes)
+}
+
+/// A body each write accepts, so that a probe gets past the body's checks
+/// to the lookups.
+fn probe_body(method: &Method, template: &str) -> Option<Value> {
+    if *method != Method::POST && *method != Method::PATCH {
+        return None;
+    }
+    Some(match template {
+        t if t.ends_with("/rotate") => json!({"graceSeconds": 0}),
+        t if t.ends_with("/keys") => json!({"displayName": "probe"}),
+        t if t.ends_with("/tokens") => json!({}),
+        t if t.ends_with("/users") => json!({"externalId": "probe"}),
+        t if t.ends_with("/users/{user}") => json!({"profile": {"givenName": "Probe"}}),
+        t if t.ends_with("/webhooks") => {
+            json!({"target": "https://example.com/probe", "triggers": ["key:created"]})
+        }
+        t if t.ends_with("/webhooks/{webhook_id}") => json!({"triggers": ["key:deleted"]}),
+        "/v1/apps/{app_id}" => json!({"displayName": "probe"}),
+        other => panic!("no probe body for {method} {other}"),
+    })
+}
+
+/// The ids of one tenant's objects, by the path parameter that names them.
+#[derive(Debug, Clone)]
+struct TenantIds {
+    app: String,
+    app_key: String,
+    user: String,
+    webhook: String,
+    sa: String,
+    sa_key: String,
+    own_key: String,
+    account: String,
+    verifier_token: String,
+}
+
+impl TenantIds {
+    fn param(&self, template: &str, name: &str) -> String {
+        match name {
+            "app_id" => &self.app,
+            "key_id" if template.starts_with("/v1/serviceAccounts") => &self.sa_key,
+            "key_id" if template.starts_with("/v1/account/") => &self.own_key,
+            "key_id" => &self.app_key,
+            "user" => &self.user,
+            "webhook_id" => &self.webhook,
+            "sa_id" => &self.sa,
+            "account_id" => &self.account,
+            "token_id" => &self.verifier_token,
+            other => panic!("no value for {{{other}}} in {template}"),
+        }
+        .clone()
+    }
+
+    fn missing(&self) -> TenantIds {
+        TenantIds {
+            app: missing_like(&self.app),
+            app_key: missing_like(&self.app_key),
+            user: missing_like(&self.user),
+            webhook: missing_like(&self.webhook),
+            sa: missing_like(&self.sa),
+            sa_key: missing_like(&self.sa_key),
+            own_key: missing_like(&self.own_key),
+            account: missing_like(&self.account),
+            verifier_token: missing_like(&self.verifier_token),
+        }
+    }
+}
+
+/// One tenant: an app with a key, a user and a webhook, and a service
+/// account with a key that is granted the app, in the account of `owner`.
+/// Also the app key and service-account key themselves.
+async fn tenant(app: &TestApp, owner: &Key, verifier_token: &str) -> (TenantIds, Key, Key) {
+    let auth = owner.basic();
+    let r = app.get("/v1/account", &auth).await;
+    let account = r.body["account"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("account id: {:?}", r.body))
+        .to_string();
+    let app_id = app.create_app(&auth, "tenant app").await;
+    let app_key = app.create_app_key(&auth, &app_id).await;
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/users"),
+            &auth,
+            json!({"externalId": "alice"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let user = r.body["user"]["id"].as_str().expect("user id").to_string();
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/webhooks"),
+            &auth,
+            json!({"target": "https://example.com/hook", "triggers": ["key:created"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let webhook = r.body["webhook"]["id"].as_str().expect("id").to_string();
+    let sa = app.create_service_account(&auth).await;
+    let sa_key = app.create_service_account_key(&auth, &sa).await;
+    grant(app, &auth, &sa, &app_id).await;
+    let ids = TenantIds {
+        app: app_id,
+        app_key: app_key.id.clone(),
+        user,
+        webhook,
+        sa,
+        sa_key: sa_key.id.clone(),
+        own_key: owner.id.clone(),
+        account,
+        verifier_token: verifier_token.to_string(),
+    };
+    (ids, app_key, sa_key)
+}
+
+/// Everything of B's that A's probes might change, as B reads it.
+async fn tenant_state(app: &TestApp, owner: &Key, ids: &TenantIds) -> Vec<(String, Reply)> {
+    let mut out = Vec::new();
+    for path in [
+        format!("/v1/apps/{}", ids.app),
+        format!("/v1/apps/{}/keys", ids.app),
+        format!("/v1/apps/{}/users", ids.app),
+        format!("/v1/apps/{}/webhooks", ids.app),
+        format!("/v1/apps/{}/audit", ids.app),
+        format!("/v1/serviceAccounts/{}", ids.sa),
+        format!("/v1/serviceAccounts/{}/keys", ids.sa),
+        "/v1/account/keys".to_string(),
+        "/v1/audit".to_string(),
+    ] {
+        let r = app.get(&path, &owner.basic()).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+        out.push((path, r));
+    }
+    out
+}
+
+/// The path templates of docs/openapi.json that name an object by id, with
+/// their methods.
+fn templates_with_ids() -> Vec<(Method, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read"))
+        .expect("docs/openapi.json is JSON");
+    let mut out = Vec::new();
+    for (template, item) in doc["paths"].as_object().expect("paths") {
+        if !template.contains('{') {
+            continue;
+        }
+        for method in item.as_object().expect("path item").keys() {
+            if let Ok(m) = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                && [
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::PATCH,
+                    Method::DELETE,
+                ]
+                .contains(&m)
+            {
+                out.push((m, template.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The `{param}` names of a template, in order.
+fn template_params(template: &str) -> Vec<&str> {
+    template
+        .split('/')
+        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+        .collect()
+}
+
+/// `template` with each parameter taken from the matching set of ids.
+fn filled(template: &str, sources: &[&TenantIds]) -> String {
+    let mut params = sources.iter();
+    template
+        .split('/')
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => params
+                    .next()
+                    .expect("a source for every parameter")
+                    .param(template, name),
+                None => segment.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Another tenant's app, key, user, webhook, service account or account
+/// must be indistinguishable from one that does not exist: the same
+/// status, content type and body, byte for byte. Every operation of the
+/// OpenAPI document whose path names an object by id is probed with every
+/// kind of tenant credential of account A (user-account key, app key,
+/// appUser JWT, service-account key): each parameter in turn is account
+/// B's id or an id that names nothing, those before it A's own (so the
+/// caller reaches them) and those after it B's; then all of B's ids
+/// against ids that all name nothing. Nothing of B's may change.
+#[tokio::test]
+async fn another_tenants_ids_look_exactly_like_ids_that_do_not_exist() {
+    let app = TestApp::spawn().await;
+    let (verifier_token, _) = app.create_verifier_token("probe").await;
+    let owner_a = app.owner_key();
+    let (mine, app_key_a, sa_key_a) = tenant(&app, &owner_a, &verifier_token).await;
+    let owner_b = app.create_account("tenant-b@example.com").await;
+    let (theirs, _, _) = tenant(&app, &owner_b, &verifier_token).await;
+    let nothing = theirs.missing();
+    let before = tenant_state(&app, &owner_b, &theirs).await;
+
+    let credentials = [
+        ("A's user-account key", owner_a.basic()),
+        ("A's app key", app_key_a.basic()),
+        (
+            "A's appUser JWT",
+            app_key_a.jwt(json!({"scope": "appUser", "userId": "alice"})),
+        ),
+        ("A's service-account key", sa_key_a.basic()),
+    ];
+    let templates = templates_with_ids();
+    assert!(templates.len() >= 30, "{templates:?}");
+    let mut compared = 0;
+    let mut differences = Vec::new();
+    for (method, template) in &templates {
+        let params = template_params(template);
+        let body = probe_body(method, template);
+        // (B's ids, missing ids) for each parameter in turn, and all.
+        let mut probes: Vec<(Vec<&TenantIds>, Vec<&TenantIds>)> = Vec::new();
+        for i in 0..params.len() {
+            let mut other = vec![&mine; i];
+            let mut none = vec![&mine; i];
+            other.push(&theirs);
+            none.push(&nothing);
+            other.extend(std::iter::repeat_n(&theirs, params.len() - i - 1));
+            none.extend(std::iter::repeat_n(&theirs, params.len() - i - 1));
+            probes.push((other, none));
+        }
+        probes.push((vec![&theirs; params.len()], vec![&nothing; params.len()]));
+        for (label, auth) in &credentials {
+            for (other, none) in &probes {
+                let other_path = filled(template, other);
+                let none_path = filled(template, none);
+                let a = raw_answer(&app, method, &other_path, auth, body.as_ref()).await;
+                let b = raw_answer(&app, method, &none_path, auth, body.as_ref()).await;
+                compared += 1;
+                if a.0.is_success() {
+                    differences.push(format!(
+                        "{label}: {method} {other_path} succeeded: {}",
+                        String::from_utf8_lossy(&a.2)
+                    ));
+                }
+                if a != b {
+                    differences.push(format!(
+                        "{label}: {method} {other_path} -> {} {}\n    \
+                         but {none_path} -> {} {}",
+                        a.0,
+                        String::from_utf8_lossy(&a.2),
+                        b.0,
+                        String::from_utf8_lossy(&b.2)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(compared >= 200, "only {compared} comparisons");
+    assert!(
+        differences.is_empty(),
+        "{} of {compared} probes tell another tenant's ids from missing ones:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+    let after = tenant_state(&app, &owner_b, &theirs).await;
+    for ((path, b), (_, a)) in before.iter().zip(&after) {
+        assert_eq!(
+            (b.status, &b.body),
+            (a.status, &a.body),
+            "{path} changed under another tenant's probes"
+        );
+    }
+}

@@ -141,13 +141,18 @@ async fn what_the_direct_path_must_not_answer_reaches_the_router() {
     let (status, _, _) = ask(&app, "Bearer lkop_wrong", DIRECT, &good).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
-    // Bodies the direct path cannot parse get the router's answers.
+    // Bodies the direct path cannot parse get the router's answers; so do
+    // arrays, which serde would read as a VerifyRequest.
+    let array = json!([key.basic()]).to_string();
+    let array_with_app = json!([key.basic(), app_id]).to_string();
     for bad in [
         "{",
         "[]",
         r#"{"authorization": 5}"#,
         r#"{"authorization": "x", "colour": "red"}"#,
         r#"{"appId": "ap_1"}"#,
+        &array,
+        &array_with_app,
     ] {
         let direct = ask(&app, &app.operator(), DIRECT, bad).await;
         let routed = ask(&app, &app.operator(), ROUTED, bad).await;
@@ -315,4 +320,152 @@ async fn a_credential_is_verified_at_the_time_its_body_arrived() {
 /// The server's default body limit (`Config::max_body_bytes`).
 fn app_config_max_body() -> usize {
     latchkey_server::Config::new("unused").max_body_bytes
+}
+
+/// Status, the `X-Latchkey-*` headers and the body of a request with
+/// `authorization` as its one Authorization header.
+async fn with_header(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    authorization: &str,
+    body: Option<&str>,
+) -> (StatusCode, Vec<(String, String)>, String) {
+    let mut req = app
+        .http
+        .request(method, app.url(path))
+        .header("authorization", authorization);
+    if let Some(b) = body {
+        req = req.header(CONTENT_TYPE, DIRECT).body(b.to_string());
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let mut identity: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("x-latchkey-"))
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.to_string(), value)
+        })
+        .collect();
+    identity.sort();
+    (status, identity, resp.text().await.expect("body"))
+}
+
+/// RFC 9110 §5.5: spaces and tabs before and after a field value are not
+/// part of it. A gateway that forwards the Authorization header as it
+/// received it must get the same answer as for the bare value, for every
+/// scheme: in /v1/verify's body (on its direct path and through the
+/// router), as the header of an API request, as /v1/verify's own caller
+/// (the operator token, a verifier token, and a verifier token as the
+/// password of Basic) and on forward-auth, which the gateway shares.
+#[tokio::test]
+async fn spaces_and_tabs_around_a_credential_change_no_answer() {
+    use reqwest::Method;
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "A").await;
+    let key = app.create_app_key(&owner, &app_id).await;
+    let other = app.create_app_key(&owner, &app_id).await;
+    let (_, verifier) = app.create_verifier_token("gateway").await;
+    let verifier_token = verifier.trim_start_matches("Bearer ").to_string();
+    let now = latchkey_core::Clock::unix(&*app.clock);
+    let credentials = [
+        ("Basic, app key", key.basic()),
+        ("Basic, user-account key", owner.clone()),
+        (
+            "Bearer JWT, app",
+            key.jwt(json!({"scope": "app", "exp": now + 600})),
+        ),
+        (
+            "Bearer JWT, appUser",
+            key.jwt(json!({"scope": "appUser", "userId": "alice"})),
+        ),
+        ("Bearer, operator token", app.operator()),
+        ("Bearer, verifier token", verifier.clone()),
+        (
+            "Basic, verifier token as the password",
+            common::basic("gateway", &verifier_token),
+        ),
+        (
+            "Basic, another key's secret (refused)",
+            common::basic(&key.id, &other.secret),
+        ),
+        (
+            "Bearer JWT signed with another key's secret (refused)",
+            common::bearer_jwt(&key.id, &other.secret, json!({"scope": "app"})),
+        ),
+    ];
+    let paddings = [
+        (" ", ""),
+        ("", " "),
+        ("\t", ""),
+        ("", "\t"),
+        (" \t ", "\t \t"),
+        ("   ", "   "),
+    ];
+    let verify_body =
+        |authorization: &str| json!({"authorization": authorization, "appId": app_id}).to_string();
+    let mut differences = Vec::new();
+    let mut valid = 0;
+    for (name, bare) in &credentials {
+        // The bare credential's answers.
+        let body_direct = ask(&app, &app.operator(), DIRECT, &verify_body(bare)).await;
+        let body_routed = ask(&app, &app.operator(), ROUTED, &verify_body(bare)).await;
+        assert_eq!(body_direct, body_routed, "{name}");
+        if body_direct.2["valid"] == true {
+            valid += 1;
+        }
+        let api = with_header(&app, Method::GET, "/v1/account", bare, None).await;
+        let forward = with_header(&app, Method::GET, "/v1/forward-auth", bare, None).await;
+        let as_caller = with_header(
+            &app,
+            Method::POST,
+            "/v1/verify",
+            bare,
+            Some(&verify_body(&key.basic())),
+        )
+        .await;
+        for (before, after) in paddings {
+            let padded = format!("{before}{bare}{after}");
+            let shown = format!("{name}, {before:?} before and {after:?} after");
+            let got = ask(&app, &app.operator(), DIRECT, &verify_body(&padded)).await;
+            if got != body_direct {
+                differences.push(format!("{shown}: /v1/verify body (direct): {got:?}"));
+            }
+            let got = ask(&app, &app.operator(), ROUTED, &verify_body(&padded)).await;
+            if got != body_routed {
+                differences.push(format!("{shown}: /v1/verify body (router): {got:?}"));
+            }
+            let got = with_header(&app, Method::GET, "/v1/account", &padded, None).await;
+            if got != api {
+                differences.push(format!("{shown}: header of GET /v1/account: {got:?}"));
+            }
+            let got = with_header(&app, Method::GET, "/v1/forward-auth", &padded, None).await;
+            if got != forward {
+                differences.push(format!("{shown}: forward-auth: {got:?}"));
+            }
+            let got = with_header(
+                &app,
+                Method::POST,
+                "/v1/verify",
+                &padded,
+                Some(&verify_body(&key.basic())),
+            )
+            .await;
+            if got != as_caller {
+                differences.push(format!("{shown}: caller of /v1/verify: {got:?}"));
+            }
+        }
+    }
+    // Four good credentials for the operator's API; the operator and
+    // verifier tokens are not, and two are refused.
+    assert_eq!(valid, 4, "the bare credentials' answers");
+    assert!(
+        differences.is_empty(),
+        "{} answers changed with whitespace around the credential:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
 }

@@ -558,6 +558,71 @@ async fn webhooks_are_managed_with_app_or_account_scope() {
     assert!(!log.contains("token=abc"), "{log}");
 }
 
+/// A user name or password in a target URL would be stored and shown in
+/// clear to everyone who reads the app's webhooks (and sent to the
+/// receiver): refused with a 400 that says so, on create and update, and
+/// nothing changes.
+#[tokio::test]
+async fn targets_with_a_user_name_or_password_are_refused() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "Hooked").await;
+    let hooks = format!("/v1/apps/{app_id}/webhooks");
+    let r = app
+        .post(
+            &hooks,
+            &owner,
+            json!({"target": "https://hooks.example.com/in", "triggers": ["key:created"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let one = format!("{hooks}/{}", r.body["webhook"]["id"].as_str().expect("id"));
+    let before = (
+        app.get(&hooks, &owner).await.body,
+        app.get(&one, &owner).await.body,
+    );
+    for target in [
+        "https://user:s3cr3t-passw0rd@hooks.example.com/in",
+        "https://user@hooks.example.com/in",
+        "https://:s3cr3t-passw0rd@hooks.example.com/in",
+        "https://@hooks.example.com/in",
+        "http://user:s3cr3t-passw0rd@127.0.0.1:9/in",
+    ] {
+        for r in [
+            app.post(
+                &hooks,
+                &owner,
+                json!({"target": target, "triggers": ["key:created"]}),
+            )
+            .await,
+            app.patch(&one, &owner, json!({"target": target})).await,
+        ] {
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{target}: {:?}", r.body);
+            assert_eq!(r.code(), "bad_request");
+            let title = r.body["errors"][0]["title"].as_str().unwrap_or("");
+            assert!(title.contains("user name or password"), "{title}");
+            assert!(
+                !title.contains("s3cr3t"),
+                "the answer echoes the password: {title}"
+            );
+        }
+    }
+    let after = (
+        app.get(&hooks, &owner).await.body,
+        app.get(&one, &owner).await.body,
+    );
+    assert_eq!(after, before, "a refused target changed something");
+    // An @ in the path or query is not userinfo.
+    let r = app
+        .post(
+            &hooks,
+            &owner,
+            json!({"target": "https://hooks.example.com/in/@team?to=a@b.example", "triggers": ["key:created"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
 #[tokio::test]
 async fn key_created_is_delivered_signed_with_a_delivery_id() {
     let app = TestApp::spawn().await;

@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 mod support;
+use latchkey_core::secret::REDACTED;
 use support::{LISTENING, Proc, STARTUP, latchkey};
 
 /// How long a server gets to exit after SIGTERM or SIGINT.
@@ -811,6 +812,155 @@ async fn secrets_are_neither_stored_nor_logged_in_plain_text() {
             String::from_utf8_lossy(bytes)
         );
     }
+}
+
+/// A credential a client puts in a URL never reaches the log. The access
+/// log writes each request's path (never its query or headers), so a
+/// secret in a path is redacted to its prefix (`lksk_[redacted]`) and a
+/// JWT to `eyJ[redacted]`, percent-encoded or not: on the API at INFO, and
+/// at DEBUG on forward-auth and the gateway.
+#[tokio::test]
+async fn credentials_in_urls_are_not_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let init = init_json(&data);
+    // The gateway's upstream is a closed port: its answers are 401 or 502,
+    // and its access lines are what counts.
+    let mut cmd = serve_cmd(
+        &data,
+        &[
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--gateway-upstream",
+            "http://127.0.0.1:9",
+        ],
+    );
+    cmd.env("LATCHKEY_LOG", "info,sqlx=warn,latchkey::access=debug");
+    let mut s = start(cmd);
+    let deadline = Instant::now() + STARTUP;
+    let gateway = loop {
+        let out = s.proc.stdout_text();
+        if let Some(rest) = out.split("latchkey gateway listening on ").nth(1) {
+            break rest.lines().next().expect("a line").trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "no gateway line:\n{out}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let http = client();
+    let owner = init.owner();
+    let app_id = create_app(&http, &s, &owner, "Logged").await;
+    let key = create_app_key(&http, &s, &owner, &app_id).await;
+    let jwt = mint(&key.id, &key.secret, "appUser", Some("alice"));
+    let (status, body) = post(
+        &http,
+        &s.url(&format!("/v1/apps/{app_id}/webhooks")),
+        &owner,
+        json!({"target": "https://hooks.example.com/in", "triggers": ["key:expired"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let webhook_secret = field(&body, "/webhook/secret");
+    let (status, body) = post(
+        &http,
+        &s.url("/v1/verifierTokens"),
+        &init.operator(),
+        json!({"displayName": "api"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let verifier_token = field(&body, "/verifierToken/token");
+
+    let secrets = [
+        ("app key secret", key.secret.clone()),
+        ("owner key secret", init.key_secret.clone()),
+        ("operator token", init.operator_token.clone()),
+        ("verifier token", verifier_token),
+        ("webhook secret", webhook_secret),
+    ];
+    let encoded = |text: &str| -> String { text.bytes().map(|b| format!("%{b:02X}")).collect() };
+    // What must not appear: each secret's body, as written and
+    // percent-encoded, and the JWT's claims and signature.
+    let mut needles = BTreeMap::new();
+    for (name, secret) in &secrets {
+        let body = &secret[5..];
+        needles.insert(format!("{name} (body)"), body[..43].to_string());
+        needles.insert(format!("{name} (encoded body)"), encoded(&body[..20]));
+    }
+    let jwt_tail = &jwt[jwt.find('.').expect("dot")..];
+    needles.insert("JWT claims and signature".into(), jwt_tail.to_string());
+
+    let mut requested = 0;
+    for (_, secret) in &secrets {
+        let half = secret.len() / 2;
+        let partly_encoded = format!("{}{}", &secret[..half], encoded(&secret[half..]));
+        for path in [
+            format!("/v1/apps/{secret}"),
+            format!("/v1/apps/{app_id}/users/{secret}"),
+            format!("/v1/apps/{secret}/keys?after={secret}"),
+            format!("/v1/apps/{partly_encoded}"),
+            format!("/v1/apps/{}", encoded(secret)),
+            format!("/v1/{secret}/{secret}"),
+        ] {
+            let (status, _) = get(&http, &s.url(&path), &owner).await;
+            assert!(status.is_client_error(), "{path}: {status}");
+            let status = http
+                .get(format!("{gateway}{path}"))
+                .send()
+                .await
+                .expect("gateway")
+                .status();
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "gateway {path}");
+            requested += 1;
+        }
+        let status = http
+            .get(s.url("/v1/forward-auth"))
+            .header("x-forwarded-uri", format!("/v2/{secret}"))
+            .header("x-forwarded-method", "GET")
+            .send()
+            .await
+            .expect("forward-auth")
+            .status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    for path in [
+        format!("/v1/apps/{app_id}/users/{jwt}"),
+        format!("/v1/apps/{app_id}/users/{}", jwt.replace('.', "%2E")),
+    ] {
+        let (status, _) = get(&http, &s.url(&path), &owner).await;
+        assert!(status.is_client_error(), "{path}: {status}");
+        let status = http
+            .get(format!("{gateway}{path}"))
+            .send()
+            .await
+            .expect("gateway")
+            .status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "gateway {path}");
+    }
+    assert_eq!(requested, secrets.len() * 6);
+
+    let status = s.stop_with("-TERM");
+    assert!(status.success(), "serve exited with {status}");
+    let log = s.proc.stderr_bytes();
+    let text = String::from_utf8_lossy(&log);
+    let found = leaks(&log, &needles);
+    assert!(found.is_empty(), "the log holds: {found:?}\n{text}");
+    // The lines were written, redacted: API (INFO), gateway (DEBUG).
+    for written in [
+        format!("/v1/apps/lksk_{REDACTED}"),
+        format!("/v1/apps/lkop_{REDACTED}"),
+        format!("/v1/apps/lkvf_{REDACTED}"),
+        format!("/v1/apps/lkwh_{REDACTED}"),
+        format!("/v1/apps/{app_id}/users/eyJ{REDACTED}"),
+        format!("/v1/apps/{}{REDACTED}", encoded("lksk_")),
+    ] {
+        assert!(text.contains(&written), "no line with {written}:\n{text}");
+    }
+    let gateway_lines = text
+        .lines()
+        .filter(|l| l.contains("latchkey::access") && l.contains("status=401"))
+        .filter(|l| l.contains(&format!("/v1/{}{REDACTED}/", "lksk_")))
+        .count();
+    assert!(gateway_lines >= 1, "no gateway line:\n{text}");
 }
 
 #[tokio::test]

@@ -72,6 +72,9 @@ fn check_profile(p: &Profile) -> ApiResult<()> {
     check_profile_field(&p.email, "email")
 }
 
+/// Refuses an app outside the caller's reach with the very answer an app
+/// that does not exist gets ("app not found"), before any user is looked
+/// up: another tenant's app must be indistinguishable from no app.
 fn refuse_unreachable(state: &AppState, caller: &Caller, app: &App) -> ApiResult<()> {
     let access = caller.principal.may_access_user(
         app_ref(state, &caller.principal, app),
@@ -79,7 +82,7 @@ fn refuse_unreachable(state: &AppState, caller: &Caller, app: &App) -> ApiResult
         UserAction::Read,
     );
     if access == latchkey_core::Access::NotFound {
-        return Err(ApiError::not_found("user"));
+        return Err(ApiError::not_found("app"));
     }
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::views::{PageMeta, rfc3339};
 const NEEDS_APP: &str = "webhooks are managed with app scope (an app key) or account scope";
 
 /// Prefix of webhook signing secrets.
-pub const WEBHOOK_SECRET_PREFIX: &str = "lkwh_";
+pub use latchkey_core::secret::WEBHOOK_SECRET_PREFIX;
 
 /// Every trigger a webhook may subscribe to, in the order responses list
 /// them.
@@ -103,6 +103,16 @@ fn check_target(target: &str, allow_private: bool) -> ApiResult<String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(ApiError::bad_request(format!("{WHAT} with a host")));
     }
+    // A user name or password in the URL would be stored and shown in
+    // clear to everyone who may read the app's webhooks (and sent to the
+    // receiver as Basic credentials). The signature authenticates Latchkey.
+    if !url.username().is_empty() || url.password().is_some() || has_userinfo(target) {
+        return Err(ApiError::bad_request(
+            "target must not carry a user name or password (user:password@host): \
+             it would be stored and shown in clear; check each delivery's \
+             Latchkey-Signature instead, or put an unguessable path on the receiver",
+        ));
+    }
     let private = crate::webhooks::literal_ip(&url)
         .is_some_and(|ip| !crate::webhooks::is_public_ip(ip))
         || url.host_str().is_some_and(|h| {
@@ -115,6 +125,15 @@ fn check_target(target: &str, allow_private: bool) -> ApiResult<String> {
         ));
     }
     Ok(target.to_string())
+}
+
+/// Whether the authority of an absolute URL holds an `@` (userinfo, even
+/// an empty one, which the URL parser drops but the target keeps as given).
+fn has_userinfo(target: &str) -> bool {
+    target
+        .split_once("//")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(rest))
+        .is_some_and(|authority| authority.contains('@'))
 }
 
 /// One or more known triggers, each once; sorted as [`TRIGGERS`].
@@ -337,6 +356,29 @@ mod tests {
             "javascript:alert(1)",
         ] {
             assert!(check_target(bad, true).is_err(), "{bad:?} was accepted");
+        }
+        for with_userinfo in [
+            "https://user:secret@example.com/hooks",
+            "https://user@example.com/hooks",
+            "https://:secret@example.com/hooks",
+            "https://@example.com/hooks",
+            "http://a%40b:c@example.com/",
+            "https://user:secret@127.0.0.1:8080/x",
+        ] {
+            let refused = check_target(with_userinfo, true).expect_err(with_userinfo);
+            assert!(
+                refused.title.contains("user name or password"),
+                "{}",
+                refused.title
+            );
+        }
+        // An @ in the path or query is no userinfo.
+        for ok in [
+            "https://example.com/hooks/@team",
+            "https://example.com/hooks?to=a@b.example",
+            "https://example.com/#@x",
+        ] {
+            assert_eq!(check_target(ok, true).expect(ok), ok);
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_TARGET_LEN));
         for private in [

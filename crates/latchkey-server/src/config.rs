@@ -29,6 +29,16 @@ pub struct Config {
     pub resync_interval: Duration,
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
+    /// A new connection to `listen` must complete its TLS handshake (if
+    /// any) and send its first request head within this time.
+    pub header_timeout: Duration,
+    /// A keep-alive connection to `listen` with no request in flight is
+    /// closed after this time.
+    pub idle_timeout: Duration,
+    /// Open client connections to `listen` at most; when full, the
+    /// connection idle the longest is closed to make room (and a new one
+    /// refused if none is idle).
+    pub max_connections: usize,
     /// The master key as base64 text, instead of `master.key`.
     pub master_key: Option<SecretString>,
     /// A file holding the master key as base64 text, instead of `master.key`.
@@ -89,15 +99,20 @@ impl GatewayConfig {
             listen,
             upstream: upstream.to_string(),
             keep_authorization: false,
-            header_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 4096,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             upstream_timeout: Duration::from_secs(30),
         }
     }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+/// Both listeners' defaults: a new connection's first request head, an
+/// idle keep-alive connection, open connections at most.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_DATA_DIR: &str = "./latchkey-data";
 
 impl Config {
@@ -109,6 +124,9 @@ impl Config {
             resync_interval: Duration::from_secs(2),
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             tls: None,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             master_key: None,
             master_key_file: None,
             jwt_leeway_seconds: 30,

@@ -25,7 +25,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -46,37 +46,6 @@ use crate::state::AppState;
 /// each frame (`RequestBodyTimeoutLayer`).
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Makes a [`Lane`] for each accepted connection.
-#[derive(Debug, Clone)]
-pub struct MakeLane {
-    state: AppState,
-    router: Router,
-}
-
-impl MakeLane {
-    pub fn new(state: AppState, router: Router) -> Self {
-        Self { state, router }
-    }
-}
-
-impl Service<SocketAddr> for MakeLane {
-    type Response = Lane;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Lane, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, peer: SocketAddr) -> Self::Future {
-        std::future::ready(Ok(Lane {
-            state: self.state.clone(),
-            router: self.router.clone(),
-            peer,
-        }))
-    }
-}
-
 /// The service of one connection.
 #[derive(Debug, Clone)]
 pub struct Lane {
@@ -85,23 +54,24 @@ pub struct Lane {
     peer: SocketAddr,
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+pub type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-impl<B> Service<Request<B>> for Lane
-where
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The router is always ready.
-        Poll::Ready(Ok(()))
+impl Lane {
+    /// The service of the connection from `peer`.
+    pub fn new(state: AppState, router: Router, peer: SocketAddr) -> Self {
+        Self {
+            state,
+            router,
+            peer,
+        }
     }
 
-    fn call(&mut self, req: Request<B>) -> BoxFuture {
+    /// Answers one request of the connection.
+    pub fn respond<B>(&self, req: Request<B>) -> BoxFuture
+    where
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         let mut req = req.map(Body::new);
         if req.uri().path() == crate::front::forward_auth::PATH {
             return Box::pin(forward_auth(self.state.clone(), self.peer, req));

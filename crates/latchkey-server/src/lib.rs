@@ -3,20 +3,22 @@
 //! [`bootstrap`] opens the store, the master key and the key index;
 //! [`api`] holds the `/v1` handlers, each a few lines that check access
 //! with `latchkey_core::Principal` and call the store; [`serve`] runs the
-//! server (HTTP or HTTPS) with graceful shutdown and the `lastUsedAt`
-//! flusher.
+//! server (HTTP or HTTPS, its connections served by [`listener`]) with
+//! graceful shutdown and the `lastUsedAt` flusher.
 
 pub mod access_log;
 pub mod api;
 pub mod audit;
 pub mod bootstrap;
 pub mod config;
+pub(crate) mod conns;
 pub mod cors;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod front;
 pub mod lane;
+pub mod listener;
 pub mod maintenance;
 pub mod serve;
 pub mod state;

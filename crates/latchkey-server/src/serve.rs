@@ -1,15 +1,16 @@
-//! Running the server: HTTP or HTTPS (rustls), the `lastUsedAt` flusher,
-//! and graceful shutdown that finishes in-flight requests and flushes.
+//! Running the server: HTTP or HTTPS (rustls) on the main listener
+//! ([`crate::listener`]), the gateway when configured, the `lastUsedAt`
+//! flusher, and graceful shutdown that finishes in-flight requests and
+//! flushes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::api::router;
 use crate::config::TlsFiles;
@@ -40,8 +41,7 @@ pub struct RunningServer {
     gateway: Option<crate::front::gateway::Gateway>,
     pub tls: bool,
     pub state: AppState,
-    handle: Handle<SocketAddr>,
-    server: JoinHandle<std::io::Result<()>>,
+    listener: crate::listener::Listener,
     stop_flusher: watch::Sender<bool>,
     flusher: JoinHandle<()>,
     dispatcher: crate::webhooks::Dispatcher,
@@ -49,6 +49,11 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Open client connections on the main listener.
+    pub fn connections(&self) -> usize {
+        self.listener.connections()
+    }
+
     /// `http://addr` or `https://addr`.
     pub fn base_url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
@@ -58,12 +63,13 @@ impl RunningServer {
     /// Stops accepting connections, lets in-flight requests finish (up to
     /// the configured grace), then writes pending `lastUsedAt` values.
     pub async fn shutdown(self) -> Result<(), ServeError> {
-        self.handle
-            .graceful_shutdown(Some(self.state.config.shutdown_grace));
-        if let Some(gateway) = self.gateway {
-            gateway.shutdown(self.state.config.shutdown_grace).await;
-        }
-        let served = self.server.await;
+        let grace = self.state.config.shutdown_grace;
+        let gateway = async {
+            if let Some(gateway) = self.gateway {
+                gateway.shutdown(grace).await;
+            }
+        };
+        let (served, ()) = tokio::join!(self.listener.shutdown(), gateway);
         self.dispatcher.stop().await;
         if let Some(follower) = self.follower {
             follower.stop().await;
@@ -71,14 +77,11 @@ impl RunningServer {
         let _ = self.stop_flusher.send(true);
         let _ = self.flusher.await;
         flush_last_used(&self.state).await;
-        match served {
-            Ok(result) => result.map_err(ServeError::from),
-            Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
-        }
+        served.map_err(ServeError::from)
     }
 }
 
-fn tls_config(files: &TlsFiles) -> Result<RustlsConfig, ServeError> {
+fn tls_config(files: &TlsFiles) -> Result<TlsAcceptor, ServeError> {
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| ServeError::Tls(format!("{}: {e}", files.cert.display())))?;
@@ -98,14 +101,14 @@ fn tls_config(files: &TlsFiles) -> Result<RustlsConfig, ServeError> {
         .with_single_cert(certs, key)
         .map_err(|e| ServeError::Tls(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(RustlsConfig::from_config(Arc::new(config)))
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Binds the configured address and starts serving in the background.
 pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
     let addr = state.config.listen;
     let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Listen { addr, source })?;
+        crate::listener::bind(addr).map_err(|source| ServeError::Listen { addr, source })?;
     let local_addr = listener.local_addr()?;
     // Before serving: a node answers only once it follows the change feed.
     let follower = crate::sync::spawn_follower(&state).await;
@@ -113,22 +116,11 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
         Some(config) => Some(crate::front::gateway::start(state.clone(), config).await?),
         None => None,
     };
-    let handle: Handle<SocketAddr> = Handle::new();
-    // Each connection's service answers POST /v1/verify directly and hands
-    // everything else to the router (see crate::lane).
-    let app = crate::lane::MakeLane::new(state.clone(), router(state.clone()));
     let tls = state.config.tls.as_ref().map(tls_config).transpose()?;
     let is_tls = tls.is_some();
-    let server = match tls {
-        Some(tls) => {
-            let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
-            tokio::spawn(server.serve(app))
-        }
-        None => {
-            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
-            tokio::spawn(server.serve(app))
-        }
-    };
+    // Each connection's service answers POST /v1/verify directly and hands
+    // everything else to the router (see crate::lane).
+    let listener = crate::listener::start(state.clone(), router(state.clone()), listener, tls)?;
     let (stop_flusher, stop) = watch::channel(false);
     let flusher = tokio::spawn(run_flusher(state.clone(), stop));
     let dispatcher =
@@ -139,8 +131,7 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
         gateway,
         tls: is_tls,
         state,
-        handle,
-        server,
+        listener,
         stop_flusher,
         flusher,
         dispatcher,

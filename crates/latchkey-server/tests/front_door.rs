@@ -864,6 +864,43 @@ async fn silent_connections_are_closed_after_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn a_request_head_trickled_in_is_closed_after_the_header_timeout() {
+    let upstream = upstream().await;
+    let app = spawn(&upstream, |g| g.header_timeout = Duration::from_millis(500)).await;
+    let addr = app
+        .server
+        .as_ref()
+        .expect("running")
+        .gateway_addr
+        .expect("gw");
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /x HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    let opened = std::time::Instant::now();
+    // A header line every 100 ms, never the blank line that ends the head.
+    let mut buf = [0u8; 64];
+    let closed = loop {
+        if opened.elapsed() > Duration::from_secs(3) {
+            break false;
+        }
+        if s.write_all(b"x-slow: 1\r\n").await.is_err() {
+            break true;
+        }
+        let read = tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            break true;
+        }
+    };
+    assert!(closed, "a head trickled in for 3 s was kept");
+    assert!(
+        opened.elapsed() < Duration::from_secs(2),
+        "closed only after {:?}",
+        opened.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     let upstream = upstream().await;
     let app = spawn(&upstream, |g| g.idle_timeout = Duration::from_millis(600)).await;

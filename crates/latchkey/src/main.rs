@@ -1,6 +1,7 @@
 //! The `latchkey` command: `init`, `serve` and `token`.
 #![allow(clippy::print_stdout)]
 
+mod fd_limit;
 mod log_fields;
 mod log_time;
 mod log_writer;
@@ -88,6 +89,22 @@ struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "LATCHKEY_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Seconds a new connection has to complete its TLS handshake (if any)
+    /// and send its first request head.
+    #[arg(long, env = "LATCHKEY_HEADER_TIMEOUT_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    header_timeout_seconds: u64,
+    /// Seconds after which a keep-alive connection with no request in
+    /// flight is closed.
+    #[arg(long, env = "LATCHKEY_IDLE_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle_timeout_seconds: u64,
+    /// Open connections at most; when full, the longest-idle one is closed
+    /// to make room. Lowered at start if the limit on open files cannot
+    /// hold it.
+    #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    max_connections: u64,
     /// Seconds of clock skew tolerated on JWT exp and nbf.
     #[arg(long, env = "LATCHKEY_JWT_LEEWAY_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(i64).range(0..=300))]
@@ -153,7 +170,8 @@ struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     gateway_idle_timeout_seconds: u64,
     /// Open gateway connections at most; when full, the longest-idle one is
-    /// closed to make room.
+    /// closed to make room. Lowered at start if the limit on open files
+    /// cannot hold it.
     #[arg(long, env = "LATCHKEY_GATEWAY_MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
     gateway_max_connections: u64,
@@ -373,6 +391,7 @@ fn init_logging(format: LogFormat, log: &log_writer::LogWriter) -> anyhow::Resul
 }
 
 async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
+    let open_files = raise_open_files();
     let data_dir = store.data_dir.clone();
     let mut config = config(store);
     config.listen = serve.listen;
@@ -380,6 +399,9 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,
     };
+    config.header_timeout = Duration::from_secs(serve.header_timeout_seconds);
+    config.idle_timeout = Duration::from_secs(serve.idle_timeout_seconds);
+    config.max_connections = usize::try_from(serve.max_connections).unwrap_or(usize::MAX);
     config.jwt_leeway_seconds = serve.jwt_leeway_seconds;
     config.max_keys_per_owner = serve.max_keys_per_owner;
     config.last_used_flush_interval = Duration::from_secs(serve.last_used_flush_seconds);
@@ -405,6 +427,9 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
         gateway.upstream_timeout = Duration::from_secs(serve.gateway_upstream_timeout_seconds);
         config.gateway = Some(gateway);
     }
+    if let Some(open_files) = open_files {
+        fit_connections(open_files, &mut config);
+    }
     let opened = latchkey_server::open(config, clock(), true).await?;
     if let Some(report) = &opened.init_report {
         print_report(report, &data_dir.display().to_string(), false)?;
@@ -429,6 +454,59 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
     server.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit and logs both;
+/// the soft limit now in force, if it could be read.
+fn raise_open_files() -> Option<u64> {
+    match fd_limit::raise() {
+        Ok(limit) => {
+            if limit.after > limit.before {
+                tracing::info!(
+                    old = limit.before,
+                    new = limit.after,
+                    hard = limit.hard,
+                    "raised the soft limit on open files (RLIMIT_NOFILE) to the hard limit"
+                );
+            } else {
+                tracing::info!(
+                    old = limit.before,
+                    new = limit.after,
+                    hard = limit.hard,
+                    "the soft limit on open files (RLIMIT_NOFILE) is already at the hard limit"
+                );
+            }
+            Some(limit.after)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the soft limit on open files (RLIMIT_NOFILE)");
+            rlimit::Resource::NOFILE.get_soft().ok()
+        }
+    }
+}
+
+/// Lowers the connection limits (with a warning) where the limit on open
+/// files cannot hold them.
+fn fit_connections(open_files: u64, config: &mut Config) {
+    let limits = fd_limit::Limits {
+        main: config.max_connections,
+        gateway: config.gateway.as_ref().map(|g| g.max_connections),
+    };
+    let Some(fitted) = fd_limit::fit(open_files, limits) else {
+        return;
+    };
+    tracing::warn!(
+        open_files,
+        max_connections = fitted.main,
+        configured = limits.main,
+        gateway_max_connections = fitted.gateway,
+        gateway_configured = limits.gateway,
+        "lowered the connection limits to fit the limit on open files; raise the hard limit (LimitNOFILE= under systemd, ulimit -Hn) to allow more"
+    );
+    config.max_connections = fitted.main;
+    if let (Some(gateway), Some(max)) = (config.gateway.as_mut(), fitted.gateway) {
+        gateway.max_connections = max;
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

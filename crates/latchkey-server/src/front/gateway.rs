@@ -20,7 +20,7 @@
 //! - Refusals are the documented JSON errors with their real status (401,
 //!   403, 404, 503, and 400 for an ambiguous path); an upstream that cannot
 //!   be reached is 502, one that does not answer in time 504.
-//! - The listener faces the internet: see [`super::conns`] for its
+//! - The listener faces the internet: see [`crate::conns`] for its
 //!   connection limit and timeouts.
 
 use std::convert::Infallible;
@@ -46,10 +46,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::conns::{Active, Admitted, Conns};
 use super::upstream::{Failure, Pool, Relay};
 use super::{Asked, Decision, ERROR_HEADER, Refusal, decide, set_identity_headers};
 use crate::config::GatewayConfig;
+use crate::conns::{Active, Admitted, Conns};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -291,6 +291,9 @@ async fn serve_connection(
         _ = stopped.changed() => {}
     }
     // Asked to close: finish the request in flight, if any, then close.
+    if !slot.served() {
+        return; // none began (hyper would wait for a whole first head)
+    }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;
 }

@@ -10,7 +10,6 @@
 //! preflights as Latchkey's own API does, and records server credentials
 //! seen from a browser.
 
-pub(crate) mod conns;
 pub mod forward_auth;
 pub mod gateway;
 mod upstream;

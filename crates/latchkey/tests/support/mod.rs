@@ -27,6 +27,22 @@ pub fn latchkey() -> Command {
     cmd
 }
 
+/// `latchkey` run by `sh` after `ulimit LIMITS` (e.g. `-Sn 256`), as a
+/// service manager with a low limit on open files would start it; no
+/// `LATCHKEY_*` variables inherited either.
+pub fn latchkey_with_ulimit(limits: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit {limits} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_latchkey"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LATCHKEY_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
 /// A spawned `latchkey` process whose stdout and stderr are captured. It is
 /// killed when dropped if it is still running, so a failing test never
 /// leaves a server behind.

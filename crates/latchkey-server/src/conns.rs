@@ -1,5 +1,7 @@
-//! The gateway's open connections: how many, which are idle, and closing
-//! the ones that hold a socket without using it.
+//! A listener's open connections: how many, which are idle, and closing
+//! the ones that hold a socket without using it. Both listeners use it:
+//! the main one (`--listen`, `crate::listener`) and the gateway
+//! (`crate::front::gateway`), each with a registry of its own.
 //!
 //! A listener that faces the internet must not be starved by clients that
 //! open connections and send nothing. So a connection that sends no
@@ -7,26 +9,45 @@
 //! (no request in flight) longer than the idle timeout, is closed by a
 //! sweeper; and when the limit is reached, the connection idle the longest
 //! is closed to make room for the new one, which is refused only when
-//! every open connection has a request in flight.
+//! every open connection has a request in flight. A connection is only
+//! ever asked to close: its listener then lets a request that has just
+//! begun on it finish (hyper's graceful shutdown), so no request in
+//! flight is cut.
+//!
+//! A request costs two atomic operations here (a reference count taken
+//! and given back): the requests in flight on a connection are the
+//! references to its [`Use`] beyond the slot's own, and the time a
+//! request ended is read from a clock that the sweeper advances, not from
+//! the system. Timeouts therefore hold to within a sweep interval or two.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+/// How often a listener should call [`Conns::sweep`].
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// What a connection's requests update.
+#[derive(Debug)]
+struct Use {
+    /// Whether a whole request head has arrived on the connection.
+    served: AtomicBool,
+    /// When the connection opened or its last request ended, in
+    /// milliseconds since the registry started.
+    last: AtomicU64,
+    /// The registry's clock (see [`Conns::tick`]).
+    clock: Arc<AtomicU64>,
+}
+
 /// One open connection.
 #[derive(Debug)]
 pub struct Slot {
     id: u64,
-    /// Requests in flight (head read, response body not yet finished).
-    active: AtomicUsize,
-    /// Requests started on this connection.
-    served: AtomicU64,
-    /// When it opened or its last request ended, in milliseconds since the
-    /// registry started.
-    last: AtomicU64,
+    /// Held once by the slot and once by each request in flight.
+    used: Arc<Use>,
     /// Notified when the connection is to be closed.
     close: Notify,
 }
@@ -36,19 +57,39 @@ impl Slot {
     pub async fn closed(&self) {
         self.close.notified().await;
     }
+
+    /// Requests in flight on this connection. The count is read without a
+    /// lock, so it may be a moment old; a connection asked to close while
+    /// a request begins still finishes that request.
+    pub fn in_flight(&self) -> usize {
+        let count = Arc::strong_count(&self.used).saturating_sub(1);
+        // Pairs with the release of the reference that a request gave
+        // back, so that `last` as it stored it is seen below.
+        fence(Ordering::Acquire);
+        count
+    }
+
+    /// Whether a request has begun on this connection.
+    pub fn served(&self) -> bool {
+        self.used.served.load(Ordering::Relaxed)
+    }
+
+    fn last(&self) -> u64 {
+        self.used.last.load(Ordering::Relaxed)
+    }
 }
 
 /// A request in flight on a connection; dropped when its response is done.
 #[derive(Debug)]
 pub struct Active {
-    slot: Arc<Slot>,
-    conns: Arc<Conns>,
+    used: Arc<Use>,
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.slot.last.store(self.conns.now_ms(), Ordering::Relaxed);
-        self.slot.active.fetch_sub(1, Ordering::AcqRel);
+        let now = self.used.clock.load(Ordering::Relaxed);
+        self.used.last.store(now, Ordering::Relaxed);
+        // The reference itself is given back after this (release).
     }
 }
 
@@ -63,11 +104,12 @@ impl Admitted {
     /// Marks a request as started; its end is when the returned value is
     /// dropped.
     pub fn begin(&self) -> Active {
-        self.slot.active.fetch_add(1, Ordering::AcqRel);
-        self.slot.served.fetch_add(1, Ordering::Relaxed);
+        let used = &self.slot.used;
+        if !used.served.load(Ordering::Relaxed) {
+            used.served.store(true, Ordering::Relaxed);
+        }
         Active {
-            slot: Arc::clone(&self.slot),
-            conns: Arc::clone(&self.conns),
+            used: Arc::clone(used),
         }
     }
 }
@@ -84,6 +126,8 @@ pub struct Conns {
     slots: Mutex<HashMap<u64, Arc<Slot>>>,
     next_id: AtomicU64,
     started: Instant,
+    /// Milliseconds since `started`, as of the last sweep or admission.
+    clock: Arc<AtomicU64>,
     max: usize,
     header_timeout: Duration,
     idle_timeout: Duration,
@@ -95,6 +139,7 @@ impl Conns {
             slots: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             started: Instant::now(),
+            clock: Arc::new(AtomicU64::new(0)),
             max: max.max(1),
             header_timeout,
             idle_timeout,
@@ -107,8 +152,12 @@ impl Conns {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// Reads the time and advances the clock that requests read when they
+    /// end.
+    fn tick(&self) -> u64 {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.clock.fetch_max(now, Ordering::Relaxed);
+        now
     }
 
     /// Open connections.
@@ -120,26 +169,33 @@ impl Conns {
         self.len() == 0
     }
 
+    /// The most connections this registry keeps open.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// A place for a new connection: when the registry is full, the
     /// connection idle the longest is told to close and its place given to
     /// this one; `None` when every connection has a request in flight.
     pub fn admit(self: &Arc<Self>) -> Option<Admitted> {
-        let now = self.now_ms();
+        let now = self.tick();
         let mut slots = self.lock();
         if slots.len() >= self.max {
             let idlest = slots
                 .values()
-                .filter(|s| s.active.load(Ordering::Acquire) == 0)
-                .min_by_key(|s| s.last.load(Ordering::Relaxed))
+                .filter(|s| s.in_flight() == 0)
+                .min_by_key(|s| s.last())
                 .map(|s| s.id);
             let evicted = slots.remove(&idlest?)?;
             evicted.close.notify_one();
         }
         let slot = Arc::new(Slot {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            active: AtomicUsize::new(0),
-            served: AtomicU64::new(0),
-            last: AtomicU64::new(now),
+            used: Arc::new(Use {
+                served: AtomicBool::new(false),
+                last: AtomicU64::new(now),
+                clock: Arc::clone(&self.clock),
+            }),
             close: Notify::new(),
         });
         slots.insert(slot.id, Arc::clone(&slot));
@@ -153,20 +209,16 @@ impl Conns {
     /// sent a whole request head within the header timeout, and idle ones
     /// whose last request ended longer ago than the idle timeout.
     pub fn sweep(&self) {
-        let now = self.now_ms();
+        let now = self.tick();
         let header = u64::try_from(self.header_timeout.as_millis()).unwrap_or(u64::MAX);
         let idle = u64::try_from(self.idle_timeout.as_millis()).unwrap_or(u64::MAX);
         let mut slots = self.lock();
         slots.retain(|_, slot| {
-            if slot.active.load(Ordering::Acquire) > 0 {
+            if slot.in_flight() > 0 {
                 return true;
             }
-            let limit = if slot.served.load(Ordering::Relaxed) == 0 {
-                header
-            } else {
-                idle
-            };
-            let overstayed = now.saturating_sub(slot.last.load(Ordering::Relaxed)) >= limit;
+            let limit = if slot.served() { idle } else { header };
+            let overstayed = now.saturating_sub(slot.last()) >= limit;
             if overstayed {
                 slot.close.notify_one();
             }
@@ -238,6 +290,50 @@ mod tests {
         assert!(conns.is_empty());
         let _b = conns.admit().expect("b");
         assert_eq!(conns.len(), 1);
+    }
+
+    #[test]
+    fn requests_in_flight_are_counted_until_they_end() {
+        let conns = Conns::new(10, Duration::from_secs(5), Duration::from_secs(60));
+        let a = conns.admit().expect("a");
+        assert_eq!(a.slot.in_flight(), 0);
+        assert!(!a.slot.served());
+        let first = a.begin();
+        let second = a.begin();
+        assert_eq!(a.slot.in_flight(), 2);
+        assert!(a.slot.served());
+        drop(first);
+        assert_eq!(a.slot.in_flight(), 1);
+        drop(second);
+        assert_eq!(a.slot.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_served_connection_gets_the_idle_timeout_not_the_header_timeout() {
+        // Header timeout long, idle timeout zero: only the served one goes.
+        let conns = Conns::new(10, Duration::from_secs(60), Duration::from_millis(0));
+        let silent = conns.admit().expect("silent");
+        let used = conns.admit().expect("used");
+        drop(used.begin());
+        conns.sweep();
+        assert!(!futures_like_poll(&silent.slot));
+        assert!(futures_like_poll(&used.slot));
+        assert_eq!(conns.len(), 1);
+    }
+
+    #[test]
+    fn a_request_ending_moves_the_connection_to_the_back_of_the_idle_queue() {
+        let conns = Conns::new(2, Duration::from_secs(5), Duration::from_secs(60));
+        let a = conns.admit().expect("a");
+        std::thread::sleep(Duration::from_millis(5));
+        let b = conns.admit().expect("b");
+        std::thread::sleep(Duration::from_millis(5));
+        // a serves a request that ends after b opened: b is now the idlest.
+        conns.tick();
+        drop(a.begin());
+        let _c = conns.admit().expect("c evicts b");
+        assert!(futures_like_poll(&b.slot));
+        assert!(!futures_like_poll(&a.slot));
     }
 
     /// Whether the slot holds a close permit (polls `closed` once).

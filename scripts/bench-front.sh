@@ -5,8 +5,9 @@
 #   scripts/bench-front.sh                       # 3 rounds of 10 s per target
 #   ROUNDS=1 DURATION=5s scripts/bench-front.sh  # quick
 #
-# In one run on one machine, with one load generator (oha, one worker
-# thread, CONNECTIONS connections, pinned to LOAD_CPU) and every server
+# In one run on one machine, with each load generator in turn (LOADGENS,
+# default "wrk oha": wrk with one thread, oha with one worker thread; both
+# with CONNECTIONS connections, pinned to LOAD_CPU) and every server
 # process pinned to SERVER_CPU:
 #   upstream      the upstream alone: bench_hello, a fixed 13-byte body on
 #                 every path;
@@ -23,7 +24,9 @@
 # /v2/apps/{appId}, a target route; every answer must be 2xx.
 # For each run: requests/s, p99, and the CPU time of every server process
 # involved (/proc/PID/stat, the upstream's and nginx's included), so
-# throughput per core of server CPU can be compared. Targets run in rounds,
+# throughput per core of server CPU can be compared, and how busy the
+# servers were (a run whose servers used less than one core was paced by
+# the load generator). Targets run in rounds,
 # alternated, and the median over the rounds is reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,8 +50,9 @@ GW_PORT=$((PORT_BASE + 2))
 NG_PORT=$((PORT_BASE + 3))
 NGA_PORT=$((PORT_BASE + 4))
 
-for tool in taskset curl jq awk oha "$NGINX"; do
-    command -v "$tool" >/dev/null || { echo "$tool is required (oha: cargo install oha --locked; nginx: apt-get install nginx-light)" >&2; exit 1; }
+LOADGENS=${LOADGENS:-"wrk oha"}
+for tool in taskset curl jq awk $LOADGENS "$NGINX"; do
+    command -v "$tool" >/dev/null || { echo "$tool is required (oha: cargo install oha --locked; wrk, nginx: apt-get install wrk nginx-light)" >&2; exit 1; }
 done
 
 echo "== building (release)"
@@ -83,7 +87,7 @@ wait_for() { # NAME TEXT
 
 echo "== machine"
 echo "   $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), nproc $(nproc), $(rustc --version), $($NGINX -v 2>&1)"
-echo "   servers on CPU $SERVER_CPU, oha on CPU $LOAD_CPU, $CONNECTIONS connections; output in $BENCH_OUT"
+echo "   servers on CPU $SERVER_CPU, load generators ($LOADGENS) on CPU $LOAD_CPU, $CONNECTIONS connections; output in $BENCH_OUT"
 echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== starting the upstream, Latchkey (with its gateway) and nginx"
@@ -187,23 +191,53 @@ pids_of() {
 }
 ticks() { local sum=0 t; for pid in "$@"; do t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat"); sum=$((sum + t)); done; echo $sum; }
 
-run() { # TARGET RUN [oha args]
-    local t=$1 name=$2
-    shift 2
-    local url args=()
+# One load run. LOADGEN=oha: oha, one worker thread; LOADGEN=wrk: wrk,
+# one thread. Either writes RUN.sum.json: requests, rps, p99_ms, seconds,
+# and fails unless every answer was 2xx.
+run() { # TARGET RUN DURATION
+    local t=$1 name=$2 duration=$3
+    local url method=GET body="" args=()
     case $t in
         upstream) url="http://127.0.0.1:$UP_PORT$TARGET_PATH" ;;
         nginx_proxy) url="http://127.0.0.1:$NG_PORT$TARGET_PATH" ;;
         nginx_auth) url="http://127.0.0.1:$NGA_PORT$TARGET_PATH"; args=(-H "authorization: Basic $BASIC") ;;
         gateway) url="http://127.0.0.1:$GW_PORT$TARGET_PATH"; args=(-H "authorization: Basic $BASIC") ;;
         forward_auth) url="$LK/v1/forward-auth"; args=(-H "authorization: Basic $BASIC" -H "x-forwarded-uri: $TARGET_PATH") ;;
-        verify) url="$LK/v1/verify"; args=(-m POST -H "authorization: Bearer $OPERATOR" -T application/json -D "$BENCH_OUT/verify.json") ;;
+        verify) url="$LK/v1/verify"; method=POST body="$BENCH_OUT/verify.json"; args=(-H "authorization: Bearer $OPERATOR") ;;
     esac
-    taskset -c "$LOAD_CPU" oha --no-tui --output-format json --worker-threads 1 \
-        -c "$CONNECTIONS" "${args[@]}" "$@" "$url" >"$BENCH_OUT/$name.json"
-    local bad
-    bad=$(jq '[.statusCodeDistribution | to_entries[] | select(.key | test("^2") | not) | .value] | add // 0' "$BENCH_OUT/$name.json")
-    [ "$bad" = 0 ] || { echo "$name: $bad responses were not 2xx" >&2; jq -c .statusCodeDistribution "$BENCH_OUT/$name.json" >&2; exit 1; }
+    if [ "$LOADGEN" = oha ]; then
+        [ -n "$body" ] && args+=(-m POST -T application/json -D "$body")
+        taskset -c "$LOAD_CPU" oha --no-tui --output-format json --worker-threads 1 \
+            -c "$CONNECTIONS" -z "$duration" "${args[@]}" "$url" >"$BENCH_OUT/$name.json"
+        local bad
+        bad=$(jq '[.statusCodeDistribution | to_entries[] | select(.key | test("^2") | not) | .value] | add // 0' "$BENCH_OUT/$name.json")
+        [ "$bad" = 0 ] || { echo "$name: $bad responses were not 2xx" >&2; jq -c .statusCodeDistribution "$BENCH_OUT/$name.json" >&2; exit 1; }
+        jq '{requests: ([.statusCodeDistribution[]] | add), rps: .summary.requestsPerSec,
+             p99_ms: (.latencyPercentiles.p99 * 1000), seconds: .summary.total}' \
+            "$BENCH_OUT/$name.json" >"$BENCH_OUT/$name.sum.json"
+    else
+        local script="$BENCH_OUT/$t.lua"
+        if [ -n "$body" ]; then
+            printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nlocal f = io.open("%s")\nwrk.body = f:read("*a")\nf:close()\n' \
+                "$body" >"$script"
+        else
+            : >"$script"
+        fi
+        taskset -c "$LOAD_CPU" wrk -t1 -c "$CONNECTIONS" -d "$duration" --latency -s "$script" \
+            "${args[@]}" "$url" >"$BENCH_OUT/$name.txt"
+        if grep -q 'Non-2xx\|Socket errors' "$BENCH_OUT/$name.txt"; then
+            echo "$name: not every answer was 2xx, or sockets failed:" >&2
+            cat "$BENCH_OUT/$name.txt" >&2
+            exit 1
+        fi
+        awk -v d="${duration%s}" '
+            / requests in / { n = $1; s = $4; sub(/s,?$/, "", s) }
+            /Requests\/sec/ { r = $2 }
+            $1 == "99%" { v = $2; u = v; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u)
+                          p = (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : v }
+            END { printf "{\"requests\":%d,\"rps\":%s,\"p99_ms\":%s,\"seconds\":%s}\n", n, r, p, s }
+        ' "$BENCH_OUT/$name.txt" >"$BENCH_OUT/$name.sum.json"
+    fi
 }
 
 measure() { # TARGET RUN
@@ -211,40 +245,52 @@ measure() { # TARGET RUN
     pids=$(pids_of "$1")
     # shellcheck disable=SC2086
     c0=$(ticks $pids)
-    run "$1" "$2" -z "$DURATION"
+    run "$1" "$2" "$DURATION"
     # shellcheck disable=SC2086
     c1=$(ticks $pids)
-    n=$(jq '[.statusCodeDistribution[]] | add' "$BENCH_OUT/$2.json")
-    secs=$(jq '.summary.total' "$BENCH_OUT/$2.json")
+    n=$(jq .requests "$BENCH_OUT/$2.sum.json")
+    secs=$(jq .seconds "$BENCH_OUT/$2.sum.json")
     jq -n "($c1 - $c0) * 1000000 / $TICK / $n" >"$BENCH_OUT/$2.cpu"
     # Requests per second of server CPU (all its processes together).
     jq -n "$n / (($c1 - $c0) / $TICK)" >"$BENCH_OUT/$2.percore"
-    jq '.summary.requestsPerSec' "$BENCH_OUT/$2.json" >"$BENCH_OUT/$2.rps"
-    jq '.latencyPercentiles.p99 * 1000' "$BENCH_OUT/$2.json" >"$BENCH_OUT/$2.p99"
-    printf '   %-22s %8.0f requests/s, p99 %6.2f ms, server CPU %6.1f us/request (%s s of wall time)\n' \
-        "$2" "$(cat "$BENCH_OUT/$2.rps")" "$(cat "$BENCH_OUT/$2.p99")" "$(cat "$BENCH_OUT/$2.cpu")" "$secs"
+    # How busy the server processes were: 1.0 is one core all the time.
+    # Below ~0.95 the load generator, not the servers, set the pace.
+    jq -n "($c1 - $c0) / $TICK / $secs" >"$BENCH_OUT/$2.busy"
+    jq .rps "$BENCH_OUT/$2.sum.json" >"$BENCH_OUT/$2.rps"
+    jq .p99_ms "$BENCH_OUT/$2.sum.json" >"$BENCH_OUT/$2.p99"
+    printf '   %-22s %8.0f requests/s, p99 %6.2f ms, server CPU %6.1f us/request, servers busy %4.2f cores (%s s)\n' \
+        "$2" "$(cat "$BENCH_OUT/$2.rps")" "$(cat "$BENCH_OUT/$2.p99")" "$(cat "$BENCH_OUT/$2.cpu")" \
+        "$(cat "$BENCH_OUT/$2.busy")" "$secs"
 }
 median() { cat "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 TARGETS=${TARGETS:-"upstream nginx_proxy nginx_auth gateway forward_auth verify"}
 echo "== $ROUNDS rounds of $DURATION per target, after a $WARMUP warm-up each"
-for t in $TARGETS; do run "$t" "$t.warmup" -z "$WARMUP"; done
-for r in $(seq 1 "$ROUNDS"); do
-    echo "-- round $r"
-    for t in $TARGETS; do measure "$t" "$t.r$r"; done
+for LOADGEN in $LOADGENS; do
+    echo "== $LOADGEN: $ROUNDS rounds of $DURATION per target, after a $WARMUP warm-up each"
+    for t in $TARGETS; do run "$t" "$LOADGEN.$t.warmup" "$WARMUP"; done
+    for r in $(seq 1 "$ROUNDS"); do
+        echo "-- $LOADGEN, round $r"
+        for t in $TARGETS; do measure "$t" "$LOADGEN.$t.r$r"; done
+    done
 done
 
-echo "== medians over the rounds"
-printf '   %-14s %12s %10s %16s %22s\n' target requests/s p99_ms cpu_us/request requests/s_per_core
-for t in $TARGETS; do
-    printf '   %-14s %12.0f %10.2f %16.1f %22.0f\n' "$t" \
-        "$(median "$BENCH_OUT/$t".r*.rps)" "$(median "$BENCH_OUT/$t".r*.p99)" \
-        "$(median "$BENCH_OUT/$t".r*.cpu)" "$(median "$BENCH_OUT/$t".r*.percore)"
-done
 ratio() { jq -n "$(median "$BENCH_OUT/$1".r*."$3") / $(median "$BENCH_OUT/$2".r*."$3")"; }
-echo "== targets"
-printf '   gateway / nginx_auth, requests/s per core of server CPU: %.2fx (target >= 1.0)\n' "$(ratio gateway nginx_auth percore)"
-printf '   gateway / nginx_auth, requests/s:                        %.2fx\n' "$(ratio gateway nginx_auth rps)"
-printf '   gateway / nginx_proxy, requests/s:                       %.2fx (target >= 0.7)\n' "$(ratio gateway nginx_proxy rps)"
-printf '   gateway / nginx_proxy, requests/s per core:              %.2fx\n' "$(ratio gateway nginx_proxy percore)"
-printf '   forward_auth / verify, server CPU per request:           %.2fx (target <= 1.2)\n' "$(ratio forward_auth verify cpu)"
+for LOADGEN in $LOADGENS; do
+    echo "== $LOADGEN: medians over the rounds"
+    printf '   %-14s %12s %10s %16s %22s %14s\n' target requests/s p99_ms cpu_us/request requests/s_per_core servers_busy
+    for t in $TARGETS; do
+        m=$LOADGEN.$t
+        printf '   %-14s %12.0f %10.2f %16.1f %22.0f %14.2f\n' "$t" \
+            "$(median "$BENCH_OUT/$m".r*.rps)" "$(median "$BENCH_OUT/$m".r*.p99)" \
+            "$(median "$BENCH_OUT/$m".r*.cpu)" "$(median "$BENCH_OUT/$m".r*.percore)" \
+            "$(median "$BENCH_OUT/$m".r*.busy)"
+    done
+    echo "== $LOADGEN: targets"
+    g=$LOADGEN
+    printf '   gateway / nginx_auth, requests/s per core of server CPU: %.2fx (target >= 1.0)\n' "$(ratio "$g.gateway" "$g.nginx_auth" percore)"
+    printf '   gateway / nginx_auth, requests/s:                        %.2fx\n' "$(ratio "$g.gateway" "$g.nginx_auth" rps)"
+    printf '   gateway / nginx_proxy, requests/s:                       %.2fx (target >= 0.7)\n' "$(ratio "$g.gateway" "$g.nginx_proxy" rps)"
+    printf '   gateway / nginx_proxy, requests/s per core:              %.2fx\n' "$(ratio "$g.gateway" "$g.nginx_proxy" percore)"
+    printf '   forward_auth / verify, server CPU per request:           %.2fx (target <= 1.2)\n' "$(ratio "$g.forward_auth" "$g.verify" cpu)"
+done

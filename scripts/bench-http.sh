@@ -22,9 +22,12 @@
 #     verify_basic" limits step 4 to those targets.)
 #  3. creates an app and an app key through the API and mints an HS256 JWT
 #     with that key (`latchkey token`);
-#  4. maximum throughput: ROUNDS rounds, each running every target for
-#     DURATION with oha pinned to LOAD_CPU and CONNECTIONS connections (one
-#     warm-up run per target first), hello world before and after each
+#  4. maximum throughput, once with each load generator of LOADGENS
+#     (default "wrk oha": wrk with one thread, oha with one worker thread;
+#     see docs/BENCHMARKS.md for why they disagree, and the "server busy"
+#     column, which says which of the two set the pace): ROUNDS rounds,
+#     each running every target for DURATION with the generator pinned to
+#     LOAD_CPU and CONNECTIONS connections (one warm-up run per target first), hello world before and after each
 #     other target (its ratio is taken against the mean of those two
 #     hello runs, the median over the rounds is reported): POST /v1/verify with the app
 #     key's Basic header and with the JWT (the operator token authenticates
@@ -73,9 +76,15 @@ LOGGED_PORT=$((PORT_BASE + 3))
 BIG_PORT=$((PORT_BASE + 4))
 BIG_DIY_PORT=$((PORT_BASE + 5))
 
+LOADGENS=${LOADGENS:-"wrk oha"}
+FIRST=${LOADGENS%% *}
 for tool in taskset curl jq awk; do
     command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
 done
+if [[ " $LOADGENS " == *" wrk "* ]] && ! command -v wrk >/dev/null; then
+    echo "wrk is required (apt-get install wrk), or LOADGENS=oha" >&2
+    exit 1
+fi
 if ! command -v oha >/dev/null; then
     echo "== installing oha (cargo install oha --locked)"
     cargo install oha --locked
@@ -133,6 +142,47 @@ oha_json() {
     fi
 }
 
+# wrk_json RUN URL [oha-style args...]: the same run with wrk (one thread,
+# pinned to LOAD_CPU), its figures written in oha's JSON shape so that
+# everything below reads either; fails unless every response was 2xx.
+# Takes the oha arguments this script uses: -m, -H, -T, -D, -a, -z.
+wrk_json() {
+    local run=$1 url=$2
+    shift 2
+    local method=GET body="" duration=$DURATION args=() script="$BENCH_OUT/$run.lua"
+    while [ $# -gt 0 ]; do
+        case $1 in
+            -m) method=$2; shift 2 ;;
+            -H) args+=(-H "$2"); shift 2 ;;
+            -T) args+=(-H "content-type: $2"); shift 2 ;;
+            -D) body=$2; shift 2 ;;
+            -a) args+=(-H "authorization: Basic $(printf '%s' "$2" | base64 -w0)"); shift 2 ;;
+            -z) duration=$2; shift 2 ;;
+            *) echo "wrk_json: unsupported argument $1" >&2; exit 1 ;;
+        esac
+    done
+    printf 'wrk.method = "%s"\n' "$method" >"$script"
+    [ -n "$body" ] && printf 'local f = io.open("%s")\nwrk.body = f:read("*a")\nf:close()\n' "$body" >>"$script"
+    taskset -c "$LOAD_CPU" wrk -t1 -c "$CONNECTIONS" -d "$duration" --latency -s "$script" \
+        "${args[@]}" "$url" >"$BENCH_OUT/$run.txt"
+    if grep -q 'Non-2xx\|Socket errors' "$BENCH_OUT/$run.txt"; then
+        echo "$run: not every response was 2xx, or sockets failed:" >&2
+        cat "$BENCH_OUT/$run.txt" >&2
+        exit 1
+    fi
+    awk '
+        function secs(t,   v, u) { v = t; u = t; sub(/[a-z]+$/, "", v); sub(/^[0-9.]+/, "", u)
+                                    return (u == "us") ? v / 1e6 : (u == "ms") ? v / 1e3 : (u == "m") ? v * 60 : v }
+        / requests in / { n = $1; s = $4; sub(/,$/, "", s); total = secs(s) }
+        /Requests\/sec/ { r = $2 }
+        $1 == "50%" { p50 = secs($2) }
+        $1 == "99%" { p99 = secs($2) }
+        END { printf "{\"statusCodeDistribution\":{\"2xx\":%d},\"summary\":{\"requestsPerSec\":%s,\"total\":%s},\"latencyPercentiles\":{\"p50\":%s,\"p99\":%s}}\n", n, r, total, p50, p99 }
+    ' "$BENCH_OUT/$run.txt" >"$BENCH_OUT/$run.json"
+}
+# load_json RUN URL [args...]: oha_json or wrk_json, as LOADGEN says.
+load_json() { if [ "$LOADGEN" = wrk ]; then wrk_json "$@"; else oha_json "$@"; fi; }
+
 # CPU time (user + system, clock ticks) of a process and all its threads.
 proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # Bytes a process caused to be written to storage (its database writes).
@@ -157,18 +207,18 @@ target() {
     local t=$1 run=$2
     shift 2
     case $t in
-        hello) oha_json "$run" "http://127.0.0.1:$HELLO_PORT/" "$@" ;;
-        verify_basic) oha_json "$run" "$LK/v1/verify" -m POST -H "authorization: Bearer $OPERATOR" \
+        hello) load_json "$run" "http://127.0.0.1:$HELLO_PORT/" "$@" ;;
+        verify_basic) load_json "$run" "$LK/v1/verify" -m POST -H "authorization: Bearer $OPERATOR" \
             -T application/json -D "$BENCH_OUT/verify-basic.json" "$@" ;;
-        verify_jwt) oha_json "$run" "$LK/v1/verify" -m POST -H "authorization: Bearer $OPERATOR" \
+        verify_jwt) load_json "$run" "$LK/v1/verify" -m POST -H "authorization: Bearer $OPERATOR" \
             -T application/json -D "$BENCH_OUT/verify-jwt.json" "$@" ;;
-        get_app) oha_json "$run" "$LK/v1/apps/$APP" -a "$KEY_ID:$KEY_SECRET" "$@" ;;
-        diy) oha_json "$run" "http://127.0.0.1:$DIY_PORT/" -a "$KEY_ID:$KEY_SECRET" "$@" ;;
-        verify_basic_logged) oha_json "$run" "http://127.0.0.1:$LOGGED_PORT/v1/verify" -m POST \
+        get_app) load_json "$run" "$LK/v1/apps/$APP" -a "$KEY_ID:$KEY_SECRET" "$@" ;;
+        diy) load_json "$run" "http://127.0.0.1:$DIY_PORT/" -a "$KEY_ID:$KEY_SECRET" "$@" ;;
+        verify_basic_logged) load_json "$run" "http://127.0.0.1:$LOGGED_PORT/v1/verify" -m POST \
             -H "authorization: Bearer $OPERATOR" -T application/json -D "$BENCH_OUT/verify-basic.json" "$@" ;;
-        verify_basic_big) oha_json "$run" "http://127.0.0.1:$BIG_PORT/v1/verify" -m POST \
+        verify_basic_big) load_json "$run" "http://127.0.0.1:$BIG_PORT/v1/verify" -m POST \
             -H "authorization: Bearer $BIG_OPERATOR" -T application/json -D "$BENCH_OUT/verify-big.json" "$@" ;;
-        diy_big) oha_json "$run" "http://127.0.0.1:$BIG_DIY_PORT/" -a "$SAMPLE_ID:$SAMPLE_SECRET" "$@" ;;
+        diy_big) load_json "$run" "http://127.0.0.1:$BIG_DIY_PORT/" -a "$SAMPLE_ID:$SAMPLE_SECRET" "$@" ;;
     esac
 }
 
@@ -207,8 +257,10 @@ measure() {
     w1=$(proc_written "$pid")
     jq -n "($c1 - $c0) * 1000000 / $TICK / $(requests "$run")" >"$BENCH_OUT/$run.cpu"
     jq -n "($w1 - $w0) / $(requests "$run")" >"$BENCH_OUT/$run.written"
-    printf '   %-20s %8.0f requests/s, server CPU %6.1f us/request, p99 %.2f ms, %.2f bytes written to storage per request\n' \
-        "$run" "$(rps "$run")" "$(cat "$BENCH_OUT/$run.cpu")" "$(ms "$run" p99)" "$(cat "$BENCH_OUT/$run.written")"
+    # Cores the server used: below ~0.95 the load generator set the pace.
+    jq -n "($c1 - $c0) / $TICK / $(jq .summary.total "$BENCH_OUT/$run.json")" >"$BENCH_OUT/$run.busy"
+    printf '   %-24s %8.0f requests/s, server CPU %6.1f us/request, server busy %4.2f cores, p99 %.2f ms, %.2f bytes written to storage per request\n' \
+        "$run" "$(rps "$run")" "$(cat "$BENCH_OUT/$run.cpu")" "$(cat "$BENCH_OUT/$run.busy")" "$(ms "$run" p99)" "$(cat "$BENCH_OUT/$run.written")"
 }
 
 # best TARGET: the highest requests/s of its rounds; cost TARGET: the
@@ -222,14 +274,14 @@ cost() { median_of "$BENCH_OUT/$1".r*.cpu; }
 # bracketed TARGET KIND: the median over the rounds of RUN.KIND (ratio or
 # cpuratio, see measure_between); 1 for hello itself.
 bracketed() {
-    [ "$1" = hello ] && { echo 1; return; }
+    case $1 in hello | *.hello) echo 1; return ;; esac
     ls "$BENCH_OUT/$1".r*."$2" >/dev/null 2>&1 || { echo null; return; }
     median_of "$BENCH_OUT/$1".r*."$2"
 }
 
 echo "== machine"
 echo "   $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), nproc $(nproc), $(rustc --version)"
-echo "   servers on CPU $SERVER_CPU, oha on CPU $LOAD_CPU, $CONNECTIONS connections; output in $BENCH_OUT"
+echo "   servers on CPU $SERVER_CPU, load generators ($LOADGENS) on CPU $LOAD_CPU, $CONNECTIONS connections; output in $BENCH_OUT"
 echo "   load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== starting the servers"
@@ -289,18 +341,25 @@ measure_between() {
     jq -n "($(cat "$BENCH_OUT/$before.cpu") + $(cat "$BENCH_OUT/$after.cpu")) / 2 / $(cat "$BENCH_OUT/$run.cpu")" \
         >"$BENCH_OUT/$run.cpuratio"
 }
-target hello hello.warmup -z "$WARMUP"
-for t in $TARGETS; do [ "$t" = hello ] || target "$t" "$t.warmup" -z "$WARMUP"; done
-for r in $(seq 1 "$ROUNDS"); do
-    echo "-- round $r"
-    k=0
-    measure hello "hello.r$r.$k"
-    for t in $TARGETS; do
-        [ "$t" = hello ] && continue
-        k=$((k + 1))
-        measure_between "$t" "$t.r$r" "hello.r$r.$((k - 1))" "hello.r$r.$k"
+for LOADGEN in $LOADGENS; do
+    g=$LOADGEN
+    echo "-- $g"
+    target hello "$g.hello.warmup" -z "$WARMUP"
+    for t in $TARGETS; do [ "$t" = hello ] || target "$t" "$g.$t.warmup" -z "$WARMUP"; done
+    for r in $(seq 1 "$ROUNDS"); do
+        echo "-- $g, round $r"
+        k=0
+        measure hello "$g.hello.r$r.$k"
+        for t in $TARGETS; do
+            [ "$t" = hello ] && continue
+            k=$((k + 1))
+            measure_between "$t" "$g.$t.r$r" "$g.hello.r$r.$((k - 1))" "$g.hello.r$r.$k"
+        done
     done
 done
+# The phases below use oha (its fixed-rate mode) and name runs without a
+# generator.
+LOADGEN=oha
 
 # lastUsedAt: the key was used until the end of the last run above that
 # was not hello world's; one flush interval (10 s by default) later the
@@ -318,7 +377,7 @@ else
     echo "== latency at half of each best maximum (fixed rate, latency correction)"
     for t in $TARGETS; do
         # LATENCY_RATE=N: that fixed rate for every target instead.
-        rate=${LATENCY_RATE:-$(jq -n "$(best "$t") / 2 | floor")}
+        rate=${LATENCY_RATE:-$(jq -n "$(best "$FIRST.$t") / 2 | floor")}
         target "$t" "$t.half" -z "$DURATION" -q "$rate" --latency-correction
         printf '   %-20s at %6s/s: p50 %.3f ms, p99 %.3f ms (oha)\n' "$t" "$rate" "$(ms "$t.half" p50)" "$(ms "$t.half" p99)"
         # The same rate from the lean probe (oha's fixed-rate mode on one
@@ -393,25 +452,31 @@ if [ "$SEED_KEYS" -gt 0 ]; then
 fi
 
 echo
-echo "== results: servers on one core (CPU $SERVER_CPU), oha on CPU $LOAD_CPU, $CONNECTIONS connections"
+echo "== results: servers on one core (CPU $SERVER_CPU), load generators ($LOADGENS) on CPU $LOAD_CPU, $CONNECTIONS connections"
 echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-HELLO=$(best hello)
-echo
-echo "| run | best requests/s | x hello's best | x hello, bracketed (median) | server CPU us/request (median) | hello's CPU / this, bracketed (median) | at half the best rate: p50, p99 (oha) | the same (bench_latency) |"
-echo "|---|---|---|---|---|---|---|---|"
-for t in $TARGETS $([ "$SEED_KEYS" -gt 0 ] && echo verify_basic_big diy_big); do
-    b=$(best "$t")
-    c=$(cost "$t")
-    half="-" probe="-"
-    if [ -f "$BENCH_OUT/$t.half.json" ]; then
-        half=$(printf '%.2f ms, %.2f ms' "$(ms "$t.half" p50)" "$(ms "$t.half" p99)")
+row() { # RUN_PREFIXED_TARGET TARGET HELLO
+    local b c half="-" probe="-"
+    b=$(best "$1")
+    c=$(cost "$1")
+    if [ -f "$BENCH_OUT/$2.half.json" ]; then
+        half=$(printf '%.2f ms, %.2f ms' "$(ms "$2.half" p50)" "$(ms "$2.half" p99)")
     fi
-    if [ -f "$BENCH_OUT/$t.probe.json" ]; then
-        probe=$(printf '%.2f ms, %.2f ms' "$(jq .p50 "$BENCH_OUT/$t.probe.json")" "$(jq .p99 "$BENCH_OUT/$t.probe.json")")
+    if [ -f "$BENCH_OUT/$2.probe.json" ]; then
+        probe=$(printf '%.2f ms, %.2f ms' "$(jq .p50 "$BENCH_OUT/$2.probe.json")" "$(jq .p99 "$BENCH_OUT/$2.probe.json")")
     fi
-    printf '| %s | %.0f | %.2f | %.2f | %.1f | %.2f | %s | %s |\n' "$t" "$b" "$(jq -n "$b / $HELLO")" \
-        "$(bracketed "$t" ratio)" "$c" "$(bracketed "$t" cpuratio)" "$half" "$probe"
+    printf '| %s | %.0f | %.2f | %.2f | %.1f | %.2f | %.2f | %s | %s |\n' "$1" "$b" "$(jq -n "$b / $3")" \
+        "$(bracketed "$1" ratio)" "$c" "$(bracketed "$1" cpuratio)" "$(median_of "$BENCH_OUT/$1".r*.busy)" "$half" "$probe"
+}
+echo "| run | best requests/s | x hello's best | x hello, bracketed (median) | server CPU us/request (median) | hello's CPU / this, bracketed (median) | server busy, cores (median) | at half the best rate: p50, p99 (oha) | the same (bench_latency) |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for g in $LOADGENS; do
+    HELLO=$(best "$g.hello")
+    for t in $TARGETS; do row "$g.$t" "$t" "$HELLO"; done
 done
+if [ "$SEED_KEYS" -gt 0 ]; then
+    HELLO=$(best "$FIRST.hello")
+    for t in verify_basic_big diy_big; do row "$t" "$t" "$HELLO"; done
+fi
 echo
 printf '| lastUsedAt after the runs | %s s before the last run ended, read at least 11 s later (flush interval 10 s) | bytes written to storage per verify request: %s |\n' \
     "$LAST_USED_AGE" "$(cat "$BENCH_OUT"/verify_basic.r*.written | sort -g | tail -1)"

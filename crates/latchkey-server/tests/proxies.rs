@@ -489,6 +489,7 @@ fn integrations_doc_shows_each_configuration_verbatim() {
     let doc = std::fs::read_to_string(&path).expect("docs/INTEGRATIONS.md");
     for name in [
         "nginx.conf",
+        "latchkey-identity.conf",
         "traefik.yml",
         "traefik-dynamic.yml",
         "Caddyfile",

@@ -372,11 +372,15 @@ async fn start_proxy(name: &'static str, prepare: impl Fn(&Path, u16) -> Command
 }
 
 /// nginx: `docs/integrations/nginx.conf` (a `server` block) inside a
-/// minimal nginx.conf whose files all live in the proxy's directory. One
-/// process (`master_process off`), in the foreground.
+/// minimal nginx.conf whose files all live in the proxy's directory, with
+/// `latchkey-identity.conf` beside it as shipped. One process
+/// (`master_process off`), in the foreground.
 pub async fn start_nginx(latchkey: SocketAddr, upstream: SocketAddr) -> ProxyProcess {
     let server = integration_file("nginx.conf");
+    let identity = integration_file("latchkey-identity.conf");
     start_proxy("nginx", move |dir, port| {
+        std::fs::write(dir.join("latchkey-identity.conf"), &identity)
+            .expect("write latchkey-identity.conf");
         let mut pairs = addresses(latchkey, upstream);
         pairs.push(("listen 8000;", format!("listen 127.0.0.1:{port};")));
         let server = substitute("nginx.conf", &server, &pairs);

@@ -479,7 +479,7 @@ if [ "$SEED_KEYS" -gt 0 ]; then
 fi
 echo
 printf '| lastUsedAt after the runs | %s s before the last run ended, read at least 11 s later (flush interval 10 s) | bytes written to storage per verify request: %s |\n' \
-    "$LAST_USED_AGE" "$(cat "$BENCH_OUT"/verify_basic.r*.written | sort -g | tail -1)"
+    "$LAST_USED_AGE" "$(cat "$BENCH_OUT"/*.verify_basic.r*.written | sort -g | tail -1)"
 [ "${THROUGHPUT_ONLY:-0}" = 1 ] || printf '| key creation over HTTP | %.0f keys/s (target >= 1000) | server CPU %.0f us/key | disk: %.0f commits/s |\n' \
     "$KEYS_PER_S" "$KEY_CPU" "$COMMITS_PER_S"
 if [ "$SEED_KEYS" -gt 0 ]; then

@@ -281,6 +281,11 @@ async fn one_warning_per_window_and_never_the_secret() {
     for _ in 0..5 {
         get_app(&app, &second, &app_id, &wrong(&key)).await;
     }
+    // An address that had not failed is still heard, and its failure
+    // counted, without a second warning in this window.
+    let third = client_from("127.0.0.3");
+    let r = get_app(&app, &third, &app_id, &wrong(&key)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
     assert_eq!(warnings(by_key), 1, "{}", log.text());
 
     app.clock

@@ -155,6 +155,7 @@ pub async fn open(
             master,
             clock,
             rng,
+            throttle: Arc::new(crate::throttle::AuthThrottle::new(config.auth_throttle)),
             config: Arc::new(config),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             exposures: Arc::default(),

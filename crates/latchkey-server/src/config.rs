@@ -69,6 +69,9 @@ pub struct Config {
     /// The gateway listener, when Latchkey itself stands in front of the
     /// operator's API.
     pub gateway: Option<GatewayConfig>,
+    /// Bounds on failed credentials presented to the API (see
+    /// [`crate::throttle`]).
+    pub auth_throttle: crate::throttle::ThrottleConfig,
 }
 
 /// The gateway: a second listener that verifies every request and forwards
@@ -140,6 +143,7 @@ impl Config {
             owner_email: "owner@localhost".into(),
             target_routes: TargetRoutes::default(),
             gateway: None,
+            auth_throttle: crate::throttle::ThrottleConfig::default(),
         }
     }
 

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub title: String,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -26,6 +28,15 @@ impl ApiError {
             status,
             code,
             title: title.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: too many failed credentials; retry after that many seconds.
+    pub fn too_many_requests(retry_after_seconds: u64, title: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(retry_after_seconds),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", title)
         }
     }
 
@@ -116,6 +127,11 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(WWW_AUTHENTICATE),
             );
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -119,14 +119,28 @@ async fn authenticate(
         Some(bearer) => Some(bearer.as_slice()),
         None => header.map(|h| h.as_bytes()),
     };
-    let verified = state
-        .index
-        .verify_authorization(presented, state.now(), state.verify_options())
-        .map_err(|e| ApiError::unauthorized(&e))?;
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
+    let now = state.now();
+    // Refused before the credential is checked: a 200 among the 429s
+    // would tell a guesser which guess was right (see crate::throttle).
+    if let Err(throttled) = state.throttle.admit(peer, presented, &state.index, now) {
+        return Err(throttled_error(throttled));
+    }
+    let verified = match state
+        .index
+        .verify_authorization(presented, now, state.verify_options())
+    {
+        Ok(verified) => verified,
+        Err(e) => {
+            if crate::throttle::counts(&e) {
+                state.throttle.failed(peer, presented, &state.index, now);
+            }
+            return Err(ApiError::unauthorized(&e));
+        }
+    };
     // Browsers send Origin on cross-origin requests (and on same-origin
     // writes). Only appUser credentials belong in a browser: any other
     // credential seen with an Origin has leaked. It is recorded, and
@@ -166,6 +180,20 @@ async fn authenticate(
         principal: verified.principal,
         peer,
     })
+}
+
+/// The 429 of a throttled credential.
+fn throttled_error(throttled: crate::throttle::Throttled) -> ApiError {
+    let seconds = throttled.retry_after_seconds;
+    let title = if throttled.by_key {
+        format!(
+            "too many failed credentials for this key id, this address among their senders; \
+             retry after {seconds} seconds"
+        )
+    } else {
+        format!("too many failed credentials from this address; retry after {seconds} seconds")
+    };
+    ApiError::too_many_requests(seconds, title)
 }
 
 /// Where the `Caller` extractor leaves the verified principal, so that the

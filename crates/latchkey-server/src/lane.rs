@@ -11,7 +11,8 @@
 //!
 //! It takes a request only when the router would answer it with a 200 and
 //! no side effect besides the access log: the operator token verifies (and
-//! the index is fresh), there is no `Origin` header, the body is declared
+//! the index is fresh, and the client's address is not throttled: see
+//! `throttle.rs`), there is no `Origin` header, the body is declared
 //! as `application/json` with a `Content-Length` within the body limit,
 //! and it is a JSON object that parses as a `VerifyRequest`. Anything
 //! else, including a body that does not parse or is not an object, goes
@@ -77,7 +78,13 @@ impl Lane {
             return Box::pin(forward_auth(self.state.clone(), self.peer, req));
         }
         let mut router = self.router.clone();
-        let Some(taken) = takes(&self.state, req.method(), req.uri().path(), req.headers()) else {
+        let Some(taken) = takes(
+            &self.state,
+            self.peer,
+            req.method(),
+            req.uri().path(),
+            req.headers(),
+        ) else {
             req.extensions_mut().insert(ConnectInfo(self.peer));
             return Box::pin(router.call(req));
         };
@@ -122,7 +129,13 @@ struct Taken {
 }
 
 /// Whether the direct path takes a request, judged by its head.
-fn takes(state: &AppState, method: &Method, path: &str, headers: &HeaderMap) -> Option<Taken> {
+fn takes(
+    state: &AppState,
+    peer: SocketAddr,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<Taken> {
     if method != Method::POST || path != "/v1/verify" || headers.contains_key(ORIGIN) {
         return None;
     }
@@ -142,6 +155,11 @@ fn takes(state: &AppState, method: &Method, path: &str, headers: &HeaderMap) -> 
         return None;
     };
     let now = state.now();
+    // A throttled address goes to the router, which answers 429 (one
+    // atomic load when no failure is in an open window).
+    if state.throttle.is_throttled(peer.ip(), now) {
+        return None;
+    }
     state
         .index
         .verify_authorization(Some(header.as_bytes()), now, state.verify_options())

@@ -23,6 +23,7 @@ pub mod maintenance;
 pub mod serve;
 pub mod state;
 pub mod sync;
+pub mod throttle;
 pub mod views;
 pub mod webhooks;
 

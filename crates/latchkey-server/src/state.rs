@@ -44,6 +44,8 @@ pub struct Shared {
     pub exposures: Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
     /// How fresh the index is (see [`crate::sync`]).
     pub freshness: Arc<crate::sync::Freshness>,
+    /// Failed credentials per client address and key id.
+    pub throttle: Arc<crate::throttle::AuthThrottle>,
 }
 
 impl Shared {

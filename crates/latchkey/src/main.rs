@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use latchkey_core::secret::{KEY_SECRET_PREFIX, check_format};
 use latchkey_core::{Clock, SecretString, SystemClock, TargetRoutes, jwt};
 use latchkey_server::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, GatewayConfig};
+use latchkey_server::throttle::{DEFAULT_THROTTLE, ThrottleConfig};
 use latchkey_server::{Config, InitReport, TlsFiles};
 use serde_json::json;
 
@@ -105,6 +106,22 @@ struct ServeArgs {
     #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
     max_connections: u64,
+    /// Failed credentials (wrong secret, unknown key or token) from one
+    /// client address within a window, after which its requests to the API
+    /// are answered 429 until the window ends.
+    #[arg(long, env = "LATCHKEY_AUTH_FAILURES_PER_ADDRESS", default_value_t = DEFAULT_THROTTLE.per_address,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    auth_failures_per_address: u32,
+    /// Failed credentials naming one key id, over all addresses, within a
+    /// window, after which that key id is refused (429) from addresses
+    /// that failed themselves; never from an address that did not.
+    #[arg(long, env = "LATCHKEY_AUTH_FAILURES_PER_KEY", default_value_t = DEFAULT_THROTTLE.per_key,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    auth_failures_per_key: u32,
+    /// The window over which failed credentials are counted, in seconds.
+    #[arg(long, env = "LATCHKEY_AUTH_FAILURE_WINDOW_SECONDS", default_value_t = DEFAULT_THROTTLE.window_seconds,
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    auth_failure_window_seconds: u32,
     /// Seconds of clock skew tolerated on JWT exp and nbf.
     #[arg(long, env = "LATCHKEY_JWT_LEEWAY_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(i64).range(0..=300))]
@@ -403,6 +420,11 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
     config.idle_timeout = Duration::from_secs(serve.idle_timeout_seconds);
     config.max_connections = usize::try_from(serve.max_connections).unwrap_or(usize::MAX);
     config.jwt_leeway_seconds = serve.jwt_leeway_seconds;
+    config.auth_throttle = ThrottleConfig {
+        window_seconds: serve.auth_failure_window_seconds,
+        per_address: serve.auth_failures_per_address,
+        per_key: serve.auth_failures_per_key,
+    };
     config.max_keys_per_owner = serve.max_keys_per_owner;
     config.last_used_flush_interval = Duration::from_secs(serve.last_used_flush_seconds);
     config.maintenance_interval = Duration::from_secs(serve.maintenance_seconds);

@@ -127,6 +127,11 @@ impl TestApp {
         config.listen = "127.0.0.1:0".parse().expect("addr");
         // Test webhook receivers listen on loopback.
         config.allow_private_webhook_targets = true;
+        // Many tests send bad credentials on purpose from 127.0.0.1 under a
+        // clock that stands still: the throttle stays out of their way
+        // (tests/throttle.rs sets its own bounds).
+        config.auth_throttle.per_address = u32::MAX;
+        config.auth_throttle.per_key = u32::MAX;
         if on_postgres() {
             let schema = latchkey_testdb::fresh_schema().await;
             config.database_url = Some(latchkey_core::SecretString::new(schema.url));

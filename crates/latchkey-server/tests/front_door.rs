@@ -813,15 +813,7 @@ async fn an_unreachable_upstream_is_502_and_a_slow_one_504() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = closed.local_addr().expect("addr");
     drop(closed);
-    let app = TestApp::spawn_with(|c| {
-        c.gateway = Some(GatewayConfig::new(
-            "127.0.0.1:0".parse().expect("addr"),
-            &format!("http://{dead}"),
-        ));
-    })
-    .await;
-    let app_id = app.create_app(&app.owner(), "Shop").await;
-    let key = app.create_app_key(&app.owner(), &app_id).await;
+    let (app, key) = gateway_before(dead).await;
     let r = through(&app, Method::GET, "/x", &[("authorization", &key.basic())]).await;
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(error_code(r).await, "bad_gateway");
@@ -1105,6 +1097,14 @@ async fn counting_upstream(
     (addr, accepted)
 }
 
+/// A GET of `/x` through the gateway: 200 with the counting upstream's `ok`.
+async fn answered_ok(app: &TestApp, key: &Key) {
+    let r = through(app, Method::GET, "/x", &[("authorization", &key.basic())]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.expect("body"), "ok");
+}
+
+/// A server whose gateway forwards to `addr`, with an app key.
 async fn gateway_before(addr: SocketAddr) -> (TestApp, Key) {
     let app = TestApp::spawn_with(|c| {
         c.gateway = Some(GatewayConfig::new(
@@ -1124,9 +1124,7 @@ async fn the_gateway_reuses_its_upstream_connections() {
     let (addr, accepted) = counting_upstream(false).await;
     let (app, key) = gateway_before(addr).await;
     for _ in 0..20 {
-        let r = through(&app, Method::GET, "/x", &[("authorization", &key.basic())]).await;
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.text().await.expect("body"), "ok");
+        answered_ok(&app, &key).await;
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),
@@ -1140,10 +1138,8 @@ async fn an_upstream_that_closes_idle_connections_costs_no_request() {
     use std::sync::atomic::Ordering;
     let (addr, accepted) = counting_upstream(true).await;
     let (app, key) = gateway_before(addr).await;
-    for i in 0..5 {
-        let r = through(&app, Method::GET, "/x", &[("authorization", &key.basic())]).await;
-        assert_eq!(r.status(), StatusCode::OK, "request {i}");
-        assert_eq!(r.text().await.expect("body"), "ok");
+    for _ in 0..5 {
+        answered_ok(&app, &key).await;
         // Time for the upstream's close to arrive at the idle connection.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1169,14 +1165,9 @@ async fn a_response_the_client_abandons_does_not_poison_the_pool() {
     assert_eq!(r.status(), StatusCode::OK);
     drop(r);
     for _ in 0..3 {
-        let r = tokio::time::timeout(
-            Duration::from_secs(5),
-            through(&app, Method::GET, "/x", &[("authorization", &key.basic())]),
-        )
-        .await
-        .expect("answered, not stuck behind the half-read response");
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.text().await.expect("body"), "ok");
+        tokio::time::timeout(Duration::from_secs(5), answered_ok(&app, &key))
+            .await
+            .expect("answered, not stuck behind the half-read response");
     }
     assert_eq!(
         accepted.load(Ordering::SeqCst),

@@ -12,6 +12,9 @@
 //!   its index for the staleness window (`degraded`), refuses management
 //!   writes without writing anything, then fails closed (`index_stale`),
 //!   and recovers when the database is back;
+//! - over a slow link that loses packets (the proxy delays what it forwards;
+//!   nftables drops packets on its port), revocation still arrives, and the
+//!   staleness window is still honoured;
 //! - a restarted node loses nothing, and `lastUsedAt` is flushed on
 //!   shutdown without overwriting a newer value written by another node;
 //! - webhook deliveries caused on several nodes arrive once each.
@@ -31,7 +34,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -920,23 +923,35 @@ async fn terminate_backends(application_name: &str) -> usize {
 /// `cut` closes every open connection and closes new ones as soon as they
 /// are accepted, until `restore`; `freeze` keeps every connection open (and
 /// accepts new ones) but forwards nothing, as a database that has stopped
-/// answering, until `thaw`.
+/// answering, until `thaw`; `slow_down` delays every chunk it forwards,
+/// each way.
 struct PgProxy {
     addr: SocketAddr,
     open: Arc<AtomicBool>,
+    latency_ms: Arc<AtomicU64>,
     generation: watch::Sender<u64>,
     frozen: watch::Sender<bool>,
     accept: tokio::task::JoinHandle<()>,
 }
 
-/// Copies `from` to `to`, holding each chunk while the proxy is frozen.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut frozen: watch::Receiver<bool>) {
+/// Copies `from` to `to`, holding each chunk while the proxy is frozen and
+/// delaying each by the proxy's latency (read anew for every chunk).
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+    latency_ms: Arc<AtomicU64>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        let delay = latency_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let thawed = frozen.wait_for(|f| !*f).await.is_ok();
         if !thawed || to.write_all(&buf[..n]).await.is_err() {
             return;
@@ -953,8 +968,10 @@ impl PgProxy {
         let open = Arc::new(AtomicBool::new(true));
         let (generation, watch_gen) = watch::channel(0u64);
         let (frozen, watch_frozen) = watch::channel(false);
+        let latency_ms = Arc::new(AtomicU64::new(0));
         let accept = {
             let open = Arc::clone(&open);
+            let latency_ms = Arc::clone(&latency_ms);
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
                     // The generation is read before the switch: `cut` turns
@@ -968,6 +985,7 @@ impl PgProxy {
                     let mut cut = watch_gen.clone();
                     let frozen = watch_frozen.clone();
                     let upstream = upstream.clone();
+                    let latency_ms = Arc::clone(&latency_ms);
                     tokio::spawn(async move {
                         let Ok(server) = TcpStream::connect(&upstream).await else {
                             return;
@@ -975,8 +993,8 @@ impl PgProxy {
                         let (client_read, client_write) = client.into_split();
                         let (server_read, server_write) = server.into_split();
                         tokio::select! {
-                            _ = pump(client_read, server_write, frozen.clone()) => {}
-                            _ = pump(server_read, client_write, frozen) => {}
+                            _ = pump(client_read, server_write, frozen.clone(), Arc::clone(&latency_ms)) => {}
+                            _ = pump(server_read, client_write, frozen, latency_ms) => {}
                             _ = cut.wait_for(|g| *g != born) => {}
                         }
                     });
@@ -986,6 +1004,7 @@ impl PgProxy {
         PgProxy {
             addr,
             open,
+            latency_ms,
             generation,
             frozen,
             accept,
@@ -1012,6 +1031,94 @@ impl PgProxy {
     fn thaw(&self) {
         self.frozen.send_replace(false);
     }
+
+    /// Holds every chunk for `latency` before forwarding it, each way.
+    fn slow_down(&self, latency: Duration) {
+        let ms = u64::try_from(latency.as_millis()).expect("a latency in range");
+        self.latency_ms.store(ms, Ordering::SeqCst);
+    }
+}
+
+/// Packets to and from one loopback port dropped at random by the kernel
+/// (an nftables table of our own, removed on drop), so TCP between a node
+/// and the proxy loses segments and retransmits them as over a bad link.
+/// This kernel has no netem qdisc; nftables' `numgen random` drops real
+/// packets all the same. Needs root and `nft` (Debian's nftables, which
+/// .ci/run installs).
+struct PacketLoss {
+    table: String,
+}
+
+impl PacketLoss {
+    /// Drops `per_mille`/1000 of the packets whose source or destination
+    /// port is `port`.
+    fn on_port(port: u16, per_mille: u32) -> Self {
+        let table = format!("latchkey_loss_{}_{port}", std::process::id());
+        let rules = format!(
+            "table inet {table} {{
+chain out {{
+type filter hook output priority 0; policy accept;
+tcp dport {port} numgen random mod 1000 < {per_mille} counter drop
+tcp sport {port} numgen random mod 1000 < {per_mille} counter drop
+}}
+}}
+"
+        );
+        let out = nft(&["-f", "-"], Some(&rules));
+        assert!(
+            out.status.success(),
+            "nft refused the packet-loss table ({}); these tests need root and nftables: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PacketLoss { table }
+    }
+
+    /// How many packets the kernel has dropped so far (the rules'
+    /// counters), so a test knows its link did lose packets.
+    fn dropped(&self) -> u64 {
+        let out = nft(&["list", "table", "inet", &self.table], None);
+        assert!(out.status.success(), "nft list: {}", out.status);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .filter(|w| w[0] == "packets")
+            .map(|w| w[1].parse::<u64>().expect("a packet count"))
+            .sum()
+    }
+}
+
+impl Drop for PacketLoss {
+    fn drop(&mut self) {
+        let _ = nft(&["delete", "table", "inet", &self.table], None);
+    }
+}
+
+/// Runs `nft` with `args`, feeding it `stdin`.
+fn nft(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run nft ({e}): the packet-loss tests need nftables \
+                 (apt-get install nftables) and root"
+            )
+        });
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("nft's stdin")
+            .write_all(text.as_bytes())
+            .expect("write nft's rules");
+    }
+    child.wait_with_output().expect("nft's exit")
 }
 
 impl Drop for PgProxy {
@@ -1113,14 +1220,18 @@ fn signature_ok(r: &Received, secret: &str) -> bool {
 /// Checks what a node said (a `Watcher`'s record, times since the outage
 /// began) from the start of a database outage until the database came
 /// back (`restored`): ready or degraded, verifying from its index, until
-/// its staleness `window` had passed (give or take a `resync` interval);
-/// from then on stale, refusing every check with index_stale.
+/// its staleness `window` had passed (give or take a `resync` interval and
+/// `slack`: the index may have last been confirmed fresh that long before
+/// the outage began); from then on stale, refusing every check with
+/// index_stale. Failing closed early is allowed that much; late, never
+/// more than 2 s.
 fn check_outage(
     outage: &str,
     watched: &Watched,
     restored: Duration,
     window: Duration,
     resync: Duration,
+    slack: Duration,
 ) {
     let timeline = &watched.timeline;
     eprintln!(
@@ -1152,7 +1263,7 @@ fn check_outage(
         seen.readyz == (StatusCode::SERVICE_UNAVAILABLE, "stale".to_string())
     });
     let degraded_at = first("said anything but ready", &|seen| seen.readyz.1 != "ready");
-    let earliest = window.saturating_sub(resync + Duration::from_millis(250));
+    let earliest = window.saturating_sub(resync + slack);
     let latest = window + Duration::from_secs(2);
     for (what, at) in [
         ("verify answered 503 index_stale", verify_stale_at),
@@ -2139,7 +2250,14 @@ async fn a_node_cut_off_from_the_database_degrades_then_fails_closed_then_recove
     let ready = wait_ready(http, &c, SETTLE).await;
     let recovered = cut_at.elapsed() - restored;
     eprintln!("node c ready {recovered:?} after the database came back: {ready}");
-    check_outage("the cut", &watcher.finish().await, restored, WINDOW, RESYNC);
+    check_outage(
+        "the cut",
+        &watcher.finish().await,
+        restored,
+        WINDOW,
+        RESYNC,
+        Duration::from_millis(250),
+    );
     for cred in doomed.creds() {
         assert_eq!(
             verify(http, &c, &operator, &cred, &app).await,
@@ -2265,6 +2383,7 @@ async fn a_node_whose_database_stops_answering_fails_closed_then_recovers() {
         restored,
         WINDOW,
         RESYNC,
+        Duration::from_millis(250),
     );
     for cred in doomed.creds() {
         assert_eq!(
@@ -2299,6 +2418,188 @@ async fn a_node_whose_database_stops_answering_fails_closed_then_recovers() {
     let id = create_app(http, &c, &owner, "written after the freeze").await;
     let r = get(http, &a.url(&format!("/v1/apps/{id}")), &owner).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// The link of a node to the database in the bad-link tests: every chunk
+/// the proxy forwards waits this long, each way...
+const LINK_LATENCY: Duration = Duration::from_millis(20);
+/// ...and the kernel drops this many packets in a thousand, each way.
+const LINK_LOSS_PER_MILLE: u32 = 50;
+/// How long a change made on another node may take to arrive over that
+/// link: the 1 s bound plus TCP's retransmissions (on loopback at least
+/// 200 ms each, doubling when the resent segment is lost too).
+const LOSSY_BOUND: Duration = Duration::from_secs(5);
+
+/// B reaches the database over a slow link that loses packets
+/// (`LINK_LATENCY`, `LINK_LOSS_PER_MILLE`): round after round, a key
+/// created on A is accepted on B and, once deleted on A, refused on B
+/// within `LOSSY_BOUND`, by LISTEN/NOTIFY over that link (resyncs are too
+/// rare to help); B never answers anything but valid or refused meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_reaches_a_node_on_a_slow_lossy_link() {
+    const ROUNDS: usize = 10;
+    let cluster = Cluster::new().await;
+    let http = &cluster.http;
+    let operator = cluster.operator();
+    let owner = cluster.owner();
+    let proxy = PgProxy::start(upstream_addr(&cluster.schema.url)).await;
+    let a = cluster.start_direct("a", &NOTIFY_ONLY).await;
+    let b_url = cluster.proxied_url("b", &proxy);
+    let b = cluster.start("b", &b_url, &NOTIFY_ONLY).await;
+    let app = create_app(http, &a, &owner, "Over a bad link").await;
+
+    proxy.slow_down(LINK_LATENCY);
+    let loss = PacketLoss::on_port(proxy.addr.port(), LINK_LOSS_PER_MILLE);
+    let mut arrived = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..ROUNDS {
+        let key = create_key(http, &a, &owner, &app).await;
+        arrived.extend(
+            accepted_on(
+                http,
+                &[&b],
+                &operator,
+                &key.creds(),
+                &app,
+                LOSSY_BOUND,
+                "a key created on A, on B over the bad link",
+            )
+            .await,
+        );
+        delete_key(http, &a, &owner, &app, &key.id).await;
+        let since = Instant::now();
+        match time_to_refusal(http, &b, &operator, &key.creds(), &app, since, LOSSY_BOUND).await {
+            Ok(t) => refused.push(t),
+            Err(e) => panic!(
+                "a key deleted on A, on B over the bad link: {e}\n{}",
+                b.logs()
+            ),
+        }
+    }
+    let dropped = loss.dropped();
+    drop(loss);
+    assert!(dropped > 0, "the bad link lost no packet");
+    arrived.sort();
+    refused.sort();
+    eprintln!(
+        "over a link of {LINK_LATENCY:?} per chunk and {LINK_LOSS_PER_MILLE}/1000 packets lost, \
+         {ROUNDS} rounds ({dropped} packets dropped): created keys accepted on B after {}; \
+         deleted keys refused on B after {}",
+        summary(&arrived),
+        summary(&refused)
+    );
+    let r = readyz(http, &b).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// C reaches the database over the same slow, lossy link, with a short
+/// staleness window: while the link works, however badly, C keeps
+/// verifying and never fails closed; once the link stops forwarding
+/// altogether, C fails closed within its window (early by at most the age
+/// its index had when the link stopped), and recovers when it forwards
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_on_a_lossy_link_stays_fresh_then_honours_its_window() {
+    const WINDOW: Duration = Duration::from_millis(3000);
+    const RESYNC: Duration = Duration::from_millis(200);
+    let cluster = Cluster::new().await;
+    let http = &cluster.http;
+    let operator = cluster.operator();
+    let owner = cluster.owner();
+    let window = WINDOW.as_millis().to_string();
+    let resync = RESYNC.as_millis().to_string();
+    let flags = [
+        "--staleness-window-ms",
+        window.as_str(),
+        "--resync-interval-ms",
+        resync.as_str(),
+    ];
+    let proxy = PgProxy::start(upstream_addr(&cluster.schema.url)).await;
+    let a = cluster.start_direct("a", &flags).await;
+    let c_url = cluster.proxied_url("c", &proxy);
+    let c = cluster.start("c", &c_url, &flags).await;
+    let app = create_app(http, &a, &owner, "Lossy, then gone").await;
+    let live = create_key(http, &a, &owner, &app).await;
+    accepted_on(
+        http,
+        &[&c],
+        &operator,
+        &live.creds(),
+        &app,
+        CREATE_BOUND,
+        "a key created on A",
+    )
+    .await;
+
+    proxy.slow_down(LINK_LATENCY);
+    let loss = PacketLoss::on_port(proxy.addr.port(), LINK_LOSS_PER_MILLE);
+    let lossy_at = Instant::now();
+    let watcher = Watcher::start(http, &c, &operator, &live.basic(), &app, lossy_at);
+    tokio::time::sleep(WINDOW * 2).await;
+    let lossy = watcher.finish().await;
+    let dropped = loss.dropped();
+    assert!(dropped > 0, "the bad link lost no packet");
+    let degraded = lossy
+        .timeline
+        .iter()
+        .filter(|(_, seen)| seen.readyz.1 == "degraded")
+        .count();
+    eprintln!(
+        "c over the bad link for {:?} ({dropped} packets dropped): {} change(s) of what it \
+         said, {degraded} of them to degraded; slowest poll {:?}",
+        WINDOW * 2,
+        lossy.timeline.len(),
+        lossy.slowest
+    );
+    for (t, seen) in &lossy.timeline {
+        assert_eq!(
+            seen.verdict,
+            Verdict::Valid,
+            "verify on c {t:?} into the bad link: {:?}\n{}",
+            lossy.timeline,
+            c.logs()
+        );
+        assert_eq!(
+            seen.readyz.0,
+            StatusCode::OK,
+            "readyz on c {t:?} into the bad link: {:?}",
+            lossy.timeline
+        );
+    }
+
+    proxy.freeze();
+    let frozen_at = Instant::now();
+    let watcher = Watcher::start(http, &c, &operator, &live.basic(), &app, frozen_at);
+    eventually("node c fails closed", SETTLE, async || {
+        match verify(http, &c, &operator, &live.basic(), &app).await {
+            Verdict::Unavailable(code) if code == "index_stale" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let restored = frozen_at.elapsed();
+    proxy.thaw();
+    drop(loss);
+    let ready = wait_ready(http, &c, SETTLE).await;
+    eprintln!(
+        "node c ready {:?} after the link forwarded again: {ready}",
+        frozen_at.elapsed() - restored
+    );
+    // Over this link a resync takes several slowed round trips, some of
+    // them resent: the index may be that much older than the freeze.
+    check_outage(
+        "the freeze of the bad link",
+        &watcher.finish().await,
+        restored,
+        WINDOW,
+        RESYNC,
+        Duration::from_millis(1500),
+    );
+    assert_eq!(
+        verify(http, &c, &operator, &live.basic(), &app).await,
+        Verdict::Valid,
+        "the live key on c once ready again"
+    );
 }
 
 /// B restarted: keys used through B have `lastUsedAt` flushed on SIGTERM;

@@ -632,7 +632,7 @@ async fn check_all(
     }
     for key in &live {
         let url = format!("{}/v1/apps/{}/keys/{}", bases[0], key.app, key.id);
-        let (status, body) = call(&http, Method::GET, &url, &owner, None).await;
+        let (status, body) = call(http, Method::GET, &url, &owner, None).await;
         assert_eq!(
             status,
             StatusCode::OK,

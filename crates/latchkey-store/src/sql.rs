@@ -173,6 +173,17 @@ impl SqlStore {
             probe.execute(SQLITE_PRAGMAS).await?;
             // A damaged file can open and still fail at its first read.
             probe.execute("SELECT count(*) FROM sqlite_master").await?;
+            // SQLite opens a file it may not write read-only, and on a
+            // read-only file system with its -wal and -shm files present
+            // that open succeeds (so does BEGIN IMMEDIATE): the server
+            // would start and fail every write. A write, rolled back,
+            // fails at once instead (SQLITE_READONLY).
+            probe.execute("BEGIN IMMEDIATE").await?;
+            let wrote = probe
+                .execute("CREATE TABLE latchkey_write_probe (x INTEGER)")
+                .await;
+            probe.execute("ROLLBACK").await?;
+            wrote?;
             probe.close().await?;
         }
         let pool = pool_options(backend, max)

@@ -1264,14 +1264,27 @@ fn start_refuses_a_read_only_data_dir() {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     // Root writes whatever the permission bits say: only a file system
-    // mounted read-only stops it.
-    let (data, _mount) = if is_root {
-        match Tmpfs::mount(&dir.path().join("ro"), 4096) {
+    // mounted read-only stops it. There, two data directories: one stopped
+    // cleanly, one killed (its -wal and -shm files left behind, with which
+    // SQLite opens the file read-only without a complaint).
+    let (dirs, _mount) = if is_root {
+        match Tmpfs::mount(&dir.path().join("ro"), 8192) {
             Ok(m) => {
-                let data = m.path.join("data");
-                initialized(&data);
+                let clean = m.path.join("clean");
+                initialized(&clean);
+                let crashed = m.path.join("crashed");
+                init(&crashed, None);
+                let mut node = Node::new("sqlite", crashed.clone(), None);
+                node.start();
+                node.kill9();
+                for leftover in ["latchkey.db-wal", "latchkey.db-shm"] {
+                    assert!(
+                        crashed.join(leftover).exists(),
+                        "no {leftover} after kill -9"
+                    );
+                }
                 m.remount_read_only();
-                (data, Some(m))
+                (vec![clean, crashed], Some(m))
             }
             Err(why) => return skip(test, &why),
         }
@@ -1283,20 +1296,22 @@ fn start_refuses_a_read_only_data_dir() {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
         }
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o500)).expect("chmod");
-        (data, None)
+        (vec![data], None)
     };
-    let out = serve_once(&data);
-    assert_refused(
-        &out,
-        "a read-only data directory",
-        &[
-            &format!("{}", data.join("latchkey.db").display()),
-            "cannot be opened for writing",
-            "writable",
-        ],
-    );
-    if !is_root {
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    for data in &dirs {
+        let out = serve_once(data);
+        assert_refused(
+            &out,
+            &format!("a read-only data directory ({})", data.display()),
+            &[
+                &format!("{}", data.join("latchkey.db").display()),
+                "cannot be opened for writing",
+                "writable",
+            ],
+        );
+        if !is_root {
+            std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        }
     }
 }
 

@@ -34,7 +34,7 @@ pub enum BootstrapError {
     )]
     MissingMasterKey(String),
     #[error(
-        "the master key does not match this store (a different master.key or LATCHKEY_MASTER_KEY?)"
+        "the master key does not match this store (a different master.key or LATCHKEY_MASTER_KEY?): start with the master key the store was initialized with (master.key, LATCHKEY_MASTER_KEY or LATCHKEY_MASTER_KEY_FILE)"
     )]
     WrongMasterKey,
     #[error(
@@ -43,6 +43,20 @@ pub enum BootstrapError {
     NotInitialized,
     #[error("the master key is malformed: it must be 32 bytes, base64-encoded")]
     BadMasterKey,
+    #[error(
+        "{0} holds master.key but no latchkey.db: the database is missing. Restore latchkey.db from a backup; to start a new store with this master key instead, run `latchkey init` on this directory first"
+    )]
+    MissingDatabase(String),
+    #[error(
+        "{store} is damaged or is not a Latchkey database ({detail}): restore it from a backup (with its -wal file, if there is one), or move it away to start a new store"
+    )]
+    CorruptDatabase { store: String, detail: String },
+    #[error(
+        "{store} cannot be opened for writing ({detail}): the data directory and the files in it must belong to the user running latchkey and be writable, on a file system mounted read-write"
+    )]
+    NotWritable { store: String, detail: String },
+    #[error("the disk holding {store} is full: free some space, then start latchkey again")]
+    DiskFull { store: String },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -111,7 +125,21 @@ pub async fn open(
     clock: Arc<dyn Clock>,
     init_if_empty: bool,
 ) -> Result<Opened, BootstrapError> {
+    let store = database_name(&config);
+    open_inner(config, clock, init_if_empty)
+        .await
+        .map_err(|e| explain(&store, e))
+}
+
+async fn open_inner(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    init_if_empty: bool,
+) -> Result<Opened, BootstrapError> {
     let rng = SystemRandom::new();
+    if init_if_empty {
+        check_database_present(&config)?;
+    }
     create_data_dir(&config.data_dir)?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
     let initialized = store.is_initialized().await?;
@@ -167,6 +195,13 @@ pub async fn open(
 
 /// `latchkey init`: initializes an empty store, failing if it is not empty.
 pub async fn init(config: Config, clock: Arc<dyn Clock>) -> Result<InitReport, BootstrapError> {
+    let store = database_name(&config);
+    init_inner(config, clock)
+        .await
+        .map_err(|e| explain(&store, e))
+}
+
+async fn init_inner(config: Config, clock: Arc<dyn Clock>) -> Result<InitReport, BootstrapError> {
     let rng = SystemRandom::new();
     create_data_dir(&config.data_dir)?;
     let store = open_store(&config).await?;
@@ -195,6 +230,52 @@ fn store_name(config: &Config) -> String {
         Some(_) => "the PostgreSQL database of --database-url".into(),
         None => config.data_dir.display().to_string(),
     }
+}
+
+/// The database, for messages: the SQLite file, or the PostgreSQL
+/// database (never its URL).
+fn database_name(config: &Config) -> String {
+    match &config.database_url {
+        Some(_) => "the PostgreSQL database of --database-url".into(),
+        None => config.database_path().display().to_string(),
+    }
+}
+
+/// Says what a store that cannot be opened or read needs (`store` names
+/// it); other errors pass unchanged.
+fn explain(store: &str, e: BootstrapError) -> BootstrapError {
+    let store = store.to_string();
+    match e {
+        BootstrapError::Store(StoreError::Corrupt(detail)) => {
+            BootstrapError::CorruptDatabase { store, detail }
+        }
+        BootstrapError::Store(StoreError::NotWritable(e)) => BootstrapError::NotWritable {
+            store,
+            detail: e.to_string(),
+        },
+        BootstrapError::Store(StoreError::Full(_)) => BootstrapError::DiskFull { store },
+        e => e,
+    }
+}
+
+/// Refuses to start `serve` on a data directory that holds the master key
+/// written by a first start but not the database: the database was lost
+/// (deleted, or not restored with the key), and starting would silently
+/// initialize an empty store in its place, under the old key. `init` may
+/// still start a new store there, on purpose.
+fn check_database_present(config: &Config) -> Result<(), BootstrapError> {
+    if config.database_url.is_some() {
+        return Ok(());
+    }
+    let missing = |path: &Path| {
+        fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    };
+    if missing(&config.database_path()) && !missing(&config.master_key_path()) {
+        return Err(BootstrapError::MissingDatabase(
+            config.data_dir.display().to_string(),
+        ));
+    }
+    Ok(())
 }
 
 fn create_data_dir(dir: &Path) -> Result<(), BootstrapError> {

@@ -110,6 +110,14 @@ impl From<StoreError> for ApiError {
                     "the database cannot be reached, so nothing was changed; retry later",
                 )
             }
+            StoreError::Full(e) => {
+                tracing::error!(error = %e, "the database's disk is full; writes fail until space is freed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_full",
+                    "the server's storage is full, so nothing was changed; retry later",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::internal()

@@ -40,12 +40,24 @@ pub enum StoreError {
     /// The store was initialized before.
     #[error("the store is already initialized")]
     AlreadyInitialized,
+    /// The store holds data it cannot read: a row Latchkey did not write,
+    /// or a damaged SQLite file (SQLITE_CORRUPT, SQLITE_NOTADB).
     #[error("the store holds data it cannot read: {0}")]
     Corrupt(String),
     /// The database cannot be reached (connection refused or lost, pool
     /// exhausted): the operation did not happen and may be retried.
     #[error("the database is unavailable: {0}")]
     Unavailable(sqlx::Error),
+    /// The disk holding the database is full (SQLite's SQLITE_FULL,
+    /// PostgreSQL's `disk_full`): the write did not happen, and may succeed
+    /// once space has been freed.
+    #[error("the database's disk is full: {0}")]
+    Full(sqlx::Error),
+    /// The SQLite file cannot be opened or written (SQLITE_READONLY,
+    /// SQLITE_CANTOPEN): a read-only file, directory or file system, or
+    /// files that belong to another user.
+    #[error("the database file cannot be opened for writing: {0}")]
+    NotWritable(sqlx::Error),
     /// The store was configured wrongly (for example a bad database URL).
     #[error("{0}")]
     Config(String),
@@ -54,7 +66,32 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Backend(sqlx::Error),
     #[error("migration error: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    /// A migration that failed because the database is full, damaged or
+    /// read-only is that failure, not a problem with the migrations.
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        use sqlx::migrate::MigrateError;
+        match e {
+            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _)
+                if !matches!(StoreError::from_sqlx_ref(&e), Kind::Other) =>
+            {
+                StoreError::from_sqlx(e)
+            }
+            e => StoreError::Migrate(e),
+        }
+    }
+}
+
+/// What [`StoreError::from_sqlx`] makes of a database error.
+enum Kind {
+    Unavailable,
+    Full,
+    NotWritable,
+    Corrupt,
+    Other,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -64,28 +101,50 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
-    /// Tells a lost or refused connection ([`StoreError::Unavailable`])
+    /// Tells a lost or refused connection ([`StoreError::Unavailable`]), a
+    /// full disk, a file that cannot be written and a damaged SQLite file
     /// from every other database error.
     pub fn from_sqlx(e: sqlx::Error) -> Self {
-        let unavailable = match &e {
+        match Self::from_sqlx_ref(&e) {
+            Kind::Unavailable => StoreError::Unavailable(e),
+            Kind::Full => StoreError::Full(e),
+            Kind::NotWritable => StoreError::NotWritable(e),
+            Kind::Corrupt => StoreError::Corrupt(e.to_string()),
+            Kind::Other => StoreError::Backend(e),
+        }
+    }
+
+    fn from_sqlx_ref(e: &sqlx::Error) -> Kind {
+        match e {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Protocol(_) => true,
-            // SQLSTATE class 08 (connection exception), 57P01..57P05
-            // (administrator shutdown, crash shutdown, cannot connect now,
-            // idle session timeout, ...).
-            sqlx::Error::Database(db) => db
-                .code()
-                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
-            _ => false,
-        };
-        if unavailable {
-            StoreError::Unavailable(e)
-        } else {
-            StoreError::Backend(e)
+            | sqlx::Error::Protocol(_) => Kind::Unavailable,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // The extended result code; its low byte is the
+                    // primary code.
+                    match code.parse::<i32>().map(|c| c & 0xff) {
+                        Ok(13) => Kind::Full,            // SQLITE_FULL
+                        Ok(8 | 14) => Kind::NotWritable, // SQLITE_READONLY, SQLITE_CANTOPEN
+                        Ok(11 | 26) => Kind::Corrupt,    // SQLITE_CORRUPT, SQLITE_NOTADB
+                        _ => Kind::Other,
+                    }
+                } else if code.starts_with("08") || code.starts_with("57P") {
+                    // SQLSTATE class 08 (connection exception), 57P01..57P05
+                    // (administrator shutdown, crash shutdown, cannot
+                    // connect now, idle session timeout, ...).
+                    Kind::Unavailable
+                } else if code == "53100" {
+                    Kind::Full // disk_full
+                } else {
+                    Kind::Other
+                }
+            }
+            _ => Kind::Other,
         }
     }
 

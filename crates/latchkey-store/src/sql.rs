@@ -13,8 +13,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Any, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction};
+use sqlx::{
+    Any, AssertSqlSafe, ConnectOptions, Connection, Executor, Row, SqlSafeStr, Transaction,
+};
 
 use crate::app_cache::AppCache;
 use crate::{
@@ -159,6 +162,30 @@ impl SqlStore {
             .parse()
             .map_err(|e| StoreError::Config(format!("the database URL is not valid: {e}")))?;
         let options = options.log_statements(tracing::log::LevelFilter::Trace);
+        if backend == Backend::Sqlite {
+            // The pool retries a connection that fails to open until its
+            // acquire timeout and then reports only the timeout; one
+            // connection opened first fails at once, with the cause (not a
+            // database, damaged, read-only).
+            let mut probe = sqlx::AnyConnection::connect_with(&options)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            probe.execute(SQLITE_PRAGMAS).await?;
+            // A damaged file can open and still fail at its first read.
+            probe.execute("SELECT count(*) FROM sqlite_master").await?;
+            // SQLite opens a file it may not write read-only, and on a
+            // read-only file system with its -wal and -shm files present
+            // that open succeeds (so does BEGIN IMMEDIATE): the server
+            // would start and fail every write. A write, rolled back,
+            // fails at once instead (SQLITE_READONLY).
+            probe.execute("BEGIN IMMEDIATE").await?;
+            let wrote = probe
+                .execute("CREATE TABLE latchkey_write_probe (x INTEGER)")
+                .await;
+            probe.execute("ROLLBACK").await?;
+            wrote?;
+            probe.close().await?;
+        }
         let pool = pool_options(backend, max)
             .connect_with(options.clone())
             .await
@@ -264,9 +291,13 @@ impl SqlStore {
     /// waits its turn), the advisory lock [`WRITE_LOCK`] on PostgreSQL.
     pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
         match self.backend {
-            Backend::Sqlite => Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Sqlite => Ok(Transaction::begin(
+                self.writer_connection().await?,
+                Some("BEGIN IMMEDIATE".into_sql_str()),
+            )
+            .await?),
             Backend::Postgres => {
-                let mut tx = self.writer.begin().await?;
+                let mut tx = Transaction::begin(self.writer_connection().await?, None).await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(WRITE_LOCK)
                     .execute(&mut *tx)
@@ -274,6 +305,25 @@ impl SqlStore {
                 Ok(tx)
             }
         }
+    }
+
+    /// A connection of the writer pool that is in no transaction. When a
+    /// COMMIT fails (SQLITE_FULL on a full disk, an I/O error), SQLite has
+    /// already rolled the transaction back, so the ROLLBACK sqlx sends when
+    /// the transaction is dropped fails too, and sqlx goes on counting a
+    /// transaction on that connection: every later BEGIN on it would fail,
+    /// and on SQLite it is the only writer, so no write would succeed again
+    /// until a restart. Such a connection is closed and replaced.
+    async fn writer_connection(&self) -> Result<PoolConnection<Any>> {
+        let conn = self.writer.acquire().await?;
+        if !conn.is_in_transaction() {
+            return Ok(conn);
+        }
+        tracing::warn!("closing a database connection left in a failed transaction");
+        // An error closing it leaves nothing to clean up: the connection is
+        // gone either way, and its slot in the pool is free again.
+        let _ = conn.close().await;
+        Ok(self.writer.acquire().await?)
     }
 
     /// Closes every connection (on SQLite, checkpointing the WAL into the
@@ -385,6 +435,11 @@ impl SqlStore {
 }
 
 /// The options of a pool of at most `max` connections to `backend`.
+/// Every connection to an SQLite file: every acknowledged write survives a
+/// crash or power loss; writers wait their turn.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+
 fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
@@ -398,13 +453,7 @@ fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
-                    // Every acknowledged write survives a crash or
-                    // power loss; writers wait their turn.
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                    )
-                    .await?;
+                    conn.execute(SQLITE_PRAGMAS).await?;
                 }
                 Ok(())
             })

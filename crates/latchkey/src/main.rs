@@ -456,6 +456,10 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
     if let Some(report) = &opened.init_report {
         print_report(report, &data_dir.display().to_string(), false)?;
     }
+    // Installed before the listener opens: a SIGTERM that came between the
+    // listening line and the handlers would have killed the process with
+    // requests in flight instead of stopping it gracefully.
+    let mut signals = ShutdownSignals::install()?;
     let server = latchkey_server::start(opened.state).await?;
     {
         let mut out = std::io::stdout().lock();
@@ -471,7 +475,7 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
         store = server.state.store.backend_name(),
         "serving"
     );
-    wait_for_signal().await?;
+    signals.recv().await;
     tracing::info!("shutting down");
     server.shutdown().await?;
     tracing::info!("stopped");
@@ -531,15 +535,28 @@ fn fit_connections(open_files: u64, config: &mut Config) {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, which stop `serve` gracefully.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    /// Waits for either signal (one that came since `install` counts).
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 fn mint_token(args: &TokenArgs) -> anyhow::Result<()> {

@@ -285,7 +285,7 @@ fn usual_header(token: &[u8], buf: &mut [u8]) -> Option<(usize, Kid)> {
 }
 
 /// [`parse`] with serde: every header it accepts, every error.
-fn parse_full(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
+pub(crate) fn parse_full(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::TooLarge);
     }
@@ -457,9 +457,29 @@ impl UnverifiedJwt<'_> {
     }
 }
 
+/// The parts of a parsed token and the claims of a decoded claims set as
+/// the fast reader reads them (`None` where it leaves them to serde), for
+/// the fuzz targets (`crate::fuzzing`).
+#[cfg(fuzzing)]
+impl UnverifiedJwt<'_> {
+    pub(crate) fn parts(&self) -> (&[u8], &[u8], &[u8], Option<[u8; 32]>) {
+        (
+            self.signing_input,
+            self.payload,
+            self.signature,
+            self.decoded_signature,
+        )
+    }
+}
+
+#[cfg(fuzzing)]
+pub(crate) fn fast_claims(json: &[u8]) -> Option<Result<Claims, JwtError>> {
+    read_claims(json).map(RawClaims::into_claims)
+}
+
 /// The claims of a decoded claims set, read by serde: every form, every
 /// error.
-fn claims_with_serde(json: &[u8]) -> Result<Claims, JwtError> {
+pub(crate) fn claims_with_serde(json: &[u8]) -> Result<Claims, JwtError> {
     if !is_json_object(json) {
         return Err(JwtError::Claims("the claims must be a JSON object".into()));
     }

@@ -2,8 +2,9 @@
 //!
 //! This crate owns everything that decides whether a credential is good and
 //! what it may reach: identifier and secret formats, the master-key AEAD, the
-//! Authorization header and JWT parsers, the scope model and the in-memory
-//! index of live keys that the verification path reads instead of the store.
+//! Authorization header and JWT parsers, the `/v1/verify` body, the scope
+//! model and the in-memory index of live keys that the verification path
+//! reads instead of the store.
 //! It performs no I/O and has no async code; time comes in through [`Clock`].
 
 mod b64;
@@ -20,6 +21,12 @@ pub mod route;
 pub mod secret;
 mod table;
 pub mod verify;
+pub mod verify_request;
+
+/// Internal readers exposed to the fuzz targets (`fuzz/`); compiled only
+/// when cargo-fuzz builds them (it sets `cfg(fuzzing)`).
+#[cfg(fuzzing)]
+pub mod fuzzing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::MasterKey;

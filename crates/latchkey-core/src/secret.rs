@@ -229,7 +229,7 @@ fn is_base64url(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
-fn checksum(data: &[u8]) -> [u8; CHECKSUM_LEN] {
+pub(crate) fn checksum(data: &[u8]) -> [u8; CHECKSUM_LEN] {
     let mut n = u64::from(crc32fast::hash(data));
     let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {

@@ -133,7 +133,7 @@ impl KeyIndex {
 
     /// Every form of header, every error. `header` has no optional
     /// whitespace around it.
-    fn verify_general(
+    pub(crate) fn verify_general(
         &self,
         header: &[u8],
         now: i64,
@@ -170,7 +170,7 @@ impl KeyIndex {
     /// fast path accepts it; a JWT whose header `parse_fast` reads gets the
     /// general path's answer, whatever it is, since from there both run the
     /// same code on the same parsed token.
-    fn verify_common(
+    pub(crate) fn verify_common(
         &self,
         header: &[u8],
         now: i64,

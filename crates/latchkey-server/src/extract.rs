@@ -346,15 +346,7 @@ fn body_read_error(status: axum::http::StatusCode, state: &AppState) -> ApiError
     }
 }
 
-/// Whether a JSON text is an object: its first byte after JSON's
-/// whitespace is `{`. serde's derived structs also read an array (their
-/// members in order), so `["evil"]` would be taken for
-/// `{"displayName":"evil"}`; every body of the API is an object, as the
-/// OpenAPI document says.
-pub fn is_json_object(bytes: &[u8]) -> bool {
-    first_json_byte(bytes) == Some(b'{')
-}
-
+/// The first byte after JSON's whitespace.
 fn first_json_byte(bytes: &[u8]) -> Option<u8> {
     bytes
         .iter()

@@ -247,9 +247,7 @@ async fn verify_directly(
     };
     // An array would parse too (serde reads a struct from one); the
     // router refuses it, as every body that is not a JSON object.
-    let parsed = crate::extract::is_json_object(&bytes)
-        .then(|| serde_json::from_slice::<VerifyRequest>(&bytes).ok())
-        .flatten();
+    let parsed = VerifyRequest::from_json(&bytes);
     let Some(request) = parsed else {
         // The router answers (and audits) what does not parse.
         parts.extensions.insert(ConnectInfo(peer));

@@ -8,39 +8,15 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::Verified;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{ApiResult, require};
 use crate::extract::{JsonBody, VerifyCaller};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct VerifyRequest {
-    /// The request's `Authorization` header value.
-    pub authorization: String,
-    /// The app the request targets, if any.
-    #[serde(default)]
-    app_id: Option<String>,
-    /// The app user (external id) the request targets, if any.
-    #[serde(default)]
-    user_id: Option<String>,
-    /// The request's `Origin` header, if any (the request came from a
-    /// browser).
-    #[serde(default)]
-    origin: Option<String>,
-}
-
-impl std::fmt::Debug for VerifyRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyRequest")
-            .field("authorization", &"<redacted>")
-            .field("app_id", &self.app_id)
-            .field("user_id", &self.user_id)
-            .field("origin", &self.origin)
-            .finish()
-    }
-}
+/// The body, read by core (the fuzz target `verify_body` holds it to an
+/// oracle there).
+pub use latchkey_core::verify_request::VerifyRequest;
 
 /// The answer to a verification request, serialized as the members of the
 /// documented `VerifyResponse` (in alphabetical order, as before).

@@ -1,0 +1,85 @@
+//! The body of `POST /v1/verify`, as the server reads it.
+//!
+//! Here rather than in the server so that the fuzz target `verify_body`
+//! (fuzz/) can hold the reader to an oracle without building the HTTP
+//! layer; the server's handler and its connection's direct path
+//! (`latchkey-server/src/lane.rs`) both read the body with this type.
+
+use serde::Deserialize;
+
+/// A verification request: a credential and what the request it came
+/// with targets.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerifyRequest {
+    /// The request's `Authorization` header value.
+    pub authorization: String,
+    /// The app the request targets, if any.
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// The app user (external id) the request targets, if any.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// The request's `Origin` header, if any (the request came from a
+    /// browser).
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+impl std::fmt::Debug for VerifyRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyRequest")
+            .field("authorization", &"<redacted>")
+            .field("app_id", &self.app_id)
+            .field("user_id", &self.user_id)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl VerifyRequest {
+    /// A body that is a JSON object and reads as a request; `None` for
+    /// anything else (the server's router then answers with the precise
+    /// error). The object check comes first because serde's derived
+    /// structs also read an array, their members in order.
+    pub fn from_json(bytes: &[u8]) -> Option<Self> {
+        is_json_object(bytes)
+            .then(|| serde_json::from_slice(bytes).ok())
+            .flatten()
+    }
+}
+
+/// Whether a JSON text is an object: its first byte after JSON's
+/// whitespace is `{`. serde's derived structs also read an array (their
+/// members in order), so `["evil"]` would be taken for
+/// `{"displayName":"evil"}`; every body of the API is an object, as the
+/// OpenAPI document says.
+pub fn is_json_object(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        == Some(&b'{')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_objects_only() {
+        let r = VerifyRequest::from_json(br#" {"authorization":"Basic x","appId":null}"#)
+            .expect("an object");
+        assert_eq!(r.authorization, "Basic x");
+        assert_eq!(r.app_id, None);
+        for body in [
+            &br#"["Basic x"]"#[..],
+            br#"{"authorization":"a","authorization":"a"}"#,
+            br#"{"authorization":"a","x":1}"#,
+            br#"{"appId":"a"}"#,
+            b"\x0c{\"authorization\":\"a\"}",
+            b"",
+        ] {
+            assert!(VerifyRequest::from_json(body).is_none(), "{body:?}");
+        }
+    }
+}

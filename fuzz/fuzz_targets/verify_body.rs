@@ -1,0 +1,75 @@
+//! The body of `POST /v1/verify` as the server reads it
+//! (`VerifyRequest::from_json`, in core: the connection's direct path
+//! calls it, and the router's `JsonBody` reads the same type with the same
+//! object check), then the credential in it verified against the seeded
+//! index.
+//!
+//! The oracle is serde_json's own reading of the object, member by
+//! member: the body is taken exactly when its first byte after JSON's
+//! whitespace is `{`, it is one JSON object, no name repeats, every name
+//! is `authorization`, `appId`, `userId` or `origin` (after unescaping),
+//! `authorization` is present and a string, and the others are strings
+//! or `null`; and then with those values.
+#![no_main]
+
+use latchkey_core::verify_request::VerifyRequest;
+use latchkey_fuzz::{Members, verify_and_check};
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Debug, PartialEq, Default)]
+struct Fields {
+    authorization: Option<String>,
+    app_id: Option<String>,
+    user_id: Option<String>,
+    origin: Option<String>,
+}
+
+fn expected(data: &[u8]) -> Option<Fields> {
+    let first = data
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return None;
+    }
+    let members = serde_json::from_slice::<Members<'_>>(data).ok()?;
+    let mut fields = Fields::default();
+    let mut seen = Vec::new();
+    for (name, raw) in &members.0 {
+        let name = name.text.as_ref();
+        if seen.contains(&name) {
+            return None;
+        }
+        seen.push(name);
+        let value = serde_json::from_str::<Option<String>>(raw.get()).ok()?;
+        let slot = match name {
+            "authorization" => &mut fields.authorization,
+            "appId" => &mut fields.app_id,
+            "userId" => &mut fields.user_id,
+            "origin" => &mut fields.origin,
+            _ => return None,
+        };
+        *slot = value;
+        // `authorization` is a string, never null.
+        if name == "authorization" && slot.is_none() {
+            return None;
+        }
+    }
+    fields.authorization.is_some().then_some(fields)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let ours = VerifyRequest::from_json(data).map(|r| Fields {
+        authorization: Some(r.authorization),
+        app_id: r.app_id,
+        user_id: r.user_id,
+        origin: r.origin,
+    });
+    assert_eq!(ours, expected(data), "{:?}", String::from_utf8_lossy(data));
+    if let Some(Fields {
+        authorization: Some(authorization),
+        ..
+    }) = ours
+    {
+        let _ = verify_and_check(authorization.as_bytes());
+    }
+});

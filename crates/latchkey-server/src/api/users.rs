@@ -300,7 +300,7 @@ pub async fn delete(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MintToken {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json_values::optional_integer")]
     ttl_seconds: Option<i64>,
 }
 

@@ -6,10 +6,13 @@
 //!   `8.173e4` as the integer 81730, and clients that hold numbers as
 //!   doubles (JavaScript among them) may write them so. serde's `i64`
 //!   refuses them.
+//! - An `object` is a JSON object: serde's derived struct reader also takes
+//!   an array of the members' values in order, so `"profile": [null, null]`
+//!   would be read as a profile.
 
 use serde::Deserialize;
-use serde::de::{Deserializer, Error as _};
-use serde_json::{Number, Value};
+use serde::de::{DeserializeOwned, Deserializer, Error as _};
+use serde_json::{Map, Number, Value};
 
 /// The integer a JSON number stands for, if it has no fractional part and
 /// fits in an `i64`.
@@ -43,6 +46,26 @@ pub fn optional_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, 
     }
 }
 
+/// serde `deserialize_with` for a member that must be a JSON object read as
+/// `T`.
+pub fn object<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    let map = Map::<String, Value>::deserialize(d)?;
+    T::deserialize(Value::Object(map)).map_err(D::Error::custom)
+}
+
+/// serde `deserialize_with` for an optional member that, when present and
+/// not null, must be a JSON object read as `T`.
+pub fn optional_object<'de, D: Deserializer<'de>, T: DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    match Option::<Map<String, Value>>::deserialize(d)? {
+        None => Ok(None),
+        Some(map) => T::deserialize(Value::Object(map))
+            .map(Some)
+            .map_err(D::Error::custom),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,9 +73,18 @@ mod tests {
 
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields)]
+    struct Inner {
+        a: Option<String>,
+        b: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
     struct Outer {
         #[serde(default, deserialize_with = "optional_integer")]
         n: Option<i64>,
+        #[serde(default, deserialize_with = "optional_object")]
+        inner: Option<Inner>,
     }
 
     fn read(v: Value) -> Result<Outer, serde_json::Error> {
@@ -79,5 +111,23 @@ mod tests {
         }
         assert_eq!(read(json!({"n": null})).expect("null").n, None);
         assert_eq!(read(json!({})).expect("absent").n, None);
+    }
+
+    #[test]
+    fn objects_must_be_objects() {
+        let outer = read(json!({"inner": {"a": "x"}})).expect("object");
+        assert_eq!(
+            outer.inner,
+            Some(Inner {
+                a: Some("x".into()),
+                b: None
+            })
+        );
+        assert_eq!(read(json!({"inner": null})).expect("null").inner, None);
+        for bad in [json!([null, null]), json!(["x", "y"]), json!("x"), json!(1)] {
+            assert!(read(json!({"inner": bad})).is_err(), "{bad}");
+        }
+        // The inner struct's own rules still apply.
+        assert!(read(json!({"inner": {"c": "x"}})).is_err());
     }
 }

@@ -17,6 +17,7 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod front;
+pub mod json_values;
 pub mod lane;
 pub mod listener;
 pub mod maintenance;

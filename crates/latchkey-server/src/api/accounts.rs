@@ -23,6 +23,7 @@ const OPERATOR_ONLY: &str = "only the operator token may manage accounts";
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateAccount {
     display_name: String,
+    #[serde(deserialize_with = "crate::json_values::object")]
     owner: Owner,
 }
 

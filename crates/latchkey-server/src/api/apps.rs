@@ -78,7 +78,7 @@ pub(crate) async fn create_app(
         merge_patch(&mut settings, patch);
     }
     check_object_size(&settings, "settings")?;
-    policy::validate(&settings)?;
+    policy::validate(&mut settings)?;
     let app = App {
         id: new_id(&state.rng, IdKind::App),
         account_id: account_id.to_string(),
@@ -187,7 +187,7 @@ pub(crate) async fn apply_update(
     if let Some(patch) = settings_patch {
         merge_patch(&mut app.settings, patch);
         check_object_size(&app.settings, "settings")?;
-        policy::validate(&app.settings)?;
+        policy::validate(&mut app.settings)?;
     }
     let mut changed = Vec::new();
     if new_name.is_some() {

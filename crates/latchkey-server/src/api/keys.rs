@@ -41,7 +41,7 @@ pub struct CreateKey {
 pub struct RotateKey {
     /// How long the old key keeps working: 0 to 2592000 (30 days, the
     /// default).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json_values::optional_integer")]
     pub(crate) grace_seconds: Option<i64>,
 }
 

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, ApiResult};
+use crate::json_values;
 
 /// A key older than this is reported as due for rotation.
 pub const MAX_KEY_AGE_DAYS: &str = "maxKeyAgeDays";
@@ -23,15 +24,21 @@ const MAX_ORIGINS: usize = 50;
 const KEY_AGE_RANGE: (i64, i64) = (1, 3650);
 const TOKEN_TTL_RANGE: (i64, i64) = (60, 31_536_000);
 
-fn check_int(settings: &Map<String, Value>, name: &str, (lo, hi): (i64, i64)) -> ApiResult<()> {
-    match settings.get(name) {
-        None => Ok(()),
-        Some(v) => match v.as_i64() {
-            Some(n) if (lo..=hi).contains(&n) => Ok(()),
-            _ => Err(ApiError::bad_request(format!(
-                "settings.{name} must be an integer from {lo} to {hi}, or null to remove it"
-            ))),
-        },
+/// Checks an integer setting, and stores one written with a zero fraction
+/// (`3600.0`, an integer to JSON Schema) as the plain integer, so that
+/// every reader of the stored settings sees an integer.
+fn check_int(settings: &mut Map<String, Value>, name: &str, (lo, hi): (i64, i64)) -> ApiResult<()> {
+    let Some(v) = settings.get_mut(name) else {
+        return Ok(());
+    };
+    match json_values::integer_value(v) {
+        Some(n) if (lo..=hi).contains(&n) => {
+            *v = Value::from(n);
+            Ok(())
+        }
+        _ => Err(ApiError::bad_request(format!(
+            "settings.{name} must be an integer from {lo} to {hi}, or null to remove it"
+        ))),
     }
 }
 
@@ -57,8 +64,9 @@ pub fn is_origin(s: &str) -> bool {
     host_ok && port_ok
 }
 
-/// Checks the settings Latchkey acts on (after a merge).
-pub fn validate(settings: &Map<String, Value>) -> ApiResult<()> {
+/// Checks the settings Latchkey acts on (after a merge), writing integers
+/// given with a zero fraction as plain integers.
+pub fn validate(settings: &mut Map<String, Value>) -> ApiResult<()> {
     check_int(settings, MAX_KEY_AGE_DAYS, KEY_AGE_RANGE)?;
     check_int(settings, MAX_TOKEN_TTL_SECONDS, TOKEN_TTL_RANGE)?;
     if let Some(v) = settings.get(BLOCK_BROWSER_SECRETS)
@@ -104,11 +112,15 @@ pub fn app_policy(settings: &Map<String, Value>) -> latchkey_core::AppPolicy {
 }
 
 pub fn max_token_ttl(settings: &Map<String, Value>) -> Option<i64> {
-    settings.get(MAX_TOKEN_TTL_SECONDS).and_then(Value::as_i64)
+    settings
+        .get(MAX_TOKEN_TTL_SECONDS)
+        .and_then(json_values::integer_value)
 }
 
 pub fn max_key_age_days(settings: &Map<String, Value>) -> Option<i64> {
-    settings.get(MAX_KEY_AGE_DAYS).and_then(Value::as_i64)
+    settings
+        .get(MAX_KEY_AGE_DAYS)
+        .and_then(json_values::integer_value)
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateUser {
     external_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json_values::optional_object")]
     profile: Option<Profile>,
     #[serde(default)]
     metadata: Option<Map<String, Value>>,
@@ -225,7 +225,7 @@ pub async fn get(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateUser {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json_values::optional_object")]
     profile: Option<Profile>,
     #[serde(default)]
     metadata: Option<Map<String, Value>>,
@@ -300,7 +300,7 @@ pub async fn delete(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MintToken {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json_values::optional_integer")]
     ttl_seconds: Option<i64>,
 }
 

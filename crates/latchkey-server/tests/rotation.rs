@@ -407,13 +407,20 @@ async fn key_notices_are_recorded_once_and_old_keys_are_due_for_rotation() {
         "1 day left"
     );
     app.clock.advance(Duration::days(1));
-    assert_eq!(
-        latchkey_server::maintenance::run_key_notices(&state)
-            .await
-            .expect("run"),
-        1,
-        "expired"
-    );
+    let n = latchkey_server::maintenance::run_key_notices(&state)
+        .await
+        .expect("run");
+    if n != 1 {
+        // Rare on PostgreSQL under CI load: show who recorded what.
+        let audit = app
+            .get(&format!("/v1/apps/{app_id}/audit?limit=100"), &owner)
+            .await;
+        let temp_key = app
+            .get(&format!("/v1/apps/{app_id}/keys/{}", temp.id), &owner)
+            .await;
+        eprintln!("audit: {:#}\ntemp key: {:#}", audit.body, temp_key.body);
+    }
+    assert_eq!(n, 1, "expired");
     assert!(!works(&app, &app_id, &temp.basic()).await);
 
     let r = app

@@ -26,6 +26,8 @@ use axum::extract::Request;
 use axum::http::Method;
 use axum::response::Response;
 use latchkey_core::secret::redact;
+
+use crate::routes;
 use tower::{Layer, Service};
 
 /// The [`Layer`] that adds the access log to a service.
@@ -47,9 +49,9 @@ pub struct AccessLog<S> {
 
 /// Whether a request is on a high-volume path, logged at DEBUG.
 fn is_high_volume(method: &Method, path: &str) -> bool {
-    (method == Method::POST && path == "/v1/verify")
+    (method == Method::POST && path == routes::VERIFY)
         || path == crate::front::forward_auth::PATH
-        || (method == Method::GET && (path == "/healthz" || path == "/readyz"))
+        || (method == Method::GET && (path == routes::HEALTH || path == routes::READY))
 }
 
 /// What is kept of a request until its response, when its line is enabled.

@@ -157,3 +157,39 @@ pub fn event_json(e: &AuditEvent, for_operator: bool) -> Value {
         "details": e.details,
     })
 }
+
+/// Records a refused action of an authenticated caller in the audit log
+/// (see `crate::router`).
+pub(crate) async fn record_refusal(
+    state: &AppState,
+    principal: &latchkey_core::Principal,
+    address: Option<std::net::IpAddr>,
+    method: &axum::http::Method,
+    route: &str,
+    path: &str,
+    status: axum::http::StatusCode,
+) {
+    // The app named in the path, unless the caller could not see it (a 404
+    // must not put another tenant's app id in anyone's log).
+    let app_id = (route.starts_with(crate::routes::APP_ROUTE_PREFIX)
+        && status != axum::http::StatusCode::NOT_FOUND)
+        .then(|| path.split('/').nth(3).map(str::to_string))
+        .flatten();
+    let event = AuditEvent {
+        account_id: principal.account_id().map(str::to_string),
+        app_id,
+        address: address.map(|ip| ip.to_string()),
+        outcome: "failure".into(),
+        ..base_event(
+            state,
+            actor_of(principal),
+            &format!("{method} {route}"),
+            "request",
+            None,
+        )
+    }
+    .detail("status", serde_json::json!(status.as_u16()));
+    if let Err(e) = state.store.record_audit(&event).await {
+        tracing::warn!(error = %e, "could not record a failed action in the audit log");
+    }
+}

@@ -32,7 +32,7 @@ const EXPOSURE_WINDOW: i64 = 600;
 
 /// The app named by a `/v1/apps/{appId}/…` path.
 fn app_in_path(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/apps/")
+    path.strip_prefix(crate::routes::APP_PREFIX)
         .and_then(|rest| rest.split('/').next())
         .filter(|id| !id.is_empty())
 }
@@ -98,7 +98,7 @@ pub async fn layer(State(state): State<AppState>, mut req: Request, next: Next) 
 fn preflight(state: &AppState, path: &str, origin: &str) -> Response {
     let allowed = match app_in_path(path) {
         Some(app) => origin_allowed(state, app, origin),
-        None => path == "/v1/account",
+        None => path == crate::routes::ACCOUNT,
     };
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;

@@ -17,22 +17,8 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
+pub use crate::ops::Caller;
 use crate::state::AppState;
-
-/// The verified caller of a request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub principal: Principal,
-    /// The peer's address, for the audit log.
-    pub peer: Option<IpAddr>,
-}
-
-impl Caller {
-    /// The peer's address as the audit log records it.
-    pub fn address(&self) -> Option<String> {
-        self.peer.map(|ip| ip.to_string())
-    }
-}
 
 /// Why a verifier token gets 403 everywhere but where it belongs.
 pub const VERIFIER_TOKEN_ELSEWHERE: &str =
@@ -231,60 +217,6 @@ impl ApiError {
     pub fn with_title(mut self, title: impl Into<String>) -> Self {
         self.title = title.into();
         self
-    }
-}
-
-/// Held by handlers that change what verification sees (keys, apps,
-/// service accounts, grants, accounts, settings) from after the request has
-/// been read until the index is updated. It serializes those writes, so
-/// the store and the index apply them in the same order. Taken after the
-/// body is read (a slow client cannot hold it) and before access checks;
-/// on acquiring it the caller's credential is checked again, so a key
-/// deleted by one request cannot act in a request verified just before.
-#[derive(Debug)]
-pub struct WriteGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
-
-impl WriteGuard {
-    /// Takes the lock and, when nodes share the store, first applies every
-    /// change other nodes made: a write on this node then sees (and is
-    /// checked against) everything written before it anywhere, such as an
-    /// app created on another node a moment ago.
-    async fn lock(state: &AppState) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
-        let guard = state.write_lock.clone().lock_owned().await;
-        if state.freshness.is_shared() {
-            crate::sync::catch_up(state).await.map_err(|e| match e {
-                crate::sync::SyncError::Store(e) => ApiError::from(e),
-                crate::sync::SyncError::Bootstrap(e) => {
-                    tracing::error!(error = %e, "applying changes failed");
-                    ApiError::internal()
-                }
-            })?;
-        }
-        Ok(guard)
-    }
-
-    pub async fn acquire(state: &AppState, caller: &Caller) -> Result<Self, ApiError> {
-        let guard = Self::lock(state).await?;
-        if let Some(key_id) = caller.principal.key_id() {
-            let live = state.index.key_is_live(key_id, state.now());
-            if !live {
-                return Err(
-                    ApiError::unauthorized(&latchkey_core::AuthError::BadCredentials)
-                        .with_title("the credential was deleted or expired while this request ran"),
-                );
-            }
-        }
-        Ok(WriteGuard(guard))
-    }
-}
-
-impl FromRequestParts<AppState> for WriteGuard {
-    type Rejection = ApiError;
-
-    /// Only for callers without a key credential (the dashboard, which
-    /// checks its session itself); API handlers use [`WriteGuard::acquire`].
-    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(WriteGuard(Self::lock(state).await?))
     }
 }
 

@@ -38,9 +38,10 @@ use axum::response::{IntoResponse, Response};
 use tower::Service;
 
 use crate::access_log::Line;
-use crate::api::verify::{VerifyRequest, answer, json_response};
 use crate::error::ApiError;
+use crate::ops::verify::{answer, json_response};
 use crate::state::AppState;
+use latchkey_core::verify_request::VerifyRequest;
 
 /// How long a client may take to send its body: on the direct path the
 /// whole body (a verification body is a few hundred bytes), in the router
@@ -136,7 +137,7 @@ fn takes(
     path: &str,
     headers: &HeaderMap,
 ) -> Option<Taken> {
-    if method != Method::POST || path != "/v1/verify" || headers.contains_key(ORIGIN) {
+    if method != Method::POST || path != crate::routes::VERIFY || headers.contains_key(ORIGIN) {
         return None;
     }
     let declared_json = headers
@@ -225,7 +226,7 @@ async fn verify_directly(
                 )
                 .ok();
             if let Some(operator) = operator {
-                crate::api::record_refusal(
+                crate::audit::record_refusal(
                     &state,
                     &operator.principal,
                     Some(peer),

@@ -1,8 +1,10 @@
 //! Latchkey's HTTP layer.
 //!
-//! [`bootstrap`] opens the store, the master key and the key index;
-//! [`api`] holds the `/v1` handlers, each a few lines that check access
-//! with `latchkey_core::Principal` and call the store; [`serve`] runs the
+//! [`bootstrap`] opens the store, the master key and the key index
+//! (built by [`indexing`]); [`ops`] holds every operation (access check,
+//! audit event, store write, index update), which the `/v1` handlers in
+//! [`api`], the dashboard's pages and the front doors call; [`router`]
+//! assembles the routes; [`serve`] runs the
 //! server (HTTP or HTTPS, its connections served by [`listener`]) with
 //! graceful shutdown and the `lastUsedAt` flusher.
 
@@ -17,10 +19,14 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod front;
+pub mod indexing;
 pub mod json_values;
 pub mod lane;
 pub mod listener;
 pub mod maintenance;
+pub mod ops;
+pub mod router;
+pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod sync;

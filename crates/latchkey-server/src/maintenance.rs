@@ -6,8 +6,8 @@
 use latchkey_store::{ApiKey, KeyKind, KeyNotice, StoreError};
 use serde_json::json;
 
-use crate::api::policy;
 use crate::audit::{EventExt, system_event};
+use crate::ops::policy;
 use crate::state::AppState;
 use crate::views::KeyView;
 

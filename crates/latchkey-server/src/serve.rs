@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::router;
 use crate::config::TlsFiles;
+use crate::router::router;
 use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]

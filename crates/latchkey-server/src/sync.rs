@@ -347,7 +347,7 @@ pub enum SyncError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    Index(#[from] crate::indexing::IndexError),
 }
 
 /// Applies every change recorded after the last one applied. The caller
@@ -385,7 +385,7 @@ pub async fn catch_up(state: &AppState) -> Result<(), SyncError> {
 
 /// Rebuilds the whole index from a snapshot; returns its change number.
 async fn reload(state: &AppState) -> Result<i64, SyncError> {
-    let (index, seq) = crate::bootstrap::build_index(state.store.as_ref(), &state.master).await?;
+    let (index, seq) = crate::indexing::build_index(state.store.as_ref(), &state.master).await?;
     state.index.replace_with(index);
     Ok(seq)
 }
@@ -404,7 +404,7 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
                 if index.app_account(id).is_none() {
                     index.insert_app(id, &app.account_id);
                 }
-                index.set_app_policy(id, crate::api::policy::app_policy(&app.settings));
+                index.set_app_policy(id, crate::ops::policy::app_policy(&app.settings));
             }
             None => index.remove_app(id),
         },
@@ -415,7 +415,7 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
                 index.set_key_expiry(id, key.expires_at);
             }
             Some(key) => {
-                index.insert_key(crate::bootstrap::live_key(&key, &state.master)?);
+                index.insert_key(crate::indexing::live_key(&key, &state.master)?);
             }
             None => {
                 index.remove_key(id);
@@ -445,7 +445,7 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
             None => index.remove_service_account(id),
         },
         ChangeEntity::VerifierToken => match state.store.get_verifier_token(id).await? {
-            Some(token) => crate::bootstrap::index_verifier_token(index, &token),
+            Some(token) => crate::indexing::index_verifier_token(index, &token),
             None => {
                 index.remove_verifier_token(id);
             }

@@ -1,7 +1,9 @@
 //! JSON shapes of the API's responses (camelCase, RFC 3339 UTC times).
 
 use latchkey_core::{KeyIndex, SecretString};
-use latchkey_store::{Account, ApiKey, App, AppUser, PageOf, ServiceAccount, VerifierToken};
+use latchkey_store::{
+    Account, ApiKey, App, AppUser, PageOf, ServiceAccount, VerifierToken, Webhook,
+};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -232,6 +234,35 @@ impl PageMeta {
             } else {
                 None
             },
+        }
+    }
+}
+
+/// A webhook as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookView {
+    pub id: String,
+    pub app_id: String,
+    pub target: String,
+    pub triggers: Vec<String>,
+    pub created_at: String,
+    /// Present only in the response that creates the webhook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretString>,
+}
+
+impl From<&Webhook> for WebhookView {
+    fn from(w: &Webhook) -> Self {
+        let mut triggers = w.triggers.clone();
+        triggers.sort_by_key(|t| crate::ops::webhooks::TRIGGERS.iter().position(|k| k == t));
+        Self {
+            id: w.id.clone(),
+            app_id: w.app_id.clone(),
+            target: w.target.clone(),
+            triggers,
+            created_at: rfc3339(w.created_at),
+            secret: None,
         }
     }
 }

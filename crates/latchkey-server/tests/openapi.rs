@@ -426,10 +426,20 @@ fn request_errors(doc: &Value, path: &str, method: &str, body: &Value) -> Vec<St
     errs
 }
 
-/// The routes of the router, read from the source of `api/mod.rs`: each
-/// `.route("path", ...)` with the methods chained in its second argument.
+/// The value of `routes::NAME`, read from the source of `routes.rs`.
+fn named_route(name: &str) -> String {
+    let src = include_str!("../src/routes.rs");
+    let decl = format!("pub const {name}: &str = \"");
+    let start = src.find(&decl).expect("a constant of routes.rs") + decl.len();
+    let len = src[start..].find('"').expect("closing quote");
+    src[start..start + len].to_string()
+}
+
+/// The routes of the router, read from the source of `router.rs`: each
+/// `.route("path", ...)` (or `.route(routes::NAME, ...)`) with the methods
+/// chained in its second argument.
 fn router_routes() -> BTreeMap<String, BTreeSet<String>> {
-    let src = include_str!("../src/api/mod.rs");
+    let src = include_str!("../src/router.rs");
     let mut out = BTreeMap::new();
     let mut rest = src;
     while let Some(i) = rest.find(".route(") {
@@ -453,13 +463,20 @@ fn router_routes() -> BTreeMap<String, BTreeSet<String>> {
             }
         }
         let args = &rest[..end.expect("balanced .route( call")];
-        let literal = args
-            .trim_start()
-            .strip_prefix('"')
-            .expect(".route( starts with a string literal");
-        let close = literal.find('"').expect("closing quote");
-        let path = literal[..close].to_string();
-        let handlers = &literal[close + 1..];
+        let args = args.trim_start();
+        let (path, handlers) = match args.strip_prefix("routes::") {
+            Some(named) => {
+                let end = named.find(',').expect("a comma after the path");
+                (named_route(named[..end].trim()), &named[end..])
+            }
+            None => {
+                let literal = args
+                    .strip_prefix('"')
+                    .expect(".route( starts with a string literal or routes::NAME");
+                let close = literal.find('"').expect("closing quote");
+                (literal[..close].to_string(), &literal[close + 1..])
+            }
+        };
         let mut methods = BTreeSet::new();
         let bytes = handlers.as_bytes();
         let mut k = 0;

@@ -3,21 +3,17 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use latchkey_core::{Principal, Scope, password};
+use latchkey_core::{Principal, Scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::display_name;
-use super::keys::{self, KeyContext, RotateKey};
-use crate::audit::{self, EventExt};
-use crate::bootstrap::{new_account, normalize_email};
-use crate::error::{ApiError, ApiResult, require};
-use crate::extract::{Caller, JsonBody, JsonBodyOrEmpty, Paging, PathParams, WriteGuard};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, JsonBody, JsonBodyOrEmpty, Paging, PathParams};
+use crate::ops::keys::{self, NO_APP, RotateKey};
+use crate::ops::{WriteGuard, accounts};
 use crate::state::AppState;
 use crate::views::{AccountView, PageMeta};
 use latchkey_store::KeyOwnerRef;
-
-const OPERATOR_ONLY: &str = "only the operator token may manage accounts";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -47,46 +43,16 @@ pub async fn create(
     caller: Caller,
     JsonBody(body): JsonBody<CreateAccount>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let _write = WriteGuard::acquire(&state, &caller).await?;
-    require(caller.principal.may_operate(), "account", OPERATOR_ONLY)?;
-    let name = display_name(&body.display_name, "displayName")?;
-    let email = normalize_email(&body.owner.email)
-        .ok_or_else(|| ApiError::bad_request("owner.email must be an email address"))?;
-    password::check_rules(&body.owner.password)
-        .map_err(|e| ApiError::bad_request(format!("owner.password: {e}")))?;
-    let pw = body.owner.password;
-    // argon2id takes tens of milliseconds of CPU: keep it off the runtime.
-    let hash = tokio::task::spawn_blocking(move || password::hash(&pw))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|e| ApiError::bad_request(format!("owner.password: {e}")))?;
-    let (new, secret) = new_account(&state.rng, &state.master, state.now(), &name, &email, hash)
-        .map_err(|e| {
-            tracing::error!(error = %e, "creating an account");
-            ApiError::internal()
-        })?;
-    let event = audit::event(
+    let write = WriteGuard::acquire(&state, &caller).await?;
+    let (new, secret) = accounts::create_account(
         &state,
+        &write,
         &caller,
-        "account.created",
-        "account",
-        &new.account.id,
+        &body.display_name,
+        &body.owner.email,
+        body.owner.password,
     )
-    .in_account(&new.account.id)
-    .detail(
-        "owner",
-        json!({"id": new.owner.id, "email": new.owner.email}),
-    );
-    state.store.create_account(&new, &event).await?;
-    state.index.insert_account(&new.account.id);
-    let live = crate::bootstrap::live_key(&new.key, &state.master).map_err(|e| {
-        tracing::error!(error = %e, "indexing a new key");
-        ApiError::internal()
-    })?;
-    if !state.index.insert_key(live) {
-        // Deleted by the operator while this request ran.
-        return Err(ApiError::not_found("account"));
-    }
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -102,7 +68,7 @@ pub async fn list(
     caller: Caller,
     Paging(page): Paging,
 ) -> ApiResult<Json<Value>> {
-    require(caller.principal.may_operate(), "account", OPERATOR_ONLY)?;
+    accounts::require_operator(&caller)?;
     let found = state.store.list_accounts(&page).await?;
     let accounts: Vec<AccountView> = found.items.iter().map(AccountView::from).collect();
     Ok(Json(json!({
@@ -116,7 +82,7 @@ pub async fn get(
     caller: Caller,
     PathParams(account_id): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
-    require(caller.principal.may_operate(), "account", OPERATOR_ONLY)?;
+    accounts::require_operator(&caller)?;
     let account = state
         .store
         .get_account(&account_id)
@@ -130,28 +96,9 @@ pub async fn delete(
     caller: Caller,
     PathParams(account_id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    let _write = WriteGuard::acquire(&state, &caller).await?;
-    require(caller.principal.may_operate(), "account", OPERATOR_ONLY)?;
-    let event = audit::event(&state, &caller, "account.deleted", "account", &account_id)
-        .in_account(&account_id);
-    if !state.store.delete_account(&account_id, &event).await? {
-        return Err(ApiError::not_found("account"));
-    }
-    state.index.remove_account(&account_id);
+    let write = WriteGuard::acquire(&state, &caller).await?;
+    accounts::delete_account(&state, &write, &caller, &account_id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-const NEEDS_USER_ACCOUNT_KEY: &str =
-    "these are the keys of a user account: use a user-account (act_) key";
-
-/// The user account behind an `act_` key, or 403.
-fn user_account_of(caller: &Caller) -> ApiResult<&str> {
-    match &caller.principal {
-        Principal::UserAccount {
-            user_account_id, ..
-        } => Ok(user_account_id),
-        _ => Err(ApiError::forbidden(NEEDS_USER_ACCOUNT_KEY)),
-    }
 }
 
 /// The caller's own user-account keys.
@@ -160,14 +107,9 @@ pub async fn list_own_keys(
     caller: Caller,
     Paging(page): Paging,
 ) -> ApiResult<Json<Value>> {
-    let user = user_account_of(&caller)?;
-    keys::list_keys(
-        &state,
-        KeyContext { app: None },
-        KeyOwnerRef::UserAccount(user),
-        &page,
-    )
-    .await
+    let user = accounts::user_account_of(&caller)?;
+    let owner = KeyOwnerRef::UserAccount(user);
+    Ok(Json(keys::list_keys(&state, NO_APP, owner, &page).await?))
 }
 
 /// A user-account key rotates itself (or another key of the same user
@@ -179,17 +121,10 @@ pub async fn rotate_own_key(
     PathParams(key_id): PathParams<String>,
     JsonBodyOrEmpty(body): JsonBodyOrEmpty<RotateKey>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let _write = WriteGuard::acquire(&state, &caller).await?;
-    let user = user_account_of(&caller)?;
-    let out = keys::rotate_key(
-        &state,
-        &caller,
-        KeyContext { app: None },
-        KeyOwnerRef::UserAccount(user),
-        &key_id,
-        &body,
-    )
-    .await?;
+    let write = WriteGuard::acquire(&state, &caller).await?;
+    let user = accounts::user_account_of(&caller)?;
+    let owner = KeyOwnerRef::UserAccount(user);
+    let out = keys::rotate_key(&state, &write, &caller, NO_APP, owner, &key_id, &body).await?;
     Ok((StatusCode::CREATED, Json(out)))
 }
 

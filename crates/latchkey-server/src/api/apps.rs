@@ -1,25 +1,18 @@
-//! Apps: created and listed with account scope; read and configured with
-//! app scope (or account scope on the app); deleted with account scope.
+//! `/v1/apps` and `/v1/apps/{appId}`; the operations are in
+//! `crate::ops::apps`.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use latchkey_core::Principal;
-use latchkey_core::ids::{IdKind, new_id};
-use latchkey_store::App;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{app_ref, check_object_size, display_name, load_app, merge_patch, policy};
-use crate::audit::{self, EventExt};
-use crate::error::{ApiError, ApiResult, require};
-use crate::extract::{Caller, JsonBody, Paging, PathParams, WriteGuard};
+use crate::error::ApiResult;
+use crate::extract::{Caller, JsonBody, Paging, PathParams};
+use crate::ops::{WriteGuard, apps};
 use crate::state::AppState;
 use crate::views::{AppView, Named, PageMeta};
-
-const NEEDS_ACCOUNT: &str = "this needs account scope (a user-account or service-account key)";
-const NEEDS_APP: &str = "this needs app scope (an app key) or account scope";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -29,81 +22,21 @@ pub struct CreateApp {
     settings: Option<Map<String, Value>>,
 }
 
-/// The caller's account, and its service account id if it is one; 403 for
-/// credentials without account scope.
-fn account_caller(caller: &Caller) -> ApiResult<(&str, Option<&str>)> {
-    require(
-        caller.principal.may_use_account_scope(),
-        "app",
-        NEEDS_ACCOUNT,
-    )?;
-    let account_id = caller
-        .principal
-        .account_id()
-        .ok_or_else(|| ApiError::forbidden(NEEDS_ACCOUNT))?;
-    let service_account = match &caller.principal {
-        Principal::ServiceAccount {
-            service_account_id, ..
-        } => Some(service_account_id.as_ref()),
-        _ => None,
-    };
-    Ok((account_id, service_account))
-}
-
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<CreateApp>,
 ) -> ApiResult<Response> {
-    let _write = WriteGuard::acquire(&state, &caller).await?;
-    let app = create_app(&state, &caller, &body.display_name, body.settings.as_ref()).await?;
+    let write = WriteGuard::acquire(&state, &caller).await?;
+    let app = apps::create_app(
+        &state,
+        &write,
+        &caller,
+        &body.display_name,
+        body.settings.as_ref(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(Named("app", AppView::from(&app)))).into_response())
-}
-
-/// Creates an app in the caller's account (account scope), audited and
-/// indexed. The caller must hold the write guard.
-pub(crate) async fn create_app(
-    state: &AppState,
-    caller: &Caller,
-    name: &str,
-    settings_patch: Option<&Map<String, Value>>,
-) -> ApiResult<App> {
-    let (account_id, creator) = account_caller(caller)?;
-    let display_name = display_name(name, "displayName")?;
-    // New apps refuse server credentials sent from a browser unless told
-    // otherwise.
-    let mut settings = Map::new();
-    settings.insert(policy::BLOCK_BROWSER_SECRETS.into(), Value::Bool(true));
-    if let Some(patch) = settings_patch {
-        merge_patch(&mut settings, patch);
-    }
-    check_object_size(&settings, "settings")?;
-    policy::validate(&mut settings)?;
-    let app = App {
-        id: new_id(&state.rng, IdKind::App),
-        account_id: account_id.to_string(),
-        display_name,
-        settings,
-        created_at: state.now(),
-    };
-    let event = audit::event(state, caller, "app.created", "app", &app.id)
-        .in_app(&app.id)
-        .detail("displayName", json!(app.display_name));
-    state.store.create_app(&app, creator, &event).await?;
-    // The account (or the creating service account) may have been deleted
-    // while this request ran; then the store's cascade removed the app too.
-    if !state.index.insert_app(&app.id, &app.account_id) {
-        return Err(ApiError::not_found("account"));
-    }
-    if let Some(sa) = creator
-        && !state.index.grant(sa, &app.id)
-    {
-        return Err(ApiError::not_found("service account"));
-    }
-    state
-        .index
-        .set_app_policy(&app.id, policy::app_policy(&app.settings));
-    Ok(app)
 }
 
 pub async fn list(
@@ -111,12 +44,10 @@ pub async fn list(
     caller: Caller,
     Paging(page): Paging,
 ) -> ApiResult<Json<Value>> {
-    // A service account lists only the apps it created or was granted.
-    let (account_id, only) = account_caller(&caller)?;
-    let found = state.store.list_apps(account_id, only, &page).await?;
-    let apps: Vec<AppView> = found.items.iter().map(AppView::from).collect();
+    let found = apps::list_apps(&state, &caller, &page).await?;
+    let list: Vec<AppView> = found.items.iter().map(AppView::from).collect();
     Ok(Json(
-        json!({"apps": apps, "meta": PageMeta::of(&found, |a| &a.id)}),
+        json!({"apps": list, "meta": PageMeta::of(&found, |a| &a.id)}),
     ))
 }
 
@@ -125,14 +56,7 @@ pub async fn get(
     caller: Caller,
     PathParams(app_id): PathParams<String>,
 ) -> ApiResult<Response> {
-    let app = load_app(&state, &app_id).await?;
-    require(
-        caller
-            .principal
-            .may_configure_app(app_ref(&state, &caller.principal, &app)),
-        "app",
-        NEEDS_APP,
-    )?;
+    let app = apps::configurable_app(&state, &caller, &app_id).await?;
     Ok(Json(Named("app", AppView::from(&app))).into_response())
 }
 
@@ -151,17 +75,11 @@ pub async fn update(
     PathParams(app_id): PathParams<String>,
     JsonBody(body): JsonBody<UpdateApp>,
 ) -> ApiResult<Response> {
-    let _write = WriteGuard::acquire(&state, &caller).await?;
-    let app = load_app(&state, &app_id).await?;
-    require(
-        caller
-            .principal
-            .may_configure_app(app_ref(&state, &caller.principal, &app)),
-        "app",
-        NEEDS_APP,
-    )?;
-    let app = apply_update(
+    let write = WriteGuard::acquire(&state, &caller).await?;
+    let app = apps::configurable_app(&state, &caller, &app_id).await?;
+    let app = apps::update_app(
         &state,
+        &write,
         &caller,
         app,
         body.display_name.as_deref(),
@@ -171,61 +89,12 @@ pub async fn update(
     Ok(Json(Named("app", AppView::from(&app))).into_response())
 }
 
-/// Renames an app and/or merges a settings patch (RFC 7396), validated,
-/// audited, and applied to the index. The caller must hold the write guard
-/// and have been allowed to configure the app.
-pub(crate) async fn apply_update(
-    state: &AppState,
-    caller: &Caller,
-    mut app: App,
-    new_name: Option<&str>,
-    settings_patch: Option<&Map<String, Value>>,
-) -> ApiResult<App> {
-    if let Some(name) = new_name {
-        app.display_name = display_name(name, "displayName")?;
-    }
-    if let Some(patch) = settings_patch {
-        merge_patch(&mut app.settings, patch);
-        check_object_size(&app.settings, "settings")?;
-        policy::validate(&mut app.settings)?;
-    }
-    let mut changed = Vec::new();
-    if new_name.is_some() {
-        changed.push("displayName");
-    }
-    if let Some(patch) = settings_patch {
-        changed.extend(patch.keys().map(String::as_str));
-    }
-    let event = audit::event(state, caller, "app.updated", "app", &app.id)
-        .in_app(&app.id)
-        .detail("changed", json!(changed));
-    if !state.store.update_app(&app, &event).await? {
-        return Err(ApiError::not_found("app"));
-    }
-    state
-        .index
-        .set_app_policy(&app.id, policy::app_policy(&app.settings));
-    Ok(app)
-}
-
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(app_id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    let _write = WriteGuard::acquire(&state, &caller).await?;
-    let app = load_app(&state, &app_id).await?;
-    require(
-        caller
-            .principal
-            .may_manage_app(app_ref(&state, &caller.principal, &app)),
-        "app",
-        NEEDS_ACCOUNT,
-    )?;
-    let event = audit::event(&state, &caller, "app.deleted", "app", &app.id).in_app(&app.id);
-    if !state.store.delete_app(&app.id, &event).await? {
-        return Err(ApiError::not_found("app"));
-    }
-    state.index.remove_app(&app.id);
+    let write = WriteGuard::acquire(&state, &caller).await?;
+    apps::delete_app(&state, &write, &caller, &app_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{app_ref, load_app};
 use crate::audit::event_json;
 use crate::error::{ApiError, ApiResult, require};
 use crate::extract::{Caller, PathParams, page_of_query};
+use crate::ops::{app_ref, load_app};
 use crate::state::AppState;
 use crate::views::PageMeta;
 

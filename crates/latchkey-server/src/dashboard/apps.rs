@@ -13,12 +13,13 @@ use super::keys::{ConfirmPage, Previous, SecretPage, own_app};
 use super::pages::{KeysSection, PageQuery};
 use super::session::Session;
 use super::view::{Flash, Layout, PageError, render, when};
-use crate::api::policy::{
+use crate::error::ApiError;
+use crate::ops::policy::{
     self, ALLOWED_ORIGINS, BLOCK_BROWSER_SECRETS, MAX_KEY_AGE_DAYS, MAX_TOKEN_TTL_SECONDS,
 };
-use crate::api::{apps as api_apps, webhooks as api_webhooks};
-use crate::error::ApiError;
+use crate::ops::{apps as app_ops, webhooks as webhook_ops};
 use crate::state::AppState;
+use crate::views::WebhookView;
 
 /// The app as its pages' header shows it.
 #[derive(Debug)]
@@ -236,7 +237,7 @@ pub async fn settings_tab(
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `POST /dashboard/apps/{id}/settings`: through `api::apps::apply_update`
+/// `POST /dashboard/apps/{id}/settings`: through `ops::apps::update_app`
 /// (validation, audit, the index).
 pub async fn save_settings(
     State(state): State<AppState>,
@@ -263,8 +264,16 @@ pub async fn save_settings(
     if patch.is_empty() {
         return Redirect::to(&format!("{url}?done=settings-unchanged")).into_response();
     }
-    let updated =
-        api_apps::apply_update(&state, &session.caller(), app.clone(), None, Some(&patch)).await;
+    let caller = session.caller();
+    let updated = app_ops::update_app(
+        &state,
+        &form.write,
+        &caller,
+        app.clone(),
+        None,
+        Some(&patch),
+    )
+    .await;
     match updated {
         Ok(_) => Redirect::to(&format!("{url}?done=settings-saved")).into_response(),
         Err(e) => render_settings_tab(&state, session, &app, entered, Flash::error(&e))
@@ -326,7 +335,7 @@ async fn render_webhooks_tab(
         .items
         .iter()
         .map(|w| {
-            let view = api_webhooks::WebhookView::from(w);
+            let view = WebhookView::from(w);
             WebhookRow {
                 id: view.id,
                 target: view.target,
@@ -336,7 +345,7 @@ async fn render_webhooks_tab(
         })
         .collect();
     let chosen = entered.map(|f| f.all("triggers")).unwrap_or_default();
-    let triggers = api_webhooks::TRIGGERS
+    let triggers = webhook_ops::TRIGGERS
         .iter()
         .map(|t| TriggerChoice {
             name: t,
@@ -386,8 +395,9 @@ pub async fn create_webhook(
     let app = or_page!(own_app(&state, session, &app_id).await);
     let target = form.fields.get("target").unwrap_or("").trim().to_string();
     let triggers = form.fields.all("triggers");
+    let caller = session.caller();
     let created =
-        api_webhooks::create_webhook(&state, &session.caller(), &app, &target, &triggers).await;
+        webhook_ops::create_webhook(&state, &form.write, &caller, &app, &target, &triggers).await;
     let view = match created {
         Ok(v) => v,
         Err(e) => {
@@ -464,7 +474,8 @@ pub async fn delete_webhook(
 ) -> Response {
     let session = &form.session;
     let app = or_page!(own_app(&state, session, &app_id).await);
-    match api_webhooks::delete_webhook(&state, &session.caller(), &app, &webhook_id).await {
+    let caller = session.caller();
+    match webhook_ops::delete_webhook(&state, &form.write, &caller, &app, &webhook_id).await {
         Ok(()) => Redirect::to(&format!(
             "/dashboard/apps/{}/webhooks?done=webhook-deleted",
             app.id

@@ -9,7 +9,7 @@
 //! from another site, is refused before anything else happens.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, Request};
 use axum::http::header::{CONTENT_TYPE, HOST, ORIGIN};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -20,7 +20,7 @@ use ring::hmac;
 
 use super::session::{Session, to_signin};
 use super::view::PageError;
-use crate::extract::WriteGuard;
+use crate::ops::WriteGuard;
 use crate::state::AppState;
 
 /// What the session's form tokens are derived for.
@@ -149,19 +149,20 @@ pub async fn read_form(
 pub struct SignedForm {
     pub session: Session,
     pub fields: Fields,
-    _write: WriteGuard,
+    /// Passed to the operations that need it.
+    pub write: WriteGuard,
 }
 
 impl FromRequest<AppState> for SignedForm {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         same_origin(&parts).map_err(IntoResponse::into_response)?;
         let fields = read_form(state, &parts.headers, body)
             .await
             .map_err(IntoResponse::into_response)?;
-        let write = WriteGuard::from_request_parts(&mut parts, state)
+        let write = WriteGuard::for_session(state)
             .await
             .map_err(IntoResponse::into_response)?;
         let session = match Session::load(state, &parts).await {
@@ -183,7 +184,7 @@ impl FromRequest<AppState> for SignedForm {
         Ok(SignedForm {
             session,
             fields,
-            _write: write,
+            write,
         })
     }
 }

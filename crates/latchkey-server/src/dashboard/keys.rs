@@ -1,22 +1,22 @@
 //! Keys of an app, of a service account and of the signed-in person's own
 //! user account: create (the secret shown once), rotate with a chosen grace
-//! period, delete after a confirmation. All through `api::keys`.
+//! period, delete after a confirmation. All through `ops::keys`.
 
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use latchkey_core::principal::AppRef;
-use latchkey_store::{App, KeyKind, KeyOwnerRef, ServiceAccount};
+use latchkey_store::{App, KeyOwnerRef, ServiceAccount};
 use serde_json::Value;
 
 use super::csrf::SignedForm;
 use super::session::Session;
 use super::view::{EXPIRY_CHOICES, Flash, Layout, PageError, render};
 use super::{apps, pages};
-use crate::api::keys::{self as api_keys, CreateKey, KeyContext, RotateKey};
-use crate::api::{app_ref, load_app, service_accounts};
 use crate::error::require;
+use crate::ops::keys::{self as key_ops, CreateKey, KeyContext, RotateKey};
+use crate::ops::{app_ref, load_app, service_accounts};
 use crate::state::AppState;
 use crate::views::rfc3339;
 
@@ -29,14 +29,6 @@ pub enum Owner {
 }
 
 impl Owner {
-    fn kind(&self) -> KeyKind {
-        match self {
-            Owner::App(_) => KeyKind::App,
-            Owner::ServiceAccount(_) => KeyKind::ServiceAccount,
-            Owner::Me => KeyKind::UserAccount,
-        }
-    }
-
     fn key_owner<'a>(&'a self, session: &'a Session) -> KeyOwnerRef<'a> {
         match self {
             Owner::App(a) => KeyOwnerRef::App(&a.id),
@@ -192,21 +184,18 @@ async fn create(state: &AppState, form: SignedForm, owner: Owner) -> Response {
         display_name: form.fields.get("display_name").unwrap_or("").to_string(),
         expires_at,
     };
-    let (account_id, owner_id) = match &owner {
-        Owner::App(a) => (a.account_id.as_str(), a.id.as_str()),
-        Owner::ServiceAccount(s) => (s.account_id.as_str(), s.id.as_str()),
-        Owner::Me => (
-            session.account_id.as_str(),
-            session.user_account_id.as_str(),
-        ),
+    let account_id = match &owner {
+        Owner::App(a) => a.account_id.as_str(),
+        Owner::ServiceAccount(s) => s.account_id.as_str(),
+        Owner::Me => session.account_id.as_str(),
     };
-    let created = api_keys::create_key(
+    let created = key_ops::create_key(
         state,
+        &form.write,
         &session.caller(),
         owner.ctx(),
-        owner.kind(),
         account_id,
-        owner_id,
+        owner.key_owner(session),
         &body,
     )
     .await;
@@ -245,8 +234,9 @@ async fn rotate(state: &AppState, form: SignedForm, owner: Owner, key_id: &str) 
     let body = RotateKey {
         grace_seconds: Some(grace),
     };
-    let rotated = api_keys::rotate_key(
+    let rotated = key_ops::rotate_key(
         state,
+        &form.write,
         &session.caller(),
         owner.ctx(),
         owner.key_owner(session),
@@ -298,7 +288,7 @@ async fn confirm_delete(
     owner: Owner,
     key_id: &str,
 ) -> Response {
-    let key = match api_keys::load_key(state, owner.key_owner(session), key_id).await {
+    let key = match key_ops::load_key(state, owner.key_owner(session), key_id).await {
         Ok(k) => k,
         Err(e) => return PageError::from(e).into_response(),
     };
@@ -329,8 +319,9 @@ async fn confirm_delete(
 
 async fn delete(state: &AppState, form: SignedForm, owner: Owner, key_id: &str) -> Response {
     let session = &form.session;
-    let deleted = api_keys::delete_key(
+    let deleted = key_ops::delete_key(
         state,
+        &form.write,
         &session.caller(),
         owner.ctx(),
         owner.key_owner(session),

@@ -15,8 +15,8 @@ use super::view::{
     DEFAULT_GRACE, EXPIRY_CHOICES, EventRow, Flash, GRACE_CHOICES, KeyRow, Layout, PageError,
     render, when,
 };
-use crate::api::{apps as api_apps, service_accounts as api_sa};
 use crate::error::ApiError;
+use crate::ops::{apps as app_ops, service_accounts as sa_ops};
 use crate::state::AppState;
 
 /// `?done=` and `?after=` of a page; anything else is ignored.
@@ -267,7 +267,7 @@ pub async fn audit(
 pub async fn create_app(State(state): State<AppState>, form: SignedForm) -> Response {
     let session = &form.session;
     let name = form.fields.get("display_name").unwrap_or("");
-    match api_apps::create_app(&state, &session.caller(), name, None).await {
+    match app_ops::create_app(&state, &form.write, &session.caller(), name, None).await {
         Ok(app) => {
             Redirect::to(&format!("/dashboard/apps/{}?done=app-created", app.id)).into_response()
         }
@@ -281,7 +281,7 @@ pub async fn create_app(State(state): State<AppState>, form: SignedForm) -> Resp
 pub async fn create_service_account(State(state): State<AppState>, form: SignedForm) -> Response {
     let session = &form.session;
     let name = form.fields.get("display_name").unwrap_or("");
-    match api_sa::create_service_account(&state, &session.caller(), name).await {
+    match sa_ops::create_service_account(&state, &form.write, &session.caller(), name).await {
         Ok(sa) => Redirect::to(&format!(
             "/dashboard/service-accounts/{}?done=service-account-created",
             sa.id
@@ -396,7 +396,7 @@ pub async fn delete_service_account(
 ) -> Response {
     let session = &form.session;
     let sa = or_page!(own_service_account(&state, session, &sa_id).await);
-    match api_sa::delete_service_account(&state, &session.caller(), &sa).await {
+    match sa_ops::delete_service_account(&state, &form.write, &session.caller(), &sa).await {
         Ok(()) => Redirect::to("/dashboard?done=service-account-deleted").into_response(),
         Err(e) => render_service_account(&state, session, &sa, Flash::error(&e))
             .await
@@ -413,7 +413,7 @@ pub async fn grant(
     let session = &form.session;
     let sa = or_page!(own_service_account(&state, session, &sa_id).await);
     let app_id = form.fields.get("app_id").unwrap_or("");
-    match api_sa::grant_app(&state, &session.caller(), &sa, app_id).await {
+    match sa_ops::grant_app(&state, &form.write, &session.caller(), &sa, app_id).await {
         Ok(()) => Redirect::to(&format!(
             "/dashboard/service-accounts/{}?done=granted",
             sa.id
@@ -433,7 +433,7 @@ pub async fn revoke(
 ) -> Response {
     let session = &form.session;
     let sa = or_page!(own_service_account(&state, session, &sa_id).await);
-    match api_sa::revoke_app(&state, &session.caller(), &sa, &app_id).await {
+    match sa_ops::revoke_app(&state, &form.write, &session.caller(), &sa, &app_id).await {
         Ok(()) => Redirect::to(&format!(
             "/dashboard/service-accounts/{}?done=revoked",
             sa.id

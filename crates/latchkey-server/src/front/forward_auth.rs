@@ -26,7 +26,7 @@ use super::{Asked, Decision, ERROR_HEADER, Refusal, decide, set_identity_headers
 use crate::state::AppState;
 
 /// The endpoint's path.
-pub const PATH: &str = "/v1/forward-auth";
+pub const PATH: &str = crate::routes::FORWARD_AUTH;
 
 /// The single value of whichever of `names` the request carries; a refusal
 /// when a name is repeated or two names disagree.

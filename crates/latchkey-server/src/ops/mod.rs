@@ -1,0 +1,223 @@
+//! The operations: every flow that changes state, and the access checks
+//! that reads share, as one function per operation. The `/v1` handlers
+//! (`crate::api`), the dashboard's pages (`crate::dashboard`) and the
+//! front doors are adapters around them: they parse, call an operation and
+//! render its result.
+//!
+//! Each operation runs in one order: access check, audit event, store
+//! write (the event goes in the same transaction), index update. An
+//! operation that changes what verification sees takes the [`WriteGuard`]
+//! as a parameter, so that calling it without the write lock does not
+//! compile.
+
+pub mod accounts;
+pub mod apps;
+pub mod keys;
+pub mod policy;
+pub mod service_accounts;
+pub mod users;
+pub mod verifier_tokens;
+pub mod verify;
+pub mod webhooks;
+
+use std::net::IpAddr;
+
+use latchkey_core::Principal;
+use latchkey_core::principal::AppRef;
+use latchkey_store::App;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Who acts: a verified principal and the peer address it came from.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The peer's address, for the audit log.
+    pub peer: Option<IpAddr>,
+}
+
+impl Caller {
+    /// The peer's address as the audit log records it.
+    pub fn address(&self) -> Option<String> {
+        self.peer.map(|ip| ip.to_string())
+    }
+}
+
+/// The write token. Held by every operation that changes what
+/// verification sees (keys, apps, service accounts, grants, accounts,
+/// settings, verifier tokens), and by the other writes so that they are
+/// checked against the same state, from after the request has been read
+/// until the index is updated. It serializes those writes, so the store
+/// and the index apply them in the same order. Taken after the body is
+/// read (a slow client cannot hold it) and before access checks; on
+/// acquiring it the caller's credential is checked again, so a key deleted
+/// by one request cannot act in a request verified just before.
+#[derive(Debug)]
+pub struct WriteGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+
+impl WriteGuard {
+    /// Takes the lock and, when nodes share the store, first applies every
+    /// change other nodes made: a write on this node then sees (and is
+    /// checked against) everything written before it anywhere, such as an
+    /// app created on another node a moment ago.
+    async fn lock(state: &AppState) -> Result<tokio::sync::OwnedMutexGuard<()>, ApiError> {
+        let guard = state.write_lock.clone().lock_owned().await;
+        if state.freshness.is_shared() {
+            crate::sync::catch_up(state).await.map_err(|e| match e {
+                crate::sync::SyncError::Store(e) => ApiError::from(e),
+                crate::sync::SyncError::Index(e) => {
+                    tracing::error!(error = %e, "applying changes failed");
+                    ApiError::internal()
+                }
+            })?;
+        }
+        Ok(guard)
+    }
+
+    /// For a caller with a credential: the lock, then the credential
+    /// checked again.
+    pub async fn acquire(state: &AppState, caller: &Caller) -> Result<Self, ApiError> {
+        let guard = Self::lock(state).await?;
+        if let Some(key_id) = caller.principal.key_id() {
+            let live = state.index.key_is_live(key_id, state.now());
+            if !live {
+                return Err(
+                    ApiError::unauthorized(&latchkey_core::AuthError::BadCredentials)
+                        .with_title("the credential was deleted or expired while this request ran"),
+                );
+            }
+        }
+        Ok(WriteGuard(guard))
+    }
+
+    /// For the dashboard, which checks its session itself once it holds
+    /// the lock (see `dashboard::csrf::SignedForm`).
+    pub async fn for_session(state: &AppState) -> Result<Self, ApiError> {
+        Ok(WriteGuard(Self::lock(state).await?))
+    }
+}
+
+/// An app as the access rules see it, for this caller.
+pub fn app_ref<'a>(state: &AppState, caller: &Principal, app: &'a App) -> AppRef<'a> {
+    let granted_to_caller = match caller {
+        Principal::ServiceAccount {
+            service_account_id, ..
+        } => state
+            .index
+            .service_account_reaches(service_account_id, &app.id),
+        _ => false,
+    };
+    AppRef {
+        id: &app.id,
+        account_id: &app.account_id,
+        granted_to_caller,
+    }
+}
+
+/// Loads an app or answers 404.
+pub async fn load_app(state: &AppState, app_id: &str) -> ApiResult<App> {
+    state
+        .store
+        .get_app(app_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("app"))
+}
+
+pub const MAX_NAME_LEN: usize = 100;
+
+/// A required display name: trimmed, 1 to 100 characters, no control
+/// characters.
+pub fn display_name(value: &str, field: &str) -> ApiResult<String> {
+    let v = value.trim();
+    if v.is_empty() || v.chars().count() > MAX_NAME_LEN {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be 1 to {MAX_NAME_LEN} characters"
+        )));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+pub const MAX_JSON_OBJECT_BYTES: usize = 16 * 1024;
+
+/// RFC 7396 merge patch of a JSON object: null removes a member, objects
+/// merge recursively, anything else replaces.
+pub fn merge_patch(
+    target: &mut serde_json::Map<String, serde_json::Value>,
+    patch: &serde_json::Map<String, serde_json::Value>,
+) {
+    use serde_json::Value;
+    for (k, v) in patch {
+        match v {
+            Value::Null => {
+                target.remove(k);
+            }
+            Value::Object(p) => {
+                let entry = target
+                    .entry(k.clone())
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()));
+                if !entry.is_object() {
+                    *entry = Value::Object(serde_json::Map::new());
+                }
+                if let Value::Object(t) = entry {
+                    merge_patch(t, p);
+                }
+            }
+            other => {
+                target.insert(k.clone(), other.clone());
+            }
+        }
+    }
+}
+
+/// Refuses JSON objects larger than [`MAX_JSON_OBJECT_BYTES`] when stored.
+pub fn check_object_size(
+    value: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> ApiResult<()> {
+    let len = serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if len > MAX_JSON_OBJECT_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "{field} must be at most {MAX_JSON_OBJECT_BYTES} bytes of JSON"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": 4})
+            .as_object()
+            .cloned()
+            .expect("object");
+        let patch = json!({"a": null, "b": {"c": null, "x": 9}, "e": [1]});
+        merge_patch(&mut target, patch.as_object().expect("object"));
+        assert_eq!(
+            serde_json::Value::Object(target),
+            json!({"b": {"d": 3, "x": 9}, "e": [1]})
+        );
+    }
+
+    #[test]
+    fn display_names_are_checked() {
+        assert_eq!(
+            display_name("  My app ", "displayName").expect("ok"),
+            "My app"
+        );
+        assert!(display_name("", "displayName").is_err());
+        assert!(display_name("a\u{7}b", "displayName").is_err());
+        assert!(display_name(&"x".repeat(101), "displayName").is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! The router: every route of the `/v1` API and the dashboard, and the
+//! layers around them (body limits and timeouts, CORS, the access log, the
+//! recording of refused writes). The connection's direct path
+//! (`crate::lane`) answers the usual `POST /v1/verify` before it.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post, put};
+
+use crate::api::{
+    accounts, apps, audit_log, introspect, keys, service_accounts, users, verifier_tokens, verify,
+    webhooks,
+};
+use crate::api::{forward_auth, health, method_not_allowed, no_route, openapi, ready};
+use crate::extract::AuditSlot;
+use crate::routes;
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(routes::HEALTH, get(health))
+        .route(routes::READY, get(ready))
+        .route(routes::OPENAPI, get(openapi))
+        .route(routes::VERIFY, post(verify::verify))
+        // Answered by the connection's service (crate::lane) before the
+        // router; routed here too so that every way in gives one answer.
+        .route(
+            routes::FORWARD_AUTH,
+            get(forward_auth)
+                .post(forward_auth)
+                .put(forward_auth)
+                .patch(forward_auth)
+                .delete(forward_auth)
+                .options(forward_auth)
+                .head(forward_auth)
+                .trace(forward_auth),
+        )
+        .route(routes::INTROSPECT, post(introspect::introspect))
+        .route(
+            "/v1/verifierTokens",
+            post(verifier_tokens::create).get(verifier_tokens::list),
+        )
+        .route(
+            "/v1/verifierTokens/{token_id}",
+            get(verifier_tokens::get).delete(verifier_tokens::delete),
+        )
+        .route(routes::ACCOUNT, get(accounts::whoami))
+        .route("/v1/account/keys", get(accounts::list_own_keys))
+        .route(
+            "/v1/account/keys/{key_id}/rotate",
+            post(accounts::rotate_own_key),
+        )
+        .route("/v1/audit", get(audit_log::account_audit))
+        .route("/v1/accounts", post(accounts::create).get(accounts::list))
+        .route(
+            "/v1/accounts/{account_id}",
+            get(accounts::get).delete(accounts::delete),
+        )
+        .route("/v1/apps", post(apps::create).get(apps::list))
+        .route(
+            "/v1/apps/{app_id}",
+            get(apps::get).patch(apps::update).delete(apps::delete),
+        )
+        .route(
+            "/v1/apps/{app_id}/keys",
+            post(keys::create_app_key).get(keys::list_app_keys),
+        )
+        .route(
+            "/v1/apps/{app_id}/keys/{key_id}",
+            get(keys::get_app_key).delete(keys::delete_app_key),
+        )
+        .route(
+            "/v1/apps/{app_id}/keys/{key_id}/rotate",
+            post(keys::rotate_app_key),
+        )
+        .route("/v1/apps/{app_id}/audit", get(audit_log::app_audit))
+        .route(
+            "/v1/apps/{app_id}/users",
+            post(users::create).get(users::list),
+        )
+        .route(
+            "/v1/apps/{app_id}/users/{user}/tokens",
+            post(users::mint_token),
+        )
+        .route(
+            "/v1/apps/{app_id}/users/{user}",
+            get(users::get).patch(users::update).delete(users::delete),
+        )
+        .route(
+            "/v1/apps/{app_id}/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route(
+            "/v1/apps/{app_id}/webhooks/{webhook_id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/v1/serviceAccounts",
+            post(service_accounts::create).get(service_accounts::list),
+        )
+        .route(
+            "/v1/serviceAccounts/{sa_id}",
+            get(service_accounts::get).delete(service_accounts::delete),
+        )
+        .route(
+            "/v1/serviceAccounts/{sa_id}/keys",
+            post(service_accounts::create_key).get(service_accounts::list_keys),
+        )
+        .route(
+            "/v1/serviceAccounts/{sa_id}/keys/{key_id}",
+            get(service_accounts::get_key).delete(service_accounts::delete_key),
+        )
+        .route(
+            "/v1/serviceAccounts/{sa_id}/keys/{key_id}/rotate",
+            post(service_accounts::rotate_key),
+        )
+        .route(
+            "/v1/serviceAccounts/{sa_id}/apps/{app_id}",
+            put(service_accounts::grant).delete(service_accounts::revoke),
+        )
+        // Refused writes are audited too (successful ones are recorded by
+        // the store together with the change).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_failures,
+        ))
+        // The dashboard's HTML pages (not part of the JSON API).
+        .merge(crate::dashboard::router(state.clone()))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        // A client that never finishes its body is cut off.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            crate::lane::BODY_TIMEOUT,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cors::layer,
+        ))
+        // One line per request: method, path, status, latency. Headers (and
+        // so credentials) are never recorded.
+        .layer(crate::access_log::AccessLogLayer)
+        .with_state(state)
+}
+
+/// Records a failed write (4xx other than 401) by an authenticated caller
+/// as an audit event with outcome `failure`.
+async fn audit_failures(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let slot = AuditSlot::of(&mut req);
+    let path = req.uri().path().to_string();
+    let response = next.run(req).await;
+    let status = response.status();
+    if !status.is_client_error() || status == StatusCode::UNAUTHORIZED {
+        return response;
+    }
+    let Some((principal, address)) = slot.get() else {
+        return response;
+    };
+    // End users' refused calls are not a management action, and any browser
+    // could fill the log with them.
+    if matches!(principal, latchkey_core::Principal::AppUser { .. }) {
+        return response;
+    }
+    let route = matched.map_or_else(|| path.clone(), |m| m.as_str().to_string());
+    crate::audit::record_refusal(&state, &principal, address, &method, &route, &path, status).await;
+    response
+}

@@ -1,8 +1,8 @@
 //! Webhooks and their durable delivery queue.
 //!
-//! Deliveries are enqueued by `insert_audit_tx` (in `sql.rs`) in the same
-//! transaction as the event that causes them; this module manages webhooks
-//! and moves deliveries through their attempts:
+//! Deliveries are enqueued by `insert_audit_tx` (in `sql/audit.rs`) in
+//! the same transaction as the event that causes them; this module manages
+//! webhooks and moves deliveries through their attempts:
 //!
 //! ```text
 //! pending --claim--> (leased) --record_attempt--> delivered

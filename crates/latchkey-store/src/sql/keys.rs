@@ -1,0 +1,231 @@
+//! API keys: creation under the per-owner limit, rotation, listing,
+//! deletion and last use.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+
+use super::audit::insert_audit_tx;
+use super::{SqlStore, classify};
+use crate::{
+    ApiKey, AuditEvent, Change, KeyKind, KeyOwnerRef, Page, PageOf, Result, Rotation, StoreError,
+};
+
+pub(super) const KEY_COLUMNS: &str = "id, kind, account_id, app_id, user_account_id, service_account_id, \
+     display_name, secret_sealed, created_at, expires_at, last_used_at, rotated_from, replaced_by";
+
+pub(super) fn key_from(row: &AnyRow) -> Result<ApiKey> {
+    let kind_text: &str = row.try_get("kind")?;
+    let kind = KeyKind::parse(kind_text)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown key kind {kind_text:?}")))?;
+    let owner_column = match kind {
+        KeyKind::App => "app_id",
+        KeyKind::UserAccount => "user_account_id",
+        KeyKind::ServiceAccount => "service_account_id",
+    };
+    let owner_id: Option<String> = row.try_get(owner_column)?;
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        kind,
+        account_id: row.try_get("account_id")?,
+        owner_id: owner_id.ok_or_else(|| StoreError::Corrupt("a key has no owner".into()))?,
+        display_name: row.try_get("display_name")?,
+        secret_sealed: row.try_get("secret_sealed")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        rotated_from: row.try_get("rotated_from")?,
+        replaced_by: row.try_get("replaced_by")?,
+    })
+}
+
+fn owner_columns(key: &ApiKey) -> (Option<&str>, Option<&str>, Option<&str>) {
+    match key.owner() {
+        KeyOwnerRef::App(id) => (Some(id), None, None),
+        KeyOwnerRef::UserAccount(id) => (None, Some(id), None),
+        KeyOwnerRef::ServiceAccount(id) => (None, None, Some(id)),
+    }
+}
+
+/// The columns a new key is inserted with, bound as `$1`…`$11` by
+/// [`bind_key`].
+const KEY_INSERT_COLUMNS: &str = "id, kind, account_id, app_id, user_account_id, \
+     service_account_id, display_name, secret_sealed, created_at, expires_at, rotated_from";
+
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
+
+/// Binds a new key's values as `$1`…`$11`, in the order of
+/// [`KEY_INSERT_COLUMNS`].
+fn bind_key<'q>(query: AnyQuery<'q>, key: &'q ApiKey) -> AnyQuery<'q> {
+    let (app, user, sa) = owner_columns(key);
+    query
+        .bind(&key.id)
+        .bind(key.kind.as_str())
+        .bind(&key.account_id)
+        .bind(app)
+        .bind(user)
+        .bind(sa)
+        .bind(&key.display_name)
+        .bind(&key.secret_sealed)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(&key.rotated_from)
+}
+
+pub(super) async fn insert_key_tx(tx: &mut Transaction<'_, Any>, key: &ApiKey) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO api_keys ({KEY_INSERT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    );
+    bind_key(sqlx::query(AssertSqlSafe(sql)), key)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| classify(e, "a key with this id already exists"))?;
+    Ok(())
+}
+
+pub(super) async fn create(
+    store: &SqlStore,
+    key: &ApiKey,
+    limit: u32,
+    now: i64,
+    audit: &AuditEvent,
+) -> Result<()> {
+    // Only the owner's column: the owner's live keys are then counted
+    // from its `*_live` index alone (migration 0007). An OR across the
+    // three columns made it read the table row of every key the owner
+    // ever had.
+    let (owner_column, owner_id) = match key.owner() {
+        KeyOwnerRef::App(id) => ("app_id", id),
+        KeyOwnerRef::UserAccount(id) => ("user_account_id", id),
+        KeyOwnerRef::ServiceAccount(id) => ("service_account_id", id),
+    };
+    let sql = format!(
+        "INSERT INTO api_keys ({KEY_INSERT_COLUMNS}) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+         WHERE (SELECT COUNT(*) FROM api_keys \
+                WHERE {owner_column} = $12 AND replaced_by IS NULL \
+                  AND (expires_at IS NULL OR expires_at > $13)) < $14"
+    );
+    let mut tx = store.write_tx().await?;
+    // Count and insert in one statement, so two concurrent creates cannot
+    // both pass the limit.
+    let done = bind_key(sqlx::query(AssertSqlSafe(sql)), key)
+        .bind(owner_id)
+        .bind(now)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "a key with this id already exists"))?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::LimitReached(limit));
+    }
+    insert_audit_tx(&mut tx, audit).await?;
+    store
+        .record_change_tx(&mut tx, audit.at, Change::Key(&key.id))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn rotate(
+    store: &SqlStore,
+    rotation: &Rotation,
+    now: i64,
+    audit: &AuditEvent,
+) -> Result<()> {
+    let mut tx = store.write_tx().await?;
+    let (app, user, sa) = owner_columns(&rotation.new_key);
+    let working: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM api_keys \
+         WHERE (app_id = $1 OR user_account_id = $2 OR service_account_id = $3) \
+           AND (expires_at IS NULL OR expires_at > $4)",
+    )
+    .bind(app)
+    .bind(user)
+    .bind(sa)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    if working >= i64::from(rotation.max_working) {
+        return Err(StoreError::LimitReached(rotation.max_working));
+    }
+    let done = sqlx::query(
+        "UPDATE api_keys SET replaced_by = $1, expires_at = $2 \
+         WHERE id = $3 AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > $4)",
+    )
+    .bind(&rotation.new_key.id)
+    .bind(rotation.old_expires_at)
+    .bind(&rotation.old_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::Conflict(
+            "the key has already been rotated or has expired",
+        ));
+    }
+    insert_key_tx(&mut tx, &rotation.new_key).await?;
+    insert_audit_tx(&mut tx, audit).await?;
+    store
+        .record_change_tx(&mut tx, audit.at, Change::Key(&rotation.old_id))
+        .await?;
+    store
+        .record_change_tx(&mut tx, audit.at, Change::Key(&rotation.new_key.id))
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn list(
+    store: &SqlStore,
+    owner: KeyOwnerRef<'_>,
+    page: &Page,
+) -> Result<PageOf<ApiKey>> {
+    let (filter, id) = match owner {
+        KeyOwnerRef::App(id) => ("app_id = $1", id),
+        KeyOwnerRef::UserAccount(id) => ("user_account_id = $1", id),
+        KeyOwnerRef::ServiceAccount(id) => ("service_account_id = $1", id),
+    };
+    store
+        .page("api_keys", KEY_COLUMNS, filter, &[id], page, key_from)
+        .await
+}
+
+pub(super) async fn get(store: &SqlStore, id: &str) -> Result<Option<ApiKey>> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&store.pool)
+        .await?;
+    row.as_ref().map(key_from).transpose()
+}
+
+pub(super) async fn delete(store: &SqlStore, id: &str, audit: &AuditEvent) -> Result<bool> {
+    store
+        .delete_audited(
+            "DELETE FROM api_keys WHERE id = $1",
+            &[id],
+            audit,
+            Some(Change::Key(id)),
+        )
+        .await
+}
+
+pub(super) async fn record_last_used(store: &SqlStore, batch: &[(String, i64)]) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.write_tx().await?;
+    for (id, at) in batch {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $1 \
+             WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
 use chrome::Browser;
-use common::{Key, StatusCode, TestApp};
+use common::{Key, StatusCode, TestApp, iso};
 use latchkey_core::Clock;
 use serde_json::{Value, json};
 
@@ -275,17 +275,10 @@ async fn a_page_of_another_origin_reads_app_user_answers_only() {
 /// A client that does not follow redirects, to see where the dashboard
 /// sends a request.
 fn no_redirects() -> reqwest::Client {
-    let _ = common::http_client();
-    reqwest::Client::builder()
+    common::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
-}
-
-/// RFC 3339, as the API writes times.
-fn iso(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .expect("format")
 }
 
 /// As the dashboard shows times.

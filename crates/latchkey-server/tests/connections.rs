@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::TestApp;
+use common::{TestApp, read_response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -45,36 +45,6 @@ async fn closed_within(conn: &mut TcpStream, within: Duration) -> bool {
 fn still_open(conn: &TcpStream) -> bool {
     let mut buf = [0u8; 1];
     matches!(conn.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-}
-
-/// One HTTP/1.1 response: status and body (by its `content-length`).
-async fn read_response(conn: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let status = head[9..12].parse().expect("status code");
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .map_or(0, |v| v.trim().parse().expect("content-length"));
-            while buf.len() < end + 4 + length {
-                let mut more = [0u8; 4096];
-                let n = conn.read(&mut more).await.expect("read body");
-                assert!(n > 0, "connection closed inside the body");
-                buf.extend_from_slice(&more[..n]);
-            }
-            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
-            return (status, body);
-        }
-        let mut more = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut more))
-            .await
-            .expect("a response within 10 s")
-            .expect("read head");
-        assert!(n > 0, "connection closed before a response");
-        buf.extend_from_slice(&more[..n]);
-    }
 }
 
 async fn healthz(conn: &mut TcpStream) -> u16 {
@@ -297,7 +267,7 @@ async fn a_tls_handshake_that_never_comes_is_closed_after_the_header_timeout() {
 
     // A client that completes the handshake is served as before.
     let port = addr(&app).port();
-    let http = reqwest::Client::builder()
+    let http = common::client_builder()
         .tls_certs_only([
             reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).expect("cert"),
         ])

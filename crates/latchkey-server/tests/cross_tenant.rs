@@ -16,7 +16,7 @@
 //! A's objects, read through A's own key before and after, are unchanged.
 //! The operations are read from the document, not listed here, and their
 //! count is checked against the document's, so a new endpoint with a path
-//! parameter is probed the day it is documented (tests/openapi.rs holds the
+//! parameter is probed the day it is documented (tests/openapi/ holds the
 //! document to the router).
 //!
 //! (tests/scope_matrix.rs runs the same comparison the other way round,
@@ -24,23 +24,15 @@
 //! document's request schemas and adds the leak and no-400 checks.)
 
 mod common;
+#[path = "common/openapi.rs"]
+mod openapi;
 
 use std::collections::BTreeMap;
 
 use common::{Key, StatusCode, TestApp};
+use openapi::{OPERATION_KEYS, doc_from_disk, fill, method, path_params, resolve};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-/// The operation keys of an OpenAPI path item.
-const OPERATION_KEYS: [&str; 8] = [
-    "get", "put", "post", "delete", "options", "head", "patch", "trace",
-];
-
-fn doc() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
-    let text = std::fs::read_to_string(path).expect("read docs/openapi.json");
-    serde_json::from_str(&text).expect("docs/openapi.json is JSON")
-}
 
 /// One documented operation whose path has parameters.
 #[derive(Debug, Clone)]
@@ -62,7 +54,7 @@ fn operations_with_path_params(doc: &Value) -> Vec<Operation> {
             if !OPERATION_KEYS.contains(&key.as_str()) {
                 continue;
             }
-            let method = Method::from_bytes(key.to_ascii_uppercase().as_bytes()).expect("method");
+            let method = method(key);
             out.push(Operation {
                 body: request_body(doc, op, &method, template),
                 method,
@@ -71,16 +63,6 @@ fn operations_with_path_params(doc: &Value) -> Vec<Operation> {
         }
     }
     out
-}
-
-/// Follows `$ref`s.
-fn resolve<'a>(doc: &'a Value, mut v: &'a Value) -> &'a Value {
-    while let Some(r) = v.get("$ref").and_then(Value::as_str) {
-        v = doc
-            .pointer(r.strip_prefix('#').expect("a local $ref"))
-            .unwrap_or_else(|| panic!("dangling $ref {r}"));
-    }
-    v
 }
 
 /// The body a probe sends: the smallest value the operation's JSON schema
@@ -340,30 +322,6 @@ async fn answer(app: &TestApp, op: &Operation, path: &str, auth: &str) -> Answer
     (status, kind, resp.text().await.expect("body"))
 }
 
-/// The `{param}` names of a template, in order.
-fn params(template: &str) -> Vec<&str> {
-    template
-        .split('/')
-        .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
-        .collect()
-}
-
-/// `template` with its parameters replaced, in order.
-fn fill(template: &str, values: &[String]) -> String {
-    let mut values = values.iter();
-    template
-        .split('/')
-        .map(|segment| {
-            if segment.starts_with('{') {
-                values.next().expect("a value per parameter").clone()
-            } else {
-                segment.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// For each parameter in turn: (path with A's id there, path with an id
 /// that names nothing there). The parameters before it are B's own (so B
 /// reaches them and the probe tests the one after), those after it A's in
@@ -374,7 +332,7 @@ fn fill(template: &str, values: &[String]) -> String {
 /// any name there), so after B's app only the `usr_` id, which is global,
 /// stands for A's user; A's external id is probed under A's app.
 fn probe_paths(template: &str, a: &Ids, b: &Ids) -> Vec<(String, String)> {
-    let names = params(template);
+    let names = path_params(template);
     let nothing = Ids::nothing();
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate() {
@@ -468,7 +426,7 @@ async fn tenant_b_learns_nothing_of_tenant_a_and_changes_nothing() {
     let app = TestApp::spawn().await;
     let (a, b) = two_tenants(&app).await;
     let before = snapshot(&app, &a).await;
-    let doc = doc();
+    let doc = doc_from_disk();
     let operations = operations_with_path_params(&doc);
 
     let mut problems = Vec::new();
@@ -592,7 +550,7 @@ fn probe_paths_put_a_s_id_at_each_parameter_in_turn() {
 
 #[test]
 fn bodies_are_built_from_the_required_members() {
-    let doc = doc();
+    let doc = doc_from_disk();
     let ops = operations_with_path_params(&doc);
     let body = |method: Method, template: &str| {
         ops.iter()

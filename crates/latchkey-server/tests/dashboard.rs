@@ -83,8 +83,7 @@ struct Browser<'a> {
 
 impl<'a> Browser<'a> {
     fn new(app: &'a TestApp) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let http = common::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
@@ -324,8 +323,7 @@ async fn the_session_cookie_is_secure_over_tls() {
     })
     .await;
     let port = app.server.as_ref().expect("server").local_addr.port();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
+    let http = common::client_builder()
         .tls_certs_only([
             reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).expect("cert"),
         ])
@@ -1212,7 +1210,7 @@ async fn sign_out_ends_the_session_everywhere() {
     );
 
     // The old cookie, replayed, no longer works for pages or forms.
-    let http = reqwest::Client::builder()
+    let http = common::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");

@@ -6,7 +6,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{Key, Reply, StatusCode, TestApp};
+use common::{Key, Reply, StatusCode, TestApp, token_of};
 use latchkey_core::Clock;
 use serde_json::{Value, json};
 
@@ -44,11 +44,6 @@ impl World {
     fn pair(&self) -> String {
         format!("{}:{}", self.key.id, self.key.secret)
     }
-}
-
-/// The token of a Bearer header (a JWT, an operator or verifier token).
-fn token_of(bearer: &str) -> &str {
-    bearer.strip_prefix("Bearer ").expect("a Bearer header")
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! Hostile and malformed credentials over real HTTP.
 //!
-//! Tokens are built by hand (base64url and ring's HMAC) or with the
-//! `jsonwebtoken` crate, never with the server's own signer, so a bug shared
-//! by the signer and the reader cannot hide. Every attack must be answered
+//! Tokens are built by hand (base64url and ring's HMAC; a correct token
+//! with latchkey-testkit's `hs256`, also ring's) or with the `jsonwebtoken`
+//! crate, never with the server's own signer, so a bug shared by the
+//! signer and the reader cannot hide. Every attack must be answered
 //! 401 `unauthorized` in the documented error body with a
 //! `WWW-Authenticate` header, both on an app endpoint and on `/v1/verify`,
 //! and `/v1/verify` must call it invalid when it arrives in the body. The
@@ -15,7 +16,7 @@ use std::fmt::Write as _;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{Key, Reply, StatusCode, TestApp, basic};
+use common::{Key, Reply, StatusCode, TestApp, basic, hs256};
 use latchkey_core::Clock;
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
@@ -56,11 +57,6 @@ fn signed_raw_bytes(header: &[u8], claims: &[u8], secret: &str) -> String {
 
 fn header_json(alg: &str, kid: &str) -> String {
     json!({"alg": alg, "typ": "JWT", "kid": kid}).to_string()
-}
-
-/// A correct HS256 token.
-fn hs256(kid: &str, secret: &str, claims: &Value) -> String {
-    signed_raw(&header_json("HS256", kid), &claims.to_string(), secret)
 }
 
 fn bearer(token: &str) -> String {
@@ -130,22 +126,9 @@ async fn send(
         .send()
         .await
         .map_err(|e| format!("request failed: {e}"))?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp
-        .text()
+    Reply::try_read(resp)
         .await
-        .map_err(|e| format!("reading the body failed: {e}"))?;
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    Ok(Reply {
-        status,
-        body,
-        headers,
-    })
+        .map_err(|e| format!("reading the body failed: {e}"))
 }
 
 /// What is wrong with a reply that must be a 401 with `code`, if anything.

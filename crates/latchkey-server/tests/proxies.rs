@@ -87,7 +87,7 @@ mod cases {
         let forged = common::bearer_jwt(
             &rig.key.id,
             &other.secret,
-            json!({"scope": "appUser", "userId": "alice"}),
+            &json!({"scope": "appUser", "userId": "alice"}),
         );
         let r = rig.get(&rig.user_path("alice"), Some(&forged), &[]).await;
         rig.refused(&r, 0, StatusCode::UNAUTHORIZED, "unauthorized");

@@ -3,15 +3,10 @@
 
 mod common;
 
-use common::{Key, StatusCode, TestApp};
+use common::{Key, StatusCode, TestApp, iso};
 use latchkey_core::Clock;
 use serde_json::{Value, json};
 use time::Duration;
-use time::format_description::well_known::Rfc3339;
-
-fn iso(t: time::OffsetDateTime) -> String {
-    t.format(&Rfc3339).expect("format")
-}
 
 async fn setup() -> (TestApp, String, Key) {
     let app = TestApp::spawn().await;

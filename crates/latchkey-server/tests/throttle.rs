@@ -8,7 +8,7 @@ mod common;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use common::{Key, Reply, StatusCode, TestApp, basic, http_client};
+use common::{Key, Reply, StatusCode, TestApp, basic, client_builder};
 use latchkey_server::throttle::ThrottleConfig;
 use serde_json::json;
 
@@ -27,8 +27,7 @@ async fn spawn(per_address: u32, per_key: u32) -> TestApp {
 
 /// A client whose connections come from `ip`.
 fn client_from(ip: &str) -> reqwest::Client {
-    let _ = http_client();
-    reqwest::Client::builder()
+    client_builder()
         .local_address(ip.parse::<IpAddr>().expect("ip"))
         .build()
         .expect("client")

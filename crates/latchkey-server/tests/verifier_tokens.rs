@@ -8,7 +8,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::{Reply, StatusCode, TestApp};
+use common::{Reply, StatusCode, TestApp, token_of};
 use latchkey_store::{Actor, AuditFilter, Page};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -17,10 +17,6 @@ use serde_json::{Value, json};
 async fn verify_owner(app: &TestApp, caller: &str) -> Reply {
     app.post("/v1/verify", caller, json!({"authorization": app.owner()}))
         .await
-}
-
-fn token_of(bearer: &str) -> &str {
-    bearer.strip_prefix("Bearer ").expect("a Bearer header")
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{StatusCode, TestApp};
+use common::{StatusCode, TestApp, read_response};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
@@ -214,37 +214,6 @@ async fn connect(app: &TestApp) -> tokio::net::TcpStream {
     conn
 }
 
-/// One HTTP/1.1 response read from `conn`: status and body (the body by
-/// its `content-length`).
-async fn read_response(conn: &mut tokio::net::TcpStream) -> (u16, String) {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let status = head[9..12].parse().expect("status code");
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .map_or(0, |v| v.trim().parse().expect("content-length"));
-            while buf.len() < end + 4 + length {
-                let mut more = [0u8; 4096];
-                let n = conn.read(&mut more).await.expect("read body");
-                assert!(n > 0, "connection closed inside the body");
-                buf.extend_from_slice(&more[..n]);
-            }
-            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
-            buf.drain(..end + 4 + length);
-            assert!(buf.is_empty(), "more bytes than one response");
-            return (status, body);
-        }
-        let mut more = [0u8; 4096];
-        let n = conn.read(&mut more).await.expect("read head");
-        assert!(n > 0, "connection closed before a response");
-        buf.extend_from_slice(&more[..n]);
-    }
-}
-
 #[tokio::test]
 async fn a_body_that_comes_in_pieces_or_stops_short_is_read_as_declared() {
     use tokio::io::AsyncWriteExt;
@@ -394,7 +363,7 @@ async fn spaces_and_tabs_around_a_credential_change_no_answer() {
         ),
         (
             "Bearer JWT signed with another key's secret (refused)",
-            common::bearer_jwt(&key.id, &other.secret, json!({"scope": "app"})),
+            common::bearer_jwt(&key.id, &other.secret, &json!({"scope": "app"})),
         ),
     ];
     let paddings = [

@@ -299,20 +299,7 @@ async fn wait_delivery(app: &TestApp, id: &str, done: impl Fn(&Delivery) -> bool
 
 /// Checks a request's `Latchkey-Signature` the way a receiver would.
 fn signature_ok(r: &Received, secret: &str) -> bool {
-    let header = r.header("latchkey-signature");
-    let Some((t, v1)) = header
-        .strip_prefix("t=")
-        .and_then(|rest| rest.split_once(",v1="))
-    else {
-        return false;
-    };
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let expected: String = ring::hmac::sign(&key, format!("{t}.{}", r.body).as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    expected == v1
+    latchkey_testkit::webhook_signature_ok(r.header("latchkey-signature"), &r.body, secret)
 }
 
 fn signed_at(r: &Received) -> i64 {

@@ -4,12 +4,11 @@
 
 mod common;
 
-use common::{TestDb, conformance};
+use common::{TestDb, conformance, new_account};
 use latchkey_store::{
-    Account, Actor, ApiKey, AuditEvent, AuditFilter, DashboardSession, DashboardStore, KeyKind,
-    NewAccount, Page, SqlStore, Store, StoreError, UserAccount,
+    Actor, AuditEvent, AuditFilter, DashboardSession, DashboardStore, NewAccount, Page, SqlStore,
+    Store, StoreError, UserAccount,
 };
-use serde_json::Map;
 
 conformance!(
     user_accounts_are_found_by_their_normalized_email,
@@ -23,32 +22,14 @@ conformance!(
 /// (owner@example.com), and returns its store.
 async fn seeded(db: &TestDb) -> &SqlStore {
     let store = &db.store;
+    let base = new_account(1);
     let new = NewAccount {
-        account: Account {
-            id: "acc_1".into(),
-            display_name: "Account".into(),
-            created_at: 100,
-        },
         owner: UserAccount {
-            id: "ua_1".into(),
-            account_id: "acc_1".into(),
             email: "owner@example.com".into(),
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
-            created_at: 100,
+            ..base.owner
         },
-        key: ApiKey {
-            id: "act_1".into(),
-            kind: KeyKind::UserAccount,
-            account_id: "acc_1".into(),
-            owner_id: "ua_1".into(),
-            display_name: "k".into(),
-            secret_sealed: vec![1, 2, 3],
-            created_at: 100,
-            expires_at: None,
-            last_used_at: None,
-            rotated_from: None,
-            replaced_by: None,
-        },
+        ..base
     };
     store
         .create_account(&new, &ev("account.created"))
@@ -57,15 +38,10 @@ async fn seeded(db: &TestDb) -> &SqlStore {
     store
 }
 
-/// A distinct audit event for each call.
+/// A distinct audit event for each call: `action` by the owner `ua_1`
+/// from 127.0.0.1.
 fn ev(action: &str) -> AuditEvent {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
     AuditEvent {
-        id: format!("evt_{}", N.fetch_add(1, Ordering::Relaxed)),
-        at: 100,
-        account_id: Some("acc_1".into()),
-        app_id: None,
         action: action.into(),
         actor: Actor::UserAccount {
             user_account_id: "ua_1".into(),
@@ -73,9 +49,7 @@ fn ev(action: &str) -> AuditEvent {
         address: Some("127.0.0.1".into()),
         target_type: "userAccount".into(),
         target_id: Some("ua_1".into()),
-        outcome: "success".into(),
-        details: Map::new(),
-        notify: None,
+        ..common::ev()
     }
 }
 

@@ -8,13 +8,12 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use common::{TestDb, conformance};
+use common::{TestDb, app, conformance, ev, new_account, page};
 use latchkey_store::{
-    Account, Actor, ApiKey, App, Attempt, AttemptOutcome, AuditEvent, AuditFilter, DeliveryStatus,
-    KeyKind, MAX_WEBHOOKS_PER_APP, NewAccount, Notification, Page, SqlStore, Store, StoreError,
-    UserAccount, WEBHOOK_LIMIT_REACHED, Webhook, WebhookStore, delivery_id,
+    Attempt, AttemptOutcome, AuditEvent, AuditFilter, DeliveryStatus, MAX_WEBHOOKS_PER_APP,
+    Notification, SqlStore, Store, StoreError, WEBHOOK_LIMIT_REACHED, Webhook, WebhookStore,
+    delivery_id,
 };
-use serde_json::Map;
 
 conformance!(
     webhooks_are_created_read_updated_and_deleted_with_audit,
@@ -35,64 +34,15 @@ conformance!(
 
 /// Seeds account `acc_1` and its apps `ap_1` and `ap_2`.
 async fn seed(store: &SqlStore) {
-    let account = Account {
-        id: "acc_1".into(),
-        display_name: "Account".into(),
-        created_at: 100,
-    };
-    let new = NewAccount {
-        owner: UserAccount {
-            id: "ua_1".into(),
-            account_id: "acc_1".into(),
-            email: "owner@example.com".into(),
-            password_hash: "$argon2id$…".into(),
-            created_at: 100,
-        },
-        key: ApiKey {
-            id: "act_1".into(),
-            kind: KeyKind::UserAccount,
-            account_id: "acc_1".into(),
-            owner_id: "ua_1".into(),
-            display_name: "k".into(),
-            secret_sealed: vec![1, 2, 3],
-            created_at: 100,
-            expires_at: None,
-            last_used_at: None,
-            rotated_from: None,
-            replaced_by: None,
-        },
-        account,
-    };
-    store.create_account(&new, &ev()).await.expect("account");
+    store
+        .create_account(&new_account(1), &ev())
+        .await
+        .expect("account");
     for id in ["ap_1", "ap_2"] {
-        let app = App {
-            id: id.into(),
-            account_id: "acc_1".into(),
-            display_name: id.into(),
-            settings: Map::new(),
-            created_at: 100,
-        };
-        store.create_app(&app, None, &ev()).await.expect("app");
-    }
-}
-
-/// A distinct audit event for each call.
-fn ev() -> AuditEvent {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    AuditEvent {
-        id: format!("evt_{}", N.fetch_add(1, Ordering::Relaxed)),
-        at: 100,
-        account_id: Some("acc_1".into()),
-        app_id: None,
-        action: "test".into(),
-        actor: Actor::System,
-        address: None,
-        target_type: "test".into(),
-        target_id: None,
-        outcome: "success".into(),
-        details: Map::new(),
-        notify: None,
+        store
+            .create_app(&app(id, "acc_1"), None, &ev())
+            .await
+            .expect("app");
     }
 }
 
@@ -118,13 +68,6 @@ fn hook(id: &str, app: &str, triggers: &[&str]) -> Webhook {
         triggers: triggers.iter().map(|t| t.to_string()).collect(),
         secret_sealed: vec![9, 9, 9],
         created_at: 100,
-    }
-}
-
-fn page(limit: u32, after: Option<&str>) -> Page {
-    Page {
-        limit,
-        after: after.map(str::to_string),
     }
 }
 

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 mod support;
 use latchkey_core::secret::REDACTED;
-use support::{LISTENING, Proc, STARTUP, latchkey};
+use latchkey_testkit::{Key, Reply, basic, call, field, get, post};
+use support::{Finished, Init, LISTENING, Proc, STARTUP, client, init, latchkey, run, serve_cmd};
 
 /// How long a server gets to exit after SIGTERM or SIGINT.
 const SHUTDOWN: Duration = Duration::from_secs(5);
@@ -24,51 +25,12 @@ const SHUTDOWN: Duration = Duration::from_secs(5);
 // Processes
 // ---------------------------------------------------------------------------
 
-/// A finished one-shot command.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Finished {
-    fn assert_failed(&self, what: &str) {
-        assert!(
-            !self.status.success() && self.status.code().is_some(),
-            "{what}: expected a non-zero exit, got {}\nstdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-    }
-}
-
-fn run(cmd: Command) -> Finished {
-    let mut p = Proc::spawn(cmd);
-    let status = p.wait_exit(STARTUP);
-    Finished {
-        status,
-        stdout: p.stdout_text(),
-        stderr: p.stderr_text(),
-    }
-}
-
 /// `latchkey serve` on 127.0.0.1:0, up and listening.
 struct Server {
     proc: Proc,
     url: String,
     /// The stdout lines printed before the listening line.
     before: Vec<String>,
-}
-
-fn serve_cmd(data: &Path, extra: &[&str]) -> Command {
-    let mut cmd = latchkey();
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra);
-    cmd
 }
 
 fn start(cmd: Command) -> Server {
@@ -97,80 +59,6 @@ impl Server {
 // ---------------------------------------------------------------------------
 // Init output
 // ---------------------------------------------------------------------------
-
-/// What `init` printed.
-#[derive(Debug, Clone)]
-struct Init {
-    operator_token: String,
-    account_id: String,
-    user_id: String,
-    email: String,
-    password: String,
-    key_id: String,
-    key_secret: String,
-}
-
-impl Init {
-    fn owner(&self) -> String {
-        basic(&self.key_id, &self.key_secret)
-    }
-
-    fn operator(&self) -> String {
-        format!("Bearer {}", self.operator_token)
-    }
-}
-
-fn field(v: &Value, pointer: &str) -> String {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("{pointer} missing or not a string in {v}"))
-        .to_string()
-}
-
-/// Runs `latchkey init --json` on `data` and returns the report.
-fn init_json(data: &Path) -> Init {
-    let mut cmd = latchkey();
-    cmd.arg("init").arg("--data-dir").arg(data).arg("--json");
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "init failed: {}\nstderr:\n{}",
-        out.status,
-        out.stderr
-    );
-    let lines: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "init --json prints one line: {:?}",
-        out.stdout
-    );
-    let v: Value = serde_json::from_str(lines[0]).expect("init --json prints JSON");
-    let keys: BTreeSet<&str> = v
-        .as_object()
-        .expect("a JSON object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        BTreeSet::from(["operatorToken", "account", "user", "key"]),
-        "{v}"
-    );
-    Init {
-        operator_token: field(&v, "/operatorToken"),
-        account_id: field(&v, "/account/id"),
-        user_id: field(&v, "/user/id"),
-        email: field(&v, "/user/email"),
-        password: field(&v, "/user/password"),
-        key_id: field(&v, "/key/id"),
-        key_secret: field(&v, "/key/secret"),
-    }
-}
 
 /// Parses the human-readable report `serve` prints on first start.
 fn parse_text_report(lines: &[String]) -> Init {
@@ -223,72 +111,8 @@ fn assert_init_shape(init: &Init) {
 // HTTP and tokens
 // ---------------------------------------------------------------------------
 
-fn basic(id: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
-}
-
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
-}
-
-async fn call(
-    http: &reqwest::Client,
-    method: Method,
-    url: &str,
-    auth: Option<&str>,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = http.request(method, url);
-    if let Some(a) = auth {
-        req = req.header("authorization", a);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, body)
-}
-
-async fn get(http: &reqwest::Client, url: &str, auth: &str) -> (StatusCode, Value) {
-    call(http, Method::GET, url, Some(auth), None).await
-}
-
-async fn post(http: &reqwest::Client, url: &str, auth: &str, body: Value) -> (StatusCode, Value) {
-    call(http, Method::POST, url, Some(auth), Some(body)).await
-}
-
-#[derive(Debug, Clone)]
-struct Key {
-    id: String,
-    secret: String,
-}
-
-impl Key {
-    fn basic(&self) -> String {
-        basic(&self.id, &self.secret)
-    }
-}
-
-fn key_of(body: &Value) -> Key {
-    Key {
-        id: field(body, "/key/id"),
-        secret: field(body, "/key/secret"),
-    }
-}
-
 async fn create_app(http: &reqwest::Client, s: &Server, owner: &str, name: &str) -> String {
-    let (status, body) = post(
+    let Reply { status, body, .. } = post(
         http,
         &s.url("/v1/apps"),
         owner,
@@ -300,7 +124,7 @@ async fn create_app(http: &reqwest::Client, s: &Server, owner: &str, name: &str)
 }
 
 async fn create_app_key(http: &reqwest::Client, s: &Server, owner: &str, app_id: &str) -> Key {
-    let (status, body) = post(
+    let Reply { status, body, .. } = post(
         http,
         &s.url(&format!("/v1/apps/{app_id}/keys")),
         owner,
@@ -308,7 +132,7 @@ async fn create_app_key(http: &reqwest::Client, s: &Server, owner: &str, app_id:
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let key = key_of(&body);
+    let key = Key::from_body(&body);
     assert!(key.id.starts_with("app_"), "{body}");
     assert_secret_format("lksk_", &key.secret);
     key
@@ -398,7 +222,7 @@ async fn init_prints_json_once_and_refuses_a_second_init() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
 
-    let init = init_json(&data);
+    let init = init(&data, None);
     assert_init_shape(&init);
 
     let master = data.join("master.key");
@@ -449,10 +273,10 @@ async fn init_prints_json_once_and_refuses_a_second_init() {
         s.before
     );
     let http = client();
-    let (status, body) = get(&http, &s.url("/v1/account"), &init.owner()).await;
+    let Reply { status, body, .. } = get(&http, &s.url("/v1/account"), &init.owner()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["accountId"], init.account_id.as_str());
-    let (status, body) = get(&http, &s.url("/v1/accounts"), &init.operator()).await;
+    let Reply { status, body, .. } = get(&http, &s.url("/v1/accounts"), &init.operator()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let accounts = body["accounts"].as_array().expect("accounts");
     assert_eq!(accounts.len(), 1, "{body}");
@@ -483,7 +307,7 @@ async fn serve_initializes_an_empty_store_and_the_walkthrough_works() {
     assert_eq!(mode(&data), 0o700);
 
     let http = client();
-    let (status, body) = call(&http, Method::GET, &s.url("/healthz"), None, None).await;
+    let Reply { status, body, .. } = call(&http, Method::GET, &s.url("/healthz"), None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // The owner key (Basic act_) creates an app and an app key.
@@ -491,23 +315,24 @@ async fn serve_initializes_an_empty_store_and_the_walkthrough_works() {
     let app_id = create_app(&http, &s, &owner, "Chat").await;
     assert!(app_id.starts_with("ap_"), "{app_id}");
     let key = create_app_key(&http, &s, &owner, &app_id).await;
-    let (status, body) = get(&http, &s.url(&format!("/v1/apps/{app_id}")), &key.basic()).await;
+    let Reply { status, body, .. } =
+        get(&http, &s.url(&format!("/v1/apps/{app_id}")), &key.basic()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // An appUser JWT minted by the CLI creates and reads its user.
     let jwt = mint(&key.id, &key.secret, "appUser", Some("alice"));
     let bearer = format!("Bearer {jwt}");
     let alice = s.url(&format!("/v1/apps/{app_id}/users/alice"));
-    let (status, body) = get(&http, &alice, &bearer).await;
+    let Reply { status, body, .. } = get(&http, &alice, &bearer).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["user"]["externalId"], "alice", "{body}");
     // The user now exists for the app key too.
-    let (status, body) = get(&http, &alice, &key.basic()).await;
+    let Reply { status, body, .. } = get(&http, &alice, &key.basic()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["user"]["externalId"], "alice", "{body}");
 
     // The verification service accepts the same JWT.
-    let (status, body) = post(
+    let Reply { status, body, .. } = post(
         &http,
         &s.url("/v1/verify"),
         &init.operator(),
@@ -540,13 +365,14 @@ async fn sigterm_flushes_last_used_and_a_restart_rebuilds_the_index() {
     let app_id = create_app(&http, &s, &owner, "Durable").await;
     let key = create_app_key(&http, &s, &owner, &app_id).await;
     let key_url = s.url(&format!("/v1/apps/{app_id}/keys/{}", key.id));
-    let (status, body) = get(&http, &key_url, &owner).await;
+    let Reply { status, body, .. } = get(&http, &key_url, &owner).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body["key"]["lastUsedAt"].is_null(), "unused yet: {body}");
 
-    let (status, body) = get(&http, &s.url(&format!("/v1/apps/{app_id}")), &key.basic()).await;
+    let Reply { status, body, .. } =
+        get(&http, &s.url(&format!("/v1/apps/{app_id}")), &key.basic()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = get(&http, &key_url, &owner).await;
+    let Reply { status, body, .. } = get(&http, &key_url, &owner).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let last_used = body["key"]["lastUsedAt"]
         .as_str()
@@ -591,7 +417,7 @@ async fn sigterm_flushes_last_used_and_a_restart_rebuilds_the_index() {
     let http = client();
     let key_url = s.url(&format!("/v1/apps/{app_id}/keys/{}", key.id));
     // Read lastUsedAt before the key is used again.
-    let (status, body) = get(&http, &key_url, &owner).await;
+    let Reply { status, body, .. } = get(&http, &key_url, &owner).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["key"]["lastUsedAt"].as_str(),
@@ -599,10 +425,11 @@ async fn sigterm_flushes_last_used_and_a_restart_rebuilds_the_index() {
         "lastUsedAt did not survive the restart (not flushed on shutdown?): {body}"
     );
     // The index was rebuilt from the encrypted store.
-    let (status, body) = get(&http, &s.url(&format!("/v1/apps/{app_id}")), &key.basic()).await;
+    let Reply { status, body, .. } =
+        get(&http, &s.url(&format!("/v1/apps/{app_id}")), &key.basic()).await;
     assert_eq!(status, StatusCode::OK, "app key after restart: {body}");
     let jwt = mint(&key.id, &key.secret, "app", None);
-    let (status, body) = get(
+    let Reply { status, body, .. } = get(
         &http,
         &s.url(&format!("/v1/apps/{app_id}")),
         &format!("Bearer {jwt}"),
@@ -623,7 +450,7 @@ async fn sigterm_flushes_last_used_and_a_restart_rebuilds_the_index() {
 async fn secrets_are_neither_stored_nor_logged_in_plain_text() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let init = init_json(&data);
+    let init = init(&data, None);
     // Started on an initialized store: its stdout has no init report, so
     // nothing secret may appear there at all.
     let mut s = serve(&data, &[]);
@@ -635,7 +462,7 @@ async fn secrets_are_neither_stored_nor_logged_in_plain_text() {
     let k1 = create_app_key(&http, &s, &owner, &app_id).await;
     let k2 = create_app_key(&http, &s, &owner, &app_id).await;
 
-    let (status, body) = post(
+    let Reply { status, body, .. } = post(
         &http,
         &s.url("/v1/serviceAccounts"),
         &owner,
@@ -644,7 +471,7 @@ async fn secrets_are_neither_stored_nor_logged_in_plain_text() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let sa_id = field(&body, "/serviceAccount/id");
-    let (status, body) = post(
+    let Reply { status, body, .. } = post(
         &http,
         &s.url(&format!("/v1/serviceAccounts/{sa_id}/keys")),
         &owner,
@@ -652,10 +479,10 @@ async fn secrets_are_neither_stored_nor_logged_in_plain_text() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let svc = key_of(&body);
+    let svc = Key::from_body(&body);
 
     let second_password = "correct horse battery staple 42";
-    let (status, body) = post(
+    let Reply { status, body, .. } = post(
         &http,
         &s.url("/v1/accounts"),
         &init.operator(),
@@ -663,18 +490,18 @@ async fn secrets_are_neither_stored_nor_logged_in_plain_text() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let second = key_of(&body);
+    let second = Key::from_body(&body);
 
     // Successful requests.
     let app_url = s.url(&format!("/v1/apps/{app_id}"));
-    let (status, _) = get(&http, &app_url, &k1.basic()).await;
+    let Reply { status, .. } = get(&http, &app_url, &k1.basic()).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = get(&http, &s.url("/v1/account"), &svc.basic()).await;
+    let Reply { status, .. } = get(&http, &s.url("/v1/account"), &svc.basic()).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = get(&http, &s.url("/v1/account"), &second.basic()).await;
+    let Reply { status, .. } = get(&http, &s.url("/v1/account"), &second.basic()).await;
     assert_eq!(status, StatusCode::OK);
     let jwt = mint(&k2.id, &k2.secret, "appUser", Some("bob"));
-    let (status, _) = get(
+    let Reply { status, .. } = get(
         &http,
         &s.url(&format!("/v1/apps/{app_id}/users/bob")),
         &format!("Bearer {jwt}"),
@@ -694,10 +521,10 @@ async fn secrets_are_neither_stored_nor_logged_in_plain_text() {
         format!("Bearer {}", init.key_secret),
         format!("Bearer {}", mint(&k1.id, &k2.secret, "app", None)),
     ] {
-        let (status, body) = get(&http, &app_url, &auth).await;
+        let Reply { status, body, .. } = get(&http, &app_url, &auth).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth}: {body}");
     }
-    let (status, body) = post(
+    let Reply { status, body, .. } = post(
         &http,
         &s.url("/v1/verify"),
         &init.operator(),
@@ -708,9 +535,9 @@ async fn secrets_are_neither_stored_nor_logged_in_plain_text() {
     assert_eq!(body["valid"], false, "{body}");
     // The operator token where it is not accepted, and an account key on
     // the operator-only endpoint.
-    let (status, _) = get(&http, &app_url, &init.operator()).await;
+    let Reply { status, .. } = get(&http, &app_url, &init.operator()).await;
     assert!(status.is_client_error(), "{status}");
-    let (status, _) = post(
+    let Reply { status, .. } = post(
         &http,
         &s.url("/v1/verify"),
         &owner,
@@ -823,7 +650,7 @@ async fn secrets_are_neither_stored_nor_logged_in_plain_text() {
 async fn credentials_in_urls_are_not_logged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let init = init_json(&data);
+    let init = init(&data, None);
     // The gateway's upstream is a closed port: its answers are 401 or 502,
     // and its access lines are what counts.
     let mut cmd = serve_cmd(
@@ -851,7 +678,7 @@ async fn credentials_in_urls_are_not_logged() {
     let app_id = create_app(&http, &s, &owner, "Logged").await;
     let key = create_app_key(&http, &s, &owner, &app_id).await;
     let jwt = mint(&key.id, &key.secret, "appUser", Some("alice"));
-    let (status, body) = post(
+    let Reply { status, body, .. } = post(
         &http,
         &s.url(&format!("/v1/apps/{app_id}/webhooks")),
         &owner,
@@ -860,7 +687,7 @@ async fn credentials_in_urls_are_not_logged() {
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let webhook_secret = field(&body, "/webhook/secret");
-    let (status, body) = post(
+    let Reply { status, body, .. } = post(
         &http,
         &s.url("/v1/verifierTokens"),
         &init.operator(),
@@ -901,7 +728,7 @@ async fn credentials_in_urls_are_not_logged() {
             format!("/v1/apps/{}", encoded(secret)),
             format!("/v1/{secret}/{secret}"),
         ] {
-            let (status, _) = get(&http, &s.url(&path), &owner).await;
+            let Reply { status, .. } = get(&http, &s.url(&path), &owner).await;
             assert!(status.is_client_error(), "{path}: {status}");
             let status = http
                 .get(format!("{gateway}{path}"))
@@ -926,7 +753,7 @@ async fn credentials_in_urls_are_not_logged() {
         format!("/v1/apps/{app_id}/users/{jwt}"),
         format!("/v1/apps/{app_id}/users/{}", jwt.replace('.', "%2E")),
     ] {
-        let (status, _) = get(&http, &s.url(&path), &owner).await;
+        let Reply { status, .. } = get(&http, &s.url(&path), &owner).await;
         assert!(status.is_client_error(), "{path}: {status}");
         let status = http
             .get(format!("{gateway}{path}"))
@@ -967,7 +794,7 @@ async fn credentials_in_urls_are_not_logged() {
 async fn serve_refuses_a_wrong_or_missing_master_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let init = init_json(&data);
+    let init = init(&data, None);
     let master_path = data.join("master.key");
     let master = std::fs::read_to_string(&master_path).expect("read master.key");
     let wrong = STANDARD.encode([7u8; 32]);
@@ -1039,7 +866,7 @@ async fn serve_refuses_a_wrong_or_missing_master_key() {
     let mut s = start(cmd);
     assert!(s.before.is_empty(), "{:?}", s.before);
     let http = client();
-    let (status, body) = get(&http, &s.url("/v1/account"), &init.owner()).await;
+    let Reply { status, body, .. } = get(&http, &s.url("/v1/account"), &init.owner()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let status = s.stop_with("-TERM");
     assert!(status.success(), "serve exited with {status}");
@@ -1073,8 +900,7 @@ async fn serve_over_https_with_a_self_signed_certificate() {
         .expect("port");
     assert_ne!(port, 0);
 
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
+    let http = latchkey_testkit::client_builder()
         .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes()).expect("cert")])
         .resolve(
             "localhost",
@@ -1084,9 +910,10 @@ async fn serve_over_https_with_a_self_signed_certificate() {
         .build()
         .expect("https client");
     let base = format!("https://localhost:{port}");
-    let (status, body) = call(&http, Method::GET, &format!("{base}/healthz"), None, None).await;
+    let Reply { status, body, .. } =
+        call(&http, Method::GET, &format!("{base}/healthz"), None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = get(&http, &format!("{base}/v1/account"), &init.owner()).await;
+    let Reply { status, body, .. } = get(&http, &format!("{base}/v1/account"), &init.owner()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["accountId"], init.account_id.as_str());
 
@@ -1097,7 +924,7 @@ async fn serve_over_https_with_a_self_signed_certificate() {
 #[test]
 fn token_refuses_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let init = init_json(&dir.path().join("data"));
+    let init = init(&dir.path().join("data"), None);
     let app_key_id = "app_0123456789abcdefghijkl";
 
     // Good input works (the control).

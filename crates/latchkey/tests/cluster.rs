@@ -38,8 +38,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
@@ -49,7 +47,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 mod support;
-use support::{Proc, STARTUP, latchkey};
+use latchkey_testkit::{Key, Reply, call, delete, field, get, post};
+use support::{Init, Proc, init, serve_cmd};
 
 /// How long a node gets to exit after SIGTERM (it may wait up to 10 s for
 /// in-flight requests).
@@ -77,28 +76,8 @@ const NOTIFY_ONLY: [&str; 4] = [
 ];
 
 // ---------------------------------------------------------------------------
-// Processes (the same pattern as tests/cli.rs)
-// ---------------------------------------------------------------------------
-
-// ---------------------------------------------------------------------------
 // The cluster: one schema, one init, nodes started on demand
 // ---------------------------------------------------------------------------
-
-/// What `init --json` printed (the parts these tests use).
-#[derive(Debug, Clone)]
-struct Init {
-    operator_token: String,
-    account_id: String,
-    key_id: String,
-    key_secret: String,
-}
-
-fn field(v: &Value, pointer: &str) -> String {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("{pointer} missing or not a string in {v}"))
-        .to_string()
-}
 
 /// `url` with `application_name=<name>` added to its query.
 fn with_application_name(url: &str, name: &str) -> String {
@@ -175,34 +154,9 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("init");
         let url = with_application_name(&schema.url, &format!("{}_init", schema.name));
-        let mut cmd = latchkey();
-        cmd.arg("init")
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--database-url")
-            .arg(&url)
-            .arg("--json");
-        let (status, stdout, stderr) = tokio::task::block_in_place(|| {
-            let mut p = Proc::spawn(cmd);
-            let status = p.wait_exit(STARTUP);
-            (status, p.stdout_text(), p.stderr_text())
-        });
-        assert!(
-            status.success(),
-            "init --database-url failed: {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), 1, "init --json prints one line: {stdout:?}");
-        let v: Value = serde_json::from_str(lines[0]).expect("init --json prints JSON");
-        let init = Init {
-            operator_token: field(&v, "/operatorToken"),
-            account_id: field(&v, "/account/id"),
-            key_id: field(&v, "/key/id"),
-            key_secret: field(&v, "/key/secret"),
-        };
+        let init = tokio::task::block_in_place(|| init(&data, Some(&url)));
         let master_key = std::fs::read(data.join("master.key")).expect("init wrote master.key");
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let http = latchkey_testkit::client_builder()
             // Longer than any connection-acquire timeout a node may use
             // while its database is unreachable.
             .timeout(Duration::from_secs(90))
@@ -218,12 +172,12 @@ impl Cluster {
     }
 
     fn operator(&self) -> String {
-        format!("Bearer {}", self.init.operator_token)
+        self.init.operator()
     }
 
     /// The owner's user-account key (Basic).
     fn owner(&self) -> String {
-        basic(&self.init.key_id, &self.init.key_secret)
+        self.init.owner()
     }
 
     /// The `application_name` of a node's database connections.
@@ -271,13 +225,8 @@ impl Cluster {
     /// listening line only.
     fn spawn(&self, node: &str, db_url: &str, flags: &[&str]) -> Node {
         let data = self.data_dir(node);
-        let mut cmd = latchkey();
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--database-url")
-            .arg(db_url)
-            .args(["--listen", "127.0.0.1:0"])
+        let mut cmd = serve_cmd(&data, &["--database-url", db_url]);
+        cmd
             // The rounds check deleted credentials from 127.0.0.1 over and
             // over: the throttle on failed credentials stays out of the way.
             .args(["--auth-failures-per-address", "1000000"])
@@ -315,107 +264,16 @@ impl Cluster {
 // HTTP, credentials and verification
 // ---------------------------------------------------------------------------
 
-fn basic(id: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+/// How these tests present a key.
+trait Creds {
+    /// The key as Basic and as an app-scope JWT it signed.
+    fn creds(&self) -> Vec<String>;
 }
 
-/// An HS256 JWT signed here (not by latchkey's own code): header with
-/// `kid`, the whole `lksk_…` secret as the HMAC key.
-fn sign_jwt(kid: &str, secret: &str, claims: &Value) -> String {
-    let header = json!({"alg": "HS256", "typ": "JWT", "kid": kid});
-    let input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("header")),
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims"))
-    );
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = ring::hmac::sign(&key, input.as_bytes());
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
-}
-
-#[derive(Debug, Clone)]
-struct Key {
-    id: String,
-    secret: String,
-}
-
-impl Key {
-    fn from_body(body: &Value) -> Self {
-        Key {
-            id: field(body, "/key/id"),
-            secret: field(body, "/key/secret"),
-        }
-    }
-
-    fn basic(&self) -> String {
-        basic(&self.id, &self.secret)
-    }
-
-    /// An app-scope JWT signed with this key.
-    fn jwt(&self) -> String {
-        format!(
-            "Bearer {}",
-            sign_jwt(&self.id, &self.secret, &json!({"scope": "app"}))
-        )
-    }
-
-    /// The key as Basic and as a JWT it signed.
+impl Creds for Key {
     fn creds(&self) -> Vec<String> {
-        vec![self.basic(), self.jwt()]
+        vec![self.basic(), self.jwt(json!({"scope": "app"}))]
     }
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    body: Value,
-}
-
-impl Reply {
-    /// The error code of an error body.
-    fn code(&self) -> &str {
-        self.body["errors"][0]["code"].as_str().unwrap_or("")
-    }
-}
-
-async fn call(
-    http: &reqwest::Client,
-    method: Method,
-    url: &str,
-    auth: Option<&str>,
-    body: Option<Value>,
-) -> Reply {
-    let mut req = http.request(method.clone(), url);
-    if let Some(a) = auth {
-        req = req.header("authorization", a);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    Reply { status, body }
-}
-
-async fn get(http: &reqwest::Client, url: &str, auth: &str) -> Reply {
-    call(http, Method::GET, url, Some(auth), None).await
-}
-
-async fn post(http: &reqwest::Client, url: &str, auth: &str, body: Value) -> Reply {
-    call(http, Method::POST, url, Some(auth), Some(body)).await
-}
-
-async fn delete(http: &reqwest::Client, url: &str, auth: &str) -> Reply {
-    call(http, Method::DELETE, url, Some(auth), None).await
 }
 
 async fn readyz(http: &reqwest::Client, node: &Node) -> Reply {
@@ -1201,20 +1059,7 @@ impl Drop for WebhookReceiver {
 
 /// Checks `Latchkey-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "t.body">`.
 fn signature_ok(r: &Received, secret: &str) -> bool {
-    let Some((t, v1)) = r
-        .signature
-        .strip_prefix("t=")
-        .and_then(|rest| rest.split_once(",v1="))
-    else {
-        return false;
-    };
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let expected: String = ring::hmac::sign(&key, format!("{t}.{}", r.body).as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    expected == v1
+    latchkey_testkit::webhook_signature_ok(&r.signature, &r.body, secret)
 }
 
 /// Checks what a node said (a `Watcher`'s record, times since the outage

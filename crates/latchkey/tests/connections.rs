@@ -7,24 +7,15 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{Proc, latchkey, latchkey_with_ulimit};
+use support::{Proc, latchkey, latchkey_with_ulimit, serve_args};
 
 /// Idle connections opened against a soft limit of 256 descriptors.
 const IDLE: usize = 400;
 const LOW_LIMIT: &str = "256";
-
-fn serve_args(cmd: &mut Command, data: &Path, extra: &[&str]) {
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra);
-}
 
 /// Starts `cmd`; the process and the main listener's address.
 fn start(cmd: Command) -> (Proc, SocketAddr) {

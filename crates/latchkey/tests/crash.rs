@@ -38,7 +38,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 mod support;
-use support::{LISTENING, Proc, STARTUP, latchkey};
+use latchkey_testkit::{Reply, basic, field};
+use support::{Finished, Init, LISTENING, Proc, client, init, run};
 
 /// Rounds of kill -9 on SQLite (the issue asks for at least 20).
 const SQLITE_ROUNDS: usize = 25;
@@ -114,77 +115,10 @@ impl Rng {
 // Processes
 // ---------------------------------------------------------------------------
 
-/// A finished one-shot command.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cmd: Command) -> Finished {
-    let mut p = Proc::spawn(cmd);
-    let status = p.wait_exit(STARTUP);
-    Finished {
-        status,
-        stdout: p.stdout_text(),
-        stderr: p.stderr_text(),
-    }
-}
-
-/// What `init --json` printed (the parts these tests use).
-#[derive(Debug, Clone)]
-struct Init {
-    operator_token: String,
-    key_id: String,
-    key_secret: String,
-}
-
-impl Init {
-    fn owner(&self) -> String {
-        basic(&self.key_id, &self.key_secret)
-    }
-
-    fn operator(&self) -> String {
-        format!("Bearer {}", self.operator_token)
-    }
-}
-
-fn field(v: &Value, pointer: &str) -> String {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("{pointer} missing or not a string in {v}"))
-        .to_string()
-}
-
-/// `latchkey init --json` on `data` (and `database_url`, if any).
-fn init(data: &Path, database_url: Option<&str>) -> Init {
-    let mut cmd = latchkey();
-    cmd.arg("init").arg("--data-dir").arg(data).arg("--json");
-    if let Some(url) = database_url {
-        cmd.arg("--database-url").arg(url);
-    }
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "init failed: {}\nstderr:\n{}",
-        out.status,
-        out.stderr
-    );
-    let v: Value = serde_json::from_str(out.stdout.trim()).expect("init --json prints JSON");
-    Init {
-        operator_token: field(&v, "/operatorToken"),
-        key_id: field(&v, "/key/id"),
-        key_secret: field(&v, "/key/secret"),
-    }
-}
-
+/// `latchkey serve` on `data` (and `database_url`, if any) with
+/// `SERVE_FLAGS`.
 fn serve_cmd(data: &Path, database_url: Option<&str>) -> Command {
-    let mut cmd = latchkey();
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(SERVE_FLAGS);
+    let mut cmd = support::serve_cmd(data, &SERVE_FLAGS);
     if let Some(url) = database_url {
         cmd.arg("--database-url").arg(url);
     }
@@ -277,18 +211,6 @@ fn tail(text: &str, n: usize) -> &str {
 // HTTP
 // ---------------------------------------------------------------------------
 
-fn basic(id: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
-}
-
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
-}
-
 /// What became of a request.
 #[derive(Debug)]
 enum Outcome {
@@ -316,13 +238,8 @@ async fn send(
         Err(e) if e.is_connect() => return Outcome::NotSent,
         Err(e) => return Outcome::NoAnswer(e.to_string()),
     };
-    let status = resp.status();
-    match resp.text().await {
-        Ok(text) if text.is_empty() => Outcome::Answered(status, Value::Null),
-        Ok(text) => Outcome::Answered(
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ),
+    match Reply::try_read(resp).await {
+        Ok(r) => Outcome::Answered(r.status, r.body),
         Err(e) => Outcome::NoAnswer(e.to_string()),
     }
 }

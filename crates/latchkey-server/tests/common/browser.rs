@@ -7,7 +7,6 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,13 +54,6 @@ fn program(name: &str) -> PathBuf {
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("`{name}` not found on the PATH nor in /usr/bin; {INSTALL_HINT}"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
 }
 
 /// A ChromeDriver process, in a process group of its own so that dropping
@@ -150,7 +142,7 @@ impl Browser {
     pub async fn start() -> Self {
         let chromium = program("chromium");
         let profile = tempfile::tempdir().expect("profile dir");
-        let port = free_port();
+        let port = crate::common::free_port();
         let mut driver = Driver::spawn(port, profile.path());
         let base = format!("http://127.0.0.1:{port}");
         let http = crate::common::http_client();

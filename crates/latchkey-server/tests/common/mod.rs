@@ -9,49 +9,18 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use latchkey_core::{ManualClock, jwt};
+use latchkey_core::ManualClock;
 use latchkey_server::{Config, InitReport, RunningServer};
 use reqwest::Method;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-pub use reqwest::StatusCode;
-
-/// One response, body parsed as JSON (Null when empty).
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub body: Value,
-    pub headers: HeaderMap,
-}
-
-impl Reply {
-    /// A response, its body parsed as JSON (Null when empty, a string when
-    /// it is not JSON).
-    pub async fn read(resp: reqwest::Response) -> Self {
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Reply {
-            status,
-            body,
-            headers,
-        }
-    }
-
-    /// The error code of an error body.
-    pub fn code(&self) -> &str {
-        self.body["errors"][0]["code"].as_str().unwrap_or("")
-    }
-}
+// HTTP calls, replies and credentials, shared with the binary's tests
+// (each test file uses its own part).
+#[allow(unused_imports)]
+pub use latchkey_testkit::{
+    Key, Reply, StatusCode, basic, bearer_jwt, client_builder, hs256, http_client, token_of,
+};
 
 pub struct TestApp {
     pub server: Option<RunningServer>,
@@ -71,49 +40,54 @@ pub fn on_postgres() -> bool {
     }
 }
 
-pub fn basic(id: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+/// A port on 127.0.0.1 that was free a moment ago (for programs that need
+/// a concrete port: ChromeDriver, the proxies).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
 }
 
-pub fn bearer_jwt(kid: &str, secret: &str, claims: Value) -> String {
-    format!(
-        "Bearer {}",
-        jwt::sign_hs256(secret.as_bytes(), kid, &claims)
-    )
-}
-
-/// An API key as created: id and secret.
-#[derive(Debug, Clone)]
-pub struct Key {
-    pub id: String,
-    pub secret: String,
-}
-
-impl Key {
-    /// The key in a 201 response that created it.
-    pub fn from_reply(r: &Reply) -> Self {
-        Key {
-            id: r.body["key"]["id"].as_str().expect("key id").to_string(),
-            secret: r.body["key"]["secret"]
-                .as_str()
-                .expect("secret")
-                .to_string(),
+/// One HTTP/1.1 response read from a raw connection: status and body (the
+/// body by its `content-length`). Its head must come within 10 s, and
+/// nothing may follow the body.
+pub async fn read_response(conn: &mut tokio::net::TcpStream) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status = head[9..12].parse().expect("status code");
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse().expect("content-length"));
+            while buf.len() < end + 4 + length {
+                let mut more = [0u8; 4096];
+                let n = conn.read(&mut more).await.expect("read body");
+                assert!(n > 0, "connection closed inside the body");
+                buf.extend_from_slice(&more[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+            buf.drain(..end + 4 + length);
+            assert!(buf.is_empty(), "more bytes than one response");
+            return (status, body);
         }
-    }
-
-    pub fn basic(&self) -> String {
-        basic(&self.id, &self.secret)
-    }
-
-    pub fn jwt(&self, claims: Value) -> String {
-        bearer_jwt(&self.id, &self.secret, claims)
+        let mut more = [0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut more))
+            .await
+            .expect("a response within 10 s")
+            .expect("read head");
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&more[..n]);
     }
 }
 
-/// A reqwest client; rustls uses ring, as the server does.
-pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+/// RFC 3339, as the API writes times.
+pub fn iso(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
 }
 
 impl TestApp {
@@ -197,20 +171,12 @@ impl TestApp {
         auth: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
-        let mut req = self.http.request(method, self.url(path));
-        if let Some(a) = auth {
-            req = req.header("authorization", a);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        Self::send(req).await
+        latchkey_testkit::call(&self.http, method, &self.url(path), auth, body).await
     }
 
     /// Sends a request built on [`TestApp::http`] and reads its reply.
     pub async fn send(req: reqwest::RequestBuilder) -> Reply {
-        let resp = req.send().await.expect("request");
-        Reply::read(resp).await
+        latchkey_testkit::send(req).await
     }
 
     /// POSTs `fields` as an `application/x-www-form-urlencoded` body.

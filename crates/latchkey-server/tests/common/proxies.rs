@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::common::{Key, Reply, StatusCode, TestApp};
+use crate::common::{Key, Reply, StatusCode, TestApp, free_port};
 
 /// The target routes every rig's Latchkey is started with (the README's
 /// example).
@@ -293,15 +293,6 @@ fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-/// A port that was free a moment ago. The proxies need a concrete port; a
-/// start that loses the port to another process is retried on a new one.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port on 127.0.0.1")
-        .port()
 }
 
 /// Starts proxy `name` with the command `prepare` returns after writing

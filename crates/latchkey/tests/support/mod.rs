@@ -1,13 +1,22 @@
-//! Running the `latchkey` binary from tests: a process whose output is
-//! captured line by line and which is killed when dropped.
+//! What the tests of the `latchkey` binary share: running it (a process
+//! whose output is captured line by line and which is killed when dropped;
+//! one-shot commands; `init --json` and what it printed; `serve`'s
+//! arguments) and an HTTP client with a timeout. HTTP calls, replies and
+//! credentials come from `latchkey-testkit`, shared with the server's
+//! tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use latchkey_testkit::{basic, field};
+use serde_json::Value;
 
 /// How long a server gets to print its listening line, and a one-shot
 /// command to finish (generous: other builds share the machine).
@@ -200,4 +209,142 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// One-shot commands, init and serve
+// ---------------------------------------------------------------------------
+
+/// A finished one-shot command.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn assert_failed(&self, what: &str) {
+        assert!(
+            !self.status.success() && self.status.code().is_some(),
+            "{what}: expected a non-zero exit, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// Runs `cmd` to its end (within `STARTUP`).
+pub fn run(cmd: Command) -> Finished {
+    let mut p = Proc::spawn(cmd);
+    let status = p.wait_exit(STARTUP);
+    Finished {
+        status,
+        stdout: p.stdout_text(),
+        stderr: p.stderr_text(),
+    }
+}
+
+/// What `init` printed.
+#[derive(Debug, Clone)]
+pub struct Init {
+    pub operator_token: String,
+    pub account_id: String,
+    pub user_id: String,
+    pub email: String,
+    pub password: String,
+    pub key_id: String,
+    pub key_secret: String,
+}
+
+impl Init {
+    /// The report of `init --json`.
+    pub fn from_json(v: &Value) -> Self {
+        Init {
+            operator_token: field(v, "/operatorToken"),
+            account_id: field(v, "/account/id"),
+            user_id: field(v, "/user/id"),
+            email: field(v, "/user/email"),
+            password: field(v, "/user/password"),
+            key_id: field(v, "/key/id"),
+            key_secret: field(v, "/key/secret"),
+        }
+    }
+
+    /// The owner's user-account key (Basic).
+    pub fn owner(&self) -> String {
+        basic(&self.key_id, &self.key_secret)
+    }
+
+    pub fn operator(&self) -> String {
+        format!("Bearer {}", self.operator_token)
+    }
+}
+
+/// Runs `latchkey init --json` on `data` (and on `database_url`, when
+/// given) and returns its report: one line of JSON with exactly the
+/// members `operatorToken`, `account`, `user` and `key`.
+pub fn init(data: &Path, database_url: Option<&str>) -> Init {
+    let mut cmd = latchkey();
+    cmd.arg("init").arg("--data-dir").arg(data).arg("--json");
+    if let Some(url) = database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "init failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "init --json prints one line: {:?}",
+        out.stdout
+    );
+    let v: Value = serde_json::from_str(lines[0]).expect("init --json prints JSON");
+    let keys: BTreeSet<&str> = v
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["operatorToken", "account", "user", "key"]),
+        "{v}"
+    );
+    Init::from_json(&v)
+}
+
+/// Adds `serve --data-dir DATA --listen 127.0.0.1:0 EXTRA…` to `cmd`.
+pub fn serve_args(cmd: &mut Command, data: &Path, extra: &[&str]) {
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra);
+}
+
+/// `latchkey serve` on `data`, on 127.0.0.1:0, with `extra` arguments.
+pub fn serve_cmd(data: &Path, extra: &[&str]) -> Command {
+    let mut cmd = latchkey();
+    serve_args(&mut cmd, data, extra);
+    cmd
+}
+
+/// An HTTP client (see `latchkey_testkit::client_builder`) that gives up
+/// on a request after 30 s, so a hung server fails the test.
+pub fn client() -> reqwest::Client {
+    latchkey_testkit::client_builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
 }

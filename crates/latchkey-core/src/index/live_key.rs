@@ -1,5 +1,6 @@
 //! A live key as the index holds it: its id, owner, expiry, usage
-//! counters, its secret (held once) and its HMAC state.
+//! counters, its secret (held once) and its verification material (for
+//! an HS256 key, the HMAC state of its secret).
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use zeroize::Zeroizing;
 use super::{AppEntry, KeyOwner};
 use crate::hs256::Hs256Key;
 use crate::ids::KeyId;
+use crate::jwt::VerifyingKey;
 use crate::secret::{CHECKSUM_LEN, KEY_SECRET_PREFIX, SECRET_BODY_LEN, check_format};
 
 /// A live key as the verification path needs it.
@@ -36,7 +38,8 @@ pub struct LiveKey {
     pub(super) app: Option<Arc<AppEntry>>,
     pub owner: KeyOwner,
     pub(super) secret: KeySecret,
-    hmac: Hs256Key,
+    /// What verifies its JWTs, and so their one algorithm (see `jwt`).
+    verifying_key: VerifyingKey,
     /// The value of `last_used` that the store already has.
     pub(super) flushed: AtomicI64,
 }
@@ -109,7 +112,8 @@ impl LiveKey {
             id: id.into(),
             owner,
             app: None,
-            hmac: Hs256Key::new(secret),
+            // Every key is an HS256 key: its secret is the HMAC key.
+            verifying_key: VerifyingKey::Hs256(Hs256Key::new(secret)),
             expires: expires_at.unwrap_or(NEVER),
             last_used: AtomicI64::new(last),
             flushed: AtomicI64::new(last),
@@ -141,8 +145,17 @@ impl LiveKey {
         crate::jwt::sign_hs256(&self.secret.raw(), &self.id, claims)
     }
 
+    /// The HMAC state of the key's secret (every key is an HS256 key so
+    /// far).
     pub fn hmac_key(&self) -> &Hs256Key {
-        &self.hmac
+        match &self.verifying_key {
+            VerifyingKey::Hs256(key) => key,
+        }
+    }
+
+    /// What verifies the key's JWTs: its material and its algorithm.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.verifying_key
     }
 
     pub fn is_expired(&self, now: i64) -> bool {
@@ -170,7 +183,7 @@ impl LiveKey {
             owner: self.owner.clone(),
             app: self.app.clone(),
             secret: self.secret.clone(),
-            hmac: self.hmac.clone(),
+            verifying_key: self.verifying_key.clone(),
             expires: self.expires,
             last_used: AtomicI64::new(self.last_used.load(Ordering::Relaxed)),
             flushed: AtomicI64::new(self.flushed.load(Ordering::Relaxed)),
@@ -192,7 +205,9 @@ impl LiveKey {
             app: None,
             // The larger variant: its zeros cover every byte of either.
             secret: KeySecret::Basic(Zeroizing::new([0; BASIC_SECRET_B64_LEN])),
-            hmac: Hs256Key::new(b""),
+            // The largest variant (HS256's, the only one so far): its
+            // bytes cover every byte of any other's.
+            verifying_key: VerifyingKey::Hs256(Hs256Key::new(b"")),
             expires: NEVER,
             last_used: AtomicI64::new(0),
             flushed: AtomicI64::new(0),

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 use super::json::{every_member_is_json_text, is_json_object, present};
-use super::{JwtError, KID_INLINE, Kid, MAX_TOKEN_LEN, UnverifiedJwt};
+use super::{Algorithm, JwtError, KID_INLINE, Kid, MAX_TOKEN_LEN, UnverifiedJwt};
 use crate::{b64, flat};
 
 #[derive(Deserialize)]
@@ -31,6 +31,8 @@ pub(super) struct RawHeader<'a> {
 /// needed anyway, and decoding it shows that it has no dot). `Some` only for tokens that [`parse_full`] accepts too, with the same
 /// result; `None` for everything else, which then takes `parse_full`
 /// (so that it is refused, if it is, with the same error as always).
+/// It reads HS256 headers only: a token of any other algorithm takes
+/// `parse_full`.
 pub(crate) fn parse_fast(token: &[u8]) -> Option<UnverifiedJwt<'_>> {
     if token.len() > MAX_TOKEN_LEN {
         return None;
@@ -64,6 +66,8 @@ pub(crate) fn parse_fast(token: &[u8]) -> Option<UnverifiedJwt<'_>> {
         return None;
     }
     Some(UnverifiedJwt {
+        // The usual headers and `read_header` are HS256's.
+        alg: Algorithm::Hs256,
         kid,
         signing_input: &token[..first + 1 + second],
         payload,
@@ -142,9 +146,7 @@ pub(crate) fn parse_full(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
     }
     every_member_is_json_text(&header_json).map_err(|_| JwtError::Header)?;
     let raw: RawHeader<'_> = serde_json::from_slice(&header_json).map_err(|_| JwtError::Header)?;
-    if raw.alg != "HS256" {
-        return Err(JwtError::Algorithm);
-    }
+    let alg = Algorithm::from_name(&raw.alg).ok_or(JwtError::Algorithm)?;
     if raw.crit {
         return Err(JwtError::Critical);
     }
@@ -154,6 +156,7 @@ pub(crate) fn parse_full(token: &str) -> Result<UnverifiedJwt<'_>, JwtError> {
     };
     let signing_input = &token.as_bytes()[..header.len() + 1 + payload.len()];
     Ok(UnverifiedJwt {
+        alg,
         kid: Kid::Owned(kid),
         signing_input,
         payload: payload.as_bytes(),

@@ -1,31 +1,34 @@
-//! HS256 as a JWS algorithm: checking a token's signature with a key's
-//! HMAC state, and signing the tokens Latchkey mints.
+//! HS256 as a JWS algorithm: the verifier of HS256 keys (a token's tag
+//! against the key's HMAC state) and the signer of the tokens Latchkey
+//! mints. The HMAC itself is `crate::hs256`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::{JwtError, UnverifiedJwt};
+use super::{Algorithm, JwsVerifier, UnverifiedJwt};
 use crate::b64;
 use crate::hs256::Hs256Key;
 
-impl UnverifiedJwt<'_> {
-    /// Checks the signature against `key` in constant time.
-    pub fn verify_signature(&self, key: &Hs256Key) -> Result<(), JwtError> {
-        let sig = match self.decoded_signature {
+impl JwsVerifier for Hs256Key {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::Hs256
+    }
+
+    /// The tag (as `parse_fast` decoded it, or decoded here) against the
+    /// HMAC of the signing input, compared in constant time; a tag that is
+    /// not 32 bytes matches nothing.
+    fn signature_matches(&self, jwt: &UnverifiedJwt<'_>) -> bool {
+        let sig = match jwt.decoded_signature {
             Some(sig) => sig,
             None => {
                 let mut sig = [0u8; 32];
-                match b64::decode_url(self.signature, &mut sig) {
+                match b64::decode_url(jwt.signature, &mut sig) {
                     Some(32) => sig,
-                    _ => return Err(JwtError::Signature),
+                    _ => return false,
                 }
             }
         };
-        if key.verify(self.signing_input, &sig) {
-            Ok(())
-        } else {
-            Err(JwtError::Signature)
-        }
+        self.verify(jwt.signing_input, &sig)
     }
 }
 

@@ -106,6 +106,33 @@ fn attacks_are_refused() {
     assert_eq!(parse("a.b.c.d").err(), Some(JwtError::Shape));
 }
 
+/// The algorithm is the key's: a token names it, the key's verifier checks
+/// it, and only the names Latchkey verifies are read.
+#[test]
+fn the_algorithm_is_named_by_the_header_and_checked_by_the_key() {
+    assert_eq!(
+        Algorithm::from_name(Algorithm::Hs256.name()),
+        Some(Algorithm::Hs256)
+    );
+    for other in ["hs256", "HS512", "none", "EdDSA", "ES256", "RS256", ""] {
+        assert_eq!(Algorithm::from_name(other), None, "{other}");
+    }
+    let t = sign_hs256(SECRET, "app_k", &json!({"scope":"app"}));
+    let fast = parse_fast(t.as_bytes()).expect("fast path");
+    let full = parse_full(&t).expect("full path");
+    assert_eq!(fast.algorithm(), Algorithm::Hs256);
+    assert_eq!(full.algorithm(), Algorithm::Hs256);
+    // The index's material verifies as the bare HMAC key does.
+    let material = VerifyingKey::Hs256(key());
+    assert_eq!(material.algorithm(), Algorithm::Hs256);
+    for parsed in [&fast, &full] {
+        assert_eq!(parsed.verify_signature(&material), Ok(()));
+        assert_eq!(parsed.verify_signature(&key()), Ok(()));
+        let other = VerifyingKey::Hs256(Hs256Key::new(b"other secret"));
+        assert_eq!(parsed.verify_signature(&other), Err(JwtError::Signature));
+    }
+}
+
 /// A token over raw header and claims bytes, signed with [`SECRET`].
 fn raw_token(header: &[u8], claims: &[u8]) -> String {
     let input = format!(

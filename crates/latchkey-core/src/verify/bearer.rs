@@ -30,8 +30,11 @@ impl KeyIndex {
             if key.is_expired(now) {
                 return Err(AuthError::UnknownKid);
             }
+            // By the key's algorithm. A header that names another is
+            // refused as a bad signature is: like an unknown kid, it tells
+            // nothing of the key to a caller who cannot sign with it.
             parsed
-                .verify_signature(key.hmac_key())
+                .verify_signature(key.verifying_key())
                 .map_err(|_| AuthError::BadSignature)?;
             // Only now: the claims reader sees only what a key signed.
             let claims = parsed.claims().map_err(AuthError::Jwt)?;

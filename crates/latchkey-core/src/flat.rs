@@ -7,8 +7,8 @@
 //! (escapes, nesting, decimals, negative numbers, malformed JSON alike),
 //! and its callers then hand the text to serde, which either accepts it or
 //! gives the precise error. Everything it accepts is valid JSON that serde
-//! reads with the same names and values (property-tested in `jwt.rs`), so
-//! the fast path accepts nothing the serde path refuses.
+//! reads with the same names and values (property-tested in
+//! `jwt/tests.rs`), so the fast path accepts nothing the serde path refuses.
 
 /// A member's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@
 //! key's size and the next insert does not move every key. Removal shifts
 //! the following entries back (no tombstones). Keys are only inserted by the
 //! server (ids are random), and the hasher is keyed per table (see
-//! `index.rs`).
+//! `index/mod.rs`).
 //!
 //! A slot without a key holds a blank one (no secret, the HMAC state of the
 //! empty key), and a key that leaves a slot (moved by growth or removal, or

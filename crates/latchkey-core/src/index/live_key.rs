@@ -1,0 +1,254 @@
+//! A live key as the index holds it: its id, owner, expiry, usage
+//! counters, its secret (held once) and its verification material (for
+//! an HS256 key, the HMAC state of its secret).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::{AppEntry, KeyOwner};
+use crate::hs256::Hs256Key;
+use crate::ids::KeyId;
+use crate::jwt::VerifyingKey;
+use crate::secret::{CHECKSUM_LEN, KEY_SECRET_PREFIX, SECRET_BODY_LEN, check_format};
+
+/// A live key as the verification path needs it.
+///
+/// `repr(C)` to keep the declared order: what every verification reads
+/// comes first, then the Basic and the JWT material, so that a
+/// verification touches as few cache lines of the key as it can (with
+/// many keys, each is a miss).
+#[repr(C)]
+pub struct LiveKey {
+    pub id: KeyId,
+    /// Unix seconds from which the key is refused; `NEVER` for none (an
+    /// `Option` would take 8 more bytes of every key).
+    pub(super) expires: i64,
+    /// Last successful use (unix seconds, 0 = never), written without a
+    /// store write per request and flushed periodically.
+    pub(super) last_used: AtomicI64,
+    /// The app of an app key, set when the key enters the index: JWT
+    /// verification reads the app's token-lifetime policy through it
+    /// instead of looking the app up again.
+    pub(super) app: Option<Arc<AppEntry>>,
+    pub owner: KeyOwner,
+    pub(super) secret: KeySecret,
+    /// What verifies its JWTs, and so their one algorithm (see `jwt`).
+    verifying_key: VerifyingKey,
+    /// The value of `last_used` that the store already has.
+    pub(super) flushed: AtomicI64,
+}
+
+/// A key's secret, held once: the HMAC key schedule next to it is what
+/// JWT verification uses, so the raw bytes are only needed on rare paths
+/// (minting a token, Basic credentials of an unusual form) and are decoded
+/// again there rather than kept in a second copy for every key.
+#[derive(Clone)]
+pub(super) enum KeySecret {
+    /// `base64(secret)`, when the id is a well-formed key id and the secret
+    /// a well-formed key secret: Basic credentials are
+    /// `base64(keyId ":" secret)` and a key id plus the colon is 27 bytes
+    /// (whole base64 groups), so the presented encoding of the secret can
+    /// be compared with this directly, without decoding it or recomputing
+    /// its checksum (see `verify_basic`).
+    Basic(Zeroizing<[u8; BASIC_SECRET_B64_LEN]>),
+    /// Any other secret, as it is.
+    Raw(Zeroizing<Vec<u8>>),
+}
+
+impl KeySecret {
+    fn new(id: &str, secret: &[u8]) -> Self {
+        match basic_secret_b64(id, secret) {
+            Some(encoded) => KeySecret::Basic(encoded),
+            None => KeySecret::Raw(Zeroizing::new(secret.to_vec())),
+        }
+    }
+
+    /// The secret's bytes.
+    fn raw(&self) -> Zeroizing<Vec<u8>> {
+        match self {
+            KeySecret::Basic(encoded) => {
+                let mut out = Zeroizing::new(vec![0u8; KEY_SECRET_LEN]);
+                // Our own encoding of KEY_SECRET_LEN bytes always decodes
+                // to exactly that many; anything else leaves an empty
+                // secret, which matches nothing.
+                match STANDARD.decode_slice(encoded.as_slice(), out.as_mut_slice()) {
+                    Ok(KEY_SECRET_LEN) => out,
+                    _ => Zeroizing::new(Vec::new()),
+                }
+            }
+            KeySecret::Raw(raw) => raw.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for LiveKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveKey")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("secret", &"<redacted>")
+            .field("expires_at", &self.expires_at())
+            .finish()
+    }
+}
+
+impl LiveKey {
+    pub fn new(
+        id: String,
+        owner: KeyOwner,
+        secret: &[u8],
+        expires_at: Option<i64>,
+        last_used_at: Option<i64>,
+    ) -> Self {
+        let last = last_used_at.unwrap_or(0);
+        Self {
+            secret: KeySecret::new(&id, secret),
+            id: id.into(),
+            owner,
+            app: None,
+            // Every key is an HS256 key: its secret is the HMAC key.
+            verifying_key: VerifyingKey::Hs256(Hs256Key::new(secret)),
+            expires: expires_at.unwrap_or(NEVER),
+            last_used: AtomicI64::new(last),
+            flushed: AtomicI64::new(last),
+        }
+    }
+
+    /// Constant-time comparison with a presented secret.
+    pub fn secret_matches(&self, presented: &[u8]) -> bool {
+        self.secret.raw().as_slice().ct_eq(presented).into()
+    }
+
+    /// Constant-time comparison of `presented` with the standard base64
+    /// encoding of this key's secret; false when the secret is not a
+    /// well-formed key secret. Encodings of whole groups are unique, so
+    /// this is true exactly when `presented` decodes to the secret.
+    pub fn basic_secret_b64_matches(&self, presented: &[u8]) -> bool {
+        let KeySecret::Basic(expected) = &self.secret else {
+            return false;
+        };
+        let Ok(presented) = <&[u8; BASIC_SECRET_B64_LEN]>::try_from(presented) else {
+            return false;
+        };
+        crate::crypto::ct_eq_words(expected.as_slice(), presented)
+    }
+
+    /// Signs `claims` as an HS256 JWT with this key (for tokens Latchkey
+    /// mints on behalf of an app).
+    pub fn sign_jwt(&self, claims: &serde_json::Value) -> String {
+        crate::jwt::sign_hs256(&self.secret.raw(), &self.id, claims)
+    }
+
+    /// The HMAC state of the key's secret (every key is an HS256 key so
+    /// far).
+    pub fn hmac_key(&self) -> &Hs256Key {
+        match &self.verifying_key {
+            VerifyingKey::Hs256(key) => key,
+        }
+    }
+
+    /// What verifies the key's JWTs: its material and its algorithm.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.verifying_key
+    }
+
+    pub fn is_expired(&self, now: i64) -> bool {
+        now >= self.expires && self.expires != NEVER
+    }
+
+    /// Unix seconds from which the key is refused, if ever.
+    pub fn expires_at(&self) -> Option<i64> {
+        (self.expires != NEVER).then_some(self.expires)
+    }
+
+    pub(crate) fn touch(&self, now: i64) {
+        // Most requests land in the second already recorded: reading first
+        // keeps them from writing the shared cache line.
+        if self.last_used.load(Ordering::Relaxed) < now {
+            self.last_used.fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    /// A copy of the key as it is now (for callers outside the index,
+    /// which holds its keys inline).
+    pub(crate) fn snapshot(&self) -> LiveKey {
+        LiveKey {
+            id: self.id.clone(),
+            owner: self.owner.clone(),
+            app: self.app.clone(),
+            secret: self.secret.clone(),
+            verifying_key: self.verifying_key.clone(),
+            expires: self.expires,
+            last_used: AtomicI64::new(self.last_used.load(Ordering::Relaxed)),
+            flushed: AtomicI64::new(self.flushed.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// What the index's table holds in a slot without a key: no id, no
+    /// secret (zeros), and the HMAC state of the empty key, which is
+    /// public. Writing it over a slot overwrites every byte of a key's
+    /// secret and HMAC state there (see `table.rs`).
+    pub(crate) fn blank() -> LiveKey {
+        let nobody: Arc<str> = Arc::from("");
+        LiveKey {
+            id: KeyId::from(""),
+            owner: KeyOwner::App {
+                account_id: nobody.clone(),
+                app_id: nobody,
+            },
+            app: None,
+            // The larger variant: its zeros cover every byte of either.
+            secret: KeySecret::Basic(Zeroizing::new([0; BASIC_SECRET_B64_LEN])),
+            // The largest variant (HS256's, the only one so far): its
+            // bytes cover every byte of any other's.
+            verifying_key: VerifyingKey::Hs256(Hs256Key::new(b"")),
+            expires: NEVER,
+            last_used: AtomicI64::new(0),
+            flushed: AtomicI64::new(0),
+        }
+    }
+
+    pub fn last_used_at(&self) -> Option<i64> {
+        match self.last_used.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// The longest JWT lifetime the key's app accepts (its
+    /// maxTokenTtlSeconds), as of the last policy change; `None` for keys
+    /// of other owners and keys not (yet) in an index.
+    pub fn app_token_ttl(&self) -> Option<i64> {
+        self.app.as_ref().and_then(|app| app.max_token_ttl())
+    }
+}
+
+/// A key's expiry when it has none. An expiry at this very second, the
+/// end of time, reads as none.
+pub(super) const NEVER: i64 = i64::MAX;
+
+/// Length of the standard base64 encoding of a key secret (54 bytes).
+pub(crate) const BASIC_SECRET_B64_LEN: usize = (KEY_SECRET_LEN / 3) * 4;
+const KEY_SECRET_LEN: usize = KEY_SECRET_PREFIX.len() + SECRET_BODY_LEN + CHECKSUM_LEN;
+const _: () = assert!(KEY_SECRET_LEN.is_multiple_of(3) && BASIC_SECRET_B64_LEN.is_multiple_of(8));
+
+/// Only for a well-formed key id and a well-formed secret: Basic's fast
+/// path relies on both.
+fn basic_secret_b64(id: &str, secret: &[u8]) -> Option<Zeroizing<[u8; BASIC_SECRET_B64_LEN]>> {
+    if !crate::verify::is_key_id(id) {
+        return None;
+    }
+    let text = std::str::from_utf8(secret).ok()?;
+    check_format(KEY_SECRET_PREFIX, text).ok()?;
+    let mut out = Zeroizing::new([0u8; BASIC_SECRET_B64_LEN]);
+    match STANDARD.encode_slice(secret, out.as_mut_slice()) {
+        Ok(BASIC_SECRET_B64_LEN) => Some(out),
+        _ => None,
+    }
+}

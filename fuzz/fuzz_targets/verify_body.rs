@@ -7,9 +7,12 @@
 //! The oracle is serde_json's own reading of the object, member by
 //! member: the body is taken exactly when its first byte after JSON's
 //! whitespace is `{`, it is one JSON object, no name repeats, every name
-//! is `authorization`, `appId`, `userId` or `origin` (after unescaping),
-//! `authorization` is present and a string, and the others are strings
-//! or `null`; and then with those values.
+//! is `authorization`, `appId`, `userId`, `origin`, `permissions`, `ip` or
+//! `cost` (after unescaping), `authorization` is present and a string,
+//! `appId`, `userId` and `origin` are strings or `null`, `permissions` a
+//! string, a list of strings or `null`, `ip` an IP address's text or
+//! `null`, `cost` a whole number from 0 to 2^32 - 1 (a zero fraction
+//! allowed) or `null`; and then with those values.
 #![no_main]
 
 use latchkey_core::verify_request::VerifyRequest;
@@ -22,6 +25,35 @@ struct Fields {
     app_id: Option<String>,
     user_id: Option<String>,
     origin: Option<String>,
+    permissions: Vec<String>,
+    ip: Option<std::net::IpAddr>,
+    cost: Option<u32>,
+}
+
+fn permissions(raw: &str) -> Option<Vec<String>> {
+    match serde_json::from_str::<serde_json::Value>(raw).ok()? {
+        serde_json::Value::Null => Some(Vec::new()),
+        serde_json::Value::String(s) => Some(vec![s]),
+        serde_json::Value::Array(list) => list
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+fn cost(raw: &str) -> Option<Option<u32>> {
+    match serde_json::from_str::<serde_json::Value>(raw).ok()? {
+        serde_json::Value::Null => Some(None),
+        serde_json::Value::Number(n) => {
+            let f = n.as_f64()?;
+            (f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f)).then_some(Some(f as u32))
+        }
+        _ => None,
+    }
 }
 
 fn expected(data: &[u8]) -> Option<Fields> {
@@ -40,6 +72,24 @@ fn expected(data: &[u8]) -> Option<Fields> {
             return None;
         }
         seen.push(name);
+        match name {
+            "permissions" => {
+                fields.permissions = permissions(raw.get())?;
+                continue;
+            }
+            "cost" => {
+                fields.cost = cost(raw.get())?;
+                continue;
+            }
+            "ip" => {
+                fields.ip = match serde_json::from_str::<Option<String>>(raw.get()).ok()? {
+                    None => None,
+                    Some(text) => Some(text.parse().ok()?),
+                };
+                continue;
+            }
+            _ => {}
+        }
         let value = serde_json::from_str::<Option<String>>(raw.get()).ok()?;
         let slot = match name {
             "authorization" => &mut fields.authorization,
@@ -63,6 +113,9 @@ fuzz_target!(|data: &[u8]| {
         app_id: r.app_id,
         user_id: r.user_id,
         origin: r.origin,
+        permissions: r.permissions,
+        ip: r.ip,
+        cost: r.cost,
     });
     assert_eq!(ours, expected(data), "{:?}", String::from_utf8_lossy(data));
     if let Some(Fields {

@@ -56,6 +56,7 @@ pub static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             max_token_ttl: Some(3600),
             allowed_origins: Some(vec!["https://example.com".into()]),
             block_browser_secrets: true,
+            default_key_ratelimit: None,
         },
     );
     index.insert_service_account("sa_1", "acc_A");

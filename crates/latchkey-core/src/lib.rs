@@ -16,6 +16,7 @@ pub mod ids;
 pub mod index;
 pub mod jwt;
 pub mod password;
+pub mod policy;
 pub mod principal;
 pub mod route;
 pub mod secret;

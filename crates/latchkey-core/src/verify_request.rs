@@ -24,6 +24,48 @@ pub struct VerifyRequest {
     /// browser).
     #[serde(default)]
     pub origin: Option<String>,
+    /// Permissions the request needs: a name, or a list all of which the
+    /// key must carry.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub permissions: Vec<String>,
+    /// The address the request came from (for a key's `allowedIps`).
+    #[serde(default)]
+    pub ip: Option<std::net::IpAddr>,
+    /// Credits the request spends (default 1; 0 checks without spending).
+    #[serde(default, deserialize_with = "whole_number")]
+    pub cost: Option<u32>,
+}
+
+/// `"name"` or `["a", "b"]`; null for none.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(name)) => vec![name],
+        Some(OneOrMany::Many(names)) => names,
+    })
+}
+
+/// An integer from 0 to 2^32 - 1, also written with a zero fraction
+/// (`3.0`, an integer to JSON Schema).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<f64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
+        // In range and whole: the cast is exact.
+        Ok(Some(n as u32))
+    } else {
+        Err(D::Error::custom(
+            "cost must be an integer from 0 to 4294967295",
+        ))
+    }
 }
 
 impl std::fmt::Debug for VerifyRequest {
@@ -33,6 +75,9 @@ impl std::fmt::Debug for VerifyRequest {
             .field("app_id", &self.app_id)
             .field("user_id", &self.user_id)
             .field("origin", &self.origin)
+            .field("permissions", &self.permissions)
+            .field("ip", &self.ip)
+            .field("cost", &self.cost)
             .finish()
     }
 }

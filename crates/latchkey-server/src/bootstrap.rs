@@ -182,6 +182,7 @@ async fn open_inner(
             clock,
             rng,
             throttle: Arc::new(crate::throttle::AuthThrottle::new(config.auth_throttle)),
+            limiter: Arc::default(),
             config: Arc::new(config),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             exposures: Arc::default(),
@@ -399,6 +400,8 @@ pub fn new_account(
         last_used_at: None,
         rotated_from: None,
         replaced_by: None,
+        policy: Default::default(),
+        credits: None,
     };
     Ok((
         NewAccount {

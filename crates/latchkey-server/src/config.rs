@@ -49,6 +49,9 @@ pub struct Config {
     pub max_keys_per_owner: u32,
     /// How often `lastUsedAt` values are written to the store.
     pub last_used_flush_interval: Duration,
+    /// How often keys' credit balances are written to the store (what a
+    /// crash can lose: the spending of at most this long).
+    pub credits_flush_interval: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// How often key notices (expiring, expired, rotation due) are checked.
@@ -135,6 +138,7 @@ impl Config {
             jwt_leeway_seconds: 30,
             max_keys_per_owner: 10,
             last_used_flush_interval: Duration::from_secs(10),
+            credits_flush_interval: Duration::from_secs(1),
             max_body_bytes: 64 * 1024,
             maintenance_interval: Duration::from_secs(60),
             allow_private_webhook_targets: false,

@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use latchkey_core::policy::{LimitState, Permission, RateLimit, Refusal};
 use latchkey_core::{Access, AuthError};
 use latchkey_store::StoreError;
 use serde_json::json;
@@ -16,6 +17,9 @@ pub struct ApiError {
     pub title: String,
     /// Seconds for a `Retry-After` header (429).
     pub retry_after: Option<u64>,
+    /// A key's rate limit, for the `RateLimit-Policy` and `RateLimit`
+    /// headers (429 `rate_limited`).
+    pub ratelimit: Option<(RateLimit, LimitState)>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -29,7 +33,33 @@ impl ApiError {
             code,
             title: title.into(),
             retry_after: None,
+            ratelimit: None,
         }
+    }
+
+    /// 403 or 429 for a key's policy refusing the request (see
+    /// `latchkey_core::policy::checks`).
+    pub fn refused(refusal: &Refusal, limit: Option<RateLimit>, now: i64) -> Self {
+        let status = match refusal {
+            Refusal::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::UsageExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::FORBIDDEN,
+        };
+        let mut e = Self::new(status, refusal.code(), refusal.title(now));
+        if let (Refusal::RateLimited(state), Some(limit)) = (refusal, limit) {
+            e.retry_after = u64::try_from(state.retry_after(now)).ok();
+            e.ratelimit = Some((limit, *state));
+        }
+        e
+    }
+
+    /// 403 `insufficient_permissions`.
+    pub fn lacks(permission: Permission) -> Self {
+        Self::refused(
+            &Refusal::InsufficientPermissions(permission.as_str().to_string()),
+            None,
+            0,
+        )
     }
 
     /// 429: too many failed credentials; retry after that many seconds.
@@ -141,6 +171,32 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if let Some((limit, state)) = self.ratelimit {
+            ratelimit_headers(
+                response.headers_mut(),
+                limit,
+                &state,
+                self.retry_after.unwrap_or(0),
+            );
+        }
         response
+    }
+}
+
+/// The IETF `RateLimit-Policy` and `RateLimit` headers
+/// (draft-ietf-httpapi-ratelimit-headers): the policy's quota and window,
+/// and what is left of it with the seconds until the window ends.
+pub fn ratelimit_headers(
+    headers: &mut axum::http::HeaderMap,
+    limit: RateLimit,
+    state: &LimitState,
+    reset_seconds: u64,
+) {
+    let policy = format!("\"key\";q={};w={}", limit.limit, limit.window_seconds);
+    let current = format!("\"key\";r={};t={}", state.remaining, reset_seconds);
+    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", current)] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
     }
 }

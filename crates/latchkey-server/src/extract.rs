@@ -159,13 +159,60 @@ async fn authenticate(
             ));
         }
     }
+    // The key's own restrictions and rate limit (its permissions are
+    // checked by each operation, `Caller::require`).
+    if verified.policy.is_some() || verified.ratelimit.is_some() {
+        admit_key(parts, state, &verified, peer, now)?;
+    }
     if let Some(slot) = parts.extensions.get::<AuditSlot>() {
         slot.fill(&verified.principal, peer);
     }
     Ok(Caller {
         principal: verified.principal,
         peer,
+        policy: verified.policy,
     })
+}
+
+/// A key's address and origin restrictions and its rate limit, for a call
+/// to Latchkey's own API: 403 `ip_not_allowed` / `origin_not_allowed`, 429
+/// `rate_limited` (with `Retry-After` and the `RateLimit` headers).
+/// Credits are spent by verifications only.
+fn admit_key(
+    parts: &Parts,
+    state: &AppState,
+    verified: &latchkey_core::Verified,
+    peer: Option<IpAddr>,
+    now: i64,
+) -> Result<(), ApiError> {
+    use latchkey_core::policy::checks::{self, IpAllowed, Limited, OriginAllowed, Subject};
+    let Some(key_id) = verified.principal.key_id() else {
+        return Ok(());
+    };
+    let user = match &verified.principal {
+        Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
+        _ => None,
+    };
+    let origin = parts.headers.get(ORIGIN).and_then(|v| v.to_str().ok());
+    let subject = Subject {
+        key_id,
+        user,
+        policy: verified.policy.as_deref(),
+        now,
+    };
+    checks::run(
+        &subject,
+        &[
+            &IpAllowed(peer),
+            &OriginAllowed(origin),
+            &Limited {
+                limiter: &state.limiter,
+                limit: verified.ratelimit,
+            },
+        ],
+    )
+    .map(|_| ())
+    .map_err(|refusal| ApiError::refused(&refusal, verified.ratelimit, now))
 }
 
 /// The 429 of a throttled credential.

@@ -156,6 +156,7 @@ fn open_keys(
                     key.last_used_at,
                     master,
                 )
+                .map(|live| live.with_policy(&key.policy, credit_seed(key.credits)))
             })
             .collect::<Result<Vec<_>, _>>();
         drop(batch);
@@ -185,6 +186,22 @@ pub fn live_key(key: &ApiKey, master: &MasterKey) -> Result<LiveKey, IndexError>
         key.last_used_at,
         master,
     )
+    .map(|live| live.with_policy(&key.policy, credit_seed(key.credits)))
+}
+
+/// A stored credit balance as the index's cell takes it.
+fn credit_seed(
+    credits: Option<latchkey_store::StoredCredits>,
+) -> Option<(latchkey_core::policy::CreditState, i64)> {
+    credits.map(|c| {
+        (
+            latchkey_core::policy::CreditState {
+                remaining: c.remaining,
+                period: c.period,
+            },
+            c.version,
+        )
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -379,6 +396,8 @@ mod tests {
                 last_used_at: None,
                 rotated_from: None,
                 replaced_by: None,
+                policy: Default::default(),
+                credits: None,
             };
             store
                 .create_key(&key, 1000, 100, &ev(&mut n))

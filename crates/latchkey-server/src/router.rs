@@ -72,7 +72,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/apps/{app_id}/keys/{key_id}",
-            get(keys::get_app_key).delete(keys::delete_app_key),
+            get(keys::get_app_key)
+                .patch(keys::update_app_key)
+                .delete(keys::delete_app_key),
         )
         .route(
             "/v1/apps/{app_id}/keys/{key_id}/rotate",
@@ -115,7 +117,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/serviceAccounts/{sa_id}/keys/{key_id}",
-            get(service_accounts::get_key).delete(service_accounts::delete_key),
+            get(service_accounts::get_key)
+                .patch(service_accounts::update_key)
+                .delete(service_accounts::delete_key),
         )
         .route(
             "/v1/serviceAccounts/{sa_id}/keys/{key_id}/rotate",

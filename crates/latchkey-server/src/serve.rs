@@ -77,6 +77,7 @@ impl RunningServer {
         let _ = self.stop_flusher.send(true);
         let _ = self.flusher.await;
         flush_last_used(&self.state).await;
+        flush_credits(&self.state).await;
         served.map_err(ServeError::from)
     }
 }
@@ -145,9 +146,15 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut notices = tokio::time::interval(state.config.maintenance_interval);
     notices.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut credits = tokio::time::interval(state.config.credits_flush_interval);
+    credits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => flush_last_used(&state).await,
+            _ = credits.tick() => {
+                flush_credits(&state).await;
+                state.limiter.prune(state.now(), i64::from(latchkey_core::policy::MAX_WINDOW_SECONDS));
+            }
             _ = notices.tick() => {
                 if let Err(e) = crate::maintenance::run_key_notices(&state).await {
                     tracing::warn!(error = %e, "key notices failed; will retry");
@@ -158,6 +165,29 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
                 }
             }
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Writes the credit balances spent since the last flush. Holds the write
+/// lock meanwhile, so that a balance set through the API in between is
+/// not overwritten by an older one.
+pub async fn flush_credits(state: &AppState) {
+    let Ok(_write) = crate::ops::WriteGuard::for_session(state).await else {
+        return;
+    };
+    let dirty = state.index.dirty_credits();
+    if dirty.is_empty() {
+        return;
+    }
+    let batch: Vec<(String, i64, i64)> = dirty
+        .iter()
+        .map(|(id, _, s)| (id.clone(), s.remaining, s.period))
+        .collect();
+    if let Err(e) = state.store.record_credits(&batch).await {
+        tracing::warn!(error = %e, keys = batch.len(), "could not store credit balances; will retry");
+        for (_, cell, _) in &dirty {
+            cell.mark_dirty();
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct Shared {
     pub freshness: Arc<crate::sync::Freshness>,
     /// Failed credentials per client address and key id.
     pub throttle: Arc<crate::throttle::AuthThrottle>,
+    /// Keys' rate-limit counts on this node (see
+    /// `latchkey_core::policy::ratelimit`).
+    pub limiter: Arc<latchkey_core::policy::RateLimiter>,
 }
 
 impl Shared {

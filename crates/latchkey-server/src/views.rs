@@ -1,5 +1,6 @@
 //! JSON shapes of the API's responses (camelCase, RFC 3339 UTC times).
 
+use latchkey_core::policy::{CreditState, RateLimit, Refill, Restrictions};
 use latchkey_core::{KeyIndex, SecretString};
 use latchkey_store::{
     Account, ApiKey, App, AppUser, PageOf, ServiceAccount, VerifierToken, Webhook,
@@ -95,6 +96,26 @@ pub struct KeyView {
     pub replaced_by: Option<String>,
     /// The key is older than its app's `maxKeyAgeDays`: rotate it.
     pub rotation_due: bool,
+    /// Absent: every permission of the key's scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Restrictions::is_empty")]
+    pub restrictions: Restrictions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratelimit: Option<RateLimit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits: Option<CreditsView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A key's credits: the balance as this node has it, and the refill.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreditsView {
+    pub remaining: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refill: Option<Refill>,
 }
 
 /// A key's status at `now`.
@@ -133,6 +154,25 @@ impl KeyView {
             rotated_from: k.rotated_from.clone(),
             replaced_by: k.replaced_by.clone(),
             rotation_due,
+            permissions: k.policy.permissions.clone(),
+            restrictions: k.policy.restrictions.clone(),
+            ratelimit: k.policy.ratelimit,
+            credits: k.policy.credits.as_ref().map(|c| {
+                let stored = k.credits.map(|s| CreditState {
+                    remaining: s.remaining,
+                    period: s.period,
+                });
+                let held = index.credit_cell(&k.id).map(|cell| cell.state());
+                let state = held.or(stored).unwrap_or(CreditState {
+                    remaining: 0,
+                    period: 0,
+                });
+                CreditsView {
+                    remaining: state.at(c.refill, now).remaining,
+                    refill: c.refill,
+                }
+            }),
+            meta: k.policy.meta.clone(),
         }
     }
 }

@@ -574,6 +574,7 @@ fn probe_body(method: &Method, template: &str) -> Option<Value> {
     Some(match template {
         t if t.ends_with("/rotate") => json!({"graceSeconds": 0}),
         t if t.ends_with("/keys") => json!({"displayName": "probe"}),
+        t if t.ends_with("/keys/{key_id}") => json!({"displayName": "probe"}),
         t if t.ends_with("/tokens") => json!({}),
         t if t.ends_with("/users") => json!({"externalId": "probe"}),
         t if t.ends_with("/users/{user}") => json!({"profile": {"givenName": "Probe"}}),

@@ -217,6 +217,13 @@ pub trait Store: WebhookStore + DashboardStore + Send + Sync + std::fmt::Debug +
     async fn delete_key(&self, id: &str, audit: &AuditEvent) -> Result<bool>;
     /// Stores `lastUsedAt` values, keeping the later of stored and given.
     async fn record_last_used(&self, batch: &[(String, i64)]) -> Result<()>;
+    /// Writes a key's display name and policy, and its credit balance when
+    /// `credits_set` (the balance's version is raised); false if the key
+    /// is gone.
+    async fn update_key(&self, key: &ApiKey, credits_set: bool, audit: &AuditEvent)
+    -> Result<bool>;
+    /// Stores credit balances as `(key id, remaining, refill period)`.
+    async fn record_credits(&self, batch: &[(String, i64, i64)]) -> Result<()>;
 
     // --- service accounts ------------------------------------------------
     async fn create_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()>;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+pub use latchkey_core::policy::KeyPolicy;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +101,22 @@ pub struct ApiKey {
     pub rotated_from: Option<String>,
     /// The key that replaced this one by rotation.
     pub replaced_by: Option<String>,
+    /// Permissions, restrictions, rate limit, credits settings, metadata
+    /// (empty: none, the key has the full power of its scope).
+    pub policy: KeyPolicy,
+    /// The credit balance, when the policy has credits.
+    pub credits: Option<StoredCredits>,
+}
+
+/// A key's credit balance as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredCredits {
+    pub remaining: i64,
+    /// The refill period the balance belongs to (0 without a refill).
+    pub period: i64,
+    /// Raised by every balance set through the API (see
+    /// `latchkey_core::policy::CreditCell`).
+    pub version: i64,
 }
 
 impl ApiKey {
@@ -125,6 +142,8 @@ impl fmt::Debug for ApiKey {
             .field("last_used_at", &self.last_used_at)
             .field("rotated_from", &self.rotated_from)
             .field("replaced_by", &self.replaced_by)
+            .field("policy", &self.policy)
+            .field("credits", &self.credits)
             .finish_non_exhaustive()
     }
 }
@@ -249,6 +268,8 @@ pub struct SnapshotKey {
     pub secret_sealed: Vec<u8>,
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    pub policy: KeyPolicy,
+    pub credits: Option<StoredCredits>,
 }
 
 impl fmt::Debug for SnapshotKey {
@@ -274,6 +295,8 @@ impl From<&ApiKey> for SnapshotKey {
             secret_sealed: key.secret_sealed.clone(),
             expires_at: key.expires_at,
             last_used_at: key.last_used_at,
+            policy: key.policy.clone(),
+            credits: key.credits,
         }
     }
 }

@@ -171,7 +171,11 @@ async fn nodes_starting_at_once_on_a_fresh_schema_all_start() {
             .await
             .expect("migrations table");
     let versions: Vec<i64> = applied.iter().map(|(v, _)| *v).collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7, 8]);
+    let shipped = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .expect("migrations")
+        .count();
+    let expected: Vec<i64> = (1..=i64::try_from(shipped).expect("count")).collect();
+    assert_eq!(versions, expected);
     assert!(applied.iter().all(|(_, ok)| *ok));
     nodes[0]
         .create_account(&new_account(1), &ev())

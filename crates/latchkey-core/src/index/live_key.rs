@@ -15,6 +15,7 @@ use super::{AppEntry, KeyOwner};
 use crate::hs256::Hs256Key;
 use crate::ids::KeyId;
 use crate::jwt::VerifyingKey;
+use crate::policy::{CreditCell, CreditState, KeyPolicy, LivePolicy, RateLimit};
 use crate::secret::{CHECKSUM_LEN, KEY_SECRET_PREFIX, SECRET_BODY_LEN, check_format};
 
 /// A live key as the verification path needs it.
@@ -36,6 +37,9 @@ pub struct LiveKey {
     /// verification reads the app's token-lifetime policy through it
     /// instead of looking the app up again.
     pub(super) app: Option<Arc<AppEntry>>,
+    /// Permissions, restrictions, limits, credits and metadata, for a key
+    /// that has any (`None` costs nothing on the verification path).
+    pub(super) policy: Option<Arc<LivePolicy>>,
     pub owner: KeyOwner,
     pub(super) secret: KeySecret,
     /// What verifies its JWTs, and so their one algorithm (see `jwt`).
@@ -112,11 +116,77 @@ impl LiveKey {
             id: id.into(),
             owner,
             app: None,
+            policy: None,
             // Every key is an HS256 key: its secret is the HMAC key.
             verifying_key: VerifyingKey::Hs256(Hs256Key::new(secret)),
             expires: expires_at.unwrap_or(NEVER),
             last_used: AtomicI64::new(last),
             flushed: AtomicI64::new(last),
+        }
+    }
+
+    /// The key with its policy (nothing changes for an empty one).
+    /// `credits`: the stored balance and the version of the last balance
+    /// set through the API, when the policy has credits.
+    pub fn with_policy(mut self, policy: &KeyPolicy, credits: Option<(CreditState, i64)>) -> Self {
+        if policy.is_empty() {
+            self.policy = None;
+            return self;
+        }
+        let cell = match (&policy.credits, credits) {
+            (Some(_), Some((state, version))) => Some(Arc::new(CreditCell::new(state, version))),
+            (Some(_), None) => Some(Arc::new(CreditCell::new(
+                CreditState {
+                    remaining: 0,
+                    period: 0,
+                },
+                0,
+            ))),
+            (None, _) => None,
+        };
+        self.policy = Some(Arc::new(LivePolicy::new(policy, cell)));
+        self
+    }
+
+    /// The key's policy, if it has one.
+    pub fn policy(&self) -> Option<&Arc<LivePolicy>> {
+        self.policy.as_ref()
+    }
+
+    /// The rate limit that applies to the key: its own, or else its app's
+    /// default.
+    pub fn ratelimit(&self) -> Option<RateLimit> {
+        self.policy
+            .as_ref()
+            .and_then(|p| p.ratelimit())
+            .or_else(|| self.app.as_ref().and_then(|app| app.default_ratelimit()))
+    }
+
+    /// Keeps one credit cell per key id in `cells`: a key loaded again
+    /// takes over the cell it had (with what was spent since the last
+    /// write to the store), unless the stored balance was set later
+    /// through the API.
+    pub(super) fn adopt_credit_cell<S: std::hash::BuildHasher>(
+        &mut self,
+        cells: &mut std::collections::HashMap<Box<str>, Arc<CreditCell>, S>,
+    ) {
+        let fresh = self.policy.as_ref().and_then(|p| p.credits().cloned());
+        let Some(fresh) = fresh else {
+            cells.remove(self.id.as_str());
+            return;
+        };
+        match cells.get(self.id.as_str()) {
+            Some(existing) if !Arc::ptr_eq(existing, &fresh) => {
+                existing.take_newer(&fresh);
+                let existing = existing.clone();
+                if let Some(policy) = self.policy.as_mut().and_then(Arc::get_mut) {
+                    policy.set_credit_cell(existing);
+                }
+            }
+            Some(_) => {}
+            None => {
+                cells.insert(Box::from(self.id.as_str()), fresh);
+            }
         }
     }
 
@@ -182,6 +252,7 @@ impl LiveKey {
             id: self.id.clone(),
             owner: self.owner.clone(),
             app: self.app.clone(),
+            policy: self.policy.clone(),
             secret: self.secret.clone(),
             verifying_key: self.verifying_key.clone(),
             expires: self.expires,
@@ -203,6 +274,7 @@ impl LiveKey {
                 app_id: nobody,
             },
             app: None,
+            policy: None,
             // The larger variant: its zeros cover every byte of either.
             secret: KeySecret::Basic(Zeroizing::new([0; BASIC_SECRET_B64_LEN])),
             // The largest variant (HS256's, the only one so far): its

@@ -14,12 +14,13 @@ mod tokens;
 mod usage;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use foldhash::fast::SeedableRandomState;
 use ring::rand::SecureRandom;
 
+use crate::policy::{CreditCell, RateLimit};
 use crate::table::KeyTable;
 use live_key::NEVER;
 
@@ -37,6 +38,9 @@ pub struct AppPolicy {
     pub allowed_origins: Option<Vec<String>>,
     /// Refuse the app's server credentials when they arrive from a browser.
     pub block_browser_secrets: bool,
+    /// The rate limit of the app's keys that set none of their own
+    /// (`settings.defaultKeyRatelimit`).
+    pub default_key_ratelimit: Option<RateLimit>,
 }
 
 impl AppPolicy {
@@ -91,13 +95,21 @@ impl AppEntry {
     fn max_token_ttl(&self) -> Option<i64> {
         self.max_token_ttl.get()
     }
+
+    fn default_ratelimit(&self) -> Option<RateLimit> {
+        self.max_token_ttl.default_limit()
+    }
 }
 
-/// An `Option<i64>` readable without a lock.
+/// What an app's keys read of its policy on every verification, readable
+/// without a lock: the longest JWT lifetime (an `Option<i64>`) and the
+/// default rate limit of its keys.
 #[derive(Debug, Default)]
 struct TtlCell {
     set: AtomicBool,
     seconds: AtomicI64,
+    /// `limit << 32 | windowSeconds`; 0 for none (a limit is at least 1).
+    limit: AtomicU64,
 }
 
 impl TtlCell {
@@ -109,6 +121,24 @@ impl TtlCell {
         } else {
             None
         }
+    }
+
+    fn default_limit(&self) -> Option<RateLimit> {
+        match self.limit.load(Ordering::Acquire) {
+            0 => None,
+            packed => Some(RateLimit {
+                limit: (packed >> 32) as u32,
+                window_seconds: (packed & u64::from(u32::MAX)) as u32,
+            }),
+        }
+    }
+
+    /// Called under the index's write lock.
+    fn put_limit(&self, limit: Option<RateLimit>) {
+        let packed = limit.map_or(0, |l| {
+            (u64::from(l.limit) << 32) | u64::from(l.window_seconds)
+        });
+        self.limit.store(packed, Ordering::Release);
     }
 
     /// Called under the index's write lock.
@@ -148,6 +178,9 @@ struct Inner {
     operator_tokens: Vec<(String, [u8; 32])>,
     /// verifier token id -> SHA-256 of the token
     verifier_tokens: Vec<(String, [u8; 32])>,
+    /// key id -> the key's credit balance, kept when the key is loaded
+    /// again so that spending not yet written to the store is not lost
+    credit_cells: Map<Box<str>, Arc<CreditCell>>,
 }
 
 impl Inner {
@@ -161,6 +194,7 @@ impl Inner {
             service_accounts: Map::with_hasher(hasher),
             operator_tokens: Vec::new(),
             verifier_tokens: Vec::new(),
+            credit_cells: Map::with_hasher(random_hasher()),
         }
     }
 
@@ -203,6 +237,7 @@ impl Inner {
             return false;
         };
         key.owner = owner;
+        key.adopt_credit_cell(&mut self.credit_cells);
         self.keys.insert(key);
         true
     }
@@ -328,6 +363,25 @@ impl KeyIndex {
     }
 
     pub fn remove_key(&self, id: &str) -> bool {
-        self.write().keys.remove(id.as_bytes()).is_some()
+        let mut inner = self.write();
+        inner.credit_cells.remove(id);
+        inner.keys.remove(id.as_bytes()).is_some()
+    }
+
+    /// Every credit balance changed since the store last had it, as
+    /// `(key id, balance)`; each cell is clean afterwards (see
+    /// [`CreditCell::take_dirty`]).
+    pub fn dirty_credits(&self) -> Vec<(String, Arc<CreditCell>, crate::policy::CreditState)> {
+        let inner = self.read();
+        inner
+            .credit_cells
+            .iter()
+            .filter_map(|(id, cell)| cell.take_dirty().map(|s| (id.to_string(), cell.clone(), s)))
+            .collect()
+    }
+
+    /// A key's credit balance cell, if it has credits.
+    pub fn credit_cell(&self, id: &str) -> Option<Arc<CreditCell>> {
+        self.read().credit_cells.get(id).cloned()
     }
 }

@@ -17,6 +17,7 @@ impl KeyIndex {
         let mut inner = self.write();
         if let Some(app) = inner.apps.get(app_id) {
             app.max_token_ttl.put(policy.max_token_ttl);
+            app.max_token_ttl.put_limit(policy.default_key_ratelimit);
             inner.policies.insert(app_id.to_string(), Arc::new(policy));
         }
     }

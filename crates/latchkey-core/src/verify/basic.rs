@@ -77,5 +77,7 @@ fn basic_verified(key: &LiveKey, now: i64) -> Verified {
         principal,
         expires_at: key.expires_at(),
         issued_at: None,
+        policy: key.policy().cloned(),
+        ratelimit: key.ratelimit(),
     }
 }

@@ -138,5 +138,7 @@ fn jwt_verified(
         principal,
         expires_at,
         issued_at: claims.iat,
+        policy: key.policy().cloned(),
+        ratelimit: key.ratelimit(),
     })
 }

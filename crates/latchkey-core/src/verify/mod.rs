@@ -10,9 +10,12 @@ mod bearer;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use crate::ids::{ID_BODY_LEN, IdKind, is_base62};
 use crate::index::{KeyIndex, KeyOwner, LiveKey};
 use crate::jwt::{self, JwtError};
+use crate::policy::{LivePolicy, RateLimit};
 use crate::principal::Principal;
 use crate::secret::{OPERATOR_TOKEN_PREFIX, SecretFormatError, VERIFIER_TOKEN_PREFIX};
 
@@ -43,6 +46,10 @@ pub struct Verified {
     pub expires_at: Option<i64>,
     /// A JWT's `iat`, if it carried one.
     pub issued_at: Option<i64>,
+    /// The key's policy, when it has one (see `crate::policy`).
+    pub policy: Option<Arc<LivePolicy>>,
+    /// The rate limit that applies: the key's own, else its app's default.
+    pub ratelimit: Option<RateLimit>,
 }
 
 impl Verified {
@@ -52,6 +59,8 @@ impl Verified {
             principal,
             expires_at: None,
             issued_at: None,
+            policy: None,
+            ratelimit: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use latchkey_core::policy::Permission;
 use latchkey_core::{Principal, Scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -109,7 +110,9 @@ pub async fn list_own_keys(
 ) -> ApiResult<Json<Value>> {
     let user = accounts::user_account_of(&caller)?;
     let owner = KeyOwnerRef::UserAccount(user);
-    Ok(Json(keys::list_keys(&state, NO_APP, owner, &page).await?))
+    Ok(Json(
+        keys::list_keys(&state, &caller, NO_APP, owner, &page).await?,
+    ))
 }
 
 /// A user-account key rotates itself (or another key of the same user
@@ -130,6 +133,7 @@ pub async fn rotate_own_key(
 
 /// Who the caller is.
 pub async fn whoami(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require(Permission::AccountRead)?;
     let p = &caller.principal;
     let mut body = match p {
         Principal::Operator { .. } => json!({"scope": "operator"}),

@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use latchkey_core::policy::Permission;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -56,6 +57,7 @@ pub async fn get(
     caller: Caller,
     PathParams(app_id): PathParams<String>,
 ) -> ApiResult<Response> {
+    caller.require(Permission::AppsRead)?;
     let app = apps::configurable_app(&state, &caller, &app_id).await?;
     Ok(Json(Named("app", AppView::from(&app))).into_response())
 }

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use latchkey_core::Principal;
+use latchkey_core::policy::Permission;
 use latchkey_store::{AuditFilter, Page};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -98,6 +99,7 @@ pub async fn account_audit(
     caller: Caller,
     q: AuditQuery,
 ) -> ApiResult<Json<Value>> {
+    caller.require(Permission::AuditRead)?;
     if q.account_id.is_some() && !caller.principal.is_operator() {
         return Err(ApiError::bad_request(
             "accountId is for the operator; other callers read their own account's log",
@@ -143,6 +145,7 @@ pub async fn app_audit(
     PathParams(app_id): PathParams<String>,
     q: AuditQuery,
 ) -> ApiResult<Json<Value>> {
+    caller.require(Permission::AuditRead)?;
     if q.account_id.is_some() {
         return Err(ApiError::bad_request("accountId applies to /v1/audit only"));
     }

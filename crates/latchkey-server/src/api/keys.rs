@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use latchkey_store::KeyOwnerRef;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::error::ApiResult;
 use crate::extract::{Caller, JsonBody, JsonBodyOrEmpty, Paging, PathParams};
@@ -43,7 +43,7 @@ pub async fn list_app_keys(
 ) -> ApiResult<Json<Value>> {
     let app = app_for_keys(&state, &caller, &app_id).await?;
     let ctx = KeyContext { app: Some(&app) };
-    let found = keys::list_keys(&state, ctx, KeyOwnerRef::App(&app.id), &page).await?;
+    let found = keys::list_keys(&state, &caller, ctx, KeyOwnerRef::App(&app.id), &page).await?;
     Ok(Json(found))
 }
 
@@ -54,8 +54,23 @@ pub async fn get_app_key(
 ) -> ApiResult<Json<Value>> {
     let app = app_for_keys(&state, &caller, &app_id).await?;
     let ctx = KeyContext { app: Some(&app) };
-    let key = keys::get_key(&state, ctx, KeyOwnerRef::App(&app.id), &key_id).await?;
+    let key = keys::get_key(&state, &caller, ctx, KeyOwnerRef::App(&app.id), &key_id).await?;
     Ok(Json(key))
+}
+
+/// `PATCH /v1/apps/{appId}/keys/{keyId}`: display name and policy.
+pub async fn update_app_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((app_id, key_id)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let write = WriteGuard::acquire(&state, &caller).await?;
+    let app = app_for_keys(&state, &caller, &app_id).await?;
+    let ctx = KeyContext { app: Some(&app) };
+    let owner = KeyOwnerRef::App(&app.id);
+    let view = keys::update_key(&state, &write, &caller, ctx, owner, &key_id, &body).await?;
+    Ok(Json(json!({"key": view})))
 }
 
 pub async fn delete_app_key(

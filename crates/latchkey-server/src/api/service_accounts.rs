@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use latchkey_core::policy::Permission;
 use latchkey_store::KeyOwnerRef;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -53,6 +54,7 @@ pub async fn get(
     caller: Caller,
     PathParams(sa_id): PathParams<String>,
 ) -> ApiResult<Json<Value>> {
+    caller.require(Permission::ServiceAccountsRead)?;
     let sa = ops::load(&state, &caller, &sa_id).await?;
     Ok(Json(
         json!({"serviceAccount": ServiceAccountView::from(&sa)}),
@@ -99,7 +101,9 @@ pub async fn list_keys(
 ) -> ApiResult<Json<Value>> {
     let sa = ops::load(&state, &caller, &sa_id).await?;
     let owner = KeyOwnerRef::ServiceAccount(&sa.id);
-    Ok(Json(keys::list_keys(&state, NO_APP, owner, &page).await?))
+    Ok(Json(
+        keys::list_keys(&state, &caller, NO_APP, owner, &page).await?,
+    ))
 }
 
 pub async fn get_key(
@@ -109,7 +113,9 @@ pub async fn get_key(
 ) -> ApiResult<Json<Value>> {
     let sa = ops::load(&state, &caller, &sa_id).await?;
     let owner = KeyOwnerRef::ServiceAccount(&sa.id);
-    Ok(Json(keys::get_key(&state, NO_APP, owner, &key_id).await?))
+    Ok(Json(
+        keys::get_key(&state, &caller, NO_APP, owner, &key_id).await?,
+    ))
 }
 
 pub async fn delete_key(
@@ -122,6 +128,21 @@ pub async fn delete_key(
     let owner = KeyOwnerRef::ServiceAccount(&sa.id);
     keys::delete_key(&state, &write, &caller, NO_APP, owner, &key_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PATCH /v1/serviceAccounts/{saId}/keys/{keyId}`: display name and
+/// policy.
+pub async fn update_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((sa_id, key_id)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<serde_json::Map<String, Value>>,
+) -> ApiResult<Json<Value>> {
+    let write = WriteGuard::acquire(&state, &caller).await?;
+    let sa = ops::load(&state, &caller, &sa_id).await?;
+    let owner = KeyOwnerRef::ServiceAccount(&sa.id);
+    let view = keys::update_key(&state, &write, &caller, NO_APP, owner, &key_id, &body).await?;
+    Ok(Json(serde_json::json!({"key": view})))
 }
 
 pub async fn rotate_key(

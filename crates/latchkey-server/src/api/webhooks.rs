@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use latchkey_core::policy::Permission;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -49,6 +50,7 @@ pub async fn list(
     PathParams(app_id): PathParams<String>,
     Paging(page): Paging,
 ) -> ApiResult<Json<Value>> {
+    caller.require(Permission::WebhooksRead)?;
     let app = app_for_webhooks(&state, &caller, &app_id).await?;
     let found = state.store.list_webhooks(&app.id, &page).await?;
     let webhooks: Vec<WebhookView> = found.items.iter().map(WebhookView::from).collect();
@@ -62,6 +64,7 @@ pub async fn get(
     caller: Caller,
     PathParams((app_id, webhook_id)): PathParams<(String, String)>,
 ) -> ApiResult<Json<Value>> {
+    caller.require(Permission::WebhooksRead)?;
     let app = app_for_webhooks(&state, &caller, &app_id).await?;
     let webhook = load_webhook(&state, &app, &webhook_id).await?;
     Ok(Json(json!({"webhook": WebhookView::from(&webhook)})))

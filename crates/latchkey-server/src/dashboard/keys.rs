@@ -183,6 +183,7 @@ async fn create(state: &AppState, form: SignedForm, owner: Owner) -> Response {
     let body = CreateKey {
         display_name: form.fields.get("display_name").unwrap_or("").to_string(),
         expires_at,
+        ..CreateKey::default()
     };
     let account_id = match &owner {
         Owner::App(a) => a.account_id.as_str(),

@@ -245,6 +245,7 @@ impl Session {
         Caller {
             principal: self.principal(),
             peer: self.peer,
+            policy: None,
         }
     }
 }
@@ -449,6 +450,7 @@ pub async fn signin(
             user_account_id: user.id.as_str().into(),
         },
         peer: peer(&parts),
+        policy: None,
     };
     let event = audit::event(
         &state,

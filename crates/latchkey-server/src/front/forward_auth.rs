@@ -92,6 +92,7 @@ pub async fn answer(
         uri,
         headers,
         peer,
+        client_ip: forwarded_client(headers),
     };
     match decide(state, &asked).await {
         Decision::Allow { identity, cors } => {
@@ -123,6 +124,28 @@ pub async fn answer(
         ),
         Decision::Refuse { refusal, cors } => refused(refusal, cors),
     }
+}
+
+/// The client's address as the proxy that asks saw it: the last entry of
+/// the last `X-Forwarded-For` (a proxy appends the address it received
+/// the request from; entries before it are the client's own claims), else
+/// `X-Real-IP`. `None` when neither is there or it does not parse, which
+/// a key restricted to certain addresses is refused for.
+fn forwarded_client(headers: &HeaderMap) -> Option<IpAddr> {
+    let last = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .map(str::trim);
+    let text = last.or_else(|| {
+        headers
+            .get("x-real-ip")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    })?;
+    text.parse().ok()
 }
 
 /// A refusal as a proxy can pass it on: 401 stays 401, every other status

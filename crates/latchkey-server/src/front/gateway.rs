@@ -316,6 +316,7 @@ async fn handle(
         uri: Some(uri),
         headers: req.headers(),
         peer: Some(peer),
+        client_ip: Some(peer),
     };
     let decision = decide(state, &asked).await;
     let response = match decision {

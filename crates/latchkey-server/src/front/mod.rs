@@ -62,6 +62,10 @@ pub struct Asked<'a> {
     /// The request's headers (`Authorization`, `Origin`, preflight headers).
     pub headers: &'a HeaderMap,
     pub peer: Option<IpAddr>,
+    /// The address of the client that sent the request (for a key's
+    /// `allowedIps`): the gateway's peer, or what the proxy in front of
+    /// forward-auth says it saw.
+    pub client_ip: Option<IpAddr>,
 }
 
 /// Who the request speaks for, when it is allowed.
@@ -333,6 +337,26 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
             return refuse(Refusal::new(status, code, title));
         }
     };
+    if verified.policy.is_some() || verified.ratelimit.is_some() {
+        let now = state.now();
+        if let Err(refusal) = admit_key(state, &verified, asked, now) {
+            let status = match refusal {
+                latchkey_core::policy::Refusal::RateLimited(_)
+                | latchkey_core::policy::Refusal::UsageExceeded { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+                _ => StatusCode::FORBIDDEN,
+            };
+            let cors = match p {
+                Principal::AppUser { app_id, .. } => app_cors(Some(app_id)),
+                _ => None,
+            };
+            return Decision::Refuse {
+                refusal: Refusal::new(status, refusal.code(), refusal.title(now)),
+                cors,
+            };
+        }
+    }
     let identity = Identity {
         app_id: reached.app_id.map(str::to_string),
         user_id: reached.user_id.map(str::to_string),
@@ -343,6 +367,38 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
         _ => None,
     };
     Decision::Allow { identity, cors }
+}
+
+/// The key's policy for a request through the front door: its address
+/// and origin restrictions, its rate limit, and one credit (no
+/// permissions are asked for: the front door knows no operation names).
+fn admit_key(
+    state: &AppState,
+    verified: &latchkey_core::Verified,
+    asked: &Asked<'_>,
+    now: i64,
+) -> Result<(), latchkey_core::policy::Refusal> {
+    use latchkey_core::policy::checks::{self, Demand, Subject};
+    let Some(key_id) = verified.principal.key_id() else {
+        return Ok(());
+    };
+    let user = match &verified.principal {
+        Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
+        _ => None,
+    };
+    let subject = Subject {
+        key_id,
+        user,
+        policy: verified.policy.as_deref(),
+        now,
+    };
+    let demand = Demand {
+        permissions: &[],
+        ip: asked.client_ip,
+        origin: asked.headers.get(ORIGIN).and_then(|v| v.to_str().ok()),
+        cost: 1,
+    };
+    checks::verification(&subject, &demand, &state.limiter, verified.ratelimit).map(|_| ())
 }
 
 /// Adds the CORS headers of an allowed preflight for `origin`.

@@ -3,6 +3,7 @@
 
 use latchkey_core::Principal;
 use latchkey_core::ids::{IdKind, new_id};
+use latchkey_core::policy::Permission;
 use latchkey_store::{App, Page, PageOf};
 use serde_json::{Map, Value, json};
 
@@ -46,6 +47,7 @@ pub async fn create_app(
     name: &str,
     settings_patch: Option<&Map<String, Value>>,
 ) -> ApiResult<App> {
+    caller.require(Permission::AppsWrite)?;
     let (account_id, creator) = account_caller(caller)?;
     let display_name = display_name(name, "displayName")?;
     // New apps refuse server credentials sent from a browser unless told
@@ -87,6 +89,7 @@ pub async fn create_app(
 /// A page of the apps the caller reaches: its account's, or for a service
 /// account only the apps it created or was granted.
 pub async fn list_apps(state: &AppState, caller: &Caller, page: &Page) -> ApiResult<PageOf<App>> {
+    caller.require(Permission::AppsRead)?;
     let (account_id, only) = account_caller(caller)?;
     Ok(state.store.list_apps(account_id, only, page).await?)
 }
@@ -116,6 +119,7 @@ pub async fn update_app(
     new_name: Option<&str>,
     settings_patch: Option<&Map<String, Value>>,
 ) -> ApiResult<App> {
+    caller.require(Permission::SettingsWrite)?;
     if let Some(name) = new_name {
         app.display_name = display_name(name, "displayName")?;
     }
@@ -150,6 +154,7 @@ pub async fn delete_app(
     caller: &Caller,
     app_id: &str,
 ) -> ApiResult<()> {
+    caller.require(Permission::AppsWrite)?;
     let app = load_app(state, app_id).await?;
     require(
         caller

@@ -4,6 +4,7 @@
 //! scope on the app).
 
 use latchkey_core::ids::{IdKind, new_id};
+use latchkey_core::policy::Permission;
 use latchkey_core::secret::{self, KEY_SECRET_PREFIX};
 use latchkey_store::{ApiKey, App, AuditEvent, KeyKind, KeyOwnerRef, Page, Rotation};
 use serde::Deserialize;
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::key_policy::{self, Draft};
 use super::{Caller, WriteGuard, app_ref, display_name, load_app, policy};
 use crate::audit::{self, EventExt};
 use crate::error::{ApiError, ApiResult, require};
@@ -24,13 +26,43 @@ const NEEDS_ACCOUNT: &str =
 /// The longest grace period of a rotation: 30 days.
 pub const MAX_GRACE_SECONDS: i64 = 30 * 86_400;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateKey {
     pub display_name: String,
     /// RFC 3339; the key stops working at this time.
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// The policy members (see `key_policy`); absent or null: none.
+    #[serde(default)]
+    pub permissions: Option<Value>,
+    #[serde(default)]
+    pub restrictions: Option<Value>,
+    #[serde(default)]
+    pub ratelimit: Option<Value>,
+    #[serde(default)]
+    pub credits: Option<Value>,
+    #[serde(default)]
+    pub meta: Option<Value>,
+}
+
+impl CreateKey {
+    /// The key's policy as given.
+    fn draft(&self, now: i64) -> ApiResult<Draft> {
+        let mut members = serde_json::Map::new();
+        for (name, v) in [
+            ("permissions", &self.permissions),
+            ("restrictions", &self.restrictions),
+            ("ratelimit", &self.ratelimit),
+            ("credits", &self.credits),
+            ("meta", &self.meta),
+        ] {
+            if let Some(v) = v {
+                members.insert(name.to_string(), v.clone());
+            }
+        }
+        key_policy::of_create(&members, now)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +140,7 @@ fn internal(what: &'static str) -> impl FnOnce(latchkey_core::crypto::CryptoErro
 }
 
 /// A new key (secret sealed) for `owner_id`, and its plain secret.
+#[allow(clippy::too_many_arguments)]
 fn new_key(
     state: &AppState,
     kind: KeyKind,
@@ -116,6 +149,7 @@ fn new_key(
     display_name: String,
     expires_at: Option<i64>,
     rotated_from: Option<String>,
+    draft: Draft,
 ) -> ApiResult<(ApiKey, latchkey_core::SecretString)> {
     let id = new_id(&state.rng, key_id_kind(kind));
     let secret = secret::generate(&state.rng, KEY_SECRET_PREFIX);
@@ -134,6 +168,8 @@ fn new_key(
         last_used_at: None,
         rotated_from,
         replaced_by: None,
+        policy: draft.policy,
+        credits: draft.credits,
     };
     Ok((key, secret))
 }
@@ -149,6 +185,7 @@ pub async fn create_key(
     owner: KeyOwnerRef<'_>,
     body: &CreateKey,
 ) -> ApiResult<KeyView> {
+    caller.require(Permission::KeysWrite)?;
     let (kind, owner_id) = match owner {
         KeyOwnerRef::App(id) => (KeyKind::App, id),
         KeyOwnerRef::UserAccount(id) => (KeyKind::UserAccount, id),
@@ -160,6 +197,8 @@ pub async fn create_key(
         .as_deref()
         .map(|t| parse_expiry(state, t))
         .transpose()?;
+    let draft = body.draft(state.now())?;
+    caller.may_grant(&draft.policy)?;
     let (key, secret) = new_key(
         state,
         kind,
@@ -168,6 +207,7 @@ pub async fn create_key(
         display_name,
         expires_at,
         None,
+        draft,
     )?;
     let mut view = ctx.view(state, &key);
     let event = ctx.event(
@@ -206,6 +246,7 @@ pub async fn rotate_key(
     key_id: &str,
     body: &RotateKey,
 ) -> ApiResult<Value> {
+    caller.require(Permission::KeysWrite)?;
     let grace = body.grace_seconds.unwrap_or(MAX_GRACE_SECONDS);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
         return Err(ApiError::bad_request(format!(
@@ -213,6 +254,9 @@ pub async fn rotate_key(
         )));
     }
     let old = load_key(state, owner, key_id).await?;
+    // The caller receives the successor's secret: it may rotate only keys
+    // it could have made.
+    caller.may_grant(&old.policy)?;
     let now = state.now();
     if old.replaced_by.is_some() {
         return Err(ApiError::conflict("this key has already been rotated"));
@@ -229,6 +273,16 @@ pub async fn rotate_key(
     let new_expires_at = old
         .expires_at
         .map(|t| now.saturating_add(t.saturating_sub(old.created_at).max(1)));
+    // The successor carries everything the old key could do, and starts
+    // with the balance the old key has now.
+    let credits = old.credits.map(|stored| {
+        let state = live_credits(state, &old.id, stored);
+        latchkey_store::StoredCredits {
+            remaining: state.remaining,
+            period: state.period,
+            version: 0,
+        }
+    });
     let (new, secret) = new_key(
         state,
         old.kind,
@@ -237,6 +291,11 @@ pub async fn rotate_key(
         old.display_name.clone(),
         new_expires_at,
         Some(old.id.clone()),
+        Draft {
+            policy: old.policy.clone(),
+            credits,
+            credits_set: false,
+        },
     )?;
     let mut view = ctx.view(state, &new);
     let previous = json!({"id": old.id, "expiresAt": rfc3339(old_expires_at)});
@@ -276,13 +335,131 @@ pub async fn rotate_key(
     Ok(json!({"key": view, "previousKey": previous}))
 }
 
+/// A key's credit balance as this node has it: the index's cell (which
+/// holds spending not yet written), else the store's.
+pub fn live_credits(
+    state: &AppState,
+    key_id: &str,
+    stored: latchkey_store::StoredCredits,
+) -> latchkey_core::policy::CreditState {
+    match state.index.credit_cell(key_id) {
+        Some(cell) => cell.state(),
+        None => latchkey_core::policy::CreditState {
+            remaining: stored.remaining,
+            period: stored.period,
+        },
+    }
+}
+
+/// Changes a key: its display name and any member of its policy
+/// (`PATCH …/keys/{keyId}`, JSON merge patch: absent members are kept,
+/// null removes one). A balance set here is audited and replaces what
+/// every node holds.
+#[allow(clippy::too_many_arguments)]
+pub async fn update_key(
+    state: &AppState,
+    _write: &WriteGuard,
+    caller: &Caller,
+    ctx: KeyContext<'_>,
+    owner: KeyOwnerRef<'_>,
+    key_id: &str,
+    body: &serde_json::Map<String, Value>,
+) -> ApiResult<KeyView> {
+    caller.require(Permission::KeysWrite)?;
+    let mut key = load_key(state, owner, key_id).await?;
+    let now = state.now();
+    let mut draft = Draft {
+        policy: key.policy.clone(),
+        credits: key.credits.map(|stored| {
+            let live = live_credits(state, &key.id, stored);
+            latchkey_store::StoredCredits {
+                remaining: live.remaining,
+                period: live.period,
+                ..stored
+            }
+        }),
+        credits_set: false,
+    };
+    let mut changed = Vec::new();
+    for (name, value) in body {
+        if name == "displayName" {
+            let text = value
+                .as_str()
+                .ok_or_else(|| ApiError::bad_request("displayName must be a string"))?;
+            key.display_name = display_name(text, "displayName")?;
+        } else {
+            draft.apply(name, value, now)?;
+        }
+        changed.push(name.clone());
+    }
+    if changed.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "send at least one of displayName, {}",
+            key_policy::MEMBERS.join(", ")
+        )));
+    }
+    caller.may_grant(&draft.policy)?;
+    // A key with a policy may not change itself (it could lift its own
+    // limits or refill its own credits).
+    if caller.policy.is_some() && caller.principal.key_id() == Some(key.id.as_str()) {
+        return Err(ApiError::forbidden(
+            "a key with a policy cannot change itself; use another key or the dashboard",
+        ));
+    }
+    key.policy = draft.policy;
+    // The balance is written only when this request set it; otherwise the
+    // store keeps its own (the flusher writes what was spent).
+    key.credits = draft.credits.map(|c| latchkey_store::StoredCredits {
+        version: c.version + i64::from(draft.credits_set),
+        ..c
+    });
+    let view = ctx.view(state, &key);
+    let mut event = ctx
+        .event(
+            state,
+            caller,
+            "key.updated",
+            "key:updated",
+            &key,
+            json!({"key": &view, "changed": &changed}),
+        )
+        .detail("changed", json!(changed));
+    if draft.credits_set {
+        event = event.detail("creditsRemaining", json!(key.credits.map(|c| c.remaining)));
+    }
+    if !state
+        .store
+        .update_key(&key, draft.credits_set, &event)
+        .await?
+    {
+        return Err(ApiError::not_found("key"));
+    }
+    // The store's balance version moved with this write (see
+    // `Store::update_key`): the index takes the new balance over what it
+    // held only when this request set it.
+    let stored = state.store.get_key(&key.id).await?;
+    if let Some(stored) = stored {
+        let live = live_key(&stored, &state.master).map_err(|e| {
+            tracing::error!(error = %e, "indexing a changed key");
+            ApiError::internal()
+        })?;
+        if state.index.contains_key(&stored.id) {
+            state.index.insert_key(live);
+        }
+        return Ok(ctx.view(state, &stored));
+    }
+    Err(ApiError::not_found("key"))
+}
+
 /// A page of `owner`'s keys, as the API shows them.
 pub async fn list_keys(
     state: &AppState,
+    caller: &Caller,
     ctx: KeyContext<'_>,
     owner: KeyOwnerRef<'_>,
     page: &Page,
 ) -> ApiResult<Value> {
+    caller.require(Permission::KeysRead)?;
     let found = state.store.list_keys(owner, page).await?;
     let keys: Vec<KeyView> = found.items.iter().map(|k| ctx.view(state, k)).collect();
     Ok(json!({"keys": keys, "meta": PageMeta::of(&found, |k| &k.id)}))
@@ -299,10 +476,12 @@ pub async fn load_key(state: &AppState, owner: KeyOwnerRef<'_>, key_id: &str) ->
 /// One key of `owner`, as the API shows it.
 pub async fn get_key(
     state: &AppState,
+    caller: &Caller,
     ctx: KeyContext<'_>,
     owner: KeyOwnerRef<'_>,
     key_id: &str,
 ) -> ApiResult<Value> {
+    caller.require(Permission::KeysRead)?;
     let key = load_key(state, owner, key_id).await?;
     Ok(json!({"key": ctx.view(state, &key)}))
 }
@@ -316,6 +495,7 @@ pub async fn delete_key(
     owner: KeyOwnerRef<'_>,
     key_id: &str,
 ) -> ApiResult<()> {
+    caller.require(Permission::KeysWrite)?;
     let key = load_key(state, owner, key_id).await?;
     let view = ctx.view(state, &key);
     let event = ctx.event(

@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod apps;
+pub mod key_policy;
 pub mod keys;
 pub mod policy;
 pub mod service_accounts;
@@ -21,8 +22,10 @@ pub mod verify;
 pub mod webhooks;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use latchkey_core::Principal;
+use latchkey_core::policy::{LivePolicy, Permission};
 use latchkey_core::principal::AppRef;
 use latchkey_store::App;
 
@@ -35,9 +38,51 @@ pub struct Caller {
     pub principal: Principal,
     /// The peer's address, for the audit log.
     pub peer: Option<IpAddr>,
+    /// The policy of the caller's key, when it has one: its permissions
+    /// decide which of Latchkey's own operations it may call.
+    pub policy: Option<Arc<LivePolicy>>,
 }
 
 impl Caller {
+    /// Refuses (403 `insufficient_permissions`) a key whose permission
+    /// list lacks `permission`. Keys without a list, operators and
+    /// dashboard sessions may call every operation their scope reaches.
+    pub fn require(&self, permission: Permission) -> ApiResult<()> {
+        match &self.policy {
+            Some(p) if !p.has_permission(permission.as_str()) => Err(ApiError::lacks(permission)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A key with a permission list may give the keys it creates or
+    /// changes only permissions it carries itself, never the full power
+    /// of a key without a list (it could otherwise make itself a stronger
+    /// key).
+    pub fn may_grant(&self, policy: &latchkey_core::policy::KeyPolicy) -> ApiResult<()> {
+        let Some(own) = self.policy.as_ref().and_then(|p| p.permissions()) else {
+            return Ok(());
+        };
+        let Some(wanted) = &policy.permissions else {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "insufficient_permissions",
+                "a key with a permission list may create or change only keys with a \
+                 permission list that it carries itself: send permissions",
+            ));
+        };
+        match wanted
+            .iter()
+            .find(|w| own.binary_search_by(|p| (**p).cmp(w.as_str())).is_err())
+        {
+            Some(missing) => Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "insufficient_permissions",
+                format!("the calling key does not carry {missing:?}, so it cannot give it"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The peer's address as the audit log records it.
     pub fn address(&self) -> Option<String> {
         self.peer.map(|ip| ip.to_string())

@@ -19,6 +19,10 @@ pub const ALLOWED_ORIGINS: &str = "allowedOrigins";
 /// request carries an `Origin` header. On unless set to false.
 pub const BLOCK_BROWSER_SECRETS: &str = "blockBrowserSecrets";
 
+/// The rate limit of the app's keys that set none of their own:
+/// `{"limit": N, "windowSeconds": S}`.
+pub const DEFAULT_KEY_RATELIMIT: &str = "defaultKeyRatelimit";
+
 const MAX_ORIGINS: usize = 50;
 
 const KEY_AGE_RANGE: (i64, i64) = (1, 3650);
@@ -76,6 +80,17 @@ pub fn validate(settings: &mut Map<String, Value>) -> ApiResult<()> {
             "settings.{BLOCK_BROWSER_SECRETS} must be true or false"
         )));
     }
+    if let Some(v) = settings.get_mut(DEFAULT_KEY_RATELIMIT) {
+        let limit = ratelimit_of(v).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "settings.{DEFAULT_KEY_RATELIMIT} must be {{\"limit\": N, \"windowSeconds\": S}} \
+                 with N from 1 to {} and S from 1 to {}, or null to remove it",
+                u32::MAX,
+                latchkey_core::policy::MAX_WINDOW_SECONDS
+            ))
+        })?;
+        *v = serde_json::json!({"limit": limit.limit, "windowSeconds": limit.window_seconds});
+    }
     if let Some(v) = settings.get(ALLOWED_ORIGINS) {
         let ok = v.as_array().is_some_and(|list| {
             list.len() <= MAX_ORIGINS && list.iter().all(|o| o.as_str().is_some_and(is_origin))
@@ -108,7 +123,25 @@ pub fn app_policy(settings: &Map<String, Value>) -> latchkey_core::AppPolicy {
             .get(BLOCK_BROWSER_SECRETS)
             .and_then(Value::as_bool)
             .unwrap_or(true),
+        default_key_ratelimit: settings.get(DEFAULT_KEY_RATELIMIT).and_then(ratelimit_of),
     }
+}
+
+/// A rate limit written as `{"limit": N, "windowSeconds": S}` (integers,
+/// a zero fraction allowed), within the documented bounds.
+pub fn ratelimit_of(v: &Value) -> Option<latchkey_core::policy::RateLimit> {
+    let obj = v.as_object()?;
+    if obj.keys().any(|k| k != "limit" && k != "windowSeconds") {
+        return None;
+    }
+    let limit = u32::try_from(json_values::integer_value(obj.get("limit")?)?).ok()?;
+    let window = u32::try_from(json_values::integer_value(obj.get("windowSeconds")?)?).ok()?;
+    let limit = latchkey_core::policy::RateLimit {
+        limit,
+        window_seconds: window,
+    };
+    latchkey_core::policy::check_ratelimit(&limit).ok()?;
+    Some(limit)
 }
 
 pub fn max_token_ttl(settings: &Map<String, Value>) -> Option<i64> {

@@ -2,6 +2,7 @@
 //! keys: user-account keys only.
 
 use latchkey_core::ids::{IdKind, new_id};
+use latchkey_core::policy::Permission;
 use latchkey_store::{Page, PageOf, ServiceAccount};
 
 use super::{Caller, WriteGuard, display_name};
@@ -52,6 +53,7 @@ pub async fn create_service_account(
     caller: &Caller,
     name: &str,
 ) -> ApiResult<ServiceAccount> {
+    caller.require(Permission::ServiceAccountsWrite)?;
     let account_id = caller_account(caller)?;
     let sa = ServiceAccount {
         id: new_id(&state.rng, IdKind::ServiceAccount),
@@ -79,6 +81,7 @@ pub async fn list_service_accounts(
     caller: &Caller,
     page: &Page,
 ) -> ApiResult<PageOf<ServiceAccount>> {
+    caller.require(Permission::ServiceAccountsRead)?;
     let account_id = caller_account(caller)?;
     Ok(state.store.list_service_accounts(&account_id, page).await?)
 }
@@ -90,6 +93,7 @@ pub async fn delete_service_account(
     caller: &Caller,
     sa: &ServiceAccount,
 ) -> ApiResult<()> {
+    caller.require(Permission::ServiceAccountsWrite)?;
     let event = audit::event(
         state,
         caller,
@@ -121,6 +125,7 @@ pub async fn grant_app(
     sa: &ServiceAccount,
     app_id: &str,
 ) -> ApiResult<()> {
+    caller.require(Permission::ServiceAccountsWrite)?;
     grantable_app(state, sa, app_id).await?;
     let event =
         audit::event(state, caller, "grant.created", "serviceAccount", &sa.id).in_app(app_id);
@@ -142,6 +147,7 @@ pub async fn revoke_app(
     sa: &ServiceAccount,
     app_id: &str,
 ) -> ApiResult<()> {
+    caller.require(Permission::ServiceAccountsWrite)?;
     grantable_app(state, sa, app_id).await?;
     let event =
         audit::event(state, caller, "grant.deleted", "serviceAccount", &sa.id).in_app(app_id);

@@ -4,6 +4,7 @@
 
 use latchkey_core::Principal;
 use latchkey_core::ids::{IdKind, new_id};
+use latchkey_core::policy::Permission;
 use latchkey_core::principal::UserAction;
 use latchkey_store::{App, AppUser, Page, PageOf, StoreError};
 use serde::Deserialize;
@@ -99,6 +100,7 @@ pub async fn create_user(
     profile: Option<Profile>,
     metadata: Option<Map<String, Value>>,
 ) -> ApiResult<AppUser> {
+    caller.require(Permission::UsersWrite)?;
     let app = app_for(state, caller, app_id, None, UserAction::Manage).await?;
     check_external_id(&external_id)?;
     let profile = profile.unwrap_or_default();
@@ -129,6 +131,7 @@ pub async fn list_users(
     app_id: &str,
     page: &Page,
 ) -> ApiResult<PageOf<AppUser>> {
+    caller.require(Permission::UsersRead)?;
     let app = app_for(state, caller, app_id, None, UserAction::Manage).await?;
     Ok(state.store.list_app_users(&app.id, page).await?)
 }
@@ -142,6 +145,10 @@ pub async fn resolve(
     user: &str,
     action: UserAction,
 ) -> ApiResult<AppUser> {
+    caller.require(match action {
+        UserAction::Read => Permission::UsersRead,
+        UserAction::Update | UserAction::Manage => Permission::UsersWrite,
+    })?;
     let app = load_app(state, app_id).await?;
     // Outside the caller's reach: answer before touching the users table,
     // so timing tells nothing about the app's users. (Whether an app id
@@ -204,6 +211,7 @@ pub async fn update_user(
     profile: Option<Profile>,
     metadata: Option<&Map<String, Value>>,
 ) -> ApiResult<AppUser> {
+    caller.require(Permission::UsersWrite)?;
     let mut user = resolve(state, caller, app_id, user, UserAction::Update).await?;
     if let Some(p) = profile {
         check_profile(&p)?;
@@ -237,6 +245,7 @@ pub async fn delete_user(
     app_id: &str,
     user: &str,
 ) -> ApiResult<()> {
+    caller.require(Permission::UsersWrite)?;
     let app = load_app(state, app_id).await?;
     refuse_unreachable(state, caller, &app)?;
     let found = state.store.find_app_user(&app.id, user).await?;
@@ -279,6 +288,7 @@ pub async fn mint_token(
     user: String,
     ttl_seconds: Option<i64>,
 ) -> ApiResult<(String, i64)> {
+    caller.require(Permission::TokensMint)?;
     let app = app_for(state, caller, app_id, None, UserAction::Manage).await?;
     let ttl = ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL);
     let (lo, hi) = TOKEN_TTL_RANGE;

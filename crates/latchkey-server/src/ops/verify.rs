@@ -7,8 +7,11 @@ use std::borrow::Cow;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::Verified;
+use latchkey_core::policy::LivePolicy;
+use latchkey_core::policy::checks::{self, Demand, Outcome, Refusal, Subject};
 use latchkey_core::verify_request::VerifyRequest;
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::state::AppState;
 
@@ -21,24 +24,81 @@ pub enum Answer<'a> {
     Valid {
         account_id: Option<&'a str>,
         app_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        credits: Option<CreditsAnswer>,
         key_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        meta: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        permissions: Option<&'a [Box<str>]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ratelimit: Option<RatelimitAnswer>,
         scope: &'static str,
         user_id: Option<&'a str>,
         valid: bool,
     },
+    #[serde(rename_all = "camelCase")]
     Invalid {
         code: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_seconds: Option<i64>,
         title: Cow<'a, str>,
         valid: bool,
     },
 }
 
+/// The balance left after this verification.
+#[derive(Debug, Serialize)]
+pub struct CreditsAnswer {
+    pub remaining: i64,
+}
+
+/// Where the key's rate limit stands after this verification.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RatelimitAnswer {
+    pub limit: u32,
+    pub remaining: u32,
+    /// RFC 3339: when the window ends.
+    pub reset_at: String,
+}
+
 fn invalid<'a>(code: &'a str, title: impl Into<Cow<'a, str>>) -> Answer<'a> {
     Answer::Invalid {
         code,
+        retry_after_seconds: None,
         title: title.into(),
         valid: false,
     }
+}
+
+/// The key's policy checks for a verification (see
+/// `latchkey_core::policy::checks::verification` for their order).
+fn check_policy(
+    state: &AppState,
+    req: &VerifyRequest,
+    verified: &Verified,
+) -> Result<Outcome, Refusal> {
+    let Some(key_id) = verified.principal.key_id() else {
+        return Ok(Outcome::default());
+    };
+    let user = match &verified.principal {
+        latchkey_core::Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
+        _ => None,
+    };
+    let subject = Subject {
+        key_id,
+        user,
+        policy: verified.policy.as_deref(),
+        now: state.now(),
+    };
+    let demand = Demand {
+        permissions: &req.permissions,
+        ip: req.ip,
+        origin: req.origin.as_deref(),
+        cost: i64::from(req.cost.unwrap_or(1)),
+    };
+    checks::verification(&subject, &demand, &state.limiter, verified.ratelimit)
 }
 
 /// The answer to `req` for the operator, given the outcome of verifying
@@ -62,13 +122,37 @@ pub fn answer<'a>(
         req.origin.is_some(),
     );
     match (reached, p.scope()) {
-        (Ok(reached), Some(scope)) => Answer::Valid {
-            account_id: p.account_id(),
-            app_id: reached.app_id,
-            key_id: p.key_id(),
-            scope: scope.as_str(),
-            user_id: reached.user_id,
-            valid: true,
+        (Ok(reached), Some(scope)) => match check_policy(state, req, verified) {
+            Ok(outcome) => Answer::Valid {
+                account_id: p.account_id(),
+                app_id: reached.app_id,
+                credits: outcome
+                    .credits
+                    .map(|(remaining, _)| CreditsAnswer { remaining }),
+                key_id: p.key_id(),
+                meta: verified.policy.as_deref().and_then(LivePolicy::meta),
+                permissions: verified.policy.as_deref().and_then(LivePolicy::permissions),
+                ratelimit: outcome.ratelimit.map(|l| RatelimitAnswer {
+                    limit: l.limit,
+                    remaining: l.remaining,
+                    reset_at: crate::views::rfc3339(l.reset_at),
+                }),
+                scope: scope.as_str(),
+                user_id: reached.user_id,
+                valid: true,
+            },
+            Err(refusal) => {
+                let now = state.now();
+                Answer::Invalid {
+                    code: refusal.code(),
+                    retry_after_seconds: match &refusal {
+                        Refusal::RateLimited(l) => Some(l.retry_after(now)),
+                        _ => None,
+                    },
+                    title: Cow::Owned(refusal.title(now)),
+                    valid: false,
+                }
+            }
         },
         (Err((code, title)), _) => invalid(code, title),
         // `reach` refuses a principal without a scope.

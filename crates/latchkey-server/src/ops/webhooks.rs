@@ -3,6 +3,7 @@
 //! response that creates it. Delivery is in `crate::webhooks`.
 
 use latchkey_core::ids::{IdKind, new_id};
+use latchkey_core::policy::Permission;
 use latchkey_core::secret;
 use latchkey_store::{App, Webhook};
 use serde_json::json;
@@ -20,9 +21,10 @@ pub use latchkey_core::secret::WEBHOOK_SECRET_PREFIX;
 
 /// Every trigger a webhook may subscribe to, in the order responses list
 /// them.
-pub const TRIGGERS: [&str; 7] = [
+pub const TRIGGERS: [&str; 8] = [
     "key:created",
     "key:rotated",
+    "key:updated",
     "key:deleted",
     "key:expiring",
     "key:expired",
@@ -154,6 +156,7 @@ pub async fn create_webhook(
     target: &str,
     triggers: &[String],
 ) -> ApiResult<WebhookView> {
+    caller.require(Permission::WebhooksWrite)?;
     let target = check_target(target, state.config.allow_private_webhook_targets)?;
     let triggers = check_triggers(triggers)?;
     let id = new_id(&state.rng, IdKind::Webhook);
@@ -194,6 +197,7 @@ pub async fn update_webhook(
     target: Option<&str>,
     triggers: Option<&[String]>,
 ) -> ApiResult<Webhook> {
+    caller.require(Permission::WebhooksWrite)?;
     let mut webhook = load_webhook(state, app, webhook_id).await?;
     if target.is_none() && triggers.is_none() {
         return Err(ApiError::bad_request(
@@ -229,6 +233,7 @@ pub async fn delete_webhook(
     app: &App,
     webhook_id: &str,
 ) -> ApiResult<()> {
+    caller.require(Permission::WebhooksWrite)?;
     let event =
         audit::event(state, caller, "webhook.deleted", "webhook", webhook_id).in_app(&app.id);
     if !state

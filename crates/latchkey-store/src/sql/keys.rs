@@ -7,11 +7,13 @@ use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use super::audit::insert_audit_tx;
 use super::{SqlStore, classify};
 use crate::{
-    ApiKey, AuditEvent, Change, KeyKind, KeyOwnerRef, Page, PageOf, Result, Rotation, StoreError,
+    ApiKey, AuditEvent, Change, KeyKind, KeyOwnerRef, KeyPolicy, Page, PageOf, Result, Rotation,
+    StoreError, StoredCredits,
 };
 
 pub(super) const KEY_COLUMNS: &str = "id, kind, account_id, app_id, user_account_id, service_account_id, \
-     display_name, secret_sealed, created_at, expires_at, last_used_at, rotated_from, replaced_by";
+     display_name, secret_sealed, created_at, expires_at, last_used_at, rotated_from, replaced_by, \
+     policy, credits_remaining, credits_period, credits_version";
 
 pub(super) fn key_from(row: &AnyRow) -> Result<ApiKey> {
     let kind_text: &str = row.try_get("kind")?;
@@ -35,6 +37,44 @@ pub(super) fn key_from(row: &AnyRow) -> Result<ApiKey> {
         last_used_at: row.try_get("last_used_at")?,
         rotated_from: row.try_get("rotated_from")?,
         replaced_by: row.try_get("replaced_by")?,
+        policy: policy_from(row.try_get("policy")?)?,
+        credits: credits_from(
+            row.try_get("credits_remaining")?,
+            row.try_get("credits_period")?,
+            row.try_get("credits_version")?,
+        ),
+    })
+}
+
+/// A stored policy (NULL: none). One that does not read is corruption:
+/// taking it for "no policy" would give the key its scope's full power.
+pub(super) fn policy_from(text: Option<String>) -> Result<KeyPolicy> {
+    match text {
+        None => Ok(KeyPolicy::default()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("a key's policy is not readable: {e}"))),
+    }
+}
+
+/// The stored policy's text, NULL for none.
+fn policy_text(policy: &KeyPolicy) -> Result<Option<String>> {
+    if policy.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(policy)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("a key's policy cannot be written: {e}")))
+}
+
+pub(super) fn credits_from(
+    remaining: Option<i64>,
+    period: Option<i64>,
+    version: i64,
+) -> Option<StoredCredits> {
+    remaining.map(|remaining| StoredCredits {
+        remaining,
+        period: period.unwrap_or(0),
+        version,
     })
 }
 
@@ -46,17 +86,19 @@ fn owner_columns(key: &ApiKey) -> (Option<&str>, Option<&str>, Option<&str>) {
     }
 }
 
-/// The columns a new key is inserted with, bound as `$1`…`$11` by
+/// The columns a new key is inserted with, bound as `$1`…`$15` by
 /// [`bind_key`].
 const KEY_INSERT_COLUMNS: &str = "id, kind, account_id, app_id, user_account_id, \
-     service_account_id, display_name, secret_sealed, created_at, expires_at, rotated_from";
+     service_account_id, display_name, secret_sealed, created_at, expires_at, rotated_from, \
+     policy, credits_remaining, credits_period, credits_version";
 
 type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
 
-/// Binds a new key's values as `$1`…`$11`, in the order of
+/// Binds a new key's values as `$1`…`$15`, in the order of
 /// [`KEY_INSERT_COLUMNS`].
-fn bind_key<'q>(query: AnyQuery<'q>, key: &'q ApiKey) -> AnyQuery<'q> {
+fn bind_key<'q>(query: AnyQuery<'q>, key: &'q ApiKey, policy: Option<String>) -> AnyQuery<'q> {
     let (app, user, sa) = owner_columns(key);
+    let credits = key.credits;
     query
         .bind(&key.id)
         .bind(key.kind.as_str())
@@ -69,17 +111,25 @@ fn bind_key<'q>(query: AnyQuery<'q>, key: &'q ApiKey) -> AnyQuery<'q> {
         .bind(key.created_at)
         .bind(key.expires_at)
         .bind(&key.rotated_from)
+        .bind(policy)
+        .bind(credits.map(|c| c.remaining))
+        .bind(credits.map(|c| c.period))
+        .bind(credits.map_or(0, |c| c.version))
 }
 
 pub(super) async fn insert_key_tx(tx: &mut Transaction<'_, Any>, key: &ApiKey) -> Result<()> {
     let sql = format!(
         "INSERT INTO api_keys ({KEY_INSERT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     );
-    bind_key(sqlx::query(AssertSqlSafe(sql)), key)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| classify(e, "a key with this id already exists"))?;
+    bind_key(
+        sqlx::query(AssertSqlSafe(sql)),
+        key,
+        policy_text(&key.policy)?,
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| classify(e, "a key with this id already exists"))?;
     Ok(())
 }
 
@@ -101,15 +151,16 @@ pub(super) async fn create(
     };
     let sql = format!(
         "INSERT INTO api_keys ({KEY_INSERT_COLUMNS}) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
          WHERE (SELECT COUNT(*) FROM api_keys \
-                WHERE {owner_column} = $12 AND replaced_by IS NULL \
-                  AND (expires_at IS NULL OR expires_at > $13)) < $14"
+                WHERE {owner_column} = $16 AND replaced_by IS NULL \
+                  AND (expires_at IS NULL OR expires_at > $17)) < $18"
     );
+    let policy = policy_text(&key.policy)?;
     let mut tx = store.write_tx().await?;
     // Count and insert in one statement, so two concurrent creates cannot
     // both pass the limit.
-    let done = bind_key(sqlx::query(AssertSqlSafe(sql)), key)
+    let done = bind_key(sqlx::query(AssertSqlSafe(sql)), key, policy)
         .bind(owner_id)
         .bind(now)
         .bind(i64::from(limit))
@@ -222,6 +273,72 @@ pub(super) async fn record_last_used(store: &SqlStore, batch: &[(String, i64)]) 
              WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
         )
         .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Writes a key's display name and policy, and its credit balance when
+/// `credits_set` (a balance set through the API: its version is raised,
+/// so nodes take it over the balance they hold). False if the key is gone.
+pub(super) async fn update(
+    store: &SqlStore,
+    key: &ApiKey,
+    credits_set: bool,
+    audit: &AuditEvent,
+) -> Result<bool> {
+    let policy = policy_text(&key.policy)?;
+    let mut tx = store.write_tx().await?;
+    let credits = key.credits;
+    let done = if credits_set || credits.is_none() {
+        sqlx::query(
+            "UPDATE api_keys SET display_name = $1, policy = $2, credits_remaining = $3, \
+             credits_period = $4, credits_version = credits_version + 1 WHERE id = $5",
+        )
+        .bind(&key.display_name)
+        .bind(policy)
+        .bind(credits.map(|c| c.remaining))
+        .bind(credits.map(|c| c.period))
+        .bind(&key.id)
+        .execute(&mut *tx)
+        .await?
+    } else {
+        sqlx::query("UPDATE api_keys SET display_name = $1, policy = $2 WHERE id = $3")
+            .bind(&key.display_name)
+            .bind(policy)
+            .bind(&key.id)
+            .execute(&mut *tx)
+            .await?
+    };
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    insert_audit_tx(&mut tx, audit).await?;
+    store
+        .record_change_tx(&mut tx, audit.at, Change::Key(&key.id))
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Writes credit balances spent since the last write (no audit event, no
+/// change: the balance moves with every verification). A key that lost
+/// its credits meanwhile is left as it is.
+pub(super) async fn record_credits(store: &SqlStore, batch: &[(String, i64, i64)]) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.write_tx().await?;
+    for (id, remaining, period) in batch {
+        sqlx::query(
+            "UPDATE api_keys SET credits_remaining = $1, credits_period = $2 \
+             WHERE id = $3 AND credits_remaining IS NOT NULL",
+        )
+        .bind(remaining)
+        .bind(period)
         .bind(id)
         .execute(&mut *tx)
         .await?;

@@ -6,7 +6,7 @@ use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use super::apps::{APP_COLUMNS, app_from};
 use super::bootstrap::operator_token_from;
-use super::keys::{KEY_COLUMNS, key_from};
+use super::keys::{KEY_COLUMNS, credits_from, key_from, policy_from};
 use super::verifier_tokens::{VERIFIER_TOKEN_COLUMNS, verifier_token_from};
 use super::{Backend, SqlStore};
 use crate::{KeyKind, Result, Snapshot, SnapshotHead, SnapshotKey, StoreError};
@@ -66,16 +66,19 @@ async fn snapshot_keys(
     // the key's kind, so COALESCE picks it.
     let page = "SELECT seq, id, kind, account_id, \
          COALESCE(app_id, user_account_id, service_account_id) AS owner_id, \
-         secret_sealed, expires_at, last_used_at \
+         secret_sealed, expires_at, last_used_at, policy, credits_remaining, credits_period, \
+         credits_version \
          FROM api_keys WHERE seq > $1 ORDER BY seq LIMIT $2";
     let sql = match backend {
         Backend::Sqlite => format!(
             "SELECT MAX(seq), COUNT(*), json_group_array(json_array(id, kind, account_id, \
-             owner_id, hex(secret_sealed), expires_at, last_used_at)) FROM ({page})"
+             owner_id, hex(secret_sealed), expires_at, last_used_at, policy, credits_remaining, \
+             credits_period, credits_version)) FROM ({page})"
         ),
         Backend::Postgres => format!(
             "SELECT MAX(seq), COUNT(*), COALESCE(json_agg(json_build_array(id, kind, \
-             account_id, owner_id, encode(secret_sealed, 'hex'), expires_at, last_used_at))::text, \
+             account_id, owner_id, encode(secret_sealed, 'hex'), expires_at, last_used_at, policy, \
+             credits_remaining, credits_period, credits_version))::text, \
              '[]') FROM ({page}) AS page"
         ),
     };
@@ -106,7 +109,8 @@ async fn snapshot_keys(
 }
 
 /// One key of a snapshot page: id, kind, account id, owner id, sealed
-/// secret (hex), expiry, last use.
+/// secret (hex), expiry, last use, policy (JSON text), credit balance,
+/// its refill period and version.
 type PageKey = (
     String,
     String,
@@ -115,6 +119,10 @@ type PageKey = (
     String,
     Option<i64>,
     Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    i64,
 );
 
 fn snapshot_keys_from_json(text: &str) -> Result<Vec<SnapshotKey>> {
@@ -122,7 +130,19 @@ fn snapshot_keys_from_json(text: &str) -> Result<Vec<SnapshotKey>> {
         .map_err(|e| StoreError::Corrupt(format!("a snapshot page is not readable: {e}")))?;
     rows.into_iter()
         .map(
-            |(id, kind, account_id, owner_id, sealed, expires_at, last_used_at)| {
+            |(
+                id,
+                kind,
+                account_id,
+                owner_id,
+                sealed,
+                expires_at,
+                last_used_at,
+                policy,
+                credits_remaining,
+                credits_period,
+                credits_version,
+            )| {
                 let kind = KeyKind::parse(&kind)
                     .ok_or_else(|| StoreError::Corrupt(format!("unknown key kind {kind:?}")))?;
                 Ok(SnapshotKey {
@@ -134,6 +154,8 @@ fn snapshot_keys_from_json(text: &str) -> Result<Vec<SnapshotKey>> {
                     secret_sealed: from_hex(&sealed)?,
                     expires_at,
                     last_used_at,
+                    policy: policy_from(policy)?,
+                    credits: credits_from(credits_remaining, credits_period, credits_version),
                 })
             },
         )

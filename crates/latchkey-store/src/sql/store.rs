@@ -132,6 +132,19 @@ impl Store for SqlStore {
         keys::record_last_used(self, batch).await
     }
 
+    async fn update_key(
+        &self,
+        key: &ApiKey,
+        credits_set: bool,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        keys::update(self, key, credits_set, audit).await
+    }
+
+    async fn record_credits(&self, batch: &[(String, i64, i64)]) -> Result<()> {
+        keys::record_credits(self, batch).await
+    }
+
     // --- service accounts -----------------------------------------------------
 
     async fn create_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()> {

@@ -161,6 +161,8 @@ pub fn key(id: &str, kind: KeyKind, account: &str, owner: &str) -> ApiKey {
         last_used_at: None,
         rotated_from: None,
         replaced_by: None,
+        policy: Default::default(),
+        credits: None,
     }
 }
 

@@ -33,6 +33,135 @@ pub const ACCOUNT_KEYS: Ops = &[
     ("post", "/v1/account/keys/{key_id}/rotate"),
 ];
 
+/// What `key_policies_are_set_changed_and_verified` reaches.
+pub const KEY_POLICIES: Ops = &[
+    ("post", "/v1/apps/{app_id}/keys"),
+    ("patch", "/v1/apps/{app_id}/keys/{key_id}"),
+    ("post", "/v1/serviceAccounts"),
+    ("post", "/v1/serviceAccounts/{sa_id}/keys"),
+    ("patch", "/v1/serviceAccounts/{sa_id}/keys/{key_id}"),
+    ("post", "/v1/verify"),
+];
+
+#[tokio::test]
+async fn key_policies_are_set_changed_and_verified() {
+    let app = TestApp::spawn().await;
+    let mut t = Tour::new(&app);
+    let owner_auth = app.owner();
+    let owner = Some(owner_auth.as_str());
+    let operator_auth = app.operator();
+    let operator = Some(operator_auth.as_str());
+    let app_id = app.create_app(&owner_auth, "Chat").await;
+    let ap = format!("/v1/apps/{app_id}");
+    let r = t
+        .call(
+            "post",
+            "/v1/apps/{app_id}/keys",
+            &format!("{ap}/keys"),
+            owner,
+            Some(json!({
+                "displayName": "limited",
+                "permissions": ["messages:read"],
+                "restrictions": {"allowedIps": ["127.0.0.1"], "allowedOrigins": ["https://a.example"]},
+                "ratelimit": {"limit": 2, "windowSeconds": 60},
+                "credits": {"remaining": 10, "refill": {"amount": 10, "interval": "month"}},
+                "meta": {"plan": "pro"}
+            })),
+            StatusCode::CREATED,
+        )
+        .await;
+    let key = Key::from_reply(&r);
+    let r = t
+        .call(
+            "patch",
+            "/v1/apps/{app_id}/keys/{key_id}",
+            &format!("{ap}/keys/{}", key.id),
+            owner,
+            Some(json!({"displayName": "renamed", "restrictions": {"allowedOrigins": null}, "credits": {"remaining": 3}})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["key"]["credits"]["remaining"], 3);
+    // A key with only operator names calls none of Latchkey's endpoints.
+    t.call(
+        "get",
+        "/v1/apps/{app_id}/users",
+        &format!("{ap}/users"),
+        Some(&key.basic()),
+        None,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    let asked = json!({"authorization": key.basic(), "permissions": "messages:read", "ip": "127.0.0.1", "cost": 1});
+    let r = t
+        .call(
+            "post",
+            "/v1/verify",
+            "/v1/verify",
+            operator,
+            Some(asked.clone()),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["valid"], true, "{:?}", r.body);
+    assert_eq!(r.body["meta"], json!({"plan": "pro"}));
+    let r = t
+        .call(
+            "post",
+            "/v1/verify",
+            "/v1/verify",
+            operator,
+            Some(asked),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["code"], "rate_limited", "{:?}", r.body);
+    let r = t
+        .call(
+            "post",
+            "/v1/verify",
+            "/v1/verify",
+            operator,
+            Some(json!({"authorization": key.basic(), "permissions": ["messages:write"], "ip": "127.0.0.1"})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["code"], "insufficient_permissions");
+    // Service-account keys take the same members.
+    let r = t
+        .call(
+            "post",
+            "/v1/serviceAccounts",
+            "/v1/serviceAccounts",
+            owner,
+            Some(json!({"displayName": "robot"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let sa = id_of(&r, "serviceAccount");
+    let r = t
+        .call(
+            "post",
+            "/v1/serviceAccounts/{sa_id}/keys",
+            &format!("/v1/serviceAccounts/{sa}/keys"),
+            owner,
+            Some(json!({"displayName": "robot key", "permissions": ["latchkey:apps.read"]})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let svc = Key::from_reply(&r);
+    t.call(
+        "patch",
+        "/v1/serviceAccounts/{sa_id}/keys/{key_id}",
+        &format!("/v1/serviceAccounts/{sa}/keys/{}", svc.id),
+        owner,
+        Some(json!({"permissions": null, "ratelimit": {"limit": 100, "windowSeconds": 1}})),
+        StatusCode::OK,
+    )
+    .await;
+    t.assert_covered(KEY_POLICIES);
+}
+
 #[tokio::test]
 async fn app_keys_are_created_listed_read_and_deleted() {
     let app = TestApp::spawn().await;

@@ -44,6 +44,7 @@ pub const TOURS: &[Ops] = &[
     keys::APP_KEYS,
     keys::EXPIRY_AND_ROTATION,
     keys::ACCOUNT_KEYS,
+    keys::KEY_POLICIES,
     users::USERS,
     users::MINTED_TOKENS,
     webhooks::WEBHOOKS,

@@ -1,0 +1,204 @@
+//! Rate limits: at most `limit` admitted verifications per fixed window of
+//! `windowSeconds`, windows aligned to multiples of their length since the
+//! Unix epoch (so every node agrees on where a window starts, and
+//! `resetAt` is the same for every caller). Counted per key, and per
+//! (key, user) for appUser JWTs, so that one end user cannot spend the
+//! app's budget.
+//!
+//! The counts live in memory on each node; nothing is written per request.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use foldhash::fast::RandomState;
+use serde::{Deserialize, Serialize};
+
+/// A limit as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimit {
+    pub limit: u32,
+    pub window_seconds: u32,
+}
+
+impl RateLimit {
+    /// Start of the window that holds `now`.
+    pub fn window_start(&self, now: i64) -> i64 {
+        let w = i64::from(self.window_seconds.max(1));
+        now - now.rem_euclid(w)
+    }
+}
+
+/// Where a limit stands after a request was counted (or refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitState {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Unix seconds at which the current window ends.
+    pub reset_at: i64,
+    /// The window this count belongs to (for [`RateLimiter::release`]).
+    pub window_start: i64,
+    /// For a refusal: whether it is the first of its window (a
+    /// notification is sent once per window).
+    pub first_refusal: bool,
+}
+
+impl LimitState {
+    /// Whole seconds until the window ends, at least 1.
+    pub fn retry_after(&self, now: i64) -> i64 {
+        (self.reset_at - now).max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    start: i64,
+    count: u32,
+    refused: bool,
+}
+
+#[derive(Debug, Default)]
+struct KeyWindows {
+    own: Window,
+    users: HashMap<Box<str>, Window, RandomState>,
+}
+
+const SHARDS: usize = 16;
+
+/// One shard: key id -> its windows.
+type Shard = Mutex<HashMap<Box<str>, KeyWindows, RandomState>>;
+
+/// The counts of every limited key on this node.
+#[derive(Debug)]
+pub struct RateLimiter {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RateLimiter {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::default(),
+        }
+    }
+
+    fn shard(&self, key_id: &str) -> &Shard {
+        use std::hash::BuildHasher;
+        let h = self.hasher.hash_one(key_id);
+        // SHARDS is a power of two and the shard count is fixed.
+        &self.shards[(h as usize) & (SHARDS - 1)]
+    }
+
+    /// Counts one request of `key_id` (for `user`, when an appUser JWT)
+    /// against `limit` at `now`: `Ok` when admitted, `Err` when the window
+    /// is full (nothing is counted then).
+    pub fn try_acquire(
+        &self,
+        key_id: &str,
+        user: Option<&str>,
+        limit: RateLimit,
+        now: i64,
+    ) -> Result<LimitState, LimitState> {
+        let start = limit.window_start(now);
+        let reset_at = start + i64::from(limit.window_seconds.max(1));
+        let mut shard = match self.shard(key_id).lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let windows = match shard.get_mut(key_id) {
+            Some(w) => w,
+            None => shard.entry(Box::from(key_id)).or_default(),
+        };
+        let window = match user {
+            None => &mut windows.own,
+            Some(user) => match windows.users.get_mut(user) {
+                Some(w) => w,
+                None => windows.users.entry(Box::from(user)).or_default(),
+            },
+        };
+        if window.start != start {
+            *window = Window {
+                start,
+                count: 0,
+                refused: false,
+            };
+        }
+        let mut state = LimitState {
+            limit: limit.limit,
+            remaining: 0,
+            reset_at,
+            window_start: start,
+            first_refusal: false,
+        };
+        if window.count >= limit.limit {
+            state.first_refusal = !window.refused;
+            window.refused = true;
+            return Err(state);
+        }
+        window.count += 1;
+        state.remaining = limit.limit - window.count;
+        Ok(state)
+    }
+
+    /// Gives back a count taken by [`try_acquire`](Self::try_acquire) for
+    /// a request that a later check refused (a refused check spends
+    /// nothing); a no-op once that window has passed.
+    pub fn release(&self, key_id: &str, user: Option<&str>, taken: &LimitState) {
+        let mut shard = match self.shard(key_id).lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let Some(windows) = shard.get_mut(key_id) else {
+            return;
+        };
+        let window = match user {
+            None => Some(&mut windows.own),
+            Some(user) => windows.users.get_mut(user),
+        };
+        if let Some(w) = window
+            && w.start == taken.window_start
+        {
+            w.count = w.count.saturating_sub(1);
+        }
+    }
+
+    /// Forgets windows that ended before `now - max_window` (they would
+    /// start again from zero anyway); called periodically.
+    pub fn prune(&self, now: i64, max_window: i64) {
+        let horizon = now - max_window;
+        for shard in self.shards.iter() {
+            let mut shard = match shard.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            shard.retain(|_, w| {
+                w.users.retain(|_, u| u.start >= horizon);
+                w.own.start >= horizon || !w.users.is_empty()
+            });
+        }
+    }
+
+    /// Forgets a key's counts (the key was deleted).
+    pub fn forget(&self, key_id: &str) {
+        let mut shard = match self.shard(key_id).lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        shard.remove(key_id);
+    }
+
+    /// How many keys have counts (for tests and metrics).
+    pub fn tracked_keys(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.len()).unwrap_or(0))
+            .sum()
+    }
+}

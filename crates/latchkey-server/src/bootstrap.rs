@@ -183,6 +183,7 @@ async fn open_inner(
             rng,
             throttle: Arc::new(crate::throttle::AuthThrottle::new(config.auth_throttle)),
             limiter: Arc::default(),
+            notices: Arc::default(),
             config: Arc::new(config),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             exposures: Arc::default(),

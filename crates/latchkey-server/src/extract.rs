@@ -200,7 +200,7 @@ fn admit_key(
         policy: verified.policy.as_deref(),
         now,
     };
-    checks::run(
+    let result = checks::run(
         &subject,
         &[
             &IpAllowed(peer),
@@ -210,9 +210,18 @@ fn admit_key(
                 limit: verified.ratelimit,
             },
         ],
-    )
-    .map(|_| ())
-    .map_err(|refusal| ApiError::refused(&refusal, verified.ratelimit, now))
+    );
+    crate::notices::after_checks(
+        state,
+        key_id,
+        user,
+        verified.policy.as_deref(),
+        verified.ratelimit.map(|l| l.window_seconds),
+        &result,
+    );
+    result
+        .map(|_| ())
+        .map_err(|refusal| ApiError::refused(&refusal, verified.ratelimit, now))
 }
 
 /// The 429 of a throttled credential.

@@ -190,7 +190,7 @@ pub fn live_key(key: &ApiKey, master: &MasterKey) -> Result<LiveKey, IndexError>
 }
 
 /// A stored credit balance as the index's cell takes it.
-fn credit_seed(
+pub fn credit_seed(
     credits: Option<latchkey_store::StoredCredits>,
 ) -> Option<(latchkey_core::policy::CreditState, i64)> {
     credits.map(|c| {

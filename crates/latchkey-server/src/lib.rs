@@ -24,6 +24,7 @@ pub mod json_values;
 pub mod lane;
 pub mod listener;
 pub mod maintenance;
+pub mod notices;
 pub mod ops;
 pub mod router;
 pub mod routes;

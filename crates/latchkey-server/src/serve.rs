@@ -148,12 +148,17 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
     notices.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut credits = tokio::time::interval(state.config.credits_flush_interval);
     credits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut usage_notices = state.notices.take_receiver();
     loop {
         tokio::select! {
+            Some(notice) = async { match usage_notices.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            } } => crate::notices::record(&state, notice).await,
             _ = tick.tick() => flush_last_used(&state).await,
             _ = credits.tick() => {
                 flush_credits(&state).await;
-                state.limiter.prune(state.now(), i64::from(latchkey_core::policy::MAX_WINDOW_SECONDS));
+                state.limiter.prune(state.now());
             }
             _ = notices.tick() => {
                 if let Err(e) = crate::maintenance::run_key_notices(&state).await {
@@ -164,7 +169,15 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
                     tracing::warn!(error = %e, "pruning old changes failed; will retry");
                 }
             }
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                // What verification raised before the stop is recorded.
+                if let Some(r) = usage_notices.as_mut() {
+                    while let Ok(notice) = r.try_recv() {
+                        crate::notices::record(&state, notice).await;
+                    }
+                }
+                return;
+            }
         }
     }
 }
@@ -173,20 +186,27 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
 /// lock meanwhile, so that a balance set through the API in between is
 /// not overwritten by an older one.
 pub async fn flush_credits(state: &AppState) {
-    let Ok(_write) = crate::ops::WriteGuard::for_session(state).await else {
-        return;
+    let _write = match crate::ops::WriteGuard::for_session(state).await {
+        Ok(write) => write,
+        Err(e) => {
+            tracing::warn!(
+                code = e.code,
+                "could not write credit balances (no write lock); will retry"
+            );
+            return;
+        }
     };
     let dirty = state.index.dirty_credits();
     if dirty.is_empty() {
         return;
     }
-    let batch: Vec<(String, i64, i64)> = dirty
+    let batch: Vec<(String, i64, i64, i64)> = dirty
         .iter()
-        .map(|(id, _, s)| (id.clone(), s.remaining, s.period))
+        .map(|(id, _, s, version)| (id.clone(), s.remaining, s.period, *version))
         .collect();
     if let Err(e) = state.store.record_credits(&batch).await {
         tracing::warn!(error = %e, keys = batch.len(), "could not store credit balances; will retry");
-        for (_, cell, _) in &dirty {
+        for (_, cell, _, _) in &dirty {
             cell.mark_dirty();
         }
     }

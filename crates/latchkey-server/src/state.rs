@@ -49,6 +49,9 @@ pub struct Shared {
     /// Keys' rate-limit counts on this node (see
     /// `latchkey_core::policy::ratelimit`).
     pub limiter: Arc<latchkey_core::policy::RateLimiter>,
+    /// Keys' usage notices on their way to the audit log (see
+    /// [`crate::notices`]).
+    pub notices: Arc<crate::notices::Notices>,
 }
 
 impl Shared {

@@ -409,10 +409,11 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
             None => index.remove_app(id),
         },
         ChangeEntity::Key => match state.store.get_key(id).await? {
-            // A key already in the index keeps its usage counters; only
-            // its expiry can change (rotation, early revocation).
+            // A key already in the index keeps its usage counters; its
+            // expiry (rotation, early revocation) and its policy can change.
             Some(key) if index.contains_key(id) => {
                 index.set_key_expiry(id, key.expires_at);
+                index.set_key_policy(id, &key.policy, crate::indexing::credit_seed(key.credits));
             }
             Some(key) => {
                 index.insert_key(crate::indexing::live_key(&key, &state.master)?);

@@ -162,7 +162,9 @@ impl KeyView {
                     remaining: s.remaining,
                     period: s.period,
                 });
-                let held = index.credit_cell(&k.id).map(|cell| cell.state());
+                let held = index
+                    .credit_cell(c.balance_of.as_deref().unwrap_or(&k.id))
+                    .map(|cell| cell.state());
                 let state = held.or(stored).unwrap_or(CreditState {
                     remaining: 0,
                     period: 0,

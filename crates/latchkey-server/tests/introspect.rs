@@ -345,3 +345,33 @@ async fn bad_requests_are_400_in_the_documented_format() {
         Value::from("payload_too_large")
     );
 }
+
+#[tokio::test]
+async fn a_keys_policy_decides_whether_it_is_active() {
+    let w = World::build().await;
+    let owner = w.app.owner();
+    let keys = format!("/v1/apps/{}/keys", w.app_id);
+    let mut made = Vec::new();
+    for policy in [
+        json!({"credits": {"remaining": 1}}),
+        json!({"ratelimit": {"limit": 1, "windowSeconds": 60}}),
+        json!({"restrictions": {"allowedIps": ["10.0.0.0/8"]}}),
+    ] {
+        let mut body = json!({"displayName": "limited"});
+        body.as_object_mut()
+            .expect("object")
+            .extend(policy.as_object().expect("object").clone());
+        let r = w.app.post(&keys, &owner, body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        let k = Key::from_reply(&r);
+        made.push(format!("{}:{}", k.id, k.secret));
+    }
+    // One credit, one request per window: active once, then not.
+    for pair in &made[..2] {
+        assert_eq!(w.introspect(pair).await.body["active"], true, "{pair}");
+        assert_eq!(w.introspect(pair).await.body, json!({"active": false}));
+    }
+    // Introspection carries no client address: a key held to some never
+    // is active here.
+    assert_eq!(w.introspect(&made[2]).await.body, json!({"active": false}));
+}

@@ -759,3 +759,253 @@ async fn bad_policies_are_refused_and_change_nothing() {
     let v = verify(&app, json!({"authorization": key.basic()})).await;
     assert!(v.get("meta").is_none(), "{v}");
 }
+
+/// The app's audit events with `action`, waiting up to 5 s for `count` of
+/// them (notices are recorded off the verification path).
+async fn events(app: &TestApp, app_id: &str, action: &str, count: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = app
+            .get(&format!("/v1/apps/{app_id}/audit?limit=100"), &app.owner())
+            .await;
+        let found: Vec<Value> = r.body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["action"] == action)
+            .cloned()
+            .collect();
+        if found.len() >= count || std::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn rate_limited_and_credits_low_are_noticed_once() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "A").await;
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/webhooks"),
+            &owner,
+            json!({"target": "https://example.com/hook",
+                   "triggers": ["key:rate-limited", "key:credits-low"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let (_, key) = app_key(
+        &app,
+        &app_id,
+        json!({"ratelimit": {"limit": 1, "windowSeconds": 60}, "credits": {"remaining": 20}}),
+    )
+    .await;
+    // Three refusals in one window: one notice.
+    assert_eq!(
+        verify(&app, json!({"authorization": key.basic()})).await["valid"],
+        true
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            verify(&app, json!({"authorization": key.basic()})).await["code"],
+            "rate_limited"
+        );
+    }
+    let limited = events(&app, &app_id, "key.rateLimited", 1).await;
+    assert_eq!(limited.len(), 1, "{limited:?}");
+    assert_eq!(limited[0]["details"]["keyId"], key.id.as_str());
+    assert_eq!(limited[0]["details"]["limit"], 1);
+    // The next window's first refusal is noticed again.
+    app.clock.advance(time::Duration::seconds(60));
+    assert_eq!(
+        verify(&app, json!({"authorization": key.basic(), "cost": 17})).await["credits"]["remaining"],
+        2
+    );
+    assert_eq!(
+        verify(&app, json!({"authorization": key.basic()})).await["code"],
+        "rate_limited"
+    );
+    assert_eq!(events(&app, &app_id, "key.rateLimited", 2).await.len(), 2);
+    // 20 → 2 crossed 10 %; 2 → 0 reaches zero: two notices, no more.
+    let low = events(&app, &app_id, "key.creditsLow", 1).await;
+    assert_eq!(low.len(), 1, "{low:?}");
+    assert_eq!(
+        (
+            low[0]["details"]["remaining"].clone(),
+            low[0]["details"]["full"].clone()
+        ),
+        (json!(2), json!(20))
+    );
+    app.clock.advance(time::Duration::seconds(60));
+    assert_eq!(
+        verify(&app, json!({"authorization": key.basic(), "cost": 2})).await["credits"]["remaining"],
+        0
+    );
+    let low = events(&app, &app_id, "key.creditsLow", 2).await;
+    assert_eq!(low.len(), 2, "{low:?}");
+    assert_eq!(low[0]["details"]["remaining"], 0, "newest first");
+}
+
+#[tokio::test]
+async fn a_minted_token_carries_the_minting_keys_policy() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "A").await;
+    // An unrestricted key exists and is newer than the minter.
+    let (_, minter) = app_key(
+        &app,
+        &app_id,
+        json!({"permissions": ["latchkey:tokens.mint", "messages:read"], "credits": {"remaining": 3}}),
+    )
+    .await;
+    let admin = app.create_app_key(&owner, &app_id).await;
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/users/alice/tokens"),
+            &minter.basic(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let token = format!("Bearer {}", r.body["token"].as_str().expect("token"));
+    let v = verify(
+        &app,
+        json!({"authorization": token, "permissions": "messages:write"}),
+    )
+    .await;
+    assert_eq!(
+        v["code"], "insufficient_permissions",
+        "signed by the minter, not by {}: {v}",
+        admin.id
+    );
+    let v = verify(&app, json!({"authorization": token})).await;
+    assert_eq!(
+        (v["keyId"].clone(), v["credits"]["remaining"].clone()),
+        (json!(minter.id), json!(2)),
+        "{v}"
+    );
+    // An account-scope caller with a permission list gets a token of a
+    // key it could have made.
+    let (sa, robot) = sa_key(
+        &app,
+        json!({"permissions": ["latchkey:tokens.mint", "messages:read"]}),
+    )
+    .await;
+    let r = app
+        .put(&format!("/v1/serviceAccounts/{sa}/apps/{app_id}"), &owner)
+        .await;
+    assert!(r.status.is_success());
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/users/bob/tokens"),
+            &robot.basic(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let token = format!("Bearer {}", r.body["token"].as_str().expect("token"));
+    let v = verify(&app, json!({"authorization": token})).await;
+    assert_eq!(v["keyId"], minter.id.as_str(), "{v}");
+}
+
+#[tokio::test]
+async fn a_rotated_key_spends_its_successors_balance() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "A").await;
+    let (_, old) = app_key(&app, &app_id, json!({"credits": {"remaining": 5}})).await;
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys/{}/rotate", old.id),
+            &owner,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let new = Key::from_reply(&r);
+    assert_eq!(
+        verify(&app, json!({"authorization": old.basic(), "cost": 2})).await["credits"]["remaining"],
+        3
+    );
+    assert_eq!(
+        verify(&app, json!({"authorization": new.basic(), "cost": 3})).await["credits"]["remaining"],
+        0
+    );
+    assert_eq!(
+        verify(&app, json!({"authorization": old.basic()})).await["code"],
+        "usage_exceeded"
+    );
+    let keys = format!("/v1/apps/{app_id}/keys");
+    assert_eq!(
+        app.get(&format!("{keys}/{}", old.id), &owner).await.body["key"]["credits"]["remaining"],
+        0
+    );
+    let r = app
+        .patch(
+            &format!("{keys}/{}", old.id),
+            &owner,
+            json!({"credits": {"remaining": 9}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    let r = app
+        .patch(
+            &format!("{keys}/{}", new.id),
+            &owner,
+            json!({"credits": {"remaining": 9}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        verify(&app, json!({"authorization": old.basic()})).await["credits"]["remaining"],
+        8
+    );
+}
+
+#[tokio::test]
+async fn a_restricted_key_cannot_weaken_delete_or_unlimit_stronger_keys() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "A").await;
+    let (sa, admin) = sa_key(
+        &app,
+        json!({"permissions": ["latchkey:keys.write", "latchkey:settings.write"]}),
+    )
+    .await;
+    let r = app
+        .put(&format!("/v1/serviceAccounts/{sa}/apps/{app_id}"), &owner)
+        .await;
+    assert!(r.status.is_success());
+    let strong = app.create_app_key(&owner, &app_id).await;
+    let path = format!("/v1/apps/{app_id}/keys/{}", strong.id);
+    let r = app
+        .patch(&path, &admin.basic(), json!({"permissions": []}))
+        .await;
+    assert_eq!(r.code(), "insufficient_permissions", "{:?}", r.body);
+    let r = app.delete(&path, &admin.basic()).await;
+    assert_eq!(r.code(), "insufficient_permissions", "{:?}", r.body);
+    assert_eq!(app.get(&path, &owner).await.status, StatusCode::OK);
+    let r = app
+        .patch(
+            &format!("/v1/apps/{app_id}"),
+            &admin.basic(),
+            json!({"settings": {"defaultKeyRatelimit": {"limit": 1000000, "windowSeconds": 1}}}),
+        )
+        .await;
+    assert_eq!(r.code(), "insufficient_permissions", "{:?}", r.body);
+    let r = app
+        .patch(
+            &format!("/v1/apps/{app_id}"),
+            &admin.basic(),
+            json!({"settings": {"theme": "dark"}}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "other settings stay open to it: {:?}",
+        r.body
+    );
+}

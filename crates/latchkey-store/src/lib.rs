@@ -222,8 +222,10 @@ pub trait Store: WebhookStore + DashboardStore + Send + Sync + std::fmt::Debug +
     /// is gone.
     async fn update_key(&self, key: &ApiKey, credits_set: bool, audit: &AuditEvent)
     -> Result<bool>;
-    /// Stores credit balances as `(key id, remaining, refill period)`.
-    async fn record_credits(&self, batch: &[(String, i64, i64)]) -> Result<()>;
+    /// Stores credit balances as `(key id, remaining, refill period,
+    /// version)`; a balance whose version is no longer the stored one (set
+    /// through the API meanwhile, maybe on another node) is not written.
+    async fn record_credits(&self, batch: &[(String, i64, i64, i64)]) -> Result<()>;
 
     // --- service accounts ------------------------------------------------
     async fn create_service_account(&self, sa: &ServiceAccount, audit: &AuditEvent) -> Result<()>;

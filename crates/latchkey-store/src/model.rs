@@ -493,4 +493,8 @@ pub struct Rotation {
     /// Most keys of the owner that may work at once, those in their grace
     /// period included: repeated rotation cannot pile up live keys.
     pub max_working: u32,
+    /// The old key's policy from now on, when it changes (its credit
+    /// balance moves to the new key, which it then spends from); the old
+    /// key's own balance is cleared then.
+    pub old_policy: Option<KeyPolicy>,
 }

@@ -85,6 +85,7 @@ fn rotation(old: &str, new: &str, owner: &str) -> Rotation {
         old_expires_at: 500,
         new_key,
         max_working: 10,
+        old_policy: None,
     }
 }
 

@@ -310,6 +310,7 @@ async fn rotation_replaces_a_key_once(db: TestDb) {
             old_expires_at: 500,
             new_key,
             max_working,
+            old_policy: None,
         }
     };
     s.rotate_key(&rotation("app_1", "app_2", 3), 200, &ev())

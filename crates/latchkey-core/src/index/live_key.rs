@@ -129,23 +129,31 @@ impl LiveKey {
     /// `credits`: the stored balance and the version of the last balance
     /// set through the API, when the policy has credits.
     pub fn with_policy(mut self, policy: &KeyPolicy, credits: Option<(CreditState, i64)>) -> Self {
+        self.set_policy(policy, credits);
+        self
+    }
+
+    /// See [`LiveKey::with_policy`].
+    pub(super) fn set_policy(&mut self, policy: &KeyPolicy, credits: Option<(CreditState, i64)>) {
         if policy.is_empty() {
             self.policy = None;
-            return self;
+            return;
         }
         let cell = match (&policy.credits, credits) {
             (Some(_), Some((state, version))) => Some(Arc::new(CreditCell::new(state, version))),
+            // No balance of its own (a rotated key spending its
+            // successor's): a placeholder that the owner's balance replaces
+            // (version -1 is older than any stored one).
             (Some(_), None) => Some(Arc::new(CreditCell::new(
                 CreditState {
                     remaining: 0,
                     period: 0,
                 },
-                0,
+                -1,
             ))),
             (None, _) => None,
         };
         self.policy = Some(Arc::new(LivePolicy::new(policy, cell)));
-        self
     }
 
     /// The key's policy, if it has one.
@@ -175,7 +183,14 @@ impl LiveKey {
             cells.remove(self.id.as_str());
             return;
         };
-        match cells.get(self.id.as_str()) {
+        // A key replaced by rotation spends its successor's balance.
+        let balance_id = self
+            .policy
+            .as_ref()
+            .and_then(|p| p.balance_of())
+            .unwrap_or(self.id.as_str())
+            .to_string();
+        match cells.get(balance_id.as_str()) {
             Some(existing) if !Arc::ptr_eq(existing, &fresh) => {
                 existing.take_newer(&fresh);
                 let existing = existing.clone();
@@ -185,7 +200,7 @@ impl LiveKey {
             }
             Some(_) => {}
             None => {
-                cells.insert(Box::from(self.id.as_str()), fresh);
+                cells.insert(Box::from(balance_id.as_str()), fresh);
             }
         }
     }

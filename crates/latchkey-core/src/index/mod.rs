@@ -364,6 +364,8 @@ impl KeyIndex {
 
     pub fn remove_key(&self, id: &str) -> bool {
         let mut inner = self.write();
+        // A key's own balance goes with it (a key replaced by rotation
+        // spends its successor's, which stays).
         inner.credit_cells.remove(id);
         inner.keys.remove(id.as_bytes()).is_some()
     }
@@ -371,13 +373,39 @@ impl KeyIndex {
     /// Every credit balance changed since the store last had it, as
     /// `(key id, balance)`; each cell is clean afterwards (see
     /// [`CreditCell::take_dirty`]).
-    pub fn dirty_credits(&self) -> Vec<(String, Arc<CreditCell>, crate::policy::CreditState)> {
+    #[allow(clippy::type_complexity)]
+    pub fn dirty_credits(&self) -> Vec<(String, Arc<CreditCell>, crate::policy::CreditState, i64)> {
         let inner = self.read();
         inner
             .credit_cells
             .iter()
-            .filter_map(|(id, cell)| cell.take_dirty().map(|s| (id.to_string(), cell.clone(), s)))
+            .filter_map(|(id, cell)| {
+                cell.take_dirty()
+                    .map(|(s, version)| (id.to_string(), cell.clone(), s, version))
+            })
             .collect()
+    }
+
+    /// Changes a live key's policy (and credit balance), keeping its usage
+    /// counters; false if the key is not in the index.
+    pub fn set_key_policy(
+        &self,
+        id: &str,
+        policy: &crate::policy::KeyPolicy,
+        credits: Option<(crate::policy::CreditState, i64)>,
+    ) -> bool {
+        let mut inner = self.write();
+        let Inner {
+            keys, credit_cells, ..
+        } = &mut *inner;
+        match keys.get_mut(id.as_bytes()) {
+            Some(key) => {
+                key.set_policy(policy, credits);
+                key.adopt_credit_cell(credit_cells);
+                true
+            }
+            None => false,
+        }
     }
 
     /// A key's credit balance cell, if it has credits.

@@ -20,6 +20,16 @@ impl KeyIndex {
     pub fn replace_with(&self, fresh: KeyIndex) {
         let fresh = fresh.inner.into_inner().unwrap_or_else(|e| e.into_inner());
         let old = std::mem::replace(&mut *self.write(), fresh);
+        // Credit balances, spending not yet written included, carry over
+        // too (unless the store's balance is newer: set through the API).
+        {
+            let inner = self.read();
+            for (id, older) in &old.credit_cells {
+                if let Some(cell) = inner.credit_cells.get(id) {
+                    cell.carry_from(older);
+                }
+            }
+        }
         // No verification holds a key of `old` any more (one holds the read
         // lock while it uses a key), so its counters are final. A fresh
         // key's `flushed` is what the store has, so a later use carried

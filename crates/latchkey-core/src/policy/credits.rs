@@ -168,15 +168,36 @@ impl CreditCell {
         inner.dirty = false;
     }
 
-    /// The balance to write to the store, if it changed since the last
-    /// write; the cell is then clean until it changes again.
-    pub fn take_dirty(&self) -> Option<CreditState> {
+    /// The balance to write to the store, with the version it derives
+    /// from, if it changed since the last write; the cell is then clean
+    /// until it changes again.
+    pub fn take_dirty(&self) -> Option<(CreditState, i64)> {
         let mut inner = self.lock();
         if !inner.dirty {
             return None;
         }
         inner.dirty = false;
-        Some(inner.state)
+        Some((inner.state, inner.version))
+    }
+
+    /// After a reload of the whole index: this (fresh) cell takes what an
+    /// older cell of the same key held, spending not yet written included,
+    /// unless the store's balance is newer.
+    pub fn carry_from(&self, older: &CreditCell) {
+        let (state, version, dirty) = {
+            let o = older.lock();
+            (o.state, o.version, o.dirty)
+        };
+        let mut inner = self.lock();
+        if inner.version <= version {
+            inner.state = state;
+            inner.version = version;
+            inner.dirty = dirty;
+        }
+    }
+
+    pub fn version(&self) -> i64 {
+        self.lock().version
     }
 
     /// After a failed write: the balance still has to be written.

@@ -37,8 +37,11 @@ pub const MAX_WINDOW_SECONDS: u32 = 86_400;
 /// A key's policy as stored (JSON in the key's row) and as the API shows
 /// it, except the credits' running balance, which the store keeps in its
 /// own column (it changes with use).
+/// Read without `deny_unknown_fields`: a member a later version stores is
+/// ignored by an earlier one instead of stopping it from loading its keys
+/// (the API's own input is read member by member, and refuses unknown ones).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct KeyPolicy {
     /// `None`: the key has every permission of its scope (keys made before
     /// permissions existed, and keys made without them).
@@ -57,7 +60,7 @@ pub struct KeyPolicy {
 
 /// Where a key may be used from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Restrictions {
     /// CIDRs (a bare address is a /32 or /128), normalized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,10 +78,20 @@ impl Restrictions {
 
 /// A key's credits, without the balance.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct CreditsPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refill: Option<Refill>,
+    /// The balance last set through the API: the full amount of a key
+    /// without a refill, for the `key:credits-low` notice. Stored, not
+    /// shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<i64>,
+    /// The key whose balance this key spends: a key replaced by rotation
+    /// spends its successor's, so that rotating does not double a balance.
+    /// Stored, not shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_of: Option<String>,
 }
 
 impl KeyPolicy {
@@ -204,6 +217,12 @@ pub struct LivePolicy {
     /// spending survives the key being loaded again.
     credits: Option<Arc<CreditCell>>,
     refill: Option<Refill>,
+    /// The key whose balance this key spends (see
+    /// [`CreditsPolicy::balance_of`]).
+    balance_of: Option<String>,
+    /// What the balance counts down from: the refill's amount, else the
+    /// balance last set through the API.
+    credits_full: i64,
     /// `meta` as compact JSON, written into every answer as it is.
     meta: Option<Box<RawValue>>,
 }
@@ -242,6 +261,11 @@ impl LivePolicy {
             ratelimit: policy.ratelimit,
             credits: policy.credits.as_ref().and(credits),
             refill: policy.credits.as_ref().and_then(|c| c.refill),
+            balance_of: policy.credits.as_ref().and_then(|c| c.balance_of.clone()),
+            credits_full: policy
+                .credits
+                .as_ref()
+                .map_or(0, |c| c.refill.map_or(c.initial.unwrap_or(0), |r| r.amount)),
             meta,
         }
     }
@@ -290,6 +314,11 @@ impl LivePolicy {
         self.ratelimit
     }
 
+    /// The key whose balance this key spends, when not its own.
+    pub fn balance_of(&self) -> Option<&str> {
+        self.balance_of.as_deref()
+    }
+
     pub(crate) fn set_credit_cell(&mut self, cell: Arc<CreditCell>) {
         if self.credits.is_some() {
             self.credits = Some(cell);
@@ -298,6 +327,11 @@ impl LivePolicy {
 
     pub fn credits(&self) -> Option<&Arc<CreditCell>> {
         self.credits.as_ref()
+    }
+
+    /// What the balance counts down from (see `key:credits-low`).
+    pub fn credits_full(&self) -> i64 {
+        self.credits_full
     }
 
     pub fn refill(&self) -> Option<Refill> {

@@ -53,14 +53,29 @@ impl LimitState {
 #[derive(Debug, Clone, Copy, Default)]
 struct Window {
     start: i64,
+    /// The window's length, so that it can be forgotten once it ended.
+    len: u32,
     count: u32,
     refused: bool,
 }
+
+impl Window {
+    fn ended_before(&self, now: i64) -> bool {
+        self.start + i64::from(self.len.max(1)) <= now
+    }
+}
+
+/// Users counted apart per key, at most: further users of a key share one
+/// window (the key's holder can sign appUser JWTs for any user id, so the
+/// map must not grow without bound).
+pub const MAX_USERS_PER_KEY: usize = 10_000;
 
 #[derive(Debug, Default)]
 struct KeyWindows {
     own: Window,
     users: HashMap<Box<str>, Window, RandomState>,
+    /// Users beyond [`MAX_USERS_PER_KEY`] in this window.
+    overflow: Window,
 }
 
 const SHARDS: usize = 16;
@@ -118,14 +133,26 @@ impl RateLimiter {
         };
         let window = match user {
             None => &mut windows.own,
-            Some(user) => match windows.users.get_mut(user) {
-                Some(w) => w,
-                None => windows.users.entry(Box::from(user)).or_default(),
-            },
+            Some(user) => {
+                if !windows.users.contains_key(user) {
+                    if windows.users.len() >= MAX_USERS_PER_KEY {
+                        // Make room from users whose window ended first.
+                        windows.users.retain(|_, w| !w.ended_before(now));
+                    }
+                    if windows.users.len() < MAX_USERS_PER_KEY {
+                        windows.users.insert(Box::from(user), Window::default());
+                    }
+                }
+                match windows.users.get_mut(user) {
+                    Some(w) => w,
+                    None => &mut windows.overflow,
+                }
+            }
         };
         if window.start != start {
             *window = Window {
                 start,
+                len: limit.window_seconds,
                 count: 0,
                 refused: false,
             };
@@ -160,7 +187,10 @@ impl RateLimiter {
         };
         let window = match user {
             None => Some(&mut windows.own),
-            Some(user) => windows.users.get_mut(user),
+            Some(user) => match windows.users.get_mut(user) {
+                Some(w) => Some(w),
+                None => Some(&mut windows.overflow),
+            },
         };
         if let Some(w) = window
             && w.start == taken.window_start
@@ -169,18 +199,17 @@ impl RateLimiter {
         }
     }
 
-    /// Forgets windows that ended before `now - max_window` (they would
-    /// start again from zero anyway); called periodically.
-    pub fn prune(&self, now: i64, max_window: i64) {
-        let horizon = now - max_window;
+    /// Forgets windows that have ended (they would start again from zero
+    /// anyway); called periodically.
+    pub fn prune(&self, now: i64) {
         for shard in self.shards.iter() {
             let mut shard = match shard.lock() {
                 Ok(g) => g,
                 Err(poisoned) => poisoned.into_inner(),
             };
             shard.retain(|_, w| {
-                w.users.retain(|_, u| u.start >= horizon);
-                w.own.start >= horizon || !w.users.is_empty()
+                w.users.retain(|_, u| !u.ended_before(now));
+                !w.own.ended_before(now) || !w.overflow.ended_before(now) || !w.users.is_empty()
             });
         }
     }

@@ -125,7 +125,11 @@ fn checks_refuse_in_the_documented_order_and_a_refusal_spends_nothing() {
             limit: 2,
             window_seconds: 60,
         }),
-        credits: Some(CreditsPolicy { refill: None }),
+        credits: Some(CreditsPolicy {
+            refill: None,
+            initial: Some(1),
+            balance_of: None,
+        }),
         meta: None,
     };
     let p = live(&policy, 1);
@@ -215,7 +219,7 @@ fn windows_are_aligned_and_app_users_are_counted_apart() {
         "the key's own count is apart"
     );
     assert!(limiter.try_acquire("k", Some("alice"), limit, 20).is_ok());
-    limiter.prune(10_000, 100);
+    limiter.prune(10_000);
     assert_eq!(limiter.tracked_keys(), 0);
 }
 
@@ -236,7 +240,7 @@ fn credits_refill_at_the_start_of_each_period() {
     assert_eq!(cell.spend(1, refill, 20), Err(0));
     assert_eq!(cell.spend(2, refill, 86_400).map(|s| s.remaining), Ok(1));
     assert_eq!(
-        cell.take_dirty().map(|s| (s.remaining, s.period)),
+        cell.take_dirty().map(|(s, _)| (s.remaining, s.period)),
         Some((1, 1))
     );
     assert_eq!(cell.take_dirty(), None);

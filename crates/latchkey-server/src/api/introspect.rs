@@ -85,9 +85,51 @@ pub async fn introspect(
         state.verify_options(),
     );
     Ok(match verified {
-        Ok(verified) => active(&verified, token_type).unwrap_or_else(inactive),
-        Err(_) => inactive(),
+        Ok(verified) if admitted(&state, &verified) => {
+            active(&verified, token_type).unwrap_or_else(inactive)
+        }
+        _ => inactive(),
     })
+}
+
+/// The key's policy, as for a request through the front door (a gateway
+/// asks about each request it is about to let through): its rate limit
+/// and one credit. Introspection carries no client address, so a key
+/// restricted to certain addresses is never active here, and no origin.
+fn admitted(state: &AppState, verified: &Verified) -> bool {
+    use latchkey_core::policy::checks::{self, Demand, Subject};
+    if verified.policy.is_none() && verified.ratelimit.is_none() {
+        return true;
+    }
+    let Some(key_id) = verified.principal.key_id() else {
+        return true;
+    };
+    let user = match &verified.principal {
+        Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
+        _ => None,
+    };
+    let subject = Subject {
+        key_id,
+        user,
+        policy: verified.policy.as_deref(),
+        now: state.now(),
+    };
+    let demand = Demand {
+        permissions: &[],
+        ip: None,
+        origin: None,
+        cost: 1,
+    };
+    let result = checks::verification(&subject, &demand, &state.limiter, verified.ratelimit);
+    crate::notices::after_checks(
+        state,
+        key_id,
+        user,
+        verified.policy.as_deref(),
+        verified.ratelimit.map(|l| l.window_seconds),
+        &result,
+    );
+    result.is_ok()
 }
 
 /// The `Authorization` header value that presents `token`, and the

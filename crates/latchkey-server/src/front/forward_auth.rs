@@ -128,24 +128,24 @@ pub async fn answer(
 
 /// The client's address as the proxy that asks saw it: the last entry of
 /// the last `X-Forwarded-For` (a proxy appends the address it received
-/// the request from; entries before it are the client's own claims), else
-/// `X-Real-IP`. `None` when neither is there or it does not parse, which
+/// the request from; entries before it are the client's own claims), or,
+/// only when there is no `X-Forwarded-For` at all, `X-Real-IP`. `None` when neither is there or it does not parse, which
 /// a key restricted to certain addresses is refused for.
 fn forwarded_client(headers: &HeaderMap) -> Option<IpAddr> {
-    let last = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .map(str::trim);
-    let text = last.or_else(|| {
-        headers
-            .get("x-real-ip")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    })?;
-    text.parse().ok()
+    fn parse(bytes: &[u8]) -> Option<IpAddr> {
+        std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+    }
+    // Read as bytes: a client's own entries before the proxy's may hold
+    // anything, and must not make the whole header unreadable (and so
+    // let `X-Real-IP`, which the client may also send, decide).
+    match headers.get_all("x-forwarded-for").iter().next_back() {
+        Some(value) => value
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .and_then(parse),
+        None => headers.get("x-real-ip").and_then(|v| parse(v.as_bytes())),
+    }
 }
 
 /// A refusal as a proxy can pass it on: 401 stays 401, every other status
@@ -164,4 +164,52 @@ fn refused(refusal: Refusal, cors: Option<HeaderValue>) -> Response {
         headers.insert(VARY, HeaderValue::from_static("Origin"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_client;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_bytes(value).expect("header value"));
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_address_is_the_proxys_last_entry() {
+        let ip = |s: &str| Some(s.parse().expect("ip"));
+        assert_eq!(
+            forwarded_client(&headers(&[("x-forwarded-for", b"10.0.0.1, 203.0.113.9")])),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            forwarded_client(&headers(&[("x-real-ip", b" 2001:db8::1 ")])),
+            ip("2001:db8::1")
+        );
+        // A client's own unreadable entry before the proxy's does not hide
+        // the proxy's, and never hands the decision to X-Real-IP.
+        assert_eq!(
+            forwarded_client(&headers(&[
+                ("x-forwarded-for", b"\xff\xfe, 198.51.100.4"),
+                ("x-real-ip", b"10.0.0.1"),
+            ])),
+            ip("198.51.100.4")
+        );
+        assert_eq!(
+            forwarded_client(&headers(&[
+                ("x-forwarded-for", b"198.51.100.4, \xff"),
+                ("x-real-ip", b"10.0.0.1"),
+            ])),
+            None
+        );
+        assert_eq!(
+            forwarded_client(&headers(&[("x-forwarded-for", b"junk")])),
+            None
+        );
+        assert_eq!(forwarded_client(&HeaderMap::new()), None);
+    }
 }

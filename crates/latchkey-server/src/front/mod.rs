@@ -398,7 +398,16 @@ fn admit_key(
         origin: asked.headers.get(ORIGIN).and_then(|v| v.to_str().ok()),
         cost: 1,
     };
-    checks::verification(&subject, &demand, &state.limiter, verified.ratelimit).map(|_| ())
+    let result = checks::verification(&subject, &demand, &state.limiter, verified.ratelimit);
+    crate::notices::after_checks(
+        state,
+        key_id,
+        user,
+        verified.policy.as_deref(),
+        verified.ratelimit.map(|l| l.window_seconds),
+        &result,
+    );
+    result.map(|_| ())
 }
 
 /// Adds the CORS headers of an allowed preflight for `origin`.

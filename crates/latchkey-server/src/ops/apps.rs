@@ -120,6 +120,18 @@ pub async fn update_app(
     settings_patch: Option<&Map<String, Value>>,
 ) -> ApiResult<App> {
     caller.require(Permission::SettingsWrite)?;
+    // The default limit is the limit of every key of the app that sets
+    // none, perhaps the caller's own: a key with a policy may not change it.
+    if caller.policy.is_some()
+        && settings_patch.is_some_and(|p| p.contains_key(policy::DEFAULT_KEY_RATELIMIT))
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "insufficient_permissions",
+            "a key with a policy cannot change settings.defaultKeyRatelimit (it may be its own \
+             limit); use a key without a policy or the dashboard",
+        ));
+    }
     if let Some(name) = new_name {
         app.display_name = display_name(name, "displayName")?;
     }

@@ -81,6 +81,17 @@ impl Draft {
     }
 
     fn apply_credits(&mut self, value: &Value, now: i64) -> ApiResult<()> {
+        if let Some(successor) = self
+            .policy
+            .credits
+            .as_ref()
+            .and_then(|c| c.balance_of.as_deref())
+        {
+            return Err(ApiError::conflict(format!(
+                "this key was rotated and spends the credits of its successor {successor}; \
+                 change them there"
+            )));
+        }
         const SHAPE: &str = "credits must be {\"remaining\": N, \"refill\": {\"amount\": N, \
              \"interval\": \"day\" or \"month\"}} (refill optional), or null for none";
         let obj = match value {
@@ -133,7 +144,15 @@ impl Draft {
                 ));
             }
         }
-        self.policy.credits = Some(CreditsPolicy { refill });
+        let initial = match remaining {
+            Some(n) => Some(n),
+            None => self.policy.credits.as_ref().and_then(|c| c.initial),
+        };
+        self.policy.credits = Some(CreditsPolicy {
+            refill,
+            initial,
+            balance_of: None,
+        });
         Ok(())
     }
 }

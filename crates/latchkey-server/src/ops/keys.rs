@@ -292,11 +292,19 @@ pub async fn rotate_key(
         new_expires_at,
         Some(old.id.clone()),
         Draft {
-            policy: old.policy.clone(),
+            policy: successor_policy(&old.policy),
             credits,
             credits_set: false,
         },
     )?;
+    // The old key spends the successor's balance from now on.
+    let old_policy = old.credits.map(|_| {
+        let mut p = old.policy.clone();
+        if let Some(c) = p.credits.as_mut() {
+            c.balance_of = Some(new.id.clone());
+        }
+        p
+    });
     let mut view = ctx.view(state, &new);
     let previous = json!({"id": old.id, "expiresAt": rfc3339(old_expires_at)});
     let event = ctx
@@ -318,6 +326,7 @@ pub async fn rotate_key(
                 old_expires_at,
                 new_key: new.clone(),
                 max_working: state.config.max_keys_per_owner.saturating_mul(2),
+                old_policy: old_policy.clone(),
             },
             now,
             &event,
@@ -331,8 +340,21 @@ pub async fn rotate_key(
         return Err(ApiError::not_found("key owner"));
     }
     state.index.set_key_expiry(&old.id, Some(old_expires_at));
+    if let Some(policy) = &old_policy {
+        state.index.set_key_policy(&old.id, policy, None);
+    }
     view.secret = Some(secret);
     Ok(json!({"key": view, "previousKey": previous}))
+}
+
+/// What a rotation's successor carries: the old key's policy, owning its
+/// balance itself.
+fn successor_policy(old: &latchkey_core::policy::KeyPolicy) -> latchkey_core::policy::KeyPolicy {
+    let mut p = old.clone();
+    if let Some(c) = p.credits.as_mut() {
+        c.balance_of = None;
+    }
+    p
 }
 
 /// A key's credit balance as this node has it: the index's cell (which
@@ -367,6 +389,9 @@ pub async fn update_key(
 ) -> ApiResult<KeyView> {
     caller.require(Permission::KeysWrite)?;
     let mut key = load_key(state, owner, key_id).await?;
+    // A key may change only keys it could have made: it cannot weaken or
+    // lock out a key stronger than itself.
+    caller.may_grant(&key.policy)?;
     let now = state.now();
     let mut draft = Draft {
         policy: key.policy.clone(),
@@ -439,13 +464,11 @@ pub async fn update_key(
     // held only when this request set it.
     let stored = state.store.get_key(&key.id).await?;
     if let Some(stored) = stored {
-        let live = live_key(&stored, &state.master).map_err(|e| {
-            tracing::error!(error = %e, "indexing a changed key");
-            ApiError::internal()
-        })?;
-        if state.index.contains_key(&stored.id) {
-            state.index.insert_key(live);
-        }
+        state.index.set_key_policy(
+            &stored.id,
+            &stored.policy,
+            crate::indexing::credit_seed(stored.credits),
+        );
         return Ok(ctx.view(state, &stored));
     }
     Err(ApiError::not_found("key"))
@@ -497,6 +520,7 @@ pub async fn delete_key(
 ) -> ApiResult<()> {
     caller.require(Permission::KeysWrite)?;
     let key = load_key(state, owner, key_id).await?;
+    caller.may_grant(&key.policy)?;
     let view = ctx.view(state, &key);
     let event = ctx.event(
         state,

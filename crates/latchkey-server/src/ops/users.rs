@@ -311,9 +311,7 @@ pub async fn mint_token(
         }
     };
     let now = state.now();
-    let signing = newest_live_key(state, &app.id, now).await?.ok_or_else(|| {
-        ApiError::conflict("the app has no live key to sign with; create an app key first")
-    })?;
+    let signing = signing_key(state, caller, &app.id, now).await?;
     let expires_at = now.saturating_add(ttl);
     let token = signing.sign_jwt(&json!({
         "scope": "appUser",
@@ -329,9 +327,39 @@ pub async fn mint_token(
     Ok((token, expires_at))
 }
 
-/// The app's newest key that is live in the index and not replaced.
+/// The key a minted token is signed with, and so whose policy the token
+/// carries (a JWT can do at most what its key can): an app key signs with
+/// itself; an account-scope caller gets the app's newest live key that it
+/// could have made itself (`Caller::may_grant`; for a caller without a
+/// permission list, the newest live key).
+async fn signing_key(
+    state: &AppState,
+    caller: &Caller,
+    app_id: &str,
+    now: i64,
+) -> ApiResult<latchkey_core::LiveKey> {
+    if let latchkey_core::Principal::App { key_id, .. } = &caller.principal {
+        return state
+            .index
+            .key(key_id.as_str())
+            .filter(|k| !k.is_expired(now))
+            .ok_or_else(|| ApiError::not_found("key"));
+    }
+    newest_live_key(state, caller, app_id, now)
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "the app has no live key to sign with that this caller could have made; \
+                 create an app key first",
+            )
+        })
+}
+
+/// The app's newest key that is live in the index, not replaced, and that
+/// `caller` could have made.
 async fn newest_live_key(
     state: &AppState,
+    caller: &Caller,
     app_id: &str,
     now: i64,
 ) -> ApiResult<Option<latchkey_core::LiveKey>> {
@@ -346,7 +374,10 @@ async fn newest_live_key(
             .list_keys(latchkey_store::KeyOwnerRef::App(app_id), &page)
             .await?;
         for k in &found.items {
-            if k.replaced_by.is_none() && state.index.key_is_live(&k.id, now) {
+            if k.replaced_by.is_none()
+                && state.index.key_is_live(&k.id, now)
+                && caller.may_grant(&k.policy).is_ok()
+            {
                 best = Some(k.id.clone());
             }
         }

@@ -98,7 +98,16 @@ fn check_policy(
         origin: req.origin.as_deref(),
         cost: i64::from(req.cost.unwrap_or(1)),
     };
-    checks::verification(&subject, &demand, &state.limiter, verified.ratelimit)
+    let result = checks::verification(&subject, &demand, &state.limiter, verified.ratelimit);
+    crate::notices::after_checks(
+        state,
+        key_id,
+        user,
+        verified.policy.as_deref(),
+        verified.ratelimit.map(|l| l.window_seconds),
+        &result,
+    );
+    result
 }
 
 /// The answer to `req` for the operator, given the outcome of verifying

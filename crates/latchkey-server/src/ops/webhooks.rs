@@ -21,7 +21,7 @@ pub use latchkey_core::secret::WEBHOOK_SECRET_PREFIX;
 
 /// Every trigger a webhook may subscribe to, in the order responses list
 /// them.
-pub const TRIGGERS: [&str; 8] = [
+pub const TRIGGERS: [&str; 10] = [
     "key:created",
     "key:rotated",
     "key:updated",
@@ -29,6 +29,8 @@ pub const TRIGGERS: [&str; 8] = [
     "key:expiring",
     "key:expired",
     "key:rotation-due",
+    "key:rate-limited",
+    "key:credits-low",
     "credential:exposed",
 ];
 

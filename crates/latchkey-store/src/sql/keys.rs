@@ -215,6 +215,16 @@ pub(super) async fn rotate(
             "the key has already been rotated or has expired",
         ));
     }
+    if let Some(policy) = &rotation.old_policy {
+        sqlx::query(
+            "UPDATE api_keys SET policy = $1, credits_remaining = NULL, credits_period = NULL, \
+             credits_version = credits_version + 1 WHERE id = $2",
+        )
+        .bind(policy_text(policy)?)
+        .bind(&rotation.old_id)
+        .execute(&mut *tx)
+        .await?;
+    }
     insert_key_tx(&mut tx, &rotation.new_key).await?;
     insert_audit_tx(&mut tx, audit).await?;
     store
@@ -327,19 +337,23 @@ pub(super) async fn update(
 /// Writes credit balances spent since the last write (no audit event, no
 /// change: the balance moves with every verification). A key that lost
 /// its credits meanwhile is left as it is.
-pub(super) async fn record_credits(store: &SqlStore, batch: &[(String, i64, i64)]) -> Result<()> {
+pub(super) async fn record_credits(
+    store: &SqlStore,
+    batch: &[(String, i64, i64, i64)],
+) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
     let mut tx = store.write_tx().await?;
-    for (id, remaining, period) in batch {
+    for (id, remaining, period, version) in batch {
         sqlx::query(
             "UPDATE api_keys SET credits_remaining = $1, credits_period = $2 \
-             WHERE id = $3 AND credits_remaining IS NOT NULL",
+             WHERE id = $3 AND credits_remaining IS NOT NULL AND credits_version = $4",
         )
         .bind(remaining)
         .bind(period)
         .bind(id)
+        .bind(version)
         .execute(&mut *tx)
         .await?;
     }

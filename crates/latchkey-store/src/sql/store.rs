@@ -141,7 +141,7 @@ impl Store for SqlStore {
         keys::update(self, key, credits_set, audit).await
     }
 
-    async fn record_credits(&self, batch: &[(String, i64, i64)]) -> Result<()> {
+    async fn record_credits(&self, batch: &[(String, i64, i64, i64)]) -> Result<()> {
         keys::record_credits(self, batch).await
     }
 

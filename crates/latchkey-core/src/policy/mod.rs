@@ -158,6 +158,15 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, PolicyError> {
             }
         },
     };
+    // Peers are compared as IPv4 when they are IPv4-mapped IPv6
+    // (`canonical_ip`), so an IPv4-mapped network is kept as IPv4 too.
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && let Ok(v4net) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return Ok(IpNet::V4(v4net).trunc());
+    }
     Ok(net.trunc())
 }
 

@@ -80,6 +80,10 @@ fn cidrs_are_normalized_and_match_both_families() {
         .expect("valid"),
         ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]
     );
+    assert_eq!(
+        normalize_ips(vec!["::ffff:10.1.0.0/112".into()]).expect("mapped"),
+        ["10.1.0.0/16"]
+    );
     assert!(normalize_ips(vec!["10.0.0.0/33".into()]).is_err());
     assert!(normalize_ips(vec!["example.com".into()]).is_err());
     assert!(normalize_ips(vec![]).is_err());

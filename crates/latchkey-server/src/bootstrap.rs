@@ -168,7 +168,9 @@ async fn open_inner(
     // The snapshot holds every change committed before it was taken.
     let snapshot_started = std::time::Instant::now();
     let master = Arc::new(master);
-    let (index, change_seq) = crate::indexing::build_index(store.as_ref(), &master).await?;
+    let (index, change_seq) =
+        crate::indexing::build_index(store.as_ref(), &master, config.database_url.is_some())
+            .await?;
     let freshness = if config.database_url.is_some() {
         crate::sync::Freshness::shared(config.staleness_window, change_seq, snapshot_started)
     } else {
@@ -182,8 +184,15 @@ async fn open_inner(
             clock,
             rng,
             throttle: Arc::new(crate::throttle::AuthThrottle::new(config.auth_throttle)),
-            limiter: Arc::default(),
+            // Nodes that share a store lease their rate-limit counts from
+            // it, so that a limit holds for the cluster.
+            limiter: Arc::new(if config.database_url.is_some() {
+                latchkey_core::policy::RateLimiter::leased()
+            } else {
+                latchkey_core::policy::RateLimiter::new()
+            }),
             notices: Arc::default(),
+            leases: Arc::default(),
             config: Arc::new(config),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             exposures: Arc::default(),

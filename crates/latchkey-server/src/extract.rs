@@ -162,7 +162,7 @@ async fn authenticate(
     // The key's own restrictions and rate limit (its permissions are
     // checked by each operation, `Caller::require`).
     if verified.policy.is_some() || verified.ratelimit.is_some() {
-        admit_key(parts, state, &verified, peer, now)?;
+        admit_key(parts, state, &verified, peer, now).await?;
     }
     if let Some(slot) = parts.extensions.get::<AuditSlot>() {
         slot.fill(&verified.principal, peer);
@@ -178,7 +178,7 @@ async fn authenticate(
 /// to Latchkey's own API: 403 `ip_not_allowed` / `origin_not_allowed`, 429
 /// `rate_limited` (with `Retry-After` and the `RateLimit` headers).
 /// Credits are spent by verifications only.
-fn admit_key(
+async fn admit_key(
     parts: &Parts,
     state: &AppState,
     verified: &latchkey_core::Verified,
@@ -200,17 +200,20 @@ fn admit_key(
         policy: verified.policy.as_deref(),
         now,
     };
-    let result = checks::run(
-        &subject,
-        &[
-            &IpAllowed(peer),
-            &OriginAllowed(origin),
-            &Limited {
-                limiter: &state.limiter,
-                limit: verified.ratelimit,
-            },
-        ],
-    );
+    let result = crate::limits::run_with_lease(state, &subject, verified.ratelimit, || {
+        checks::run(
+            &subject,
+            &[
+                &IpAllowed(peer),
+                &OriginAllowed(origin),
+                &Limited {
+                    limiter: &state.limiter,
+                    limit: verified.ratelimit,
+                },
+            ],
+        )
+    })
+    .await;
     crate::notices::after_checks(
         state,
         key_id,

@@ -35,17 +35,21 @@ const INDEX_BATCH: usize = 1024;
 /// there are cores, while the store reads the next batch: no copy of every
 /// stored key exists at once, and with 10^6 keys start-up is bound by the
 /// reading, not by the cryptography.
+/// `leased`: nodes share the store, which holds credit balances (see
+/// `latchkey_core::policy::CreditCell`).
 pub async fn build_index(
     store: &dyn Store,
     master: &Arc<MasterKey>,
+    leased: bool,
 ) -> Result<(KeyIndex, i64), IndexError> {
-    build_index_in_batches(store, master, INDEX_BATCH).await
+    build_index_in_batches(store, master, INDEX_BATCH, leased).await
 }
 
 async fn build_index_in_batches(
     store: &dyn Store,
     master: &Arc<MasterKey>,
     batch: usize,
+    leased: bool,
 ) -> Result<(KeyIndex, i64), IndexError> {
     let index = Arc::new(KeyIndex::new());
     let failed = Arc::new(AtomicBool::new(false));
@@ -60,7 +64,9 @@ async fn build_index_in_batches(
                 master.clone(),
                 failed.clone(),
             );
-            tokio::task::spawn_blocking(move || open_keys(&receiver, &index, &master, &failed))
+            tokio::task::spawn_blocking(move || {
+                open_keys(&receiver, &index, &master, &failed, leased)
+            })
         })
         .collect();
     // Only the workers hold the receiver now: if they all stop, the store
@@ -132,6 +138,7 @@ fn open_keys(
     index: &KeyIndex,
     master: &MasterKey,
     failed: &AtomicBool,
+    leased: bool,
 ) -> Result<(), IndexError> {
     while !failed.load(Ordering::Relaxed) {
         // The lock only orders the workers' turns at the queue; a worker
@@ -156,7 +163,7 @@ fn open_keys(
                     key.last_used_at,
                     master,
                 )
-                .map(|live| live.with_policy(&key.policy, credit_seed(key.credits)))
+                .map(|live| live.with_policy(&key.policy, credit_seed(key.credits, leased)))
             })
             .collect::<Result<Vec<_>, _>>();
         drop(batch);
@@ -175,7 +182,7 @@ fn open_keys(
 }
 
 /// The index entry of a stored key.
-pub fn live_key(key: &ApiKey, master: &MasterKey) -> Result<LiveKey, IndexError> {
+pub fn live_key(key: &ApiKey, master: &MasterKey, leased: bool) -> Result<LiveKey, IndexError> {
     prepare_key(
         key.id.clone(),
         key.kind,
@@ -186,21 +193,23 @@ pub fn live_key(key: &ApiKey, master: &MasterKey) -> Result<LiveKey, IndexError>
         key.last_used_at,
         master,
     )
-    .map(|live| live.with_policy(&key.policy, credit_seed(key.credits)))
+    .map(|live| live.with_policy(&key.policy, credit_seed(key.credits, leased)))
 }
 
-/// A stored credit balance as the index's cell takes it.
+/// A stored credit balance as the index's cell takes it. `leased`: nodes
+/// share the store, which then holds the balance (a node holds only what
+/// it leases).
 pub fn credit_seed(
     credits: Option<latchkey_store::StoredCredits>,
-) -> Option<(latchkey_core::policy::CreditState, i64)> {
-    credits.map(|c| {
-        (
-            latchkey_core::policy::CreditState {
-                remaining: c.remaining,
-                period: c.period,
-            },
-            c.version,
-        )
+    leased: bool,
+) -> Option<latchkey_core::policy::CreditSeed> {
+    credits.map(|c| latchkey_core::policy::CreditSeed {
+        state: latchkey_core::policy::CreditState {
+            remaining: c.remaining,
+            period: c.period,
+        },
+        version: c.version,
+        leased,
     })
 }
 
@@ -320,7 +329,7 @@ mod tests {
             index_verifier_token(&index, token);
         }
         for key in &snapshot.keys {
-            assert!(index.insert_key(live_key(key, master).expect("opens")));
+            assert!(index.insert_key(live_key(key, master, false).expect("opens")));
         }
         index
     }
@@ -439,7 +448,7 @@ mod tests {
         let reference = reference_index(&snapshot, &master);
         assert_eq!(reference.key_count(), secrets.len());
         for batch in [1, 3, 8, secrets.len() - 1, secrets.len(), secrets.len() + 1] {
-            let (index, seq) = build_index_in_batches(&store, &master, batch)
+            let (index, seq) = build_index_in_batches(&store, &master, batch, false)
                 .await
                 .expect("build");
             assert_eq!(seq, snapshot.change_seq, "batch {batch}");
@@ -504,11 +513,15 @@ mod tests {
         let other = Arc::new(MasterKey::generate(&rng).expect("master key"));
         for batch in [1, 1024] {
             assert!(matches!(
-                build_index_in_batches(&store, &other, batch).await,
+                build_index_in_batches(&store, &other, batch, false).await,
                 Err(IndexError::Crypto(_))
             ));
         }
         // The store is still usable afterwards.
-        assert!(build_index_in_batches(&store, &master, 1).await.is_ok());
+        assert!(
+            build_index_in_batches(&store, &master, 1, false)
+                .await
+                .is_ok()
+        );
     }
 }

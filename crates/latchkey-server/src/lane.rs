@@ -261,7 +261,7 @@ async fn verify_directly(
         now,
         state.verify_options(),
     );
-    let response = json_response(&answer(&state, &request, verified.as_ref()));
+    let response = json_response(&answer(&state, &request, verified.as_ref()).await);
     if let Some(line) = line {
         line.write(response.status().as_u16());
     }

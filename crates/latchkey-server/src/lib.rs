@@ -22,6 +22,7 @@ pub mod front;
 pub mod indexing;
 pub mod json_values;
 pub mod lane;
+pub mod limits;
 pub mod listener;
 pub mod maintenance;
 pub mod notices;

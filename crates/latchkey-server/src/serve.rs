@@ -78,6 +78,7 @@ impl RunningServer {
         let _ = self.flusher.await;
         flush_last_used(&self.state).await;
         flush_credits(&self.state).await;
+        return_leased_credits(&self.state).await;
         served.map_err(ServeError::from)
     }
 }
@@ -159,6 +160,7 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = credits.tick() => {
                 flush_credits(&state).await;
                 state.limiter.prune(state.now());
+                state.leases.prune(state.now());
             }
             _ = notices.tick() => {
                 if let Err(e) = crate::maintenance::run_key_notices(&state).await {
@@ -167,6 +169,11 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
                 let before = state.now() - crate::sync::CHANGE_RETENTION_SECONDS;
                 if let Err(e) = state.store.prune_changes(before).await {
                     tracing::warn!(error = %e, "pruning old changes failed; will retry");
+                }
+                if state.limiter.is_leased()
+                    && let Err(e) = state.store.prune_ratelimit_leases(state.now() - 60).await
+                {
+                    tracing::warn!(error = %e, "pruning ended rate-limit leases failed; will retry");
                 }
             }
             _ = stop.changed() => {
@@ -184,8 +191,12 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
 
 /// Writes the credit balances spent since the last flush. Holds the write
 /// lock meanwhile, so that a balance set through the API in between is
-/// not overwritten by an older one.
+/// not overwritten by an older one. (Nodes that share a store keep their
+/// balances there and lease from them: nothing to write.)
 pub async fn flush_credits(state: &AppState) {
+    if state.limiter.is_leased() {
+        return;
+    }
     let _write = match crate::ops::WriteGuard::for_session(state).await {
         Ok(write) => write,
         Err(e) => {
@@ -209,6 +220,23 @@ pub async fn flush_credits(state: &AppState) {
         for (_, cell, _, _) in &dirty {
             cell.mark_dirty();
         }
+    }
+}
+
+/// Gives the credits this node leased and did not spend back to the store
+/// (nodes that share a store), so that a stopped node strands none.
+pub async fn return_leased_credits(state: &AppState) {
+    let batch: Vec<(String, i64, i64, i64)> = state
+        .index
+        .credit_cells()
+        .into_iter()
+        .filter_map(|(id, cell)| {
+            cell.take_unused()
+                .map(|(amount, period, version)| (id, amount, period, version))
+        })
+        .collect();
+    if let Err(e) = state.store.return_credits(&batch).await {
+        tracing::warn!(error = %e, keys = batch.len(), "could not give leased credits back; they are lost");
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Shared {
     /// Keys' usage notices on their way to the audit log (see
     /// [`crate::notices`]).
     pub notices: Arc<crate::notices::Notices>,
+    /// One rate-limit lease at a time per window (see [`crate::limits`]).
+    pub leases: Arc<crate::limits::Leases>,
 }
 
 impl Shared {

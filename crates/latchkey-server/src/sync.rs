@@ -385,7 +385,12 @@ pub async fn catch_up(state: &AppState) -> Result<(), SyncError> {
 
 /// Rebuilds the whole index from a snapshot; returns its change number.
 async fn reload(state: &AppState) -> Result<i64, SyncError> {
-    let (index, seq) = crate::indexing::build_index(state.store.as_ref(), &state.master).await?;
+    let (index, seq) = crate::indexing::build_index(
+        state.store.as_ref(),
+        &state.master,
+        state.limiter.is_leased(),
+    )
+    .await?;
     state.index.replace_with(index);
     Ok(seq)
 }
@@ -413,10 +418,18 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
             // expiry (rotation, early revocation) and its policy can change.
             Some(key) if index.contains_key(id) => {
                 index.set_key_expiry(id, key.expires_at);
-                index.set_key_policy(id, &key.policy, crate::indexing::credit_seed(key.credits));
+                index.set_key_policy(
+                    id,
+                    &key.policy,
+                    crate::indexing::credit_seed(key.credits, state.limiter.is_leased()),
+                );
             }
             Some(key) => {
-                index.insert_key(crate::indexing::live_key(&key, &state.master)?);
+                index.insert_key(crate::indexing::live_key(
+                    &key,
+                    &state.master,
+                    state.limiter.is_leased(),
+                )?);
             }
             None => {
                 index.remove_key(id);

@@ -162,13 +162,21 @@ impl KeyView {
                     remaining: s.remaining,
                     period: s.period,
                 });
-                let held = index
-                    .credit_cell(c.balance_of.as_deref().unwrap_or(&k.id))
-                    .map(|cell| cell.state());
-                let state = held.or(stored).unwrap_or(CreditState {
+                let cell = index.credit_cell(c.balance_of.as_deref().unwrap_or(&k.id));
+                let stored = stored.unwrap_or(CreditState {
                     remaining: 0,
                     period: 0,
                 });
+                let state = match &cell {
+                    // One node: the cell holds the balance. Nodes sharing
+                    // a store: the store's, plus what this node leased.
+                    Some(cell) if !cell.is_leased() => cell.state(),
+                    Some(cell) => CreditState {
+                        remaining: cell.shown(stored.remaining),
+                        ..stored
+                    },
+                    None => stored,
+                };
                 CreditsView {
                     remaining: state.at(c.refill, now).remaining,
                     refill: c.refill,

@@ -222,6 +222,32 @@ pub trait Store: WebhookStore + DashboardStore + Send + Sync + std::fmt::Debug +
     /// is gone.
     async fn update_key(&self, key: &ApiKey, credits_set: bool, audit: &AuditEvent)
     -> Result<bool>;
+    /// Leases up to `want` counts of a key's rate-limit window for this
+    /// node (see `sql/keys.rs`); returns (granted, taken by all nodes).
+    #[allow(clippy::too_many_arguments)]
+    async fn lease_ratelimit(
+        &self,
+        key_id: &str,
+        subject: &str,
+        window_start: i64,
+        window_end: i64,
+        limit: u32,
+        want: u32,
+    ) -> Result<(u32, u32)>;
+    /// Leases up to `want` credits of a key's balance to this node (the
+    /// balance refilled to `refill_amount` first when `period` is later
+    /// than the stored one); returns (granted, left, period).
+    async fn lease_credits(
+        &self,
+        key_id: &str,
+        want: i64,
+        refill_amount: Option<i64>,
+        period: i64,
+    ) -> Result<(i64, i64, i64)>;
+    /// Gives back leased credits as `(key id, amount, period, version)`.
+    async fn return_credits(&self, batch: &[(String, i64, i64, i64)]) -> Result<()>;
+    /// Deletes rate-limit leases of windows that ended before `before`.
+    async fn prune_ratelimit_leases(&self, before: i64) -> Result<u64>;
     /// Stores credit balances as `(key id, remaining, refill period,
     /// version)`; a balance whose version is no longer the stored one (set
     /// through the API meanwhile, maybe on another node) is not written.

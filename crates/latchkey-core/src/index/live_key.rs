@@ -15,7 +15,7 @@ use super::{AppEntry, KeyOwner};
 use crate::hs256::Hs256Key;
 use crate::ids::KeyId;
 use crate::jwt::VerifyingKey;
-use crate::policy::{CreditCell, CreditState, KeyPolicy, LivePolicy, RateLimit};
+use crate::policy::{CreditCell, CreditSeed, CreditState, KeyPolicy, LivePolicy, RateLimit};
 use crate::secret::{CHECKSUM_LEN, KEY_SECRET_PREFIX, SECRET_BODY_LEN, check_format};
 
 /// A live key as the verification path needs it.
@@ -128,19 +128,19 @@ impl LiveKey {
     /// The key with its policy (nothing changes for an empty one).
     /// `credits`: the stored balance and the version of the last balance
     /// set through the API, when the policy has credits.
-    pub fn with_policy(mut self, policy: &KeyPolicy, credits: Option<(CreditState, i64)>) -> Self {
+    pub fn with_policy(mut self, policy: &KeyPolicy, credits: Option<CreditSeed>) -> Self {
         self.set_policy(policy, credits);
         self
     }
 
     /// See [`LiveKey::with_policy`].
-    pub(super) fn set_policy(&mut self, policy: &KeyPolicy, credits: Option<(CreditState, i64)>) {
+    pub(super) fn set_policy(&mut self, policy: &KeyPolicy, credits: Option<CreditSeed>) {
         if policy.is_empty() {
             self.policy = None;
             return;
         }
         let cell = match (&policy.credits, credits) {
-            (Some(_), Some((state, version))) => Some(Arc::new(CreditCell::new(state, version))),
+            (Some(_), Some(seed)) => Some(Arc::new(CreditCell::from_seed(seed))),
             // No balance of its own (a rotated key spending its
             // successor's): a placeholder that the owner's balance replaces
             // (version -1 is older than any stored one).

@@ -392,7 +392,7 @@ impl KeyIndex {
         &self,
         id: &str,
         policy: &crate::policy::KeyPolicy,
-        credits: Option<(crate::policy::CreditState, i64)>,
+        credits: Option<crate::policy::CreditSeed>,
     ) -> bool {
         let mut inner = self.write();
         let Inner {
@@ -406,6 +406,15 @@ impl KeyIndex {
             }
             None => false,
         }
+    }
+
+    /// Every credit cell (to give leased credits back at shutdown).
+    pub fn credit_cells(&self) -> Vec<(String, Arc<CreditCell>)> {
+        self.read()
+            .credit_cells
+            .iter()
+            .map(|(id, cell)| (id.to_string(), cell.clone()))
+            .collect()
     }
 
     /// A key's credit balance cell, if it has credits.

@@ -48,10 +48,13 @@ pub enum Refusal {
     IpNotAllowed(Option<IpAddr>),
     OriginNotAllowed(String),
     RateLimited(LimitState),
-    /// The balance (what was left) is below the cost.
+    /// The balance (what was left) is below the cost; `want_lease`: with a
+    /// shared store, this node has spent what it leased and the store may
+    /// have more (ask for a lease, then try again).
     UsageExceeded {
         remaining: i64,
         cost: i64,
+        want_lease: bool,
     },
 }
 
@@ -86,7 +89,9 @@ impl Refusal {
                 state.limit,
                 state.retry_after(now)
             ),
-            Refusal::UsageExceeded { remaining, cost } => format!(
+            Refusal::UsageExceeded {
+                remaining, cost, ..
+            } => format!(
                 "the key has {remaining} credits left, fewer than this request costs ({cost})"
             ),
         }
@@ -239,9 +244,10 @@ impl Check for Credits {
                 cost: self.0,
                 before: spent.before,
             }),
-            Err(remaining) => Err(Refusal::UsageExceeded {
-                remaining,
+            Err(short) => Err(Refusal::UsageExceeded {
+                remaining: short.remaining,
                 cost: self.0,
+                want_lease: short.want_lease,
             }),
         }
     }

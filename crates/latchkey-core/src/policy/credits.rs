@@ -74,12 +74,24 @@ struct Inner {
     version: i64,
     /// Changed since the store last had it.
     dirty: bool,
+    /// Leased mode: the store's balance at the last lease (what other
+    /// nodes may still take), `None` before the first.
+    store_left: Option<i64>,
 }
 
 /// One key's balance.
+///
+/// On one node the cell holds the balance itself, and the store is
+/// written from it. When nodes share a store ([`CreditCell::leased`]) the
+/// store holds the balance and each node's cell only what it leased from
+/// it: credits are spent from the lease, a new lease is asked for when it
+/// runs short, and the balance never goes below zero anywhere; what a
+/// node leased and did not spend goes back at shutdown (a crash strands
+/// it: never more spent than there was).
 #[derive(Debug)]
 pub struct CreditCell {
     inner: Mutex<Inner>,
+    leased: bool,
 }
 
 /// The outcome of spending.
@@ -89,6 +101,23 @@ pub struct Spent {
     pub remaining: i64,
 }
 
+/// Why credits were not spent: the balance (as this node knows it), and
+/// whether a lease from the store may cover the cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shortfall {
+    pub remaining: i64,
+    pub want_lease: bool,
+}
+
+/// What a key's cell starts from: the stored balance and its version, and
+/// whether nodes share the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditSeed {
+    pub state: CreditState,
+    pub version: i64,
+    pub leased: bool,
+}
+
 impl CreditCell {
     pub fn new(state: CreditState, version: i64) -> Self {
         Self {
@@ -96,7 +125,76 @@ impl CreditCell {
                 state,
                 version,
                 dirty: false,
+                store_left: None,
             }),
+            leased: false,
+        }
+    }
+
+    /// A cell of a node that shares its store: it holds nothing until it
+    /// leases.
+    pub fn leased(period: i64, version: i64) -> Self {
+        Self {
+            leased: true,
+            ..Self::new(
+                CreditState {
+                    remaining: 0,
+                    period,
+                },
+                version,
+            )
+        }
+    }
+
+    /// The cell a seed describes.
+    pub fn from_seed(seed: CreditSeed) -> Self {
+        if seed.leased {
+            Self::leased(seed.state.period, seed.version)
+        } else {
+            Self::new(seed.state, seed.version)
+        }
+    }
+
+    pub fn is_leased(&self) -> bool {
+        self.leased
+    }
+
+    /// Adds credits the store leased to this node for `period` (a lease of
+    /// a later period replaces what is held), and what the store has left.
+    pub fn grant(&self, amount: i64, store_left: i64, period: i64) {
+        let mut inner = self.lock();
+        if period > inner.state.period {
+            inner.state = CreditState {
+                remaining: 0,
+                period,
+            };
+        }
+        if period == inner.state.period {
+            inner.state.remaining = inner.state.remaining.saturating_add(amount);
+        }
+        inner.store_left = Some(store_left);
+    }
+
+    /// Leased mode: what this node holds and has not spent, to give back
+    /// to the store (with its period and version); it holds nothing after.
+    pub fn take_unused(&self) -> Option<(i64, i64, i64)> {
+        let mut inner = self.lock();
+        let held = inner.state.remaining;
+        if !self.leased || held <= 0 {
+            return None;
+        }
+        inner.state.remaining = 0;
+        Some((held, inner.state.period, inner.version))
+    }
+
+    /// The balance to show, given the store's: on one node the cell's, with
+    /// a shared store the store's plus what this node holds.
+    pub fn shown(&self, stored: i64) -> i64 {
+        let held = self.lock().state.remaining;
+        if self.leased {
+            stored.saturating_add(held)
+        } else {
+            held
         }
     }
 
@@ -108,9 +206,19 @@ impl CreditCell {
         };
         let mut inner = self.lock();
         if version > inner.version {
-            inner.state = state;
             inner.version = version;
             inner.dirty = false;
+            if self.leased {
+                // A balance set through the API replaces the old one, and
+                // with it what this node had leased from the old one.
+                inner.state = CreditState {
+                    remaining: 0,
+                    period: state.period,
+                };
+                inner.store_left = None;
+            } else {
+                inner.state = state;
+            }
         }
     }
 
@@ -125,7 +233,10 @@ impl CreditCell {
     /// balance before and after, or `Err(balance)` when the balance is zero
     /// or below `cost` (nothing is spent then). The balance never goes
     /// below zero.
-    pub fn spend(&self, cost: i64, refill: Option<Refill>, now: i64) -> Result<Spent, i64> {
+    pub fn spend(&self, cost: i64, refill: Option<Refill>, now: i64) -> Result<Spent, Shortfall> {
+        if self.leased {
+            return self.spend_leased(cost, refill, now);
+        }
         let mut inner = self.lock();
         let state = inner.state.at(refill, now);
         if state != inner.state {
@@ -134,7 +245,10 @@ impl CreditCell {
         }
         let before = inner.state.remaining;
         if before <= 0 || before < cost {
-            return Err(before.max(0));
+            return Err(Shortfall {
+                remaining: before.max(0),
+                want_lease: false,
+            });
         }
         inner.state.remaining = before - cost;
         if cost != 0 {
@@ -146,17 +260,61 @@ impl CreditCell {
         })
     }
 
+    /// [`spend`](Self::spend) from what this node leased. The refill
+    /// happens in the store (at the next lease); a new period voids what
+    /// was leased in the last one.
+    fn spend_leased(
+        &self,
+        cost: i64,
+        refill: Option<Refill>,
+        now: i64,
+    ) -> Result<Spent, Shortfall> {
+        let mut inner = self.lock();
+        if let Some(r) = refill {
+            let period = r.interval.period(now);
+            if period > inner.state.period {
+                inner.state = CreditState {
+                    remaining: 0,
+                    period,
+                };
+                inner.store_left = None;
+            }
+        }
+        let held = inner.state.remaining;
+        let left = inner.store_left.unwrap_or(0);
+        // Spending 0 checks that there is a credit at all.
+        if held < cost.max(1) {
+            return Err(Shortfall {
+                remaining: held.saturating_add(left),
+                want_lease: inner.store_left.is_none_or(|l| l > 0),
+            });
+        }
+        inner.state.remaining = held - cost;
+        Ok(Spent {
+            before: held.saturating_add(left),
+            remaining: inner.state.remaining.saturating_add(left),
+        })
+    }
+
     /// Gives back what [`spend`](Self::spend) took, for a request that a
     /// later check refused.
     pub fn refund(&self, cost: i64) {
         let mut inner = self.lock();
         inner.state.remaining = inner.state.remaining.saturating_add(cost).min(MAX_CREDITS);
-        inner.dirty = true;
+        inner.dirty = !self.leased;
     }
 
-    /// The balance at `now`, refilled if due.
+    /// The balance at `now`, refilled if due (leased: what this node holds
+    /// and what the store had left at the last lease).
     pub fn remaining(&self, refill: Option<Refill>, now: i64) -> i64 {
-        self.lock().state.at(refill, now).remaining
+        let inner = self.lock();
+        if self.leased {
+            return inner
+                .state
+                .remaining
+                .saturating_add(inner.store_left.unwrap_or(0));
+        }
+        inner.state.at(refill, now).remaining
     }
 
     /// Sets the balance (changed through the API): what the store now
@@ -192,7 +350,7 @@ impl CreditCell {
         if inner.version <= version {
             inner.state = state;
             inner.version = version;
-            inner.dirty = dirty;
+            inner.dirty = dirty && !self.leased;
         }
     }
 
@@ -202,7 +360,7 @@ impl CreditCell {
 
     /// After a failed write: the balance still has to be written.
     pub fn mark_dirty(&self) {
-        self.lock().dirty = true;
+        self.lock().dirty = !self.leased;
     }
 
     pub fn state(&self) -> CreditState {

@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub use checks::{Demand, Refusal};
-pub use credits::{CreditCell, CreditState, Refill, RefillInterval};
+pub use credits::{CreditCell, CreditSeed, CreditState, Refill, RefillInterval, Shortfall};
 pub use permissions::Permission;
 pub use ratelimit::{LimitState, RateLimit, RateLimiter};
 

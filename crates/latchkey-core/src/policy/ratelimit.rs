@@ -41,6 +41,10 @@ pub struct LimitState {
     /// For a refusal: whether it is the first of its window (a
     /// notification is sent once per window).
     pub first_refusal: bool,
+    /// For a refusal of a limiter that leases its counts from the shared
+    /// store: this node has used what it leased, and the cluster may have
+    /// more (ask the store for a lease, then try again).
+    pub want_lease: bool,
 }
 
 impl LimitState {
@@ -57,6 +61,11 @@ struct Window {
     len: u32,
     count: u32,
     refused: bool,
+    /// Leased mode: how many of the window's requests the store granted
+    /// this node, and how many the cluster had left at the last lease
+    /// (`None` before the first).
+    granted: u32,
+    cluster_left: Option<u32>,
 }
 
 impl Window {
@@ -84,10 +93,18 @@ const SHARDS: usize = 16;
 type Shard = Mutex<HashMap<Box<str>, KeyWindows, RandomState>>;
 
 /// The counts of every limited key on this node.
+///
+/// On one node the counts are the whole truth. When nodes share a store
+/// ([`RateLimiter::leased`]) each node admits only what it leased from the
+/// store for the window (a row per key, user and window counts what all
+/// nodes took, never more than the limit): the cluster admits at most the
+/// limit, and a node that cannot reach the store admits only what it
+/// holds.
 #[derive(Debug)]
 pub struct RateLimiter {
     shards: Box<[Shard]>,
     hasher: RandomState,
+    leased: bool,
 }
 
 impl Default for RateLimiter {
@@ -101,28 +118,40 @@ impl RateLimiter {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::default(),
+            leased: false,
         }
     }
 
-    fn shard(&self, key_id: &str) -> &Shard {
-        use std::hash::BuildHasher;
-        let h = self.hasher.hash_one(key_id);
-        // SHARDS is a power of two and the shard count is fixed.
-        &self.shards[(h as usize) & (SHARDS - 1)]
+    /// A limiter for nodes that share a store: admits what it leased.
+    pub fn leased() -> Self {
+        Self {
+            leased: true,
+            ..Self::new()
+        }
     }
 
-    /// Counts one request of `key_id` (for `user`, when an appUser JWT)
-    /// against `limit` at `now`: `Ok` when admitted, `Err` when the window
-    /// is full (nothing is counted then).
-    pub fn try_acquire(
+    pub fn is_leased(&self) -> bool {
+        self.leased
+    }
+
+    /// How many counts a node asks for at once: a tenth of the limit (at
+    /// least 1, at most 1000), so a key's traffic moving between nodes
+    /// strands at most that many per other node in a window.
+    pub fn lease_slice(limit: RateLimit) -> u32 {
+        (limit.limit / 10).clamp(1, 1000)
+    }
+
+    /// Runs `f` on the window of `key_id` (and `user`) that holds `now`,
+    /// started afresh when the last one ended.
+    fn with_window<R>(
         &self,
         key_id: &str,
         user: Option<&str>,
         limit: RateLimit,
         now: i64,
-    ) -> Result<LimitState, LimitState> {
+        f: impl FnOnce(&mut Window) -> R,
+    ) -> R {
         let start = limit.window_start(now);
-        let reset_at = start + i64::from(limit.window_seconds.max(1));
         let mut shard = match self.shard(key_id).lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -153,25 +182,83 @@ impl RateLimiter {
             *window = Window {
                 start,
                 len: limit.window_seconds,
-                count: 0,
-                refused: false,
+                ..Window::default()
             };
         }
-        let mut state = LimitState {
-            limit: limit.limit,
-            remaining: 0,
-            reset_at,
-            window_start: start,
-            first_refusal: false,
-        };
-        if window.count >= limit.limit {
-            state.first_refusal = !window.refused;
-            window.refused = true;
-            return Err(state);
-        }
-        window.count += 1;
-        state.remaining = limit.limit - window.count;
-        Ok(state)
+        f(window)
+    }
+
+    /// Adds a lease the store granted for the window that started at
+    /// `window_start`: `granted` more requests, and `taken` is what the
+    /// whole cluster has taken of the window since.
+    #[allow(clippy::too_many_arguments)]
+    pub fn grant(
+        &self,
+        key_id: &str,
+        user: Option<&str>,
+        limit: RateLimit,
+        window_start: i64,
+        granted: u32,
+        taken: u32,
+    ) {
+        self.with_window(key_id, user, limit, window_start, |w| {
+            if w.start == window_start {
+                w.granted = w.granted.saturating_add(granted).min(limit.limit);
+                w.cluster_left = Some(limit.limit.saturating_sub(taken));
+            }
+        });
+    }
+
+    fn shard(&self, key_id: &str) -> &Shard {
+        use std::hash::BuildHasher;
+        let h = self.hasher.hash_one(key_id);
+        // SHARDS is a power of two and the shard count is fixed.
+        &self.shards[(h as usize) & (SHARDS - 1)]
+    }
+
+    /// Counts one request of `key_id` (for `user`, when an appUser JWT)
+    /// against `limit` at `now`: `Ok` when admitted, `Err` when the window
+    /// is full (nothing is counted then).
+    pub fn try_acquire(
+        &self,
+        key_id: &str,
+        user: Option<&str>,
+        limit: RateLimit,
+        now: i64,
+    ) -> Result<LimitState, LimitState> {
+        let start = limit.window_start(now);
+        let leased = self.leased;
+        self.with_window(key_id, user, limit, now, |window| {
+            let mut state = LimitState {
+                limit: limit.limit,
+                remaining: 0,
+                reset_at: start + i64::from(limit.window_seconds.max(1)),
+                window_start: start,
+                first_refusal: false,
+                want_lease: false,
+            };
+            let allowance = if leased {
+                window.granted.min(limit.limit)
+            } else {
+                limit.limit
+            };
+            if window.count >= allowance {
+                if leased && window.cluster_left.is_none_or(|left| left > 0) {
+                    state.want_lease = true;
+                    return Err(state);
+                }
+                state.first_refusal = !window.refused;
+                window.refused = true;
+                return Err(state);
+            }
+            window.count += 1;
+            state.remaining = if leased {
+                (allowance - window.count).saturating_add(window.cluster_left.unwrap_or(0))
+            } else {
+                limit.limit - window.count
+            };
+            Ok(state)
+        })
     }
 
     /// Gives back a count taken by [`try_acquire`](Self::try_acquire) for

@@ -241,7 +241,13 @@ fn credits_refill_at_the_start_of_each_period() {
         0,
     );
     assert_eq!(cell.spend(1, refill, 10).map(|s| s.remaining), Ok(0));
-    assert_eq!(cell.spend(1, refill, 20), Err(0));
+    assert_eq!(
+        cell.spend(1, refill, 20),
+        Err(Shortfall {
+            remaining: 0,
+            want_lease: false
+        })
+    );
     assert_eq!(cell.spend(2, refill, 86_400).map(|s| s.remaining), Ok(1));
     assert_eq!(
         cell.take_dirty().map(|(s, _)| (s.remaining, s.period)),
@@ -348,7 +354,8 @@ proptest! {
                         }
                         Err(left) => {
                             prop_assert!(before == 0 || before < cost);
-                            prop_assert_eq!(left, before);
+                            prop_assert_eq!(left.remaining, before);
+                            prop_assert!(!left.want_lease);
                             prop_assert_eq!(cell.remaining(None, 0), before);
                         }
                     }

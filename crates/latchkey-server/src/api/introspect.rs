@@ -85,7 +85,7 @@ pub async fn introspect(
         state.verify_options(),
     );
     Ok(match verified {
-        Ok(verified) if admitted(&state, &verified) => {
+        Ok(verified) if admitted(&state, &verified).await => {
             active(&verified, token_type).unwrap_or_else(inactive)
         }
         _ => inactive(),
@@ -96,7 +96,7 @@ pub async fn introspect(
 /// asks about each request it is about to let through): its rate limit
 /// and one credit. Introspection carries no client address, so a key
 /// restricted to certain addresses is never active here, and no origin.
-fn admitted(state: &AppState, verified: &Verified) -> bool {
+async fn admitted(state: &AppState, verified: &Verified) -> bool {
     use latchkey_core::policy::checks::{self, Demand, Subject};
     if verified.policy.is_none() && verified.ratelimit.is_none() {
         return true;
@@ -120,7 +120,10 @@ fn admitted(state: &AppState, verified: &Verified) -> bool {
         origin: None,
         cost: 1,
     };
-    let result = checks::verification(&subject, &demand, &state.limiter, verified.ratelimit);
+    let result = crate::limits::run_with_lease(state, &subject, verified.ratelimit, || {
+        checks::verification(&subject, &demand, &state.limiter, verified.ratelimit)
+    })
+    .await;
     crate::notices::after_checks(
         state,
         key_id,

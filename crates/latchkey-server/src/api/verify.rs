@@ -29,5 +29,7 @@ pub async fn verify(
         state.now(),
         state.verify_options(),
     );
-    Ok(json_response(&answer(&state, &req, verified.as_ref())))
+    Ok(json_response(
+        &answer(&state, &req, verified.as_ref()).await,
+    ))
 }

@@ -339,7 +339,7 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
     };
     if verified.policy.is_some() || verified.ratelimit.is_some() {
         let now = state.now();
-        if let Err(refusal) = admit_key(state, &verified, asked, now) {
+        if let Err(refusal) = admit_key(state, &verified, asked, now).await {
             let status = match refusal {
                 latchkey_core::policy::Refusal::RateLimited(_)
                 | latchkey_core::policy::Refusal::UsageExceeded { .. } => {
@@ -372,7 +372,7 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
 /// The key's policy for a request through the front door: its address
 /// and origin restrictions, its rate limit, and one credit (no
 /// permissions are asked for: the front door knows no operation names).
-fn admit_key(
+async fn admit_key(
     state: &AppState,
     verified: &latchkey_core::Verified,
     asked: &Asked<'_>,
@@ -398,7 +398,10 @@ fn admit_key(
         origin: asked.headers.get(ORIGIN).and_then(|v| v.to_str().ok()),
         cost: 1,
     };
-    let result = checks::verification(&subject, &demand, &state.limiter, verified.ratelimit);
+    let result = crate::limits::run_with_lease(state, &subject, verified.ratelimit, || {
+        checks::verification(&subject, &demand, &state.limiter, verified.ratelimit)
+    })
+    .await;
     crate::notices::after_checks(
         state,
         key_id,

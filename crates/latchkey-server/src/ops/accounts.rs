@@ -53,10 +53,11 @@ pub async fn create_account(
         );
     state.store.create_account(&new, &event).await?;
     state.index.insert_account(&new.account.id);
-    let live = crate::indexing::live_key(&new.key, &state.master).map_err(|e| {
-        tracing::error!(error = %e, "indexing a new key");
-        ApiError::internal()
-    })?;
+    let live = crate::indexing::live_key(&new.key, &state.master, state.limiter.is_leased())
+        .map_err(|e| {
+            tracing::error!(error = %e, "indexing a new key");
+            ApiError::internal()
+        })?;
     if !state.index.insert_key(live) {
         // Deleted by the operator while this request ran.
         return Err(ApiError::not_found("account"));

@@ -222,7 +222,7 @@ pub async fn create_key(
         .store
         .create_key(&key, state.config.max_keys_per_owner, state.now(), &event)
         .await?;
-    let live = live_key(&key, &state.master).map_err(|e| {
+    let live = live_key(&key, &state.master, state.limiter.is_leased()).map_err(|e| {
         tracing::error!(error = %e, "indexing a new key");
         ApiError::internal()
     })?;
@@ -332,7 +332,7 @@ pub async fn rotate_key(
             &event,
         )
         .await?;
-    let live = live_key(&new, &state.master).map_err(|e| {
+    let live = live_key(&new, &state.master, state.limiter.is_leased()).map_err(|e| {
         tracing::error!(error = %e, "indexing a new key");
         ApiError::internal()
     })?;
@@ -365,8 +365,10 @@ pub fn live_credits(
     stored: latchkey_store::StoredCredits,
 ) -> latchkey_core::policy::CreditState {
     match state.index.credit_cell(key_id) {
-        Some(cell) => cell.state(),
-        None => latchkey_core::policy::CreditState {
+        // Nodes that share a store keep the balance there (a node's cell
+        // holds only its lease).
+        Some(cell) if !cell.is_leased() => cell.state(),
+        _ => latchkey_core::policy::CreditState {
             remaining: stored.remaining,
             period: stored.period,
         },
@@ -467,7 +469,7 @@ pub async fn update_key(
         state.index.set_key_policy(
             &stored.id,
             &stored.policy,
-            crate::indexing::credit_seed(stored.credits),
+            crate::indexing::credit_seed(stored.credits, state.limiter.is_leased()),
         );
         return Ok(ctx.view(state, &stored));
     }

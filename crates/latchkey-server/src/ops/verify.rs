@@ -74,7 +74,7 @@ fn invalid<'a>(code: &'a str, title: impl Into<Cow<'a, str>>) -> Answer<'a> {
 
 /// The key's policy checks for a verification (see
 /// `latchkey_core::policy::checks::verification` for their order).
-fn check_policy(
+async fn check_policy(
     state: &AppState,
     req: &VerifyRequest,
     verified: &Verified,
@@ -98,7 +98,10 @@ fn check_policy(
         origin: req.origin.as_deref(),
         cost: i64::from(req.cost.unwrap_or(1)),
     };
-    let result = checks::verification(&subject, &demand, &state.limiter, verified.ratelimit);
+    let result = crate::limits::run_with_lease(state, &subject, verified.ratelimit, || {
+        checks::verification(&subject, &demand, &state.limiter, verified.ratelimit)
+    })
+    .await;
     crate::notices::after_checks(
         state,
         key_id,
@@ -113,7 +116,7 @@ fn check_policy(
 /// The answer to `req` for the operator, given the outcome of verifying
 /// its credential. Shared by the handler and the connection's direct path
 /// (`crate::lane`).
-pub fn answer<'a>(
+pub async fn answer<'a>(
     state: &AppState,
     req: &'a VerifyRequest,
     verified: Result<&'a Verified, &latchkey_core::AuthError>,
@@ -131,7 +134,7 @@ pub fn answer<'a>(
         req.origin.is_some(),
     );
     match (reached, p.scope()) {
-        (Ok(reached), Some(scope)) => match check_policy(state, req, verified) {
+        (Ok(reached), Some(scope)) => match check_policy(state, req, verified).await {
             Ok(outcome) => Answer::Valid {
                 account_id: p.account_id(),
                 app_id: reached.app_id,

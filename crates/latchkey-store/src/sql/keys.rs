@@ -360,3 +360,135 @@ pub(super) async fn record_credits(
     tx.commit().await?;
     Ok(())
 }
+
+/// Leases up to `want` counts of a key's rate-limit window (`subject`: ''
+/// for the key, else the user of its appUser JWTs) for one node: what all
+/// nodes took of it never exceeds `limit`. Returns the counts granted and
+/// what the cluster has taken of the window since. Write transactions are
+/// serialized (one advisory lock on PostgreSQL), so reading and then
+/// raising `taken` is one step.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn lease_ratelimit(
+    store: &SqlStore,
+    key_id: &str,
+    subject: &str,
+    window_start: i64,
+    window_end: i64,
+    limit: u32,
+    want: u32,
+) -> Result<(u32, u32)> {
+    let mut tx = store.write_tx().await?;
+    sqlx::query(
+        "INSERT INTO ratelimit_leases (key_id, subject, window_start, window_end, taken) \
+         VALUES ($1, $2, $3, $4, 0) ON CONFLICT (key_id, subject, window_start) DO NOTHING",
+    )
+    .bind(key_id)
+    .bind(subject)
+    .bind(window_start)
+    .bind(window_end)
+    .execute(&mut *tx)
+    .await?;
+    let taken: i64 = sqlx::query_scalar(
+        "SELECT taken FROM ratelimit_leases \
+         WHERE key_id = $1 AND subject = $2 AND window_start = $3",
+    )
+    .bind(key_id)
+    .bind(subject)
+    .bind(window_start)
+    .fetch_one(&mut *tx)
+    .await?;
+    let taken = u32::try_from(taken.max(0)).unwrap_or(u32::MAX);
+    let granted = want.min(limit.saturating_sub(taken));
+    if granted > 0 {
+        sqlx::query(
+            "UPDATE ratelimit_leases SET taken = taken + $1 \
+             WHERE key_id = $2 AND subject = $3 AND window_start = $4",
+        )
+        .bind(i64::from(granted))
+        .bind(key_id)
+        .bind(subject)
+        .bind(window_start)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok((granted, taken.saturating_add(granted)))
+}
+
+/// Deletes the leases of windows that ended before `before`.
+pub(super) async fn prune_ratelimit_leases(store: &SqlStore, before: i64) -> Result<u64> {
+    let mut tx = store.write_tx().await?;
+    let done = sqlx::query("DELETE FROM ratelimit_leases WHERE window_end < $1")
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
+
+/// Leases up to `want` credits of a key's balance to one node (nodes that
+/// share the store): the balance, refilled first when `refill` says a new
+/// period (`period`, the current one) has begun, never goes below zero.
+/// Returns the credits granted, what the balance has left, and its period.
+pub(super) async fn lease_credits(
+    store: &SqlStore,
+    key_id: &str,
+    want: i64,
+    refill_amount: Option<i64>,
+    period: i64,
+) -> Result<(i64, i64, i64)> {
+    let mut tx = store.write_tx().await?;
+    let row: Option<(Option<i64>, Option<i64>)> =
+        sqlx::query_as("SELECT credits_remaining, credits_period FROM api_keys WHERE id = $1")
+            .bind(key_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((Some(mut remaining), stored_period)) = row else {
+        tx.commit().await?;
+        return Ok((0, 0, period));
+    };
+    let mut stored_period = stored_period.unwrap_or(0);
+    if let Some(amount) = refill_amount
+        && period > stored_period
+    {
+        remaining = amount;
+        stored_period = period;
+    }
+    let granted = want.clamp(0, remaining.max(0));
+    let left = remaining - granted;
+    sqlx::query("UPDATE api_keys SET credits_remaining = $1, credits_period = $2 WHERE id = $3")
+        .bind(left)
+        .bind(stored_period)
+        .bind(key_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((granted, left, stored_period))
+}
+
+/// Gives leased credits back (a node stopping): only to the balance they
+/// came from (same period and version).
+pub(super) async fn return_credits(
+    store: &SqlStore,
+    batch: &[(String, i64, i64, i64)],
+) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store.write_tx().await?;
+    for (id, amount, period, version) in batch {
+        sqlx::query(
+            "UPDATE api_keys SET credits_remaining = credits_remaining + $1 \
+             WHERE id = $2 AND credits_remaining IS NOT NULL AND credits_period = $3 \
+               AND credits_version = $4",
+        )
+        .bind(amount)
+        .bind(id)
+        .bind(period)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

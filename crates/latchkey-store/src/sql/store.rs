@@ -141,6 +141,36 @@ impl Store for SqlStore {
         keys::update(self, key, credits_set, audit).await
     }
 
+    async fn lease_ratelimit(
+        &self,
+        key_id: &str,
+        subject: &str,
+        window_start: i64,
+        window_end: i64,
+        limit: u32,
+        want: u32,
+    ) -> Result<(u32, u32)> {
+        keys::lease_ratelimit(self, key_id, subject, window_start, window_end, limit, want).await
+    }
+
+    async fn lease_credits(
+        &self,
+        key_id: &str,
+        want: i64,
+        refill_amount: Option<i64>,
+        period: i64,
+    ) -> Result<(i64, i64, i64)> {
+        keys::lease_credits(self, key_id, want, refill_amount, period).await
+    }
+
+    async fn return_credits(&self, batch: &[(String, i64, i64, i64)]) -> Result<()> {
+        keys::return_credits(self, batch).await
+    }
+
+    async fn prune_ratelimit_leases(&self, before: i64) -> Result<u64> {
+        keys::prune_ratelimit_leases(self, before).await
+    }
+
     async fn record_credits(&self, batch: &[(String, i64, i64, i64)]) -> Result<()> {
         keys::record_credits(self, batch).await
     }

@@ -454,6 +454,51 @@ async fn dashboard_sign_in_create_rotate_delete_key_and_sign_out() {
     );
     browser.screenshot("app-keys").await;
 
+    // The key's page: give it a permission list and a rate limit.
+    browser.click(&format!("#open-{}", second.id)).await;
+    assert_eq!(
+        text_of(&browser, "#key-permissions").await,
+        "all permissions of its scope"
+    );
+    browser.click("#all-permissions").await;
+    // It keeps latchkey:apps.read, which the checks below call.
+    browser
+        .fill("#permissions", "messages:read\nlatchkey:apps.read")
+        .await;
+    browser.fill("#ratelimit-limit", "600").await;
+    browser.fill("#ratelimit-window", "60").await;
+    browser
+        .fill("#meta", r#"{"plan": "pro", "customer": "cus_123"}"#)
+        .await;
+    browser.click("#save-key").await;
+    browser
+        .wait_for_url("the key's page after saving", |u| {
+            u.contains(&second.id) && u.contains("done=key-saved")
+        })
+        .await;
+    assert_eq!(
+        text_of(&browser, "#key-permissions").await,
+        "latchkey:apps.read, messages:read"
+    );
+    assert_eq!(
+        text_of(&browser, "#key-ratelimit").await,
+        "600 requests per 60 seconds"
+    );
+    let r = app
+        .get(
+            &format!("/v1/apps/{app_id}/keys/{}", second.id),
+            &app.owner(),
+        )
+        .await;
+    assert_eq!(
+        r.body["key"]["permissions"],
+        json!(["latchkey:apps.read", "messages:read"])
+    );
+    assert_eq!(r.body["key"]["meta"]["plan"], "pro");
+    browser.screenshot("key-page").await;
+    browser.click("#back-link").await;
+    browser.find(&format!("#key-{}", second.id)).await;
+
     // Delete the new key: a confirmation page first, which changes nothing.
     browser.click(&format!("#delete-{}", second.id)).await;
     browser.find("#confirm-delete").await;

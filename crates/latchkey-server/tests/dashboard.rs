@@ -67,6 +67,82 @@ impl Page {
     }
 }
 
+/// Text with the character references askama writes (`&#34;`) and the
+/// common named ones decoded.
+fn unescape(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let end = rest.find(';').expect("end of a character reference");
+        let c = match &rest[1..end] {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            n => n
+                .strip_prefix('#')
+                .and_then(|d| d.parse::<u32>().ok())
+                .and_then(char::from_u32)
+                .expect("a numeric character reference"),
+        };
+        out.push(c);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What a browser would send for the form with this id as the page
+/// fills it in: inputs (checkboxes and radios only when checked),
+/// textareas, and the selected option of each select.
+fn form_fields(page: &Page, form_id: &str) -> Vec<(String, String)> {
+    let start = page
+        .body
+        .find(&format!(r#"id="{form_id}""#))
+        .expect("the form");
+    let form = &page.body[start..];
+    let form = &form[..form.find("</form>").expect("the form's end")];
+    let mut out = Vec::new();
+    let mut rest = form;
+    while let Some(at) = rest.find('<') {
+        rest = &rest[at + 1..];
+        let tag = &rest[..rest.find('>').expect("tag end")];
+        let attr =
+            |tag: &str, name: &str| attr_after(tag, &format!(r#" {name}=""#)).map(|v| unescape(&v));
+        let Some(name) = attr(tag, "name") else {
+            continue;
+        };
+        let content = &rest[tag.len() + 1..];
+        if tag.starts_with("input") {
+            let kind = attr(tag, "type").unwrap_or_default();
+            if matches!(kind.as_str(), "checkbox" | "radio") && !tag.contains(" checked") {
+                continue;
+            }
+            out.push((name, attr(tag, "value").unwrap_or_default()));
+        } else if tag.starts_with("textarea") {
+            let text = &content[..content.find("</textarea>").expect("textarea end")];
+            out.push((name, unescape(text)));
+        } else if tag.starts_with("select") {
+            let options = &content[..content.find("</select>").expect("select end")];
+            let tags: Vec<&str> = options
+                .split("<option")
+                .skip(1)
+                .map(|o| &o[..o.find('>').expect("option end")])
+                .collect();
+            let chosen = tags
+                .iter()
+                .find(|t| t.contains(" selected"))
+                .or(tags.first())
+                .expect("an option");
+            out.push((name, attr(chosen, "value").unwrap_or_default()));
+        }
+    }
+    out
+}
+
 /// The text between `prefix` and the next `"`.
 fn attr_after(body: &str, prefix: &str) -> Option<String> {
     let start = body.find(prefix)? + prefix.len();
@@ -155,6 +231,14 @@ impl<'a> Browser<'a> {
             req = req.header(*n, *v);
         }
         self.send(req).await
+    }
+
+    async fn post_fields(&mut self, path: &str, fields: &[(String, String)]) -> Page {
+        let pairs: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        self.post(path, &pairs).await
     }
 
     /// Posts a form with the CSRF token of the page at `from`.
@@ -1282,7 +1366,7 @@ async fn hostile_names_are_escaped() {
         .post(
             &format!("/v1/apps/{app_id}/keys"),
             &app.owner(),
-            json!({"displayName": hostile}),
+            json!({"displayName": hostile, "meta": {"note": format!("</textarea></pre>{hostile}")}}),
         )
         .await;
     let key = Key::from_reply(&key);
@@ -1298,6 +1382,7 @@ async fn hostile_names_are_escaped() {
         format!("/dashboard/apps/{app_id}"),
         format!("/dashboard/apps/{app_id}/users"),
         format!("/dashboard/apps/{app_id}/keys/{}/delete", key.id),
+        format!("/dashboard/apps/{app_id}/keys/{}", key.id),
         "/dashboard/audit".to_string(),
     ] {
         let page = b.get(&path).await;
@@ -1305,6 +1390,7 @@ async fn hostile_names_are_escaped() {
         assert!(!page.body.contains("<script>alert"), "{path}");
         assert!(!page.body.contains("<img src=x"), "{path}");
         assert!(!page.body.contains("\"><b>"), "{path}");
+        assert!(!page.body.contains("</textarea></pre>"), "{path}");
         // Shown, escaped (askama writes numeric character references).
         assert!(
             path.ends_with("/audit") || page.body.contains("&#60;script&#62;alert("),
@@ -1390,4 +1476,611 @@ async fn unknown_dashboard_paths_and_methods_answer_html_pages() {
     let r = app.get("/v1/nothing", &app.owner()).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "not_found");
+}
+
+// --- a key's page: its policy, shown and edited -------------------------
+
+async fn verify(app: &TestApp, body: serde_json::Value) -> serde_json::Value {
+    let r = app.post("/v1/verify", &app.operator(), body).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body
+}
+
+/// The key as the API shows it to the account's owner.
+async fn key_json(app: &TestApp, api_path: &str) -> serde_json::Value {
+    let r = app.get(api_path, &app.owner()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body["key"].clone()
+}
+
+/// Loads the key page at `url`, changes fields of its form as a person
+/// would (an empty `all_permissions` unticks that box) and posts it.
+async fn edit_key(b: &mut Browser<'_>, url: &str, changes: &[(&str, &str)]) -> Page {
+    let page = b.get(url).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let mut fields = form_fields(&page, "key-form");
+    for (name, value) in changes {
+        fields.retain(|(n, _)| n != name);
+        if !(*name == "all_permissions" && value.is_empty()) {
+            fields.push((name.to_string(), value.to_string()));
+        }
+    }
+    b.post_fields(url, &fields).await
+}
+
+/// Edits the key and expects the redirect back to its page.
+async fn save_key(b: &mut Browser<'_>, url: &str, changes: &[(&str, &str)]) {
+    let page = edit_key(b, url, changes).await;
+    assert_eq!(
+        page.status,
+        StatusCode::SEE_OTHER,
+        "{changes:?}: {}",
+        page.body
+    );
+    assert_eq!(page.location(), format!("{url}?done=key-saved"));
+}
+
+#[tokio::test]
+async fn a_key_page_shows_its_policy_and_edits_each_member() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let app_id = create_app(&mut b, "Chat").await;
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys"),
+            &app.owner(),
+            json!({
+                "displayName": "backend",
+                "permissions": ["messages:read", "messages:write"],
+                "restrictions": {"allowedIps": ["203.0.113.7/24"]},
+                "ratelimit": {"limit": 600, "windowSeconds": 60},
+                "credits": {"remaining": 100, "refill": {"amount": 100, "interval": "month"}},
+                "meta": {"plan": "pro"},
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let key = Key::from_reply(&r);
+    let api = format!("/v1/apps/{app_id}/keys/{}", key.id);
+    let url = format!("/dashboard/apps/{app_id}/keys/{}", key.id);
+    let check = |extra: serde_json::Value| {
+        let mut body = json!({"authorization": key.basic()});
+        body.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        body
+    };
+    let v = verify(&app, check(json!({"ip": "203.0.113.9"}))).await;
+    assert_eq!(v["credits"]["remaining"], 99, "{v}");
+
+    // The keys tab links each key to its page.
+    let list = b.get(&format!("/dashboard/apps/{app_id}")).await;
+    assert_eq!(
+        list.href_of(&format!("key-link-{}", key.id)).as_deref(),
+        Some(url.as_str())
+    );
+    assert_eq!(
+        list.href_of(&format!("open-{}", key.id)).as_deref(),
+        Some(url.as_str())
+    );
+    let page = b.get(&url).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for (id, text) in [
+        ("key-name", "backend"),
+        ("key-id", key.id.as_str()),
+        ("key-status", "active"),
+        ("key-expires", "never"),
+        ("key-permissions", "messages:read, messages:write"),
+        ("key-allowed-ips", "203.0.113.0/24"),
+        ("key-allowed-origins", "any origin"),
+        ("key-ratelimit", "600 requests per 60 seconds"),
+        ("key-credits", "99"),
+        ("key-refill", "100 at the start of every UTC month"),
+        ("owner-link", "Chat"),
+    ] {
+        assert_eq!(page.text_of(id).as_deref(), Some(text), "{id}");
+    }
+    assert_ne!(page.text_of("key-last-used").as_deref(), Some("never"));
+    assert_eq!(
+        page.text_of("key-meta").map(|m| unescape(&m)).as_deref(),
+        Some("{\n  \"plan\": \"pro\"\n}")
+    );
+    // The form starts from the key as it is, with the balance left empty.
+    let fields = form_fields(&page, "key-form");
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(field("permissions"), Some("messages:read\nmessages:write"));
+    assert_eq!(field("all_permissions"), None);
+    assert_eq!(field("credits"), Some("on"));
+    assert_eq!(field("credits_remaining"), Some(""));
+    assert_eq!(field("refill_interval"), Some("month"));
+
+    // Sent back as it is, the form changes nothing: not even the balance,
+    // which a verification has moved since the page was loaded.
+    let v = verify(&app, check(json!({"ip": "203.0.113.9"}))).await;
+    assert_eq!(v["credits"]["remaining"], 98, "{v}");
+    let before = key_json(&app, &api).await;
+    let unchanged = b.post_fields(&url, &fields).await;
+    assert_eq!(
+        unchanged.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        unchanged.body
+    );
+    assert_eq!(unchanged.location(), format!("{url}?done=key-unchanged"));
+    assert_eq!(key_json(&app, &api).await, before);
+    assert_eq!(before["credits"]["remaining"], 98);
+
+    // Name and permissions: a permission taken away is refused at once.
+    save_key(
+        &mut b,
+        &url,
+        &[
+            ("display_name", "backend v2"),
+            ("permissions", "messages:read"),
+        ],
+    )
+    .await;
+    let saved = b.get(&format!("{url}?done=key-saved")).await;
+    assert!(
+        saved
+            .text_of("notice")
+            .expect("notice")
+            .contains("Key saved")
+    );
+    assert_eq!(saved.text_of("key-name").as_deref(), Some("backend v2"));
+    let k = key_json(&app, &api).await;
+    assert_eq!(k["displayName"], "backend v2");
+    assert_eq!(k["permissions"], json!(["messages:read"]));
+    let v = verify(
+        &app,
+        check(json!({"ip": "203.0.113.9", "permissions": "messages:write"})),
+    )
+    .await;
+    assert_eq!(v["code"], "insufficient_permissions", "{v}");
+    let v = verify(
+        &app,
+        check(json!({"ip": "203.0.113.9", "permissions": "messages:read"})),
+    )
+    .await;
+    assert_eq!(v["valid"], true, "{v}");
+
+    // Restrictions.
+    save_key(
+        &mut b,
+        &url,
+        &[
+            ("allowed_ips", "198.51.100.7/24\r\n2001:db8::/32"),
+            ("allowed_origins", "https://app.example.com"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        key_json(&app, &api).await["restrictions"],
+        json!({"allowedIps": ["198.51.100.0/24", "2001:db8::/32"],
+               "allowedOrigins": ["https://app.example.com"]})
+    );
+    // Origins are a browser's: checked on the key's appUser JWTs.
+    let jwt = key.jwt(json!({"scope": "appUser", "userId": "alice"}));
+    for (body, code) in [
+        (check(json!({"ip": "203.0.113.9"})), Some("ip_not_allowed")),
+        (check(json!({"ip": "198.51.100.1"})), None),
+        (
+            json!({"authorization": jwt, "ip": "198.51.100.1", "origin": "https://evil.example"}),
+            Some("origin_not_allowed"),
+        ),
+        (
+            json!({"authorization": jwt, "ip": "198.51.100.1", "origin": "https://app.example.com"}),
+            None,
+        ),
+    ] {
+        let v = verify(&app, body.clone()).await;
+        assert_eq!(v["code"].as_str(), code, "{body}: {v}");
+    }
+    let ok = json!({"ip": "198.51.100.1"});
+
+    // Credits: a balance typed in replaces the live one; a refill changed
+    // alone keeps it.
+    save_key(
+        &mut b,
+        &url,
+        &[("credits_remaining", "5"), ("refill_amount", "")],
+    )
+    .await;
+    assert_eq!(
+        key_json(&app, &api).await["credits"],
+        json!({"remaining": 5})
+    );
+    let v = verify(&app, check(ok.clone())).await;
+    assert_eq!(v["credits"]["remaining"], 4, "{v}");
+    save_key(
+        &mut b,
+        &url,
+        &[("refill_amount", "50"), ("refill_interval", "day")],
+    )
+    .await;
+    assert_eq!(
+        key_json(&app, &api).await["credits"],
+        json!({"remaining": 4, "refill": {"amount": 50, "interval": "day"}})
+    );
+    let page = b.get(&url).await;
+    assert_eq!(page.text_of("key-credits").as_deref(), Some("4"));
+
+    // Meta.
+    save_key(&mut b, &url, &[("meta", r#"{"plan": "team", "seats": 3}"#)]).await;
+    assert_eq!(
+        key_json(&app, &api).await["meta"],
+        json!({"plan": "team", "seats": 3})
+    );
+    let v = verify(&app, check(ok.clone())).await;
+    assert_eq!(v["meta"], json!({"plan": "team", "seats": 3}), "{v}");
+
+    // Rate limit: two a window, so a third verification is refused.
+    save_key(
+        &mut b,
+        &url,
+        &[
+            ("ratelimit_limit", "2"),
+            ("ratelimit_window_seconds", "3600"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        key_json(&app, &api).await["ratelimit"],
+        json!({"limit": 2, "windowSeconds": 3600})
+    );
+    let mut last = json!(null);
+    for _ in 0..3 {
+        last = verify(&app, check(ok.clone())).await;
+    }
+    assert_eq!(last["code"], "rate_limited", "{last}");
+
+    // Everything lifted: the key is as powerful as one without a policy.
+    save_key(
+        &mut b,
+        &url,
+        &[
+            ("all_permissions", "on"),
+            ("allowed_ips", ""),
+            ("allowed_origins", ""),
+            ("ratelimit_limit", ""),
+            ("ratelimit_window_seconds", ""),
+            ("credits", "none"),
+            ("meta", ""),
+        ],
+    )
+    .await;
+    let k = key_json(&app, &api).await;
+    for member in [
+        "permissions",
+        "restrictions",
+        "ratelimit",
+        "credits",
+        "meta",
+    ] {
+        assert!(k.get(member).is_none(), "{member}: {k}");
+    }
+    let v = verify(&app, check(json!({"permissions": "anything"}))).await;
+    assert_eq!(v["valid"], true, "{v}");
+    assert!(v.get("credits").is_none() && v.get("meta").is_none(), "{v}");
+    let page = b.get(&url).await;
+    assert_eq!(
+        page.text_of("key-permissions").as_deref(),
+        Some("all permissions of its scope")
+    );
+    assert_eq!(
+        page.text_of("key-credits").as_deref(),
+        Some("none: unlimited use")
+    );
+
+    // Each save is one audited update by the signed-in person; the
+    // unchanged form made none.
+    let audit = app.get("/v1/audit?action=key.updated", &app.owner()).await;
+    let events = audit.body["events"].as_array().expect("events");
+    assert_eq!(events.len(), 7, "{events:?}");
+    assert!(events.iter().all(|e| e["actor"]["type"] == "userAccount"));
+}
+
+#[tokio::test]
+async fn a_service_account_keys_page_edits_its_policy() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let sa_id = app.create_service_account(&owner).await;
+    let key = app.create_service_account_key(&owner, &sa_id).await;
+    let mut b = Browser::signed_in(&app).await;
+    let sa_url = format!("/dashboard/service-accounts/{sa_id}");
+    let url = format!("{sa_url}/keys/{}", key.id);
+    let list = b.get(&sa_url).await;
+    assert_eq!(
+        list.href_of(&format!("key-link-{}", key.id)).as_deref(),
+        Some(url.as_str())
+    );
+    let page = b.get(&url).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.text_of("owner-link").as_deref(), Some("robot"));
+    assert_eq!(
+        page.text_of("key-permissions").as_deref(),
+        Some("all permissions of its scope")
+    );
+    assert_eq!(
+        page.text_of("key-allowed-ips").as_deref(),
+        Some("any address")
+    );
+
+    save_key(
+        &mut b,
+        &url,
+        &[
+            ("all_permissions", ""),
+            ("permissions", "reports:read\nlatchkey:apps.read"),
+            ("allowed_ips", "10.1.2.3/8"),
+        ],
+    )
+    .await;
+    let k = key_json(
+        &app,
+        &format!("/v1/serviceAccounts/{sa_id}/keys/{}", key.id),
+    )
+    .await;
+    assert_eq!(
+        k["permissions"],
+        json!(["latchkey:apps.read", "reports:read"])
+    );
+    assert_eq!(k["restrictions"]["allowedIps"], json!(["10.0.0.0/8"]));
+    let v = verify(
+        &app,
+        json!({"authorization": key.basic(), "ip": "10.9.9.9", "permissions": "reports:read"}),
+    )
+    .await;
+    assert_eq!(v["valid"], true, "{v}");
+    let v = verify(
+        &app,
+        json!({"authorization": key.basic(), "ip": "10.9.9.9", "permissions": "reports:write"}),
+    )
+    .await;
+    assert_eq!(v["code"], "insufficient_permissions", "{v}");
+    // The tests reach the API from 127.0.0.1, outside the key's network.
+    let r = app.get("/v1/apps", &key.basic()).await;
+    assert_eq!(r.code(), "ip_not_allowed", "{:?}", r.body);
+    let page = b.get(&url).await;
+    assert_eq!(
+        page.text_of("key-permissions").as_deref(),
+        Some("latchkey:apps.read, reports:read")
+    );
+}
+
+#[tokio::test]
+async fn bad_key_input_is_explained_kept_in_the_form_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let app_id = create_app(&mut b, "Chat").await;
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys"),
+            &app.owner(),
+            json!({
+                "displayName": "backend",
+                "permissions": ["messages:read"],
+                "restrictions": {"allowedIps": ["203.0.113.0/24"]},
+                "ratelimit": {"limit": 600, "windowSeconds": 60},
+                "meta": {"plan": "pro"},
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let key = Key::from_reply(&r);
+    let api = format!("/v1/apps/{app_id}/keys/{}", key.id);
+    let url = format!("/dashboard/apps/{app_id}/keys/{}", key.id);
+    let before = key_json(&app, &api).await;
+    // (the fields changed, the error shown, what the page keeps of them)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 10] = [
+        (
+            &[("allowed_ips", "203.0.113.0/24\n10.0.0.300/8")],
+            "is not an IPv4 or IPv6 address or CIDR",
+            "10.0.0.300/8</textarea>",
+        ),
+        (
+            &[("allowed_origins", "https://app.example.com/path")],
+            "exact origins",
+            "https://app.example.com/path</textarea>",
+        ),
+        (
+            &[("meta", "[1, 2]")],
+            "Meta must be a JSON object",
+            "[1, 2]</textarea>",
+        ),
+        (
+            &[("meta", "{\"plan\": pro}")],
+            "Meta is not valid JSON",
+            "{&#34;plan&#34;: pro}</textarea>",
+        ),
+        (
+            &[("ratelimit_limit", "0")],
+            "with N from 1 to",
+            r#"name="ratelimit_limit" inputmode="numeric" value="0""#,
+        ),
+        (
+            &[("ratelimit_limit", "10"), ("ratelimit_window_seconds", "")],
+            "Give both the rate limit and its window",
+            r#"name="ratelimit_limit" inputmode="numeric" value="10""#,
+        ),
+        (
+            &[("permissions", "messages:read\nNot A Name!")],
+            "is not a valid name",
+            "Not A Name!</textarea>",
+        ),
+        (
+            &[("credits", "on")],
+            "Credits.remaining is required to give a key credits",
+            r#"value="on" checked"#,
+        ),
+        (
+            &[("credits", "on"), ("credits_remaining", "-1")],
+            "Credits.remaining must be an integer from 0",
+            r#"name="credits_remaining" inputmode="numeric" value="-1""#,
+        ),
+        (
+            &[("display_name", "   ")],
+            "The name must be 1 to 100 characters",
+            r#"name="display_name" value="   ""#,
+        ),
+    ];
+    for (changes, error, kept) in cases {
+        let page = edit_key(&mut b, &url, changes).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{changes:?}");
+        let shown = page.text_of("error").expect("error");
+        assert!(shown.contains(error), "{changes:?}: {shown}");
+        assert!(page.body.contains(kept), "{changes:?} kept: {}", page.body);
+        // The page still shows the key as it is.
+        assert_eq!(
+            page.text_of("key-permissions").as_deref(),
+            Some("messages:read"),
+            "{changes:?}"
+        );
+        assert_eq!(key_json(&app, &api).await, before, "{changes:?}");
+    }
+    let audit = app.get("/v1/audit?action=key.updated", &app.owner()).await;
+    assert_eq!(audit.body["events"], json!([]));
+}
+
+#[tokio::test]
+async fn another_accounts_keys_are_the_same_404_page_as_unknown_ones() {
+    let app = TestApp::spawn().await;
+    let other = app.create_account("other@example.com").await;
+    let theirs = app.create_app(&other.basic(), "Theirs").await;
+    let their_key = app.create_app_key(&other.basic(), &theirs).await;
+    let their_sa = app.create_service_account(&other.basic()).await;
+    let their_sa_key = app
+        .create_service_account_key(&other.basic(), &their_sa)
+        .await;
+    let mine = app.create_app(&app.owner(), "Mine").await;
+    let second = app.create_app(&app.owner(), "Second").await;
+    let second_key = app.create_app_key(&app.owner(), &second).await;
+    let my_sa = app.create_service_account(&app.owner()).await;
+
+    let mut b = Browser::signed_in(&app).await;
+    let unknown_app = b.get("/dashboard/apps/ap_doesnotexist/keys/app_x").await;
+    let unknown_key = b
+        .get(&format!("/dashboard/apps/{mine}/keys/app_doesnotexist"))
+        .await;
+    let unknown_sa = b
+        .get("/dashboard/service-accounts/sa_doesnotexist/keys/svc_x")
+        .await;
+    for (path, like) in [
+        (
+            format!("/dashboard/apps/{theirs}/keys/{}", their_key.id),
+            &unknown_app,
+        ),
+        (
+            format!("/dashboard/apps/{mine}/keys/{}", their_key.id),
+            &unknown_key,
+        ),
+        // A key of my other app, under this one.
+        (
+            format!("/dashboard/apps/{mine}/keys/{}", second_key.id),
+            &unknown_key,
+        ),
+        (
+            format!(
+                "/dashboard/service-accounts/{their_sa}/keys/{}",
+                their_sa_key.id
+            ),
+            &unknown_sa,
+        ),
+        (
+            format!(
+                "/dashboard/service-accounts/{my_sa}/keys/{}",
+                their_sa_key.id
+            ),
+            &unknown_key,
+        ),
+    ] {
+        let page = b.get(&path).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(like.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(page.body, like.body, "{path}");
+        assert!(!page.body.contains("Theirs"), "{path}");
+        // Posting the form there changes nothing either.
+        let csrf = b.get("/dashboard").await.csrf();
+        let page = b
+            .post(
+                &path,
+                &[
+                    ("csrf", &csrf),
+                    ("display_name", "mine now"),
+                    ("all_permissions", "on"),
+                    ("credits", "none"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "POST {path}");
+    }
+    let k = key_json(&app, &format!("/v1/apps/{second}/keys/{}", second_key.id)).await;
+    assert_eq!(k["displayName"], "test key");
+    for (path, auth) in [
+        (format!("/v1/apps/{theirs}/keys/{}", their_key.id), &other),
+        (
+            format!("/v1/serviceAccounts/{their_sa}/keys/{}", their_sa_key.id),
+            &other,
+        ),
+    ] {
+        let r = app.get(&path, &auth.basic()).await;
+        assert_ne!(r.body["key"]["displayName"], "mine now", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_key_form_without_the_sessions_token_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let app_id = app.create_app(&app.owner(), "Chat").await;
+    let key = app.create_app_key(&app.owner(), &app_id).await;
+    let api = format!("/v1/apps/{app_id}/keys/{}", key.id);
+    let url = format!("/dashboard/apps/{app_id}/keys/{}", key.id);
+    let mut b = Browser::signed_in(&app).await;
+    let page = b.get(&url).await;
+    let mut fields = form_fields(&page, "key-form");
+    fields.retain(|(n, _)| n != "display_name" && n != "all_permissions");
+    fields.push(("display_name".into(), "hijacked".into()));
+    fields.push(("permissions".into(), "nothing".into()));
+    let before = key_json(&app, &api).await;
+
+    let without: Vec<(String, String)> = fields
+        .iter()
+        .filter(|(n, _)| n != "csrf")
+        .cloned()
+        .collect();
+    let page = b.post_fields(&url, &without).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    let mut wrong = without.clone();
+    wrong.push((
+        "csrf".into(),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+    ));
+    let page = b.post_fields(&url, &wrong).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    // The right token, from another site.
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let page = b
+        .post_with(&url, &pairs, &[("origin", "https://evil.example")])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    // Signed out, the form leads to the sign-in page.
+    let mut stranger = Browser::new(&app);
+    let page = stranger.post_fields(&url, &fields).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/dashboard/signin");
+    assert_eq!(key_json(&app, &api).await, before);
+
+    // The same form with the session's token is taken.
+    let page = b.post_fields(&url, &fields).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(key_json(&app, &api).await["displayName"], "hijacked");
 }

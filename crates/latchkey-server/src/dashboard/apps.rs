@@ -64,7 +64,8 @@ pub async fn render_keys_tab(
         "No keys yet. Create one to call the API for this app: your servers send it as \
          Basic, and sign appUser JWTs for browsers with it.",
     )
-    .await?;
+    .await?
+    .with_key_pages();
     Ok(render(
         flash.status(),
         &KeysTab {

@@ -99,6 +99,12 @@ impl Fields {
     }
 }
 
+impl From<Vec<(String, String)>> for Fields {
+    fn from(pairs: Vec<(String, String)>) -> Self {
+        Fields(pairs)
+    }
+}
+
 /// Reads a form body of at most the configured size.
 pub async fn read_form(
     state: &AppState,

@@ -29,7 +29,7 @@ pub enum Owner {
 }
 
 impl Owner {
-    fn key_owner<'a>(&'a self, session: &'a Session) -> KeyOwnerRef<'a> {
+    pub fn key_owner<'a>(&'a self, session: &'a Session) -> KeyOwnerRef<'a> {
         match self {
             Owner::App(a) => KeyOwnerRef::App(&a.id),
             Owner::ServiceAccount(s) => KeyOwnerRef::ServiceAccount(&s.id),
@@ -37,7 +37,7 @@ impl Owner {
         }
     }
 
-    fn ctx(&self) -> KeyContext<'_> {
+    pub fn ctx(&self) -> KeyContext<'_> {
         KeyContext {
             app: match self {
                 Owner::App(a) => Some(a),
@@ -61,6 +61,11 @@ impl Owner {
             Owner::Me => "/dashboard/account/keys".to_string(),
             other => format!("{}/keys", other.url()),
         }
+    }
+
+    /// The page of one of these keys, and where its form is posted.
+    pub fn key_url(&self, key_id: &str) -> String {
+        format!("{}/{key_id}", self.keys_url())
     }
 
     fn describe(&self) -> String {

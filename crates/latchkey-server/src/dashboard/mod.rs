@@ -6,7 +6,8 @@
 //! rules, audit events, index updates), with a [`Caller`] whose principal is
 //! `Principal::Session`. Pages are askama templates (`templates/dashboard`),
 //! HTML-escaped by default. Sessions live in `session.rs`, CSRF protection
-//! and form parsing in `csrf.rs`.
+//! and form parsing in `csrf.rs`; a key's page and its policy form in
+//! `key_page.rs` and `key_form.rs`.
 //!
 //! [`Caller`]: crate::extract::Caller
 
@@ -26,6 +27,8 @@ macro_rules! or_page {
 
 mod apps;
 mod csrf;
+mod key_form;
+mod key_page;
 mod keys;
 mod pages;
 mod session;
@@ -65,6 +68,10 @@ pub fn router(_state: AppState) -> Router<AppState> {
         .route("/apps/{app_id}", get(apps::keys_tab))
         .route("/apps/{app_id}/keys", post(keys::create_app_key))
         .route(
+            "/apps/{app_id}/keys/{key_id}",
+            get(key_page::app_key).post(key_page::save_app_key),
+        )
+        .route(
             "/apps/{app_id}/keys/{key_id}/rotate",
             post(keys::rotate_app_key),
         )
@@ -97,6 +104,10 @@ pub fn router(_state: AppState) -> Router<AppState> {
             post(pages::revoke),
         )
         .route("/service-accounts/{sa_id}/keys", post(keys::create_sa_key))
+        .route(
+            "/service-accounts/{sa_id}/keys/{key_id}",
+            get(key_page::sa_key).post(key_page::save_sa_key),
+        )
         .route(
             "/service-accounts/{sa_id}/keys/{key_id}/rotate",
             post(keys::rotate_sa_key),

@@ -75,6 +75,9 @@ pub struct KeysSection {
     pub empty: String,
     pub grace_choices: Vec<Choice>,
     pub expiry_choices: Vec<Choice>,
+    /// Each key has a page at `{keys_url}/{key_id}` (app and
+    /// service-account keys).
+    pub key_pages: bool,
 }
 
 impl KeysSection {
@@ -100,7 +103,16 @@ impl KeysSection {
             empty: empty.to_string(),
             grace_choices: grace_choices(),
             expiry_choices: expiry_choices(),
+            key_pages: false,
         })
+    }
+
+    /// Links each key to its page.
+    pub fn with_key_pages(self) -> Self {
+        KeysSection {
+            key_pages: true,
+            ..self
+        }
     }
 }
 
@@ -319,7 +331,8 @@ pub async fn render_service_account(
         None,
         "This service account has no keys yet. Create one for the machine that uses it.",
     )
-    .await?;
+    .await?
+    .with_key_pages();
     let reached = state
         .store
         .list_apps(&sa.account_id, Some(&sa.id), &Page::first(100))

@@ -73,7 +73,8 @@ impl Flash {
                 "The key was deleted. Basic with it and every JWT it signed are refused from now on.",
             ),
             "settings-saved" => Some("Settings saved. They apply from the next request on."),
-            "settings-unchanged" => Some("Nothing changed."),
+            "settings-unchanged" | "key-unchanged" => Some("Nothing changed."),
+            "key-saved" => Some("Key saved. The change applies from the next request on."),
             "webhook-deleted" => Some("The webhook was deleted with its queued deliveries."),
             "service-account-created" => {
                 Some("Service account created. Create a key below for the machine that uses it.")
@@ -88,6 +89,15 @@ impl Flash {
         Flash {
             notice: notice.map(str::to_string),
             ..Flash::default()
+        }
+    }
+
+    /// A form the page could not read: its message, with 400.
+    pub fn invalid(message: String) -> Self {
+        Flash {
+            notice: None,
+            error: Some(message),
+            status: Some(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -216,7 +226,15 @@ pub struct KeyRow {
 
 impl KeyRow {
     pub fn new(state: &AppState, key: &ApiKey, max_key_age_days: Option<i64>) -> Self {
-        let v = KeyView::new(key, &state.index, state.now(), max_key_age_days);
+        Self::from_view(KeyView::new(
+            key,
+            &state.index,
+            state.now(),
+            max_key_age_days,
+        ))
+    }
+
+    pub fn from_view(v: KeyView) -> Self {
         KeyRow {
             can_rotate: v.replaced_by.is_none() && v.status != "expired",
             id: v.id,

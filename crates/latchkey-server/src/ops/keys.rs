@@ -89,7 +89,7 @@ impl KeyContext<'_> {
         self.app.and_then(|a| policy::max_key_age_days(&a.settings))
     }
 
-    fn view(&self, state: &AppState, key: &ApiKey) -> KeyView {
+    pub fn view(&self, state: &AppState, key: &ApiKey) -> KeyView {
         KeyView::new(key, &state.index, state.now(), self.max_age())
     }
 

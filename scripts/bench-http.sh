@@ -19,7 +19,8 @@
 #     by default verifications are logged at DEBUG, management calls at
 #     INFO);
 #     (With THROUGHPUT_ONLY=1 it stops after step 4; TARGETS="hello
-#     verify_basic" limits step 4 to those targets.)
+#     verify_basic" limits step 4 to those targets; the target
+#     verify_limited verifies a key with a rate limit and credits.)
 #  3. creates an app and an app key through the API and mints an HS256 JWT
 #     with that key (`latchkey token`);
 #  4. maximum throughput, once with each load generator of LOADGENS
@@ -212,6 +213,8 @@ target() {
             -T application/json -D "$BENCH_OUT/verify-basic.json" "$@" ;;
         verify_jwt) load_json "$run" "$LK/v1/verify" -m POST -H "authorization: Bearer $OPERATOR" \
             -T application/json -D "$BENCH_OUT/verify-jwt.json" "$@" ;;
+        verify_limited) load_json "$run" "$LK/v1/verify" -m POST -H "authorization: Bearer $OPERATOR" \
+            -T application/json -D "$BENCH_OUT/verify-limited.json" "$@" ;;
         get_app) load_json "$run" "$LK/v1/apps/$APP" -a "$KEY_ID:$KEY_SECRET" "$@" ;;
         diy) load_json "$run" "http://127.0.0.1:$DIY_PORT/" -a "$KEY_ID:$KEY_SECRET" "$@" ;;
         verify_basic_logged) load_json "$run" "http://127.0.0.1:$LOGGED_PORT/v1/verify" -m POST \
@@ -228,7 +231,7 @@ raw_request() {
     local t=$1 file=$2 port path method=GET auth body=""
     case $t in
         hello) port=$HELLO_PORT path=/ ;;
-        verify_basic | verify_jwt) port=$LK_PORT path=/v1/verify method=POST auth="Bearer $OPERATOR"
+        verify_basic | verify_jwt | verify_limited) port=$LK_PORT path=/v1/verify method=POST auth="Bearer $OPERATOR"
             body=$(cat "$BENCH_OUT/verify-${t#verify_}.json") ;;
         verify_basic_logged) port=$LOGGED_PORT path=/v1/verify method=POST auth="Bearer $OPERATOR"
             body=$(cat "$BENCH_OUT/verify-basic.json") ;;
@@ -306,7 +309,12 @@ BASIC=$(printf '%s:%s' "$KEY_ID" "$KEY_SECRET" | base64 -w0)
 JWT=$(LATCHKEY_SECRET=$KEY_SECRET "$BIN" token --key-id "$KEY_ID" --scope app --ttl 3600)
 printf '{"authorization":"Basic %s","appId":"%s"}' "$BASIC" "$APP" >"$BENCH_OUT/verify-basic.json"
 printf '{"authorization":"Bearer %s","appId":"%s"}' "$JWT" "$APP" >"$BENCH_OUT/verify-jwt.json"
-for kind in basic jwt; do
+# A key with a rate limit and credits that the run cannot use up (issue
+# 18): every verification counts against the limit and spends a credit.
+LIMITED=$(post "$OWNER" "/v1/apps/$APP/keys" '{"displayName":"limited","ratelimit":{"limit":4000000000,"windowSeconds":86400},"credits":{"remaining":1000000000000}}')
+LIMITED_BASIC=$(printf '%s:%s' "$(echo "$LIMITED" | jq -r .key.id)" "$(echo "$LIMITED" | jq -r .key.secret)" | base64 -w0)
+printf '{"authorization":"Basic %s","appId":"%s"}' "$LIMITED_BASIC" "$APP" >"$BENCH_OUT/verify-limited.json"
+for kind in basic jwt limited; do
     curl -sf -H "authorization: Bearer $OPERATOR" -H 'content-type: application/json' \
         --data-binary "@$BENCH_OUT/verify-$kind.json" "$LK/v1/verify" | jq -e '.valid == true' >/dev/null \
         || { echo "verify with $kind is not valid" >&2; exit 1; }

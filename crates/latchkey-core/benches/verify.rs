@@ -12,6 +12,10 @@
 //!   `appUser`), next to the jsonwebtoken crate decoding and validating the
 //!   same token and a bare ring HMAC-SHA256 over its signing input (the
 //!   floor: the one operation verification cannot avoid).
+//! - `policy` (issue 18): Basic verification and then the key's policy
+//!   checks as `/v1/verify` runs them (`policy::checks::verification`),
+//!   for a key without a policy and for one with a rate limit and credits
+//!   (each verification counts against the limit and spends a credit).
 //! - `keys`: Basic and JWT verification with 10^3 to 10^6 live keys, each
 //!   iteration verifying a key drawn uniformly from all of them (so the
 //!   bigger indexes pay their cache misses; building the header and
@@ -26,7 +30,7 @@ use std::hint::black_box;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use fixture::{TTL, add_key, new_index};
+use fixture::{TTL, add_key, add_key_with, new_index};
 use latchkey_core::jwt;
 use latchkey_core::{Clock, KeyIndex, SystemClock, VerifyOptions};
 use ring::hmac;
@@ -205,5 +209,89 @@ fn key_sweep(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single_key, key_sweep);
+/// Basic verification followed by the policy checks, as `/v1/verify`
+/// answers it (no HTTP), without and with a rate limit and credits.
+fn policy(c: &mut Criterion) {
+    use latchkey_core::policy::checks::{self, Demand, Subject};
+    use latchkey_core::policy::{
+        CreditSeed, CreditState, CreditsPolicy, KeyPolicy, RateLimit, RateLimiter,
+    };
+    let rng = SystemRandom::new();
+    let now = SystemClock.unix();
+    let index = new_index();
+    for _ in 0..16 {
+        add_key(&index, &rng);
+    }
+    let plain = add_key(&index, &rng);
+    let limited_policy = KeyPolicy {
+        ratelimit: Some(RateLimit {
+            limit: u32::MAX,
+            window_seconds: 86_400,
+        }),
+        credits: Some(CreditsPolicy::default()),
+        ..KeyPolicy::default()
+    };
+    let seed = CreditSeed {
+        state: CreditState {
+            remaining: i64::MAX / 2,
+            period: 0,
+        },
+        version: 0,
+        leased: false,
+    };
+    let limited = add_key_with(&index, &rng, |key| {
+        key.with_policy(&limited_policy, Some(seed))
+    });
+    let only_limit = KeyPolicy {
+        credits: None,
+        ..limited_policy.clone()
+    };
+    let only_credits = KeyPolicy {
+        ratelimit: None,
+        ..limited_policy.clone()
+    };
+    let limit_only = add_key_with(&index, &rng, |key| key.with_policy(&only_limit, None));
+    let credits_only = add_key_with(&index, &rng, |key| {
+        key.with_policy(&only_credits, Some(seed))
+    });
+    let limiter = RateLimiter::new();
+    let opts = VerifyOptions::default();
+    let mut group = c.benchmark_group("policy");
+    for (name, (id, secret)) in [
+        ("none", &plain),
+        ("ratelimit", &limit_only),
+        ("credits", &credits_only),
+        ("ratelimit_and_credits", &limited),
+    ] {
+        let header = basic_header(id, secret);
+        group.bench_function(format!("basic_then_checks/{name}"), |b| {
+            b.iter(|| {
+                let v = index
+                    .verify_authorization(Some(black_box(header.as_bytes())), now, opts)
+                    .expect("verifies");
+                let key_id = v.principal.key_id().unwrap_or("");
+                let subject = Subject {
+                    key_id,
+                    user: None,
+                    policy: v.policy.as_deref(),
+                    now,
+                };
+                let demand = Demand {
+                    cost: 1,
+                    ..Demand::default()
+                };
+                black_box(checks::verification(
+                    &subject,
+                    &demand,
+                    &limiter,
+                    v.ratelimit,
+                ))
+                .expect("admitted");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, single_key, policy, key_sweep);
 criterion_main!(benches);

@@ -135,6 +135,15 @@ impl LiveKey {
 
     /// See [`LiveKey::with_policy`].
     pub(super) fn set_policy(&mut self, policy: &KeyPolicy, credits: Option<CreditSeed>) {
+        let counted = self.policy.take();
+        self.set_policy_afresh(policy, credits);
+        // The count of the key's own window goes on across the change.
+        if let (Some(old), Some(new)) = (counted, self.policy.as_mut().and_then(Arc::get_mut)) {
+            new.carry_own_window(&old);
+        }
+    }
+
+    fn set_policy_afresh(&mut self, policy: &KeyPolicy, credits: Option<CreditSeed>) {
         if policy.is_empty() {
             self.policy = None;
             return;

@@ -215,15 +215,27 @@ impl Check for Limited<'_> {
         let Some(limit) = self.limit else {
             return Ok(Admitted::Nothing);
         };
-        self.limiter
-            .try_acquire(s.key_id, s.user, limit, s.now)
-            .map(Admitted::Limit)
-            .map_err(Refusal::RateLimited)
+        let own = s
+            .policy
+            .and_then(|p| p.own_window_for(limit, s.user, self.limiter.is_leased(), s.now));
+        match own {
+            Some(window) => window.try_acquire(limit, s.now),
+            None => self.limiter.try_acquire(s.key_id, s.user, limit, s.now),
+        }
+        .map(Admitted::Limit)
+        .map_err(Refusal::RateLimited)
     }
 
     fn undo(&self, s: &Subject<'_>, admitted: &Admitted) {
-        if let Admitted::Limit(state) = admitted {
-            self.limiter.release(s.key_id, s.user, state);
+        let (Admitted::Limit(state), Some(limit)) = (admitted, self.limit) else {
+            return;
+        };
+        let own = s
+            .policy
+            .and_then(|p| p.own_window_for(limit, s.user, self.limiter.is_leased(), s.now));
+        match own {
+            Some(window) => window.release(state, limit),
+            None => self.limiter.release(s.key_id, s.user, state),
         }
     }
 }

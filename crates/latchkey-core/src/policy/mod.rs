@@ -222,6 +222,9 @@ pub struct LivePolicy {
     allowed_ips: Option<Box<[IpNet]>>,
     allowed_origins: Option<Box<[Box<str>]>>,
     ratelimit: Option<RateLimit>,
+    /// The count of the key's own window, for one node (see
+    /// [`ratelimit::OwnWindow`]).
+    own_window: ratelimit::OwnWindow,
     /// The balance, shared with the index's cell for this key so that
     /// spending survives the key being loaded again.
     credits: Option<Arc<CreditCell>>,
@@ -268,6 +271,7 @@ impl LivePolicy {
             allowed_ips,
             allowed_origins,
             ratelimit: policy.ratelimit,
+            own_window: ratelimit::OwnWindow::default(),
             credits: policy.credits.as_ref().and(credits),
             refill: policy.credits.as_ref().and_then(|c| c.refill),
             balance_of: policy.credits.as_ref().and_then(|c| c.balance_of.clone()),
@@ -323,9 +327,32 @@ impl LivePolicy {
         self.ratelimit
     }
 
+    /// The key's own window, when `limit` is the key's own and counted on
+    /// this node alone, not per user, and fits the packed form.
+    pub(crate) fn own_window_for(
+        &self,
+        limit: RateLimit,
+        user: Option<&str>,
+        leased: bool,
+        now: i64,
+    ) -> Option<&ratelimit::OwnWindow> {
+        let _ = now;
+        (!leased
+            && user.is_none()
+            && self.ratelimit == Some(limit)
+            && ratelimit::OwnWindow::fits(limit))
+        .then_some(&self.own_window)
+    }
+
     /// The key whose balance this key spends, when not its own.
     pub fn balance_of(&self) -> Option<&str> {
         self.balance_of.as_deref()
+    }
+
+    /// Takes the count of `older`'s own window (the key changed; its
+    /// count goes on).
+    pub(crate) fn carry_own_window(&mut self, older: &LivePolicy) {
+        self.own_window.carry_from(&older.own_window);
     }
 
     pub(crate) fn set_credit_cell(&mut self, cell: Arc<CreditCell>) {

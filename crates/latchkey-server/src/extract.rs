@@ -185,24 +185,11 @@ async fn admit_key(
     peer: Option<IpAddr>,
     now: i64,
 ) -> Result<(), ApiError> {
-    use latchkey_core::policy::checks::{self, IpAllowed, Limited, OriginAllowed, Subject};
-    let Some(key_id) = verified.principal.key_id() else {
-        return Ok(());
-    };
-    let user = match &verified.principal {
-        Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
-        _ => None,
-    };
+    use latchkey_core::policy::checks::{self, IpAllowed, Limited, OriginAllowed};
     let origin = parts.headers.get(ORIGIN).and_then(|v| v.to_str().ok());
-    let subject = Subject {
-        key_id,
-        user,
-        policy: verified.policy.as_deref(),
-        now,
-    };
-    let result = crate::limits::run_with_lease(state, &subject, verified.ratelimit, || {
+    crate::limits::check_key(state, verified, |subject| {
         checks::run(
-            &subject,
+            subject,
             &[
                 &IpAllowed(peer),
                 &OriginAllowed(origin),
@@ -213,18 +200,9 @@ async fn admit_key(
             ],
         )
     })
-    .await;
-    crate::notices::after_checks(
-        state,
-        key_id,
-        user,
-        verified.policy.as_deref(),
-        verified.ratelimit.map(|l| l.window_seconds),
-        &result,
-    );
-    result
-        .map(|_| ())
-        .map_err(|refusal| ApiError::refused(&refusal, verified.ratelimit, now))
+    .await
+    .map(|_| ())
+    .map_err(|refusal| ApiError::refused(&refusal, verified.ratelimit, now))
 }
 
 /// The 429 of a throttled credential.

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use latchkey_core::Verified;
 use latchkey_core::policy::checks::{Outcome, Refusal, Subject};
 use latchkey_core::policy::{RateLimit, RateLimiter};
 
@@ -54,6 +55,44 @@ impl Leases {
             locks.retain(|_, (end, _)| *end > now);
         }
     }
+}
+
+/// A verified credential's key policy, checked as `compose` composes the
+/// checks (each way in composes its own: `/v1/verify` all of them, the
+/// management API address, origin and limit), with leases when nodes
+/// share a store, and the notices the outcome calls for. Nothing to do for
+/// a credential without a key, or a key without a policy or a limit.
+pub async fn check_key(
+    state: &AppState,
+    verified: &Verified,
+    compose: impl Fn(&Subject<'_>) -> Result<Outcome, Refusal>,
+) -> Result<Outcome, Refusal> {
+    if verified.policy.is_none() && verified.ratelimit.is_none() {
+        return Ok(Outcome::default());
+    }
+    let Some(key_id) = verified.principal.key_id() else {
+        return Ok(Outcome::default());
+    };
+    let user = match &verified.principal {
+        latchkey_core::Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
+        _ => None,
+    };
+    let subject = Subject {
+        key_id,
+        user,
+        policy: verified.policy.as_deref(),
+        now: state.now(),
+    };
+    let result = run_with_lease(state, &subject, verified.ratelimit, || compose(&subject)).await;
+    crate::notices::after_checks(
+        state,
+        key_id,
+        user,
+        verified.policy.as_deref(),
+        verified.ratelimit.map(|l| l.window_seconds),
+        &result,
+    );
+    result
 }
 
 /// How long a verification waits for a lease before the refusal stands.

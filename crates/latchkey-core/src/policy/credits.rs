@@ -8,6 +8,7 @@
 //! periodically, not per request.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -67,13 +68,12 @@ impl CreditState {
 
 #[derive(Debug)]
 struct Inner {
-    state: CreditState,
+    /// The refill period the balance belongs to.
+    period: i64,
     /// Which balance set through the API this one derives from: a key
     /// loaded again from the store keeps its cell unless the stored
     /// balance is newer.
     version: i64,
-    /// Changed since the store last had it.
-    dirty: bool,
     /// Leased mode: the store's balance at the last lease (what other
     /// nodes may still take), `None` before the first.
     store_left: Option<i64>,
@@ -88,8 +88,17 @@ struct Inner {
 /// runs short, and the balance never goes below zero anywhere; what a
 /// node leased and did not spend goes back at shutdown (a crash strands
 /// it: never more spent than there was).
+///
+/// The balance is an atomic: on one node, for a key without a refill, a
+/// verification spends with one compare-and-swap and takes no lock. Every
+/// other change (a refill, a lease, a balance set through the API) holds
+/// the lock and writes the atomic under it.
 #[derive(Debug)]
 pub struct CreditCell {
+    /// The balance (leased mode: what this node holds).
+    remaining: AtomicI64,
+    /// Changed since the store last had it (one node only).
+    dirty: AtomicBool,
     inner: Mutex<Inner>,
     leased: bool,
 }
@@ -121,10 +130,11 @@ pub struct CreditSeed {
 impl CreditCell {
     pub fn new(state: CreditState, version: i64) -> Self {
         Self {
+            remaining: AtomicI64::new(state.remaining),
+            dirty: AtomicBool::new(false),
             inner: Mutex::new(Inner {
-                state,
+                period: state.period,
                 version,
-                dirty: false,
                 store_left: None,
             }),
             leased: false,
@@ -159,18 +169,33 @@ impl CreditCell {
         self.leased
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn held(&self) -> i64 {
+        self.remaining.load(Ordering::Acquire)
+    }
+
+    fn mark_changed(&self) {
+        if !self.leased && !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
     /// Adds credits the store leased to this node for `period` (a lease of
     /// a later period replaces what is held), and what the store has left.
     pub fn grant(&self, amount: i64, store_left: i64, period: i64) {
         let mut inner = self.lock();
-        if period > inner.state.period {
-            inner.state = CreditState {
-                remaining: 0,
-                period,
-            };
+        if period > inner.period {
+            inner.period = period;
+            self.remaining.store(0, Ordering::Release);
         }
-        if period == inner.state.period {
-            inner.state.remaining = inner.state.remaining.saturating_add(amount);
+        if period == inner.period {
+            self.remaining.fetch_add(amount, Ordering::AcqRel);
         }
         inner.store_left = Some(store_left);
     }
@@ -178,19 +203,21 @@ impl CreditCell {
     /// Leased mode: what this node holds and has not spent, to give back
     /// to the store (with its period and version); it holds nothing after.
     pub fn take_unused(&self) -> Option<(i64, i64, i64)> {
-        let mut inner = self.lock();
-        let held = inner.state.remaining;
-        if !self.leased || held <= 0 {
+        if !self.leased {
             return None;
         }
-        inner.state.remaining = 0;
-        Some((held, inner.state.period, inner.version))
+        let inner = self.lock();
+        let held = self.remaining.swap(0, Ordering::AcqRel);
+        if held <= 0 {
+            return None;
+        }
+        Some((held, inner.period, inner.version))
     }
 
     /// The balance to show, given the store's: on one node the cell's, with
     /// a shared store the store's plus what this node holds.
     pub fn shown(&self, stored: i64) -> i64 {
-        let held = self.lock().state.remaining;
+        let held = self.held();
         if self.leased {
             stored.saturating_add(held)
         } else {
@@ -200,63 +227,74 @@ impl CreditCell {
 
     /// Takes `other`'s balance when it was set later through the API.
     pub fn take_newer(&self, other: &CreditCell) {
-        let (state, version) = {
-            let o = other.lock();
-            (o.state, o.version)
-        };
+        let (state, version) = (other.state(), other.version());
         let mut inner = self.lock();
         if version > inner.version {
             inner.version = version;
-            inner.dirty = false;
+            inner.period = state.period;
+            self.dirty.store(false, Ordering::Release);
             if self.leased {
                 // A balance set through the API replaces the old one, and
                 // with it what this node had leased from the old one.
-                inner.state = CreditState {
-                    remaining: 0,
-                    period: state.period,
-                };
+                self.remaining.store(0, Ordering::Release);
                 inner.store_left = None;
             } else {
-                inner.state = state;
+                self.remaining.store(state.remaining, Ordering::Release);
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
     /// Spends `cost` at `now` (after a refill that is due): `Ok` with the
-    /// balance before and after, or `Err(balance)` when the balance is zero
-    /// or below `cost` (nothing is spent then). The balance never goes
-    /// below zero.
+    /// balance before and after, or `Err` when the balance is zero or below
+    /// `cost` (nothing is spent then). The balance never goes below zero.
     pub fn spend(&self, cost: i64, refill: Option<Refill>, now: i64) -> Result<Spent, Shortfall> {
         if self.leased {
             return self.spend_leased(cost, refill, now);
         }
-        let mut inner = self.lock();
-        let state = inner.state.at(refill, now);
-        if state != inner.state {
-            inner.state = state;
-            inner.dirty = true;
+        if refill.is_some() {
+            // A refill may be due first: under the lock.
+            let mut inner = self.lock();
+            let state = CreditState {
+                remaining: self.held(),
+                period: inner.period,
+            }
+            .at(refill, now);
+            if state.period != inner.period {
+                inner.period = state.period;
+                self.remaining.store(state.remaining, Ordering::Release);
+                self.dirty.store(true, Ordering::Release);
+            }
+            return self.spend_held(cost);
         }
-        let before = inner.state.remaining;
-        if before <= 0 || before < cost {
-            return Err(Shortfall {
-                remaining: before.max(0),
-                want_lease: false,
-            });
+        self.spend_held(cost)
+    }
+
+    /// Takes `cost` from the balance with compare-and-swap.
+    fn spend_held(&self, cost: i64) -> Result<Spent, Shortfall> {
+        let mut before = self.held();
+        loop {
+            if before <= 0 || before < cost {
+                return Err(Shortfall {
+                    remaining: before.max(0),
+                    want_lease: false,
+                });
+            }
+            match self.remaining.compare_exchange_weak(
+                before,
+                before - cost,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(seen) => before = seen,
+            }
         }
-        inner.state.remaining = before - cost;
         if cost != 0 {
-            inner.dirty = true;
+            self.mark_changed();
         }
         Ok(Spent {
             before,
-            remaining: inner.state.remaining,
+            remaining: before - cost,
         })
     }
 
@@ -272,15 +310,13 @@ impl CreditCell {
         let mut inner = self.lock();
         if let Some(r) = refill {
             let period = r.interval.period(now);
-            if period > inner.state.period {
-                inner.state = CreditState {
-                    remaining: 0,
-                    period,
-                };
+            if period > inner.period {
+                inner.period = period;
+                self.remaining.store(0, Ordering::Release);
                 inner.store_left = None;
             }
         }
-        let held = inner.state.remaining;
+        let held = self.held();
         let left = inner.store_left.unwrap_or(0);
         // Spending 0 checks that there is a credit at all.
         if held < cost.max(1) {
@@ -289,19 +325,22 @@ impl CreditCell {
                 want_lease: inner.store_left.is_none_or(|l| l > 0),
             });
         }
-        inner.state.remaining = held - cost;
+        self.remaining.store(held - cost, Ordering::Release);
         Ok(Spent {
             before: held.saturating_add(left),
-            remaining: inner.state.remaining.saturating_add(left),
+            remaining: (held - cost).saturating_add(left),
         })
     }
 
     /// Gives back what [`spend`](Self::spend) took, for a request that a
     /// later check refused.
     pub fn refund(&self, cost: i64) {
-        let mut inner = self.lock();
-        inner.state.remaining = inner.state.remaining.saturating_add(cost).min(MAX_CREDITS);
-        inner.dirty = !self.leased;
+        let _ = self
+            .remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
+                Some(r.saturating_add(cost).min(MAX_CREDITS))
+            });
+        self.mark_changed();
     }
 
     /// The balance at `now`, refilled if due (leased: what this node holds
@@ -309,48 +348,55 @@ impl CreditCell {
     pub fn remaining(&self, refill: Option<Refill>, now: i64) -> i64 {
         let inner = self.lock();
         if self.leased {
-            return inner
-                .state
-                .remaining
-                .saturating_add(inner.store_left.unwrap_or(0));
+            return self.held().saturating_add(inner.store_left.unwrap_or(0));
         }
-        inner.state.at(refill, now).remaining
+        CreditState {
+            remaining: self.held(),
+            period: inner.period,
+        }
+        .at(refill, now)
+        .remaining
     }
 
     /// Sets the balance (changed through the API): what the store now
     /// holds, so nothing is left to write.
     pub fn set(&self, state: CreditState, version: i64) {
         let mut inner = self.lock();
-        inner.state = state;
+        inner.period = state.period;
         inner.version = version;
-        inner.dirty = false;
+        self.remaining.store(state.remaining, Ordering::Release);
+        self.dirty.store(false, Ordering::Release);
     }
 
     /// The balance to write to the store, with the version it derives
     /// from, if it changed since the last write; the cell is then clean
     /// until it changes again.
     pub fn take_dirty(&self) -> Option<(CreditState, i64)> {
-        let mut inner = self.lock();
-        if !inner.dirty {
+        let inner = self.lock();
+        if !self.dirty.swap(false, Ordering::AcqRel) {
             return None;
         }
-        inner.dirty = false;
-        Some((inner.state, inner.version))
+        Some((
+            CreditState {
+                remaining: self.held(),
+                period: inner.period,
+            },
+            inner.version,
+        ))
     }
 
     /// After a reload of the whole index: this (fresh) cell takes what an
     /// older cell of the same key held, spending not yet written included,
     /// unless the store's balance is newer.
     pub fn carry_from(&self, older: &CreditCell) {
-        let (state, version, dirty) = {
-            let o = older.lock();
-            (o.state, o.version, o.dirty)
-        };
+        let (state, version) = (older.state(), older.version());
+        let dirty = older.dirty.load(Ordering::Acquire);
         let mut inner = self.lock();
         if inner.version <= version {
-            inner.state = state;
+            inner.period = state.period;
             inner.version = version;
-            inner.dirty = dirty && !self.leased;
+            self.remaining.store(state.remaining, Ordering::Release);
+            self.dirty.store(dirty && !self.leased, Ordering::Release);
         }
     }
 
@@ -360,10 +406,14 @@ impl CreditCell {
 
     /// After a failed write: the balance still has to be written.
     pub fn mark_dirty(&self) {
-        self.lock().dirty = !self.leased;
+        self.dirty.store(!self.leased, Ordering::Release);
     }
 
     pub fn state(&self) -> CreditState {
-        self.lock().state
+        let inner = self.lock();
+        CreditState {
+            remaining: self.held(),
+            period: inner.period,
+        }
     }
 }

@@ -97,42 +97,18 @@ pub async fn introspect(
 /// and one credit. Introspection carries no client address, so a key
 /// restricted to certain addresses is never active here, and no origin.
 async fn admitted(state: &AppState, verified: &Verified) -> bool {
-    use latchkey_core::policy::checks::{self, Demand, Subject};
-    if verified.policy.is_none() && verified.ratelimit.is_none() {
-        return true;
-    }
-    let Some(key_id) = verified.principal.key_id() else {
-        return true;
-    };
-    let user = match &verified.principal {
-        Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
-        _ => None,
-    };
-    let subject = Subject {
-        key_id,
-        user,
-        policy: verified.policy.as_deref(),
-        now: state.now(),
-    };
+    use latchkey_core::policy::checks::{self, Demand};
     let demand = Demand {
         permissions: &[],
         ip: None,
         origin: None,
         cost: 1,
     };
-    let result = crate::limits::run_with_lease(state, &subject, verified.ratelimit, || {
-        checks::verification(&subject, &demand, &state.limiter, verified.ratelimit)
+    crate::limits::check_key(state, verified, |subject| {
+        checks::verification(subject, &demand, &state.limiter, verified.ratelimit)
     })
-    .await;
-    crate::notices::after_checks(
-        state,
-        key_id,
-        user,
-        verified.policy.as_deref(),
-        verified.ratelimit.map(|l| l.window_seconds),
-        &result,
-    );
-    result.is_ok()
+    .await
+    .is_ok()
 }
 
 /// The `Authorization` header value that presents `token`, and the

@@ -339,7 +339,7 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
     };
     if verified.policy.is_some() || verified.ratelimit.is_some() {
         let now = state.now();
-        if let Err(refusal) = admit_key(state, &verified, asked, now).await {
+        if let Err(refusal) = admit_key(state, &verified, asked).await {
             let status = match refusal {
                 latchkey_core::policy::Refusal::RateLimited(_)
                 | latchkey_core::policy::Refusal::UsageExceeded { .. } => {
@@ -376,41 +376,19 @@ async fn admit_key(
     state: &AppState,
     verified: &latchkey_core::Verified,
     asked: &Asked<'_>,
-    now: i64,
 ) -> Result<(), latchkey_core::policy::Refusal> {
-    use latchkey_core::policy::checks::{self, Demand, Subject};
-    let Some(key_id) = verified.principal.key_id() else {
-        return Ok(());
-    };
-    let user = match &verified.principal {
-        Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
-        _ => None,
-    };
-    let subject = Subject {
-        key_id,
-        user,
-        policy: verified.policy.as_deref(),
-        now,
-    };
+    use latchkey_core::policy::checks::{self, Demand};
     let demand = Demand {
         permissions: &[],
         ip: asked.client_ip,
         origin: asked.headers.get(ORIGIN).and_then(|v| v.to_str().ok()),
         cost: 1,
     };
-    let result = crate::limits::run_with_lease(state, &subject, verified.ratelimit, || {
-        checks::verification(&subject, &demand, &state.limiter, verified.ratelimit)
+    crate::limits::check_key(state, verified, |subject| {
+        checks::verification(subject, &demand, &state.limiter, verified.ratelimit)
     })
-    .await;
-    crate::notices::after_checks(
-        state,
-        key_id,
-        user,
-        verified.policy.as_deref(),
-        verified.ratelimit.map(|l| l.window_seconds),
-        &result,
-    );
-    result.map(|_| ())
+    .await
+    .map(|_| ())
 }
 
 /// Adds the CORS headers of an allowed preflight for `origin`.

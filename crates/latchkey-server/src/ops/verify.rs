@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::Verified;
 use latchkey_core::policy::LivePolicy;
-use latchkey_core::policy::checks::{self, Demand, Outcome, Refusal, Subject};
+use latchkey_core::policy::checks::{self, Demand, Outcome, Refusal};
 use latchkey_core::verify_request::VerifyRequest;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -79,38 +79,16 @@ async fn check_policy(
     req: &VerifyRequest,
     verified: &Verified,
 ) -> Result<Outcome, Refusal> {
-    let Some(key_id) = verified.principal.key_id() else {
-        return Ok(Outcome::default());
-    };
-    let user = match &verified.principal {
-        latchkey_core::Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
-        _ => None,
-    };
-    let subject = Subject {
-        key_id,
-        user,
-        policy: verified.policy.as_deref(),
-        now: state.now(),
-    };
     let demand = Demand {
         permissions: &req.permissions,
         ip: req.ip,
         origin: req.origin.as_deref(),
         cost: i64::from(req.cost.unwrap_or(1)),
     };
-    let result = crate::limits::run_with_lease(state, &subject, verified.ratelimit, || {
-        checks::verification(&subject, &demand, &state.limiter, verified.ratelimit)
+    crate::limits::check_key(state, verified, |subject| {
+        checks::verification(subject, &demand, &state.limiter, verified.ratelimit)
     })
-    .await;
-    crate::notices::after_checks(
-        state,
-        key_id,
-        user,
-        verified.policy.as_deref(),
-        verified.ratelimit.map(|l| l.window_seconds),
-        &result,
-    );
-    result
+    .await
 }
 
 /// The answer to `req` for the operator, given the outcome of verifying

@@ -155,39 +155,59 @@ async fn lease_limit(
         Err(Refusal::RateLimited(l)) if l.want_lease => {}
         _ => return again,
     }
-    let leased = tokio::time::timeout(
-        LEASE_TIMEOUT,
-        state.store.lease_ratelimit(
-            subject.key_id,
-            subject_name,
-            held.window_start,
-            held.reset_at,
-            limit.limit,
-            RateLimiter::lease_slice(limit),
-        ),
-    )
-    .await;
-    match leased {
-        Ok(Ok((granted, taken))) => state.limiter.grant(
-            subject.key_id,
-            subject.user,
-            limit,
-            held.window_start,
-            granted,
-            taken,
-        ),
-        Ok(Err(e)) => {
+    // The lease runs as its own task, which a slow store cannot cancel
+    // half-way (a write transaction dropped unfinished would hold the
+    // store's write lock until its connection is used again); one that
+    // ends after this request gave up still adds its counts.
+    let lease = {
+        let (state, key_id, user) = (
+            state.clone(),
+            subject.key_id.to_string(),
+            subject.user.map(str::to_string),
+        );
+        let (window_start, reset_at) = (held.window_start, held.reset_at);
+        tokio::spawn(async move {
+            let leased = state
+                .store
+                .lease_ratelimit(
+                    &key_id,
+                    user.as_deref().unwrap_or(""),
+                    window_start,
+                    reset_at,
+                    limit.limit,
+                    RateLimiter::lease_slice(limit),
+                )
+                .await;
+            if let Ok((granted, taken)) = leased {
+                state.limiter.grant(
+                    &key_id,
+                    user.as_deref(),
+                    limit,
+                    window_start,
+                    granted,
+                    taken,
+                );
+            }
+            leased.map(|_| ())
+        })
+    };
+    match tokio::time::timeout(LEASE_TIMEOUT, lease).await {
+        Ok(Ok(Ok(()))) => checks(),
+        Ok(Ok(Err(e))) => {
             tracing::warn!(error = %e, "could not lease rate-limit counts; refusing what this node does not hold");
-            return again;
+            again
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a rate-limit lease failed");
+            again
         }
         Err(_) => {
             tracing::warn!(
                 "no rate-limit lease within {LEASE_TIMEOUT:?}; refusing what this node does not hold"
             );
-            return again;
+            again
         }
     }
-    checks()
 }
 
 /// Credits leased at once: a twentieth of the full amount (at least the
@@ -223,28 +243,38 @@ async fn lease_credits(
     }
     let refill = policy.refill();
     let period = refill.map_or(cell.state().period, |r| r.interval.period(subject.now));
-    let leased = tokio::time::timeout(
-        LEASE_TIMEOUT,
-        state.store.lease_credits(
-            balance_id,
-            credit_slice(policy.credits_full(), cost),
-            refill.map(|r| r.amount),
-            period,
-        ),
-    )
-    .await;
-    match leased {
-        Ok(Ok((granted, left, period))) => cell.grant(granted, left, period),
-        Ok(Err(e)) => {
+    // Its own task, as for rate limits (see `lease_limit`): credits leased
+    // after this request gave up still reach the cell.
+    let lease = {
+        let (state, cell, balance_id) = (state.clone(), cell.clone(), balance_id.to_string());
+        let want = credit_slice(policy.credits_full(), cost);
+        let amount = refill.map(|r| r.amount);
+        tokio::spawn(async move {
+            let leased = state
+                .store
+                .lease_credits(&balance_id, want, amount, period)
+                .await;
+            if let Ok((granted, left, period)) = leased {
+                cell.grant(granted, left, period);
+            }
+            leased.map(|_| ())
+        })
+    };
+    match tokio::time::timeout(LEASE_TIMEOUT, lease).await {
+        Ok(Ok(Ok(()))) => checks(),
+        Ok(Ok(Err(e))) => {
             tracing::warn!(error = %e, "could not lease credits; refusing what this node does not hold");
-            return again;
+            again
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "a credit lease failed");
+            again
         }
         Err(_) => {
             tracing::warn!(
                 "no credit lease within {LEASE_TIMEOUT:?}; refusing what this node does not hold"
             );
-            return again;
+            again
         }
     }
-    checks()
 }

@@ -1787,12 +1787,12 @@ async fn a_key_policy_changed_on_one_node_reaches_the_others() {
 }
 
 /// Waits for the next window of `window` seconds (aligned to the epoch, as
-/// rate limits are) when less than two minutes of the current one are
-/// left, so that a run does not straddle two.
+/// rate limits are) when less than half of the current one is left, so
+/// that a run (a few seconds) does not straddle two.
 async fn wait_for_a_fresh_window(window: i64) {
     use latchkey_core::Clock;
     let left = window - latchkey_core::SystemClock.unix().rem_euclid(window);
-    if left < 120 {
+    if left < window / 2 {
         tokio::time::sleep(Duration::from_secs(u64::try_from(left + 1).unwrap_or(1))).await;
     }
 }
@@ -1848,9 +1848,10 @@ async fn a_rate_limit_holds_across_three_nodes() {
         wait_ready(http, node, SETTLE).await;
     }
     let nodes = [&a, &b, &c];
-    // An hour's window, so that no run straddles two: the test waits for
-    // the next one when less than two minutes are left.
-    const WINDOW: i64 = 3600;
+    // The limit: 100 per minute. The test waits for a fresh
+    // window when less than half of this one is left, so that no run
+    // straddles two.
+    const WINDOW: i64 = 60;
     wait_for_a_fresh_window(WINDOW).await;
     let app = create_app(http, &a, &owner, "limits").await;
     let mut keys = Vec::new();
@@ -1927,7 +1928,7 @@ async fn a_rate_limit_holds_across_three_nodes() {
 /// cut heals it leases again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_cut_off_admits_only_the_rate_limit_it_holds() {
-    const WINDOW: i64 = 3600;
+    const WINDOW: i64 = 60;
     let cluster = Cluster::new().await;
     let http = &cluster.http;
     let operator = cluster.operator();

@@ -174,7 +174,7 @@ async fn open_inner(
     let freshness = if config.database_url.is_some() {
         crate::sync::Freshness::shared(config.staleness_window, change_seq, snapshot_started)
     } else {
-        crate::sync::Freshness::standalone()
+        crate::sync::Freshness::standalone(change_seq)
     };
     Ok(Opened {
         state: AppState::new(Shared {
@@ -360,6 +360,31 @@ fn write_key_file(path: &Path, text: &str) -> Result<(), BootstrapError> {
             .map_err(io_err(dir))?;
     }
     Ok(())
+}
+
+/// The master key `config` names, if there is one (`restore` checks a
+/// backup against it); None when no key is given and `master.key` is absent.
+pub(crate) fn master_key_if_present(config: &Config) -> Result<Option<MasterKey>, BootstrapError> {
+    if config.master_key.is_none()
+        && config.master_key_file.is_none()
+        && !config.master_key_path().exists()
+    {
+        return Ok(None);
+    }
+    let rng = SystemRandom::new();
+    load_master_key(config, &rng, true).map(Some)
+}
+
+/// Whether `master` is the key the store was initialized with.
+pub(crate) async fn master_key_matches(
+    store: &dyn Store,
+    master: &MasterKey,
+) -> Result<bool, BootstrapError> {
+    match check_master_key(store, master).await {
+        Ok(()) => Ok(true),
+        Err(BootstrapError::WrongMasterKey) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 async fn check_master_key(store: &dyn Store, master: &MasterKey) -> Result<(), BootstrapError> {

@@ -111,16 +111,20 @@ fn index_head(index: &KeyIndex, head: SnapshotHead) {
         index.grant(sa_id, app_id);
     }
     for token in &head.operator_tokens {
-        let mut hash = [0u8; 32];
-        if token.token_hash.len() == 32 {
-            hash.copy_from_slice(&token.token_hash);
-            index.insert_operator_token(&token.id, hash);
-        }
+        index_operator_token(index, token);
     }
     for token in &head.verifier_tokens {
         index_verifier_token(index, token);
     }
     index.reserve_keys(usize::try_from(head.key_count).unwrap_or(0));
+}
+
+/// Puts an operator token in the index (a stored hash of another length
+/// matches nothing and is left out).
+pub fn index_operator_token(index: &KeyIndex, token: &latchkey_store::OperatorToken) {
+    if let Ok(hash) = <[u8; 32]>::try_from(token.token_hash.as_slice()) {
+        index.insert_operator_token(&token.id, hash);
+    }
 }
 
 /// Adds a stored verifier token to the index (a stored hash of the wrong

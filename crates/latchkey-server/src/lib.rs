@@ -9,6 +9,7 @@
 //! graceful shutdown and the `lastUsedAt` flusher.
 
 pub mod access_log;
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod bootstrap;

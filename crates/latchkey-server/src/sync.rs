@@ -11,7 +11,11 @@
 //! its index until the index is older than the staleness window, then
 //! refuses every credential (503 `index_stale`) until it has caught up.
 //!
-//! On SQLite the node is alone and always fresh.
+//! On SQLite the node is alone and always fresh. Only `latchkey admin`,
+//! run beside it, changes its store from another process (operator tokens
+//! created or revoked for recovery): the node reads the change feed every
+//! [`LOCAL_POLL`] for those, and leaves the rest of the feed, its own
+//! writes, alone.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,6 +30,10 @@ use tokio::task::JoinHandle;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// How often a node alone with its SQLite store looks for changes that
+/// `latchkey admin` made from another process.
+pub const LOCAL_POLL: Duration = Duration::from_millis(250);
 
 /// How many changes one read of the feed takes.
 const BATCH: u32 = 500;
@@ -73,9 +81,10 @@ impl SyncState {
 }
 
 impl Freshness {
-    /// A node alone with its store (SQLite): always fresh.
-    pub fn standalone() -> Self {
-        Self::new(false, Duration::MAX, 0, Instant::now())
+    /// A node alone with its store (SQLite), whose index holds every
+    /// change up to `seq`: always fresh.
+    pub fn standalone(seq: i64) -> Self {
+        Self::new(false, Duration::MAX, seq, Instant::now())
     }
 
     /// A node of a cluster whose index holds every change up to `seq`,
@@ -176,7 +185,12 @@ impl Follower {
 /// cannot be reached meanwhile, the node starts degraded and keeps trying.
 pub async fn spawn_follower(state: &AppState) -> Option<Follower> {
     if !state.freshness.is_shared() {
-        return None;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(follow_local(state.clone(), stopped));
+        return Some(Follower {
+            stop,
+            tasks: vec![task],
+        });
     }
     let (stop, stopped) = watch::channel(false);
     let wake = Arc::new(Notify::new());
@@ -342,6 +356,43 @@ async fn follow(
     }
 }
 
+/// A node alone with its SQLite store: applies the operator-token changes
+/// that `latchkey admin` records from another process (this node's own
+/// writes are in its index already).
+async fn follow_local(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(LOCAL_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = catch_up_local(&state).await {
+            tracing::warn!(error = %e, "cannot read the change feed for operator tokens; retrying");
+        }
+    }
+}
+
+async fn catch_up_local(state: &AppState) -> Result<(), SyncError> {
+    loop {
+        let from = state.freshness.seq();
+        let batch = state.store.changes_since(from, BATCH).await?;
+        let Some(last) = batch.changes.last().map(|c| c.seq) else {
+            return Ok(());
+        };
+        for change in &batch.changes {
+            if change.entity == ChangeEntity::OperatorToken {
+                tracing::info!(token = %change.id, "an operator token was created or revoked by `latchkey admin`");
+                apply(state, change).await?;
+            }
+        }
+        state.freshness.seq.store(last, Ordering::Release);
+        if batch.changes.len() < BATCH as usize {
+            return Ok(());
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error(transparent)]
@@ -458,6 +509,15 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
             }
             None => index.remove_service_account(id),
         },
+        ChangeEntity::OperatorToken => {
+            let tokens = state.store.operator_tokens().await?;
+            match tokens.iter().find(|t| t.id == id) {
+                Some(token) => crate::indexing::index_operator_token(index, token),
+                None => {
+                    index.remove_operator_token(id);
+                }
+            }
+        }
         ChangeEntity::VerifierToken => match state.store.get_verifier_token(id).await? {
             Some(token) => crate::indexing::index_verifier_token(index, &token),
             None => {

@@ -58,6 +58,15 @@ pub trait DashboardStore: Send + Sync {
     async fn delete_dashboard_session(&self, id_hash: &[u8], audit: &AuditEvent) -> Result<bool>;
     /// Removes the sessions that have expired at `now`; returns how many.
     async fn delete_expired_dashboard_sessions(&self, now: i64) -> Result<u64>;
+    /// Replaces a user account's password hash and ends every session of
+    /// that user, recording `audit`, in one transaction (recovery: `latchkey
+    /// admin reset-password`); false if the user account is gone.
+    async fn reset_password(
+        &self,
+        user_account_id: &str,
+        password_hash: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool>;
 }
 
 fn session_from(row: &AnyRow) -> Result<DashboardSession> {
@@ -142,5 +151,29 @@ impl DashboardStore for crate::SqlStore {
             .execute(&self.writer)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn reset_password(
+        &self,
+        user_account_id: &str,
+        password_hash: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("UPDATE user_accounts SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_account_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM dashboard_sessions WHERE user_account_id = $1")
+            .bind(user_account_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

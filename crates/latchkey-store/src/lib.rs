@@ -165,6 +165,11 @@ pub trait Store: WebhookStore + DashboardStore + Send + Sync + std::fmt::Debug +
     /// The master-key check value written by `initialize`.
     async fn master_key_check(&self) -> Result<Option<Vec<u8>>>;
     async fn operator_tokens(&self) -> Result<Vec<OperatorToken>>;
+    /// Adds an operator token (recovery: `latchkey admin operator-token
+    /// create`); the tokens already issued keep working.
+    async fn create_operator_token(&self, token: &OperatorToken, audit: &AuditEvent) -> Result<()>;
+    /// Revokes an operator token; false if there was no such token.
+    async fn delete_operator_token(&self, id: &str, audit: &AuditEvent) -> Result<bool>;
 
     // --- verifier tokens -------------------------------------------------
     async fn create_verifier_token(&self, token: &VerifierToken, audit: &AuditEvent) -> Result<()>;

@@ -313,6 +313,8 @@ pub enum Change<'a> {
     /// A service account, its existence or its grants.
     ServiceAccount(&'a str),
     VerifierToken(&'a str),
+    /// An operator token, created or revoked (`latchkey admin`).
+    OperatorToken(&'a str),
 }
 
 /// The kind of thing a recorded change names.
@@ -323,6 +325,7 @@ pub enum ChangeEntity {
     Key,
     ServiceAccount,
     VerifierToken,
+    OperatorToken,
 }
 
 impl ChangeEntity {
@@ -333,6 +336,7 @@ impl ChangeEntity {
             ChangeEntity::Key => "key",
             ChangeEntity::ServiceAccount => "serviceAccount",
             ChangeEntity::VerifierToken => "verifierToken",
+            ChangeEntity::OperatorToken => "operatorToken",
         }
     }
 
@@ -343,6 +347,7 @@ impl ChangeEntity {
             "key" => ChangeEntity::Key,
             "serviceAccount" => ChangeEntity::ServiceAccount,
             "verifierToken" => ChangeEntity::VerifierToken,
+            "operatorToken" => ChangeEntity::OperatorToken,
             _ => return None,
         })
     }
@@ -356,6 +361,7 @@ impl Change<'_> {
             Change::Key(id) => (ChangeEntity::Key, id),
             Change::ServiceAccount(id) => (ChangeEntity::ServiceAccount, id),
             Change::VerifierToken(id) => (ChangeEntity::VerifierToken, id),
+            Change::OperatorToken(id) => (ChangeEntity::OperatorToken, id),
         }
     }
 }

@@ -1,25 +1,32 @@
-//! The `latchkey` command: `init`, `serve` and `token`.
+//! The `latchkey` command: `init`, `serve`, `token`, `admin`, `backup`,
+//! `restore`, `config`, `completions` and `man`.
 #![allow(clippy::print_stdout)]
 
+mod admin_cmd;
+mod cli;
+mod config_file;
 mod fd_limit;
 mod log_fields;
 mod log_time;
 mod log_writer;
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::CommandFactory;
 use latchkey_core::secret::{KEY_SECRET_PREFIX, check_format};
 use latchkey_core::{Clock, SecretString, SystemClock, TargetRoutes, jwt};
-use latchkey_server::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, GatewayConfig};
-use latchkey_server::throttle::{DEFAULT_THROTTLE, ThrottleConfig};
+use latchkey_server::config::GatewayConfig;
+use latchkey_server::throttle::ThrottleConfig;
 use latchkey_server::{Config, InitReport, TlsFiles};
+
+use crate::cli::{
+    Cli, Command, ConfigCommand, LogFormat, ServeArgs, StoreArgs, TokenArgs, TokenScope,
+};
 use serde_json::json;
 
 /// Requests allocate and free many small objects (header maps, futures,
@@ -27,229 +34,19 @@ use serde_json::json;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "latchkey",
-    version,
-    about = "A scoped API credential authority"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Create the store, master key, operator token and a first account,
-    /// and print them once.
-    Init {
-        #[command(flatten)]
-        store: StoreArgs,
-        /// Print what was created as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Run the server (initializing an empty store first).
-    Serve {
-        #[command(flatten)]
-        store: StoreArgs,
-        #[command(flatten)]
-        serve: Box<ServeArgs>,
-    },
-    /// Mint an HS256 JWT signed with an API key's secret.
-    Token(TokenArgs),
-}
-
-#[derive(Debug, Args)]
-struct StoreArgs {
-    /// Directory holding latchkey.db and master.key.
-    #[arg(long, env = "LATCHKEY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
-    /// File holding the master key (base64), instead of DATA_DIR/master.key.
-    #[arg(long, env = "LATCHKEY_MASTER_KEY_FILE")]
-    master_key_file: Option<PathBuf>,
-    /// Store everything in this PostgreSQL database (postgres://...)
-    /// instead of DATA_DIR/latchkey.db, so that several nodes can share it.
-    /// Prefer the environment variable: a flag is visible in the process
-    /// list.
-    #[arg(long, env = "LATCHKEY_DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
-    /// Email of the owner user account created on first start.
-    #[arg(long, env = "LATCHKEY_OWNER_EMAIL", default_value = "owner@localhost")]
-    owner_email: String,
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "LATCHKEY_LISTEN", default_value = DEFAULT_LISTEN)]
-    listen: SocketAddr,
-    /// PEM certificate chain; with --tls-key, serve HTTPS.
-    #[arg(long, env = "LATCHKEY_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "LATCHKEY_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Seconds a new connection has to complete its TLS handshake (if any)
-    /// and send its first request head.
-    #[arg(long, env = "LATCHKEY_HEADER_TIMEOUT_SECONDS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..=300))]
-    header_timeout_seconds: u64,
-    /// Seconds after which a keep-alive connection with no request in
-    /// flight is closed.
-    #[arg(long, env = "LATCHKEY_IDLE_TIMEOUT_SECONDS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    idle_timeout_seconds: u64,
-    /// Open connections at most; when full, the longest-idle one is closed
-    /// to make room. Lowered at start if the limit on open files cannot
-    /// hold it.
-    #[arg(long, env = "LATCHKEY_MAX_CONNECTIONS", default_value_t = 4096,
-          value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
-    max_connections: u64,
-    /// Failed credentials (wrong secret, unknown key or token) from one
-    /// client address within a window, after which its requests to the API
-    /// are answered 429 until the window ends.
-    #[arg(long, env = "LATCHKEY_AUTH_FAILURES_PER_ADDRESS", default_value_t = DEFAULT_THROTTLE.per_address,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    auth_failures_per_address: u32,
-    /// Failed credentials naming one key id, over all addresses, within a
-    /// window, after which that key id is refused (429) from addresses
-    /// that failed themselves; never from an address that did not.
-    #[arg(long, env = "LATCHKEY_AUTH_FAILURES_PER_KEY", default_value_t = DEFAULT_THROTTLE.per_key,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    auth_failures_per_key: u32,
-    /// The window over which failed credentials are counted, in seconds.
-    #[arg(long, env = "LATCHKEY_AUTH_FAILURE_WINDOW_SECONDS", default_value_t = DEFAULT_THROTTLE.window_seconds,
-          value_parser = clap::value_parser!(u32).range(1..=86_400))]
-    auth_failure_window_seconds: u32,
-    /// Seconds of clock skew tolerated on JWT exp and nbf.
-    #[arg(long, env = "LATCHKEY_JWT_LEEWAY_SECONDS", default_value_t = 30,
-          value_parser = clap::value_parser!(i64).range(0..=300))]
-    jwt_leeway_seconds: i64,
-    /// Live keys allowed per app and per service account.
-    #[arg(long, env = "LATCHKEY_MAX_KEYS_PER_OWNER", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
-    max_keys_per_owner: u32,
-    /// How often lastUsedAt is written to the store, in seconds.
-    #[arg(long, env = "LATCHKEY_LAST_USED_FLUSH_SECONDS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    last_used_flush_seconds: u64,
-    /// How often key notices (expiring, expired, rotation due) are checked,
-    /// in seconds.
-    #[arg(long, env = "LATCHKEY_MAINTENANCE_SECONDS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    maintenance_seconds: u64,
-    /// Deliver webhooks to loopback, private and link-local addresses too.
-    #[arg(long, env = "LATCHKEY_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
-    allow_private_webhook_targets: bool,
-    /// With --database-url: how long a node that cannot reach PostgreSQL
-    /// keeps verifying credentials from its index before refusing them all
-    /// (503), in milliseconds.
-    #[arg(long, env = "LATCHKEY_STALENESS_WINDOW_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
-    staleness_window_ms: u64,
-    /// With --database-url: how often the change feed is read even without
-    /// a notification, in milliseconds (must be shorter than the staleness
-    /// window).
-    #[arg(long, env = "LATCHKEY_RESYNC_INTERVAL_MS", default_value_t = 2_000,
-          value_parser = clap::value_parser!(u64).range(10..=600_000))]
-    resync_interval_ms: u64,
-    /// A path of your API whose segments {appId} and {userId} name the app
-    /// and app user a request targets, for forward-auth and the gateway
-    /// (e.g. /v2/apps/{appId}/users/{userId}). Repeatable; the first that
-    /// matches wins. The environment variable takes them comma-separated.
-    #[arg(
-        long = "target-route",
-        value_name = "TEMPLATE",
-        env = "LATCHKEY_TARGET_ROUTES",
-        value_delimiter = ','
-    )]
-    target_routes: Vec<String>,
-    /// Also listen here as a gateway: verify every request and forward it
-    /// to --gateway-upstream.
-    #[arg(long, env = "LATCHKEY_GATEWAY_LISTEN", requires = "gateway_upstream")]
-    gateway_listen: Option<SocketAddr>,
-    /// The API the gateway forwards to: http://host:port, optionally with a
-    /// path prefix.
-    #[arg(long, env = "LATCHKEY_GATEWAY_UPSTREAM", requires = "gateway_listen")]
-    gateway_upstream: Option<String>,
-    /// Forward the client's Authorization header to the upstream (removed
-    /// by default).
-    #[arg(long, env = "LATCHKEY_GATEWAY_KEEP_AUTHORIZATION")]
-    gateway_keep_authorization: bool,
-    /// Seconds a new gateway connection has to send its first request head.
-    #[arg(long, env = "LATCHKEY_GATEWAY_HEADER_TIMEOUT_SECONDS", default_value_t = 5,
-          value_parser = clap::value_parser!(u64).range(1..=300))]
-    gateway_header_timeout_seconds: u64,
-    /// Seconds after which a keep-alive gateway connection with no request
-    /// in flight is closed.
-    #[arg(long, env = "LATCHKEY_GATEWAY_IDLE_TIMEOUT_SECONDS", default_value_t = 60,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    gateway_idle_timeout_seconds: u64,
-    /// Open gateway connections at most; when full, the longest-idle one is
-    /// closed to make room. Lowered at start if the limit on open files
-    /// cannot hold it.
-    #[arg(long, env = "LATCHKEY_GATEWAY_MAX_CONNECTIONS", default_value_t = 4096,
-          value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
-    gateway_max_connections: u64,
-    /// Seconds the upstream has to answer with its response head (then
-    /// 504).
-    #[arg(long, env = "LATCHKEY_GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value_t = 30,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    gateway_upstream_timeout_seconds: u64,
-    /// Log format.
-    #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum TokenScope {
-    #[value(name = "appUser")]
-    AppUser,
-    App,
-    Account,
-}
-
-#[derive(Args)]
-struct TokenArgs {
-    /// The signing key's id (app_, act_ or svc_).
-    #[arg(long)]
-    key_id: String,
-    /// The signing key's secret. Prefer the LATCHKEY_SECRET environment
-    /// variable: a flag is visible in the process list and shell history.
-    #[arg(long, env = "LATCHKEY_SECRET", hide_env_values = true)]
-    secret: String,
-    #[arg(long, value_enum)]
-    scope: TokenScope,
-    /// The app user's externalId (required for --scope appUser).
-    #[arg(long)]
-    user_id: Option<String>,
-    /// Lifetime in seconds (0: no exp claim).
-    #[arg(long, default_value_t = 3600)]
-    ttl: u64,
-}
-
-impl std::fmt::Debug for TokenArgs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenArgs")
-            .field("key_id", &self.key_id)
-            .field("secret", &"<redacted>")
-            .field("scope", &self.scope)
-            .field("user_id", &self.user_id)
-            .field("ttl", &self.ttl)
-            .finish()
+fn main() -> ExitCode {
+    let result = config_file::parse().and_then(|(cli, effective)| dispatch(cli, &effective));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_text(&e));
+            ExitCode::FAILURE
+        }
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+fn dispatch(cli: Cli, effective: &config_file::Effective) -> anyhow::Result<()> {
+    match cli.command {
         Command::Token(args) => mint_token(&args),
         Command::Init { store, json } => {
             runtime(None).and_then(|rt| rt.block_on(init(store, json)))
@@ -263,12 +60,48 @@ fn main() -> ExitCode {
                 rt.block_on(run(store, *serve))
             })
         }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", error_text(&e));
-            ExitCode::FAILURE
+        Command::Admin { command } => {
+            runtime(None).and_then(|rt| rt.block_on(admin_cmd::admin(command)))
+        }
+        Command::Backup { store, to, json } => {
+            runtime(None).and_then(|rt| rt.block_on(admin_cmd::backup(store, &to, json)))
+        }
+        Command::Restore {
+            store,
+            from,
+            force,
+            json,
+        } => {
+            runtime(None).and_then(|rt| rt.block_on(admin_cmd::restore(store, &from, force, json)))
+        }
+        Command::Config {
+            command: ConfigCommand::Check { store, serve },
+        } => {
+            // Every check `serve` makes before it opens the store.
+            server_config(store, *serve)?;
+            let mut out = std::io::stdout().lock();
+            write!(out, "{}", effective.render())?;
+            out.flush()?;
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "latchkey", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(Cli::command());
+            let mut out = std::io::stdout().lock();
+            page.render(&mut out)?;
+            for sub in Cli::command().get_subcommands() {
+                if sub.get_name() == "help" {
+                    continue;
+                }
+                let name = format!("latchkey-{}", sub.get_name());
+                clap_mangen::Man::new(sub.clone().display_name(name)).render(&mut out)?;
+            }
+            out.flush()?;
+            Ok(())
         }
     }
 }
@@ -311,27 +144,35 @@ fn runtime(log: Option<&log_writer::LogWriter>) -> anyhow::Result<tokio::runtime
     builder.build().context("starting the async runtime")
 }
 
-fn config(store: StoreArgs) -> Config {
+/// The store's settings: the data directory or database URL (read from
+/// its file with --database-url-file), the master key, the owner's email.
+pub(crate) fn config(store: StoreArgs) -> anyhow::Result<Config> {
     let mut config = Config::new(store.data_dir);
     config.master_key_file = store.master_key_file;
-    config.master_key = std::env::var("LATCHKEY_MASTER_KEY")
-        .ok()
+    config.master_key = store
+        .master_key
         .filter(|v| !v.is_empty())
         .map(SecretString::new);
     config.owner_email = store.owner_email;
-    config.database_url = store
-        .database_url
-        .filter(|u| !u.is_empty())
-        .map(SecretString::new);
-    config
+    let url = match store.database_url_file {
+        Some(file) => Some(
+            std::fs::read_to_string(&file)
+                .with_context(|| format!("reading the database URL from {}", file.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => store.database_url,
+    };
+    config.database_url = url.filter(|u| !u.is_empty()).map(SecretString::new);
+    Ok(config)
 }
 
-fn clock() -> Arc<dyn Clock> {
+pub(crate) fn clock() -> Arc<dyn Clock> {
     Arc::new(SystemClock)
 }
 
 async fn init(store: StoreArgs, as_json: bool) -> anyhow::Result<()> {
-    let config = config(store);
+    let config = config(store)?;
     let place = where_initialized(&config);
     let report = latchkey_server::bootstrap::init(config, clock()).await?;
     print_report(&report, &place, as_json)
@@ -407,14 +248,16 @@ fn init_logging(format: LogFormat, log: &log_writer::LogWriter) -> anyhow::Resul
     Ok(())
 }
 
-async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
-    let open_files = raise_open_files();
-    let data_dir = store.data_dir.clone();
-    let mut config = config(store);
+/// `serve`'s settings, checked (also by `config check`).
+fn server_config(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<Config> {
+    let mut config = config(store)?;
     config.listen = serve.listen;
-    config.tls = match (serve.tls_cert, serve.tls_key) {
+    let tls_key = serve.tls_key.or(serve.tls_key_file);
+    config.tls = match (serve.tls_cert, tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-        _ => None,
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key (or --tls-key-file)"),
+        (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert"),
     };
     config.header_timeout = Duration::from_secs(serve.header_timeout_seconds);
     config.idle_timeout = Duration::from_secs(serve.idle_timeout_seconds);
@@ -449,6 +292,29 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
         gateway.upstream_timeout = Duration::from_secs(serve.gateway_upstream_timeout_seconds);
         config.gateway = Some(gateway);
     }
+    Ok(config)
+}
+
+async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
+    let open_files = raise_open_files();
+    let data_dir = store.data_dir.clone();
+    let mut config = server_config(store, serve)?;
+    // One server per SQLite data directory; `restore` checks this lock.
+    let _dir_lock = match config.database_url {
+        Some(_) => None,
+        None => {
+            if !data_dir.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&data_dir)
+                    .with_context(|| {
+                        format!("creating the data directory {}", data_dir.display())
+                    })?;
+            }
+            Some(latchkey_server::admin::lock_data_dir(&data_dir)?)
+        }
+    };
     if let Some(open_files) = open_files {
         fit_connections(open_files, &mut config);
     }

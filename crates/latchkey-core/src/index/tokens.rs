@@ -21,10 +21,22 @@ fn token_id_by_hash(tokens: &[(String, [u8; 32])], token: &str) -> Option<String
 }
 
 impl KeyIndex {
+    /// Adds an operator token (by the SHA-256 of the token), or replaces
+    /// the hash of one with the same id.
     pub fn insert_operator_token(&self, token_id: &str, token_hash: [u8; 32]) {
-        self.write()
+        let mut inner = self.write();
+        inner.operator_tokens.retain(|(id, _)| id != token_id);
+        inner
             .operator_tokens
             .push((token_id.to_string(), token_hash));
+    }
+
+    /// Forgets an operator token; false if it was not there.
+    pub fn remove_operator_token(&self, token_id: &str) -> bool {
+        let mut inner = self.write();
+        let before = inner.operator_tokens.len();
+        inner.operator_tokens.retain(|(id, _)| id != token_id);
+        inner.operator_tokens.len() != before
     }
 
     /// The id of the operator token `token` matches, compared in constant time.

@@ -4,9 +4,10 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::SqlStore;
 use super::accounts::insert_account_tx;
-use crate::{Initialization, OperatorToken, Result, StoreError};
+use super::audit::insert_audit_tx;
+use super::{SqlStore, classify};
+use crate::{AuditEvent, Change, Initialization, OperatorToken, Result, StoreError};
 
 pub(super) fn operator_token_from(row: &AnyRow) -> Result<OperatorToken> {
     Ok(OperatorToken {
@@ -62,4 +63,25 @@ pub(super) async fn operator_tokens(store: &SqlStore) -> Result<Vec<OperatorToke
         .fetch_all(&store.pool)
         .await?;
     rows.iter().map(operator_token_from).collect()
+}
+
+pub(super) async fn create_operator_token(
+    store: &SqlStore,
+    token: &OperatorToken,
+    audit: &AuditEvent,
+) -> Result<()> {
+    let mut tx = store.write_tx().await?;
+    sqlx::query("INSERT INTO operator_tokens (id, token_hash, created_at) VALUES ($1, $2, $3)")
+        .bind(&token.id)
+        .bind(&token.token_hash)
+        .bind(token.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| classify(e, "an operator token with this id or hash already exists"))?;
+    insert_audit_tx(&mut tx, audit).await?;
+    store
+        .record_change_tx(&mut tx, audit.at, Change::OperatorToken(&token.id))
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -239,6 +239,36 @@ impl SqlStore {
         self.backend
     }
 
+    /// Writes a consistent copy of an SQLite store to `dest` (a file that
+    /// must not exist) with `VACUUM INTO`, which reads one snapshot while
+    /// other connections, of this process or another, go on writing.
+    pub async fn backup_into(&self, dest: &Path) -> Result<()> {
+        if self.backend != Backend::Sqlite {
+            return Err(StoreError::Config(
+                "only an SQLite store is copied this way; use pg_dump for PostgreSQL".into(),
+            ));
+        }
+        let dest = dest
+            .to_str()
+            .ok_or_else(|| StoreError::Config("the backup's path must be valid UTF-8".into()))?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(dest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// SQLite's `PRAGMA integrity_check`: `ok`, or what is wrong.
+    pub async fn integrity_check(&self) -> Result<String> {
+        if self.backend != Backend::Sqlite {
+            return Ok("ok".into());
+        }
+        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.join("; "))
+    }
+
     /// A transaction that holds the store's write lock from its start:
     /// BEGIN IMMEDIATE on SQLite (a deferred transaction that reads and
     /// then writes fails with SQLITE_BUSY_SNAPSHOT when another connection

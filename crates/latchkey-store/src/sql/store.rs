@@ -8,9 +8,9 @@ use super::{
     service_accounts, snapshot, verifier_tokens,
 };
 use crate::{
-    Account, ApiKey, App, AppUser, AuditEvent, AuditFilter, ChangeBatch, Initialization, KeyNotice,
-    KeyOwnerRef, NewAccount, OperatorToken, Page, PageOf, Result, Rotation, ServiceAccount,
-    Snapshot, SnapshotHead, SnapshotKey, Store, UserAccount, VerifierToken,
+    Account, ApiKey, App, AppUser, AuditEvent, AuditFilter, Change, ChangeBatch, Initialization,
+    KeyNotice, KeyOwnerRef, NewAccount, OperatorToken, Page, PageOf, Result, Rotation,
+    ServiceAccount, Snapshot, SnapshotHead, SnapshotKey, Store, UserAccount, VerifierToken,
 };
 
 #[async_trait]
@@ -31,6 +31,20 @@ impl Store for SqlStore {
 
     async fn operator_tokens(&self) -> Result<Vec<OperatorToken>> {
         bootstrap::operator_tokens(self).await
+    }
+
+    async fn create_operator_token(&self, token: &OperatorToken, audit: &AuditEvent) -> Result<()> {
+        bootstrap::create_operator_token(self, token, audit).await
+    }
+
+    async fn delete_operator_token(&self, id: &str, audit: &AuditEvent) -> Result<bool> {
+        self.delete_audited(
+            "DELETE FROM operator_tokens WHERE id = $1",
+            &[id],
+            audit,
+            Some(Change::OperatorToken(id)),
+        )
+        .await
     }
 
     // --- verifier tokens ------------------------------------------------------

@@ -348,3 +348,13 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("http client")
 }
+
+/// `client()` that does not follow redirects (to see where a form sends
+/// the browser).
+pub fn client_no_redirects() -> reqwest::Client {
+    latchkey_testkit::client_builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client")
+}

@@ -22,26 +22,30 @@
 //! One difference is deliberate: the direct path gives a client 30 s for
 //! the whole body, where the router allows 30 s between its frames.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN};
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower::Service;
 
 use crate::access_log::Line;
 use crate::error::ApiError;
+use crate::metrics::HotRoute;
 use crate::ops::verify::{answer, json_response};
+use crate::request_id;
 use crate::state::AppState;
 use latchkey_core::verify_request::VerifyRequest;
+use tracing::Instrument;
 
 /// How long a client may take to send its body: on the direct path the
 /// whole body (a verification body is a few hundred bytes), in the router
@@ -68,15 +72,23 @@ impl Lane {
         }
     }
 
-    /// Answers one request of the connection.
+    /// Answers one request of the connection, with its request id (see
+    /// [`crate::request_id`]) on the response, and counts it in the
+    /// metrics by route and status.
     pub fn respond<B>(&self, req: Request<B>) -> BoxFuture
     where
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
+        let started = Instant::now();
         let mut req = req.map(Body::new);
+        let id = request_id::of_request(req.headers());
+        // What the handlers (and the audit log) see is the id answered with.
+        req.headers_mut().insert(request_id::HEADER, id.clone());
+        let state = self.state.clone();
         if req.uri().path() == crate::front::forward_auth::PATH {
-            return Box::pin(forward_auth(self.state.clone(), self.peer, req));
+            let answer = forward_auth(self.state.clone(), self.peer, req, started);
+            return Box::pin(hot(state, HotRoute::ForwardAuth, id, answer));
         }
         let mut router = self.router.clone();
         let Some(taken) = takes(
@@ -87,16 +99,54 @@ impl Lane {
             req.headers(),
         ) else {
             req.extensions_mut().insert(ConnectInfo(self.peer));
-            return Box::pin(router.call(req));
+            let span = tracing::info_span!(
+                target: "latchkey::request",
+                "request",
+                request_id = id.to_str().unwrap_or("-")
+            );
+            let answer = router.call(req);
+            return Box::pin(
+                async move {
+                    let Ok(mut response) = request_id::scope(id.clone(), answer).await;
+                    let status = response.status().as_u16();
+                    let route = response
+                        .extensions_mut()
+                        .remove::<crate::router::MatchedRoute>()
+                        .map_or(Cow::Borrowed(UNMATCHED), |r| {
+                            Cow::Owned(r.0.as_str().to_string())
+                        });
+                    state.metrics.request(route, status);
+                    response.headers_mut().insert(request_id::HEADER, id);
+                    Ok(response)
+                }
+                .instrument(span),
+            );
         };
-        Box::pin(verify_directly(
-            self.state.clone(),
-            router,
-            self.peer,
-            taken,
-            req,
-        ))
+        let answer = verify_directly(self.state.clone(), router, self.peer, taken, req, started);
+        Box::pin(hot(state, HotRoute::Verify, id, answer))
     }
+}
+
+/// The route label of a request no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
+/// A request on a high-volume route answered before the router, under a
+/// DEBUG span (the access and refusal lines carry the id themselves).
+async fn hot(
+    state: AppState,
+    route: HotRoute,
+    id: HeaderValue,
+    answer: impl Future<Output = Result<Response, Infallible>>,
+) -> Result<Response, Infallible> {
+    let span = tracing::debug_span!(
+        target: "latchkey::request",
+        "request",
+        request_id = id.to_str().unwrap_or("-")
+    );
+    let Ok(mut response) = request_id::scope(id.clone(), answer).instrument(span).await;
+    state.metrics.hot_request(route, response.status().as_u16());
+    response.headers_mut().insert(request_id::HEADER, id);
+    Ok(response)
 }
 
 /// `/v1/forward-auth`, any method, its body ignored (a proxy sends none).
@@ -104,13 +154,15 @@ async fn forward_auth(
     state: AppState,
     peer: SocketAddr,
     req: Request<Body>,
+    started: Instant,
 ) -> Result<Response, Infallible> {
-    let line = Line::begin(req.method(), req.uri().path());
+    let line = Line::begin(req.method(), req.uri().path(), req.headers());
     let response = crate::front::forward_auth::answer(
         &state,
         req.method().as_str(),
         req.headers(),
         Some(peer.ip()),
+        started,
     )
     .await;
     if let Some(line) = line {
@@ -195,8 +247,9 @@ async fn verify_directly(
     peer: SocketAddr,
     taken: Taken,
     req: Request<Body>,
+    started: Instant,
 ) -> Result<Response, Infallible> {
-    let line = Line::begin(req.method(), req.uri().path());
+    let line = Line::begin(req.method(), req.uri().path(), req.headers());
     let (mut parts, body) = req.into_parts();
     let mut read = std::pin::pin!(read_body(body, taken.length));
     // Polled once before a timer is set: the body is usually there already.
@@ -261,7 +314,7 @@ async fn verify_directly(
         now,
         state.verify_options(),
     );
-    let response = json_response(&answer(&state, &request, verified.as_ref()).await);
+    let response = json_response(&answer(&state, &request, verified.as_ref(), started).await);
     if let Some(line) = line {
         line.write(response.status().as_u16());
     }

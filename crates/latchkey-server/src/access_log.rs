@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 use latchkey_core::secret::redact;
 
@@ -68,7 +68,11 @@ pub(crate) struct Line {
 
 impl Line {
     /// The line of a request to `method` `path`, if it is to be written.
-    pub(crate) fn begin(method: &Method, path: &str, headers: &HeaderMap) -> Option<Line> {
+    pub(crate) fn begin(
+        method: &Method,
+        path: &str,
+        request_id: Option<&HeaderValue>,
+    ) -> Option<Line> {
         let debug = is_high_volume(method, path);
         let enabled = if debug {
             tracing::enabled!(target: "latchkey::access", tracing::Level::DEBUG)
@@ -78,7 +82,7 @@ impl Line {
         enabled.then(|| Line {
             method: method.clone(),
             path: redact(path).into_owned(),
-            request_id: headers.get(crate::request_id::HEADER).cloned(),
+            request_id: request_id.cloned(),
             started: Instant::now(),
             debug,
         })
@@ -131,7 +135,11 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let line = Line::begin(req.method(), req.uri().path(), req.headers());
+        let line = Line::begin(
+            req.method(),
+            req.uri().path(),
+            req.headers().get(crate::request_id::HEADER),
+        );
         let response = self.inner.call(req);
         Box::pin(async move {
             let response = response.await?;

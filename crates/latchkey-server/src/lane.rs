@@ -83,12 +83,9 @@ impl Lane {
         let started = Instant::now();
         let mut req = req.map(Body::new);
         let id = request_id::of_request(req.headers());
-        // What the handlers (and the audit log) see is the id answered with.
-        req.headers_mut().insert(request_id::HEADER, id.clone());
         let state = self.state.clone();
         if req.uri().path() == crate::front::forward_auth::PATH {
-            let answer = forward_auth(self.state.clone(), self.peer, req, started);
-            return Box::pin(hot(state, HotRoute::ForwardAuth, id, answer));
+            return Box::pin(forward_auth(state, self.peer, req, started, id));
         }
         let mut router = self.router.clone();
         let Some(taken) = takes(
@@ -99,6 +96,9 @@ impl Lane {
             req.headers(),
         ) else {
             req.extensions_mut().insert(ConnectInfo(self.peer));
+            // What the handlers (and the access log) see is the id
+            // answered with.
+            req.headers_mut().insert(request_id::HEADER, id.clone());
             let span = tracing::info_span!(
                 target: "latchkey::request",
                 "request",
@@ -122,31 +122,24 @@ impl Lane {
                 .instrument(span),
             );
         };
-        let answer = verify_directly(self.state.clone(), router, self.peer, taken, req, started);
-        Box::pin(hot(state, HotRoute::Verify, id, answer))
+        Box::pin(verify_directly(
+            state, router, self.peer, taken, req, started, id,
+        ))
     }
 }
 
 /// The route label of a request no route matched.
 pub const UNMATCHED: &str = "unmatched";
 
-/// A request on a high-volume route answered before the router, under a
-/// DEBUG span (the access and refusal lines carry the id themselves).
-async fn hot(
-    state: AppState,
-    route: HotRoute,
-    id: HeaderValue,
-    answer: impl Future<Output = Result<Response, Infallible>>,
-) -> Result<Response, Infallible> {
-    let span = tracing::debug_span!(
-        target: "latchkey::request",
-        "request",
-        request_id = id.to_str().unwrap_or("-")
-    );
-    let Ok(mut response) = request_id::scope(id.clone(), answer).instrument(span).await;
+/// A response on a high-volume route answered before the router: its
+/// request id set and counted. (No span: the access and refusal lines of
+/// these requests carry the id themselves; a span per request, and
+/// wrapping their futures in another, cost more than the rest of the
+/// metrics, by docs/BENCHMARKS.md.)
+fn finish(state: &AppState, route: HotRoute, id: HeaderValue, mut response: Response) -> Response {
     state.metrics.hot_request(route, response.status().as_u16());
     response.headers_mut().insert(request_id::HEADER, id);
-    Ok(response)
+    response
 }
 
 /// `/v1/forward-auth`, any method, its body ignored (a proxy sends none).
@@ -155,20 +148,24 @@ async fn forward_auth(
     peer: SocketAddr,
     req: Request<Body>,
     started: Instant,
+    id: HeaderValue,
 ) -> Result<Response, Infallible> {
-    let line = Line::begin(req.method(), req.uri().path(), req.headers());
-    let response = crate::front::forward_auth::answer(
-        &state,
-        req.method().as_str(),
-        req.headers(),
-        Some(peer.ip()),
-        started,
+    let line = Line::begin(req.method(), req.uri().path(), Some(&id));
+    let response = request_id::scope(
+        id.clone(),
+        crate::front::forward_auth::answer(
+            &state,
+            req.method().as_str(),
+            req.headers(),
+            Some(peer.ip()),
+            started,
+        ),
     )
     .await;
     if let Some(line) = line {
         line.write(response.status().as_u16());
     }
-    Ok(response)
+    Ok(finish(&state, HotRoute::ForwardAuth, id, response))
 }
 
 /// What the direct path learnt from a request's head.
@@ -248,8 +245,9 @@ async fn verify_directly(
     taken: Taken,
     req: Request<Body>,
     started: Instant,
+    id: HeaderValue,
 ) -> Result<Response, Infallible> {
-    let line = Line::begin(req.method(), req.uri().path(), req.headers());
+    let line = Line::begin(req.method(), req.uri().path(), Some(&id));
     let (mut parts, body) = req.into_parts();
     let mut read = std::pin::pin!(read_body(body, taken.length));
     // Polled once before a timer is set: the body is usually there already.
@@ -279,24 +277,26 @@ async fn verify_directly(
                 )
                 .ok();
             if let Some(operator) = operator {
-                crate::audit::record_refusal(
-                    &state,
-                    &operator.principal,
-                    Some(peer),
-                    &parts.method,
-                    parts.uri.path(),
-                    parts.uri.path(),
-                    status,
+                request_id::scope(
+                    id.clone(),
+                    crate::audit::record_refusal(
+                        &state,
+                        &operator.principal,
+                        Some(peer),
+                        &parts.method,
+                        parts.uri.path(),
+                        parts.uri.path(),
+                        status,
+                    ),
                 )
                 .await;
             }
             if let Some(line) = line {
                 line.write(status.as_u16());
             }
-            return Ok(
-                ApiError::bad_request("the request body could not be read completely")
-                    .into_response(),
-            );
+            let response = ApiError::bad_request("the request body could not be read completely")
+                .into_response();
+            return Ok(finish(&state, HotRoute::Verify, id, response));
         }
     };
     // An array would parse too (serde reads a struct from one); the
@@ -305,18 +305,33 @@ async fn verify_directly(
     let Some(request) = parsed else {
         // The router answers (and audits) what does not parse.
         parts.extensions.insert(ConnectInfo(peer));
-        return router
-            .call(Request::from_parts(parts, Body::from(bytes)))
-            .await;
+        parts.headers.insert(request_id::HEADER, id.clone());
+        let Ok(response) = request_id::scope(
+            id.clone(),
+            router.call(Request::from_parts(parts, Body::from(bytes))),
+        )
+        .await;
+        return Ok(finish(&state, HotRoute::Verify, id, response));
     };
     let verified = state.index.verify_authorization(
         Some(request.authorization.as_bytes()),
         now,
         state.verify_options(),
     );
-    let response = json_response(&answer(&state, &request, verified.as_ref(), started).await);
+    let answered = match &verified {
+        Ok(_) => answer(&state, &request, verified.as_ref(), started).await,
+        // A refusal is logged with the request id.
+        Err(_) => {
+            request_id::scope(
+                id.clone(),
+                answer(&state, &request, verified.as_ref(), started),
+            )
+            .await
+        }
+    };
+    let response = json_response(&answered);
     if let Some(line) = line {
         line.write(response.status().as_u16());
     }
-    Ok(response)
+    Ok(finish(&state, HotRoute::Verify, id, response))
 }

@@ -88,6 +88,12 @@ impl<S: BuildHasher> KeyTable<S> {
         }
     }
 
+    /// Memory held by the table itself: its tags and slots (not what
+    /// keys point to, such as shared policies).
+    pub(crate) fn bytes(&self) -> usize {
+        self.tags.capacity() + self.slots.capacity() * std::mem::size_of::<LiveKey>()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

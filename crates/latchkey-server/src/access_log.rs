@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::Method;
+use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 use latchkey_core::secret::redact;
 
@@ -58,13 +58,21 @@ fn is_high_volume(method: &Method, path: &str) -> bool {
 pub(crate) struct Line {
     method: Method,
     path: String,
+    /// The request's id (see `crate::request_id`), as the connection's
+    /// service set it in the request; written on DEBUG lines, whose
+    /// requests have no span at INFO.
+    request_id: Option<HeaderValue>,
     started: Instant,
     debug: bool,
 }
 
 impl Line {
     /// The line of a request to `method` `path`, if it is to be written.
-    pub(crate) fn begin(method: &Method, path: &str) -> Option<Line> {
+    pub(crate) fn begin(
+        method: &Method,
+        path: &str,
+        request_id: Option<&HeaderValue>,
+    ) -> Option<Line> {
         let debug = is_high_volume(method, path);
         let enabled = if debug {
             tracing::enabled!(target: "latchkey::access", tracing::Level::DEBUG)
@@ -74,6 +82,7 @@ impl Line {
         enabled.then(|| Line {
             method: method.clone(),
             path: redact(path).into_owned(),
+            request_id: request_id.cloned(),
             started: Instant::now(),
             debug,
         })
@@ -81,10 +90,15 @@ impl Line {
 
     /// The line of a request on a high-volume path (the gateway's), if
     /// DEBUG is enabled.
-    pub(crate) fn begin_debug(method: &Method, path: &str) -> Option<Line> {
+    pub(crate) fn begin_debug(
+        method: &Method,
+        path: &str,
+        request_id: Option<&HeaderValue>,
+    ) -> Option<Line> {
         tracing::enabled!(target: "latchkey::access", tracing::Level::DEBUG).then(|| Line {
             method: method.clone(),
             path: redact(path).into_owned(),
+            request_id: request_id.cloned(),
             started: Instant::now(),
             debug: true,
         })
@@ -93,8 +107,14 @@ impl Line {
     pub(crate) fn write(self, status: u16) {
         let latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let (method, path) = (self.method.as_str(), self.path.as_str());
+        let request_id = self
+            .request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or("-");
+        // Lines of the router's requests carry the id in their span.
         if self.debug {
-            tracing::debug!(target: "latchkey::access", method, path, status, latency_us, "request");
+            tracing::debug!(target: "latchkey::access", method, path, status, latency_us, request_id, "request");
         } else {
             tracing::info!(target: "latchkey::access", method, path, status, latency_us, "request");
         }
@@ -115,7 +135,11 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let line = Line::begin(req.method(), req.uri().path());
+        let line = Line::begin(
+            req.method(),
+            req.uri().path(),
+            req.headers().get(crate::request_id::HEADER),
+        );
         let response = self.inner.call(req);
         Box::pin(async move {
             let response = response.await?;

@@ -136,6 +136,7 @@ fn cli_event(
         outcome: "success".into(),
         details,
         notify: None,
+        request_id: None,
     }
 }
 

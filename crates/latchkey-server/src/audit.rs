@@ -56,6 +56,7 @@ pub fn base_event(
         outcome: "success".into(),
         details: Map::new(),
         notify: None,
+        request_id: crate::request_id::current(),
     }
 }
 
@@ -155,6 +156,7 @@ pub fn event_json(e: &AuditEvent, for_operator: bool) -> Value {
         "address": if hide { None } else { e.address.as_deref() },
         "target": {"type": e.target_type, "id": e.target_id},
         "details": e.details,
+        "requestId": e.request_id,
     })
 }
 

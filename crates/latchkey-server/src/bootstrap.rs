@@ -193,6 +193,8 @@ async fn open_inner(
             }),
             notices: Arc::default(),
             leases: Arc::default(),
+            metrics: Arc::default(),
+            refusals: Arc::default(),
             config: Arc::new(config),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             exposures: Arc::default(),

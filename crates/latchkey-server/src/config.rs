@@ -28,6 +28,10 @@ pub struct Config {
     /// How often a node reads the change feed even without a notification.
     pub resync_interval: Duration,
     pub listen: SocketAddr,
+    /// Serve `GET /metrics` on this address only (plain HTTP, no
+    /// authentication: meant for a private interface), and not on
+    /// `listen`. `None`: on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     pub tls: Option<TlsFiles>,
     /// A new connection to `listen` must complete its TLS handshake (if
     /// any) and send its first request head within this time.
@@ -129,6 +133,7 @@ impl Config {
             staleness_window: Duration::from_secs(10),
             resync_interval: Duration::from_secs(2),
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            metrics_listen: None,
             tls: None,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,

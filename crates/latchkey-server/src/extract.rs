@@ -29,10 +29,24 @@ impl FromRequestParts<AppState> for Caller {
 
     /// Every endpoint but verification's: a verifier token is refused (403).
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = authenticate(parts, state, false).await?;
+        use crate::metrics::{NO_SCOPE, Way, scope_label};
+        let started = std::time::Instant::now();
+        let refused = |scope, code, claimed: Option<String>| {
+            crate::refusals::refused(state, Way::Api, scope, code, claimed.as_deref(), started);
+        };
+        let caller = match authenticate(parts, state, false).await {
+            Ok(caller) => caller,
+            Err(e) => {
+                let header = parts.headers.get(AUTHORIZATION).map(|h| h.as_bytes());
+                refused(NO_SCOPE, e.code, crate::refusals::claimed_key_id(header));
+                return Err(e);
+            }
+        };
         if caller.principal.is_verifier() {
+            refused(scope_label(&caller.principal), "forbidden", None);
             return Err(ApiError::forbidden(VERIFIER_TOKEN_ELSEWHERE));
         }
+        state.metrics.valid(Way::Api, &caller.principal, started);
         Ok(caller)
     }
 }

@@ -289,6 +289,7 @@ mod tests {
             outcome: "success".into(),
             details: Map::new(),
             notify: None,
+            request_id: None,
         }
     }
 

@@ -22,26 +22,30 @@
 //! One difference is deliberate: the direct path gives a client 30 s for
 //! the whole body, where the router allows 30 s between its frames.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN};
-use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tower::Service;
 
 use crate::access_log::Line;
 use crate::error::ApiError;
+use crate::metrics::HotRoute;
 use crate::ops::verify::{answer, json_response};
+use crate::request_id;
 use crate::state::AppState;
 use latchkey_core::verify_request::VerifyRequest;
+use tracing::Instrument;
 
 /// How long a client may take to send its body: on the direct path the
 /// whole body (a verification body is a few hundred bytes), in the router
@@ -68,15 +72,20 @@ impl Lane {
         }
     }
 
-    /// Answers one request of the connection.
+    /// Answers one request of the connection, with its request id (see
+    /// [`crate::request_id`]) on the response, and counts it in the
+    /// metrics by route and status.
     pub fn respond<B>(&self, req: Request<B>) -> BoxFuture
     where
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
+        let started = Instant::now();
         let mut req = req.map(Body::new);
+        let id = request_id::of_request(req.headers());
+        let state = self.state.clone();
         if req.uri().path() == crate::front::forward_auth::PATH {
-            return Box::pin(forward_auth(self.state.clone(), self.peer, req));
+            return Box::pin(forward_auth(state, self.peer, req, started, id));
         }
         let mut router = self.router.clone();
         let Some(taken) = takes(
@@ -87,16 +96,50 @@ impl Lane {
             req.headers(),
         ) else {
             req.extensions_mut().insert(ConnectInfo(self.peer));
-            return Box::pin(router.call(req));
+            // What the handlers (and the access log) see is the id
+            // answered with.
+            req.headers_mut().insert(request_id::HEADER, id.clone());
+            let span = tracing::info_span!(
+                target: "latchkey::request",
+                "request",
+                request_id = id.to_str().unwrap_or("-")
+            );
+            let answer = router.call(req);
+            return Box::pin(
+                async move {
+                    let Ok(mut response) = request_id::scope(id.clone(), answer).await;
+                    let status = response.status().as_u16();
+                    let route = response
+                        .extensions_mut()
+                        .remove::<crate::router::MatchedRoute>()
+                        .map_or(Cow::Borrowed(UNMATCHED), |r| {
+                            Cow::Owned(r.0.as_str().to_string())
+                        });
+                    state.metrics.request(route, status);
+                    response.headers_mut().insert(request_id::HEADER, id);
+                    Ok(response)
+                }
+                .instrument(span),
+            );
         };
         Box::pin(verify_directly(
-            self.state.clone(),
-            router,
-            self.peer,
-            taken,
-            req,
+            state, router, self.peer, taken, req, started, id,
         ))
     }
+}
+
+/// The route label of a request no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
+/// A response on a high-volume route answered before the router: its
+/// request id set and counted. (No span: the access and refusal lines of
+/// these requests carry the id themselves; a span per request, and
+/// wrapping their futures in another, cost more than the rest of the
+/// metrics, by docs/BENCHMARKS.md.)
+fn finish(state: &AppState, route: HotRoute, id: HeaderValue, mut response: Response) -> Response {
+    state.metrics.hot_request(route, response.status().as_u16());
+    response.headers_mut().insert(request_id::HEADER, id);
+    response
 }
 
 /// `/v1/forward-auth`, any method, its body ignored (a proxy sends none).
@@ -104,19 +147,25 @@ async fn forward_auth(
     state: AppState,
     peer: SocketAddr,
     req: Request<Body>,
+    started: Instant,
+    id: HeaderValue,
 ) -> Result<Response, Infallible> {
-    let line = Line::begin(req.method(), req.uri().path());
-    let response = crate::front::forward_auth::answer(
-        &state,
-        req.method().as_str(),
-        req.headers(),
-        Some(peer.ip()),
+    let line = Line::begin(req.method(), req.uri().path(), Some(&id));
+    let response = request_id::scope(
+        id.clone(),
+        crate::front::forward_auth::answer(
+            &state,
+            req.method().as_str(),
+            req.headers(),
+            Some(peer.ip()),
+            started,
+        ),
     )
     .await;
     if let Some(line) = line {
         line.write(response.status().as_u16());
     }
-    Ok(response)
+    Ok(finish(&state, HotRoute::ForwardAuth, id, response))
 }
 
 /// What the direct path learnt from a request's head.
@@ -195,8 +244,10 @@ async fn verify_directly(
     peer: SocketAddr,
     taken: Taken,
     req: Request<Body>,
+    started: Instant,
+    id: HeaderValue,
 ) -> Result<Response, Infallible> {
-    let line = Line::begin(req.method(), req.uri().path());
+    let line = Line::begin(req.method(), req.uri().path(), Some(&id));
     let (mut parts, body) = req.into_parts();
     let mut read = std::pin::pin!(read_body(body, taken.length));
     // Polled once before a timer is set: the body is usually there already.
@@ -226,24 +277,26 @@ async fn verify_directly(
                 )
                 .ok();
             if let Some(operator) = operator {
-                crate::audit::record_refusal(
-                    &state,
-                    &operator.principal,
-                    Some(peer),
-                    &parts.method,
-                    parts.uri.path(),
-                    parts.uri.path(),
-                    status,
+                request_id::scope(
+                    id.clone(),
+                    crate::audit::record_refusal(
+                        &state,
+                        &operator.principal,
+                        Some(peer),
+                        &parts.method,
+                        parts.uri.path(),
+                        parts.uri.path(),
+                        status,
+                    ),
                 )
                 .await;
             }
             if let Some(line) = line {
                 line.write(status.as_u16());
             }
-            return Ok(
-                ApiError::bad_request("the request body could not be read completely")
-                    .into_response(),
-            );
+            let response = ApiError::bad_request("the request body could not be read completely")
+                .into_response();
+            return Ok(finish(&state, HotRoute::Verify, id, response));
         }
     };
     // An array would parse too (serde reads a struct from one); the
@@ -252,18 +305,33 @@ async fn verify_directly(
     let Some(request) = parsed else {
         // The router answers (and audits) what does not parse.
         parts.extensions.insert(ConnectInfo(peer));
-        return router
-            .call(Request::from_parts(parts, Body::from(bytes)))
-            .await;
+        parts.headers.insert(request_id::HEADER, id.clone());
+        let Ok(response) = request_id::scope(
+            id.clone(),
+            router.call(Request::from_parts(parts, Body::from(bytes))),
+        )
+        .await;
+        return Ok(finish(&state, HotRoute::Verify, id, response));
     };
     let verified = state.index.verify_authorization(
         Some(request.authorization.as_bytes()),
         now,
         state.verify_options(),
     );
-    let response = json_response(&answer(&state, &request, verified.as_ref()).await);
+    let answered = match &verified {
+        Ok(_) => answer(&state, &request, verified.as_ref(), started).await,
+        // A refusal is logged with the request id.
+        Err(_) => {
+            request_id::scope(
+                id.clone(),
+                answer(&state, &request, verified.as_ref(), started),
+            )
+            .await
+        }
+    };
+    let response = json_response(&answered);
     if let Some(line) = line {
         line.write(response.status().as_u16());
     }
-    Ok(response)
+    Ok(finish(&state, HotRoute::Verify, id, response))
 }

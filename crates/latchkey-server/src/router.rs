@@ -22,7 +22,7 @@ use crate::routes;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route(routes::HEALTH, get(health))
         .route(routes::READY, get(ready))
         .route(routes::OPENAPI, get(openapi))
@@ -136,7 +136,18 @@ pub fn router(state: AppState) -> Router {
             audit_failures,
         ))
         // The dashboard's HTML pages (not part of the JSON API).
-        .merge(crate::dashboard::router(state.clone()))
+        .merge(crate::dashboard::router(state.clone()));
+    // On a listener of its own when one is configured (404 here then).
+    // Not part of the JSON API (not in docs/openapi.json), as the
+    // dashboard's pages.
+    let routes = if state.config.metrics_listen.is_none() {
+        routes.merge(crate::metrics::routes())
+    } else {
+        routes
+    };
+    routes
+        // The route template, for the metrics (crate::lane).
+        .route_layer(axum::middleware::from_fn(tag_route))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -152,6 +163,20 @@ pub fn router(state: AppState) -> Router {
         // so credentials) are never recorded.
         .layer(crate::access_log::AccessLogLayer)
         .with_state(state)
+}
+
+/// The route template a request matched, handed back with its response
+/// to the connection's service, which counts requests by route
+/// (`crate::lane`).
+#[derive(Debug, Clone)]
+pub struct MatchedRoute(pub MatchedPath);
+
+async fn tag_route(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    if let Some(matched) = matched {
+        response.extensions_mut().insert(MatchedRoute(matched));
+    }
+    response
 }
 
 /// Records a failed write (4xx other than 401) by an authenticated caller

@@ -12,6 +12,9 @@ pub const FORWARD_AUTH: &str = "/v1/forward-auth";
 pub const HEALTH: &str = "/healthz";
 /// Readiness (the index's freshness).
 pub const READY: &str = "/readyz";
+/// The Prometheus metrics (on the main listener unless
+/// `Config::metrics_listen` names another).
+pub const METRICS: &str = "/metrics";
 /// The OpenAPI document.
 pub const OPENAPI: &str = "/v1/openapi.json";
 /// Who the caller is.

@@ -38,6 +38,9 @@ pub struct RunningServer {
     pub local_addr: SocketAddr,
     /// The gateway listener's address, when one runs.
     pub gateway_addr: Option<SocketAddr>,
+    /// The separate metrics listener's address, when one runs.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics: Option<crate::metrics::MetricsListener>,
     gateway: Option<crate::front::gateway::Gateway>,
     pub tls: bool,
     pub state: AppState,
@@ -69,7 +72,12 @@ impl RunningServer {
                 gateway.shutdown(grace).await;
             }
         };
-        let (served, ()) = tokio::join!(self.listener.shutdown(), gateway);
+        let metrics = async {
+            if let Some(metrics) = self.metrics {
+                metrics.shutdown().await;
+            }
+        };
+        let (served, (), ()) = tokio::join!(self.listener.shutdown(), gateway, metrics);
         self.dispatcher.stop().await;
         if let Some(follower) = self.follower {
             follower.stop().await;
@@ -118,6 +126,14 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
         Some(config) => Some(crate::front::gateway::start(state.clone(), config).await?),
         None => None,
     };
+    let metrics = match state.config.metrics_listen {
+        Some(addr) => Some(
+            crate::metrics::start(state.clone(), addr)
+                .await
+                .map_err(|source| ServeError::Listen { addr, source })?,
+        ),
+        None => None,
+    };
     let tls = state.config.tls.as_ref().map(tls_config).transpose()?;
     let is_tls = tls.is_some();
     // Each connection's service answers POST /v1/verify directly and hands
@@ -131,6 +147,8 @@ pub async fn start(state: AppState) -> Result<RunningServer, ServeError> {
         local_addr,
         gateway_addr: gateway.as_ref().map(|g| g.local_addr),
         gateway,
+        metrics_addr: metrics.as_ref().map(|m| m.local_addr),
+        metrics,
         tls: is_tls,
         state,
         listener,
@@ -246,7 +264,10 @@ pub async fn flush_last_used(state: &AppState) {
     if batch.is_empty() {
         return;
     }
-    if let Err(e) = state.store.record_last_used(&batch).await {
+    let started = std::time::Instant::now();
+    let recorded = state.store.record_last_used(&batch).await;
+    state.metrics.last_used_flushed(started.elapsed());
+    if let Err(e) = recorded {
         tracing::warn!(error = %e, keys = batch.len(), "could not store lastUsedAt; will retry");
         state.index.unflush(&batch);
     }

@@ -54,6 +54,10 @@ pub struct Shared {
     pub notices: Arc<crate::notices::Notices>,
     /// One rate-limit lease at a time per window (see [`crate::limits`]).
     pub leases: Arc<crate::limits::Leases>,
+    /// The series `/metrics` shows (see [`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The rate limit of refusal log lines (see [`crate::refusals`]).
+    pub refusals: Arc<crate::refusals::RefusalLog>,
 }
 
 impl Shared {

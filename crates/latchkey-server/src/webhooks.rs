@@ -295,6 +295,11 @@ async fn attempt(state: AppState, client: reqwest::Client, claim: ClaimedDeliver
             at: now,
         },
     };
+    state.metrics.webhook_delivery(match record.outcome {
+        AttemptOutcome::Delivered => "delivered",
+        AttemptOutcome::Retry { .. } => "retry",
+        AttemptOutcome::Failed => "failed",
+    });
     match record.outcome {
         AttemptOutcome::Delivered => {
             tracing::debug!(delivery = %d.id, webhook = %d.webhook_id, attempt = number, "webhook delivered");

@@ -1058,6 +1058,7 @@ async fn queue_created(app: &TestApp, app_id: &str, n: usize) {
                 trigger: "key:created",
                 payload: json!({"type": "key:created", "n": i}).to_string(),
             }),
+            request_id: None,
         };
         state(app).store.record_audit(&event).await.expect("queue");
     }

@@ -330,4 +330,31 @@ pub trait Store: WebhookStore + DashboardStore + Send + Sync + std::fmt::Debug +
     fn backend_name(&self) -> &'static str;
     /// The PostgreSQL NOTIFY channel on which changes are announced.
     fn change_channel(&self) -> Option<&str>;
+
+    // What `/metrics` shows (latchkey-server/src/metrics.rs), read at
+    // scrape time.
+
+    /// The database pools' connections, open and idle.
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        Vec::new()
+    }
+    /// Webhook deliveries waiting to be sent (pending, retries included).
+    async fn webhook_queue_depth(&self) -> Result<i64> {
+        Ok(0)
+    }
+    /// The newest change in the change feed (0 when there is none).
+    async fn latest_change_seq(&self) -> Result<i64> {
+        Ok(0)
+    }
+}
+
+/// One database pool's connections (see [`Store::pool_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// `read` or `write` (one pool that does both is `read`).
+    pub name: &'static str,
+    /// Open connections.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: usize,
 }

@@ -455,6 +455,9 @@ pub struct AuditEvent {
     pub outcome: String,
     pub details: Map<String, Value>,
     pub notify: Option<Notification>,
+    /// The `X-Request-Id` of the request that caused the event; `None`
+    /// for events of the CLI and of background work.
+    pub request_id: Option<String>,
 }
 
 /// What to read from the audit log.

@@ -206,6 +206,11 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LATCHKEY_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    /// Serve GET /metrics (Prometheus) on this address instead of on
+    /// --listen, which then answers 404 there. Plain HTTP and no
+    /// authentication: give it a private interface.
+    #[arg(long, env = "LATCHKEY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// PEM certificate chain; with --tls-key, serve HTTPS.
     #[arg(long, env = "LATCHKEY_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,

@@ -252,6 +252,7 @@ fn init_logging(format: LogFormat, log: &log_writer::LogWriter) -> anyhow::Resul
 fn server_config(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<Config> {
     let mut config = config(store)?;
     config.listen = serve.listen;
+    config.metrics_listen = serve.metrics_listen;
     let tls_key = serve.tls_key.or(serve.tls_key_file);
     config.tls = match (serve.tls_cert, tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -332,6 +333,9 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
         writeln!(out, "latchkey listening on {}", server.base_url())?;
         if let Some(addr) = server.gateway_addr {
             writeln!(out, "latchkey gateway listening on http://{addr}")?;
+        }
+        if let Some(addr) = server.metrics_addr {
+            writeln!(out, "latchkey metrics listening on http://{addr}")?;
         }
         out.flush()?;
     }

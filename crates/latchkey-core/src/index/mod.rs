@@ -323,6 +323,12 @@ impl KeyIndex {
         self.read().keys.len()
     }
 
+    /// Approximate bytes of the key table (its slots, each a key held
+    /// inline, and their tags), for `/metrics`.
+    pub fn key_table_bytes(&self) -> usize {
+        self.read().keys.bytes()
+    }
+
     /// Adds a key if its owner is still live. Checking under the same lock
     /// that deletions take means a key created concurrently with the
     /// deletion of its app, service account or account never outlives it

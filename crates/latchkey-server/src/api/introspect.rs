@@ -76,7 +76,17 @@ pub async fn introspect(
         "endpoint",
         "only the operator token or a verifier token may call /v1/introspect",
     )?;
+    use crate::metrics::{NO_SCOPE, Way, scope_label};
+    let started = std::time::Instant::now();
     let Some((header, token_type)) = credential_of(&req.token) else {
+        crate::refusals::refused(
+            &state,
+            Way::Introspect,
+            NO_SCOPE,
+            "unauthorized",
+            None,
+            started,
+        );
         return Ok(inactive());
     };
     let verified = state.index.verify_authorization(
@@ -84,11 +94,54 @@ pub async fn introspect(
         state.now(),
         state.verify_options(),
     );
+    let claimed = || crate::refusals::claimed_key_id(Some(header.as_bytes()));
     Ok(match verified {
-        Ok(verified) if admitted(&state, &verified).await => {
-            active(&verified, token_type).unwrap_or_else(inactive)
+        Ok(verified) => match admitted(&state, &verified).await {
+            Ok(()) => match active(&verified, token_type) {
+                Some(response) => {
+                    state
+                        .metrics
+                        .valid(Way::Introspect, &verified.principal, started);
+                    response
+                }
+                None => {
+                    let scope = scope_label(&verified.principal);
+                    crate::refusals::refused(
+                        &state,
+                        Way::Introspect,
+                        scope,
+                        "forbidden",
+                        None,
+                        started,
+                    );
+                    inactive()
+                }
+            },
+            Err(refusal) => {
+                let scope = scope_label(&verified.principal);
+                let key = verified.principal.key_id();
+                crate::refusals::refused(
+                    &state,
+                    Way::Introspect,
+                    scope,
+                    refusal.code(),
+                    key,
+                    started,
+                );
+                inactive()
+            }
+        },
+        Err(e) => {
+            crate::refusals::refused(
+                &state,
+                Way::Introspect,
+                NO_SCOPE,
+                e.code(),
+                claimed().as_deref(),
+                started,
+            );
+            inactive()
         }
-        _ => inactive(),
     })
 }
 
@@ -96,7 +149,10 @@ pub async fn introspect(
 /// asks about each request it is about to let through): its rate limit
 /// and one credit. Introspection carries no client address, so a key
 /// restricted to certain addresses is never active here, and no origin.
-async fn admitted(state: &AppState, verified: &Verified) -> bool {
+async fn admitted(
+    state: &AppState,
+    verified: &Verified,
+) -> Result<(), latchkey_core::policy::Refusal> {
     use latchkey_core::policy::checks::{self, Demand};
     let demand = Demand {
         permissions: &[],
@@ -108,7 +164,7 @@ async fn admitted(state: &AppState, verified: &Verified) -> bool {
         checks::verification(subject, &demand, &state.limiter, verified.ratelimit)
     })
     .await
-    .is_ok()
+    .map(|_| ())
 }
 
 /// The `Authorization` header value that presents `token`, and the

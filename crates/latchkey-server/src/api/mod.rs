@@ -30,7 +30,9 @@ pub(crate) async fn forward_auth(State(state): State<AppState>, req: Request) ->
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|axum::extract::ConnectInfo(addr)| addr.ip());
-    crate::front::forward_auth::answer(&state, req.method().as_str(), req.headers(), peer).await
+    let started = std::time::Instant::now();
+    crate::front::forward_auth::answer(&state, req.method().as_str(), req.headers(), peer, started)
+        .await
 }
 
 pub(crate) async fn health() -> impl IntoResponse {

@@ -19,6 +19,7 @@ pub async fn verify(
     VerifyCaller(caller): VerifyCaller,
     JsonBody(req): JsonBody<VerifyRequest>,
 ) -> ApiResult<Response> {
+    let started = std::time::Instant::now();
     require(
         caller.principal.may_verify(),
         "endpoint",
@@ -30,6 +31,6 @@ pub async fn verify(
         state.verify_options(),
     );
     Ok(json_response(
-        &answer(&state, &req, verified.as_ref()).await,
+        &answer(&state, &req, verified.as_ref(), started).await,
     ))
 }

@@ -22,7 +22,7 @@ use axum::http::header::VARY;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{Asked, Decision, ERROR_HEADER, Refusal, decide, set_identity_headers};
+use super::{Asked, Decision, ERROR_HEADER, Refusal, decide_counted, set_identity_headers};
 use crate::state::AppState;
 
 /// The endpoint's path.
@@ -65,6 +65,7 @@ pub async fn answer(
     own_method: &str,
     headers: &HeaderMap,
     peer: Option<IpAddr>,
+    started: std::time::Instant,
 ) -> Response {
     // A proxy copies the five hyphenated names over whatever the client
     // sent, but passes other spellings on; some servers merge those with
@@ -94,7 +95,7 @@ pub async fn answer(
         peer,
         client_ip: forwarded_client(headers),
     };
-    match decide(state, &asked).await {
+    match decide_counted(state, &asked, crate::metrics::Way::ForwardAuth, started).await {
         Decision::Allow { identity, cors } => {
             let mut response = Response::new(Body::empty());
             let headers = response.headers_mut();

@@ -47,7 +47,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::upstream::{Failure, Pool, Relay};
-use super::{Asked, Decision, ERROR_HEADER, Refusal, decide, set_identity_headers};
+use super::{Asked, Decision, ERROR_HEADER, Refusal, set_identity_headers};
 use crate::config::GatewayConfig;
 use crate::conns::{Active, Admitted, Conns};
 use crate::error::ApiError;
@@ -302,11 +302,16 @@ async fn serve_connection(
 async fn handle(
     shared: &Shared,
     peer: IpAddr,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     active: Active,
 ) -> Response<Reply> {
+    let started = std::time::Instant::now();
     let state = &shared.state;
-    let line = crate::access_log::Line::begin_debug(req.method(), req.uri().path());
+    // The request's id, forwarded to the upstream and on the response.
+    let id = crate::request_id::of_request(req.headers());
+    req.headers_mut()
+        .insert(crate::request_id::HEADER, id.clone());
+    let line = crate::access_log::Line::begin_debug(req.method(), req.uri().path(), Some(&id));
     let uri = req
         .uri()
         .path_and_query()
@@ -318,7 +323,11 @@ async fn handle(
         peer: Some(peer),
         client_ip: Some(peer),
     };
-    let decision = decide(state, &asked).await;
+    let decision = crate::request_id::scope(
+        id.clone(),
+        super::decide_counted(state, &asked, crate::metrics::Way::Gateway, started),
+    )
+    .await;
     let response = match decision {
         Decision::Allow { identity, cors } => {
             let mut response = forward(shared, peer, req, &identity).await;
@@ -360,6 +369,8 @@ async fn handle(
             response
         }
     };
+    let mut response = response;
+    response.headers_mut().insert(crate::request_id::HEADER, id);
     if let Some(line) = line {
         line.write(response.status().as_u16());
     }

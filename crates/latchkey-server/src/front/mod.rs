@@ -118,6 +118,9 @@ pub struct Refusal {
     pub status: StatusCode,
     pub code: &'static str,
     pub title: Cow<'static, str>,
+    /// The scope label of the credential when it verified (for the
+    /// metrics), else [`crate::metrics::NO_SCOPE`].
+    pub scope: &'static str,
 }
 
 impl Refusal {
@@ -126,7 +129,13 @@ impl Refusal {
             status,
             code,
             title: title.into(),
+            scope: crate::metrics::NO_SCOPE,
         }
+    }
+
+    fn scoped(mut self, p: &Principal) -> Self {
+        self.scope = crate::metrics::scope_label(p);
+        self
     }
 
     fn unauthorized(e: &AuthError) -> Self {
@@ -334,7 +343,7 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
                 let peer = asked.peer.map(|ip| ip.to_string());
                 crate::cors::record_exposure(state, p, &origin, peer.as_deref(), true).await;
             }
-            return refuse(Refusal::new(status, code, title));
+            return refuse(Refusal::new(status, code, title).scoped(p));
         }
     };
     if verified.policy.is_some() || verified.ratelimit.is_some() {
@@ -352,7 +361,7 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
                 _ => None,
             };
             return Decision::Refuse {
-                refusal: Refusal::new(status, refusal.code(), refusal.title(now)),
+                refusal: Refusal::new(status, refusal.code(), refusal.title(now)).scoped(p),
                 cors,
             };
         }
@@ -367,6 +376,35 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
         _ => None,
     };
     Decision::Allow { identity, cors }
+}
+
+/// [`decide`], counted in the metrics as a verification on `way` that
+/// began at `started` (a refusal also logged, see [`crate::refusals`]).
+pub async fn decide_counted(
+    state: &AppState,
+    asked: &Asked<'_>,
+    way: crate::metrics::Way,
+    started: std::time::Instant,
+) -> Decision {
+    let decision = decide(state, asked).await;
+    match &decision {
+        Decision::Allow { identity, .. } => state.metrics.valid(way, &identity.principal, started),
+        Decision::Refuse { refusal, .. } => {
+            let claimed = crate::refusals::claimed_key_id(
+                asked.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
+            );
+            crate::refusals::refused(
+                state,
+                way,
+                refusal.scope,
+                refusal.code,
+                claimed.as_deref(),
+                started,
+            );
+        }
+        Decision::Preflight { .. } => {}
+    }
+    decision
 }
 
 /// The key's policy for a request through the front door: its address

@@ -3,6 +3,7 @@
 //! (`crate::lane`).
 
 use std::borrow::Cow;
+use std::time::Instant;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use latchkey_core::verify_request::VerifyRequest;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::metrics::{NO_SCOPE, Way};
 use crate::state::AppState;
 
 /// The answer to a verification request, serialized as the members of the
@@ -93,17 +95,27 @@ async fn check_policy(
 
 /// The answer to `req` for the operator, given the outcome of verifying
 /// its credential. Shared by the handler and the connection's direct path
-/// (`crate::lane`).
+/// (`crate::lane`). Counted in the metrics (and a refusal logged) as a
+/// verification that began at `started`.
 pub async fn answer<'a>(
     state: &AppState,
     req: &'a VerifyRequest,
     verified: Result<&'a Verified, &latchkey_core::AuthError>,
+    started: Instant,
 ) -> Answer<'a> {
+    let refused = |scope, code, key_id: Option<&str>| {
+        crate::refusals::refused(state, Way::Verify, scope, code, key_id, started);
+    };
     let verified = match verified {
         Ok(v) => v,
-        Err(e) => return invalid(e.code(), e.to_string()),
+        Err(e) => {
+            let claimed = crate::refusals::claimed_key_id(Some(req.authorization.as_bytes()));
+            refused(NO_SCOPE, e.code(), claimed.as_deref());
+            return invalid(e.code(), e.to_string());
+        }
     };
     let p = &verified.principal;
+    let scope_label = crate::metrics::scope_label(p);
     let reached = crate::front::reach(
         state,
         p,
@@ -113,25 +125,29 @@ pub async fn answer<'a>(
     );
     match (reached, p.scope()) {
         (Ok(reached), Some(scope)) => match check_policy(state, req, verified).await {
-            Ok(outcome) => Answer::Valid {
-                account_id: p.account_id(),
-                app_id: reached.app_id,
-                credits: outcome
-                    .credits
-                    .map(|(remaining, _)| CreditsAnswer { remaining }),
-                key_id: p.key_id(),
-                meta: verified.policy.as_deref().and_then(LivePolicy::meta),
-                permissions: verified.policy.as_deref().and_then(LivePolicy::permissions),
-                ratelimit: outcome.ratelimit.map(|l| RatelimitAnswer {
-                    limit: l.limit,
-                    remaining: l.remaining,
-                    reset_at: crate::views::rfc3339(l.reset_at),
-                }),
-                scope: scope.as_str(),
-                user_id: reached.user_id,
-                valid: true,
-            },
+            Ok(outcome) => {
+                state.metrics.valid(Way::Verify, p, started);
+                Answer::Valid {
+                    account_id: p.account_id(),
+                    app_id: reached.app_id,
+                    credits: outcome
+                        .credits
+                        .map(|(remaining, _)| CreditsAnswer { remaining }),
+                    key_id: p.key_id(),
+                    meta: verified.policy.as_deref().and_then(LivePolicy::meta),
+                    permissions: verified.policy.as_deref().and_then(LivePolicy::permissions),
+                    ratelimit: outcome.ratelimit.map(|l| RatelimitAnswer {
+                        limit: l.limit,
+                        remaining: l.remaining,
+                        reset_at: crate::views::rfc3339(l.reset_at),
+                    }),
+                    scope: scope.as_str(),
+                    user_id: reached.user_id,
+                    valid: true,
+                }
+            }
             Err(refusal) => {
+                refused(scope_label, refusal.code(), p.key_id());
                 let now = state.now();
                 Answer::Invalid {
                     code: refusal.code(),
@@ -144,9 +160,15 @@ pub async fn answer<'a>(
                 }
             }
         },
-        (Err((code, title)), _) => invalid(code, title),
+        (Err((code, title)), _) => {
+            refused(scope_label, code, p.key_id());
+            invalid(code, title)
+        }
         // `reach` refuses a principal without a scope.
-        (Ok(_), None) => invalid("forbidden", "the credential has no scope"),
+        (Ok(_), None) => {
+            refused(scope_label, "forbidden", p.key_id());
+            invalid("forbidden", "the credential has no scope")
+        }
     }
 }
 

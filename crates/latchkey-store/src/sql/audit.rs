@@ -9,7 +9,7 @@ use super::{SqlStore, classify, json_object, page_of};
 use crate::{Actor, AuditEvent, AuditFilter, Page, PageOf, Result, StoreError};
 
 const AUDIT_COLUMNS: &str = "id, at, account_id, app_id, action, actor_type, actor_id, address, \
-     target_type, target_id, outcome, details";
+     target_type, target_id, outcome, details, request_id";
 
 fn audit_from(row: &AnyRow) -> Result<AuditEvent> {
     let actor_type: String = row.try_get("actor_type")?;
@@ -39,6 +39,7 @@ fn audit_from(row: &AnyRow) -> Result<AuditEvent> {
         outcome: row.try_get("outcome")?,
         details: json_object(row.try_get("details")?)?,
         notify: None,
+        request_id: row.try_get("request_id")?,
     })
 }
 
@@ -51,7 +52,8 @@ pub(crate) async fn insert_audit_tx(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit_events (id, at, account_id, app_id, action, actor_type, actor_id, \
-         address, target_type, target_id, outcome, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         address, target_type, target_id, outcome, details, request_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&audit.id)
     .bind(audit.at)
@@ -65,6 +67,7 @@ pub(crate) async fn insert_audit_tx(
     .bind(&audit.target_id)
     .bind(&audit.outcome)
     .bind(Value::Object(audit.details.clone()).to_string())
+    .bind(&audit.request_id)
     .execute(&mut **tx)
     .await
     .map_err(|e| classify(e, "an audit event with this id already exists"))?;

@@ -21,6 +21,7 @@ mod bootstrap;
 mod changes;
 mod key_notices;
 mod keys;
+mod observe;
 mod service_accounts;
 mod snapshot;
 mod store;
@@ -122,6 +123,8 @@ pub struct SqlStore {
     /// Every write goes here: whole transactions through `write_tx`, single
     /// statements that need no lock directly.
     pub(crate) writer: sqlx::AnyPool,
+    /// Whether `writer` is a pool of its own (not `pool` again).
+    pub(crate) own_writer: bool,
     pub(crate) backend: Backend,
     /// The LISTEN/NOTIFY channel of this database and schema (PostgreSQL).
     pub(crate) channel: Option<String>,
@@ -201,7 +204,8 @@ impl SqlStore {
             Backend::Sqlite => SQLITE_MIGRATOR.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATOR.run(&pool).await?,
         }
-        let writer = if own_writer && backend == Backend::Sqlite {
+        let own_writer = own_writer && backend == Backend::Sqlite;
+        let writer = if own_writer {
             pool_options(backend, 1)
                 // Writers queue here rather than in SQLite's busy handler;
                 // wait as long as that would have.
@@ -229,6 +233,7 @@ impl SqlStore {
         Ok(Self {
             pool,
             writer,
+            own_writer,
             backend,
             channel,
             apps,

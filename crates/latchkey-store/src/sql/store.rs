@@ -305,4 +305,16 @@ impl Store for SqlStore {
     fn change_channel(&self) -> Option<&str> {
         self.channel.as_deref()
     }
+
+    fn pool_stats(&self) -> Vec<crate::PoolStats> {
+        super::observe::pool_stats(self)
+    }
+
+    async fn webhook_queue_depth(&self) -> Result<i64> {
+        super::observe::webhook_queue_depth(self).await
+    }
+
+    async fn latest_change_seq(&self) -> Result<i64> {
+        super::observe::latest_change_seq(self).await
+    }
 }

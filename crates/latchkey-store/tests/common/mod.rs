@@ -197,6 +197,7 @@ pub fn ev_at(at: i64) -> AuditEvent {
         outcome: "success".into(),
         details: Map::new(),
         notify: None,
+        request_id: None,
     }
 }
 

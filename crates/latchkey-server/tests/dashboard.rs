@@ -685,6 +685,22 @@ async fn an_app_key_is_created_shown_once_rotated_and_deleted() {
         app_status(&app, &app_id, &key.basic()).await,
         StatusCode::OK
     );
+    assert_eq!(
+        again.text_of(&format!("key-status-{}", key.id)).as_deref(),
+        Some("active")
+    );
+    // The rotation form offers the API's default grace, 30 days, first.
+    let select = again
+        .body
+        .split(&format!(r#"id="rotate-grace-{}""#, key.id))
+        .nth(1)
+        .and_then(|rest| rest.split("</select>").next())
+        .expect("the rotation form's grace choices");
+    assert!(
+        select.contains(r#"<option value="2592000" selected>30 days</option>"#),
+        "{select}"
+    );
+    assert_eq!(select.matches(" selected").count(), 1, "{select}");
 
     // Rotate with a one-hour grace: both work, the old one until then.
     let rotated = b
@@ -709,8 +725,18 @@ async fn an_app_key_is_created_shown_once_rotated_and_deleted() {
         app_status(&app, &app_id, &key.basic()).await,
         StatusCode::OK
     );
-    // A rotated key offers no second rotation.
+    // A rotated key offers no second rotation, and its badge says that it
+    // is retiring (not merely expiring).
     let listed = b.get(&format!("/dashboard/apps/{app_id}")).await;
+    assert_eq!(
+        listed.text_of(&format!("key-status-{}", key.id)).as_deref(),
+        Some("rotated, retiring in 1 hour")
+    );
+    assert!(listed.body.contains("status status-retiring"));
+    assert_eq!(
+        listed.text_of(&format!("key-status-{}", new.id)).as_deref(),
+        Some("active")
+    );
     assert!(!listed.body.contains(&format!(r#"id="rotate-{}""#, key.id)));
     assert!(listed.body.contains(&format!(r#"id="rotate-{}""#, new.id)));
     // Rotating it anyway is refused in the page.

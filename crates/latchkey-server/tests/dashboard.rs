@@ -1170,6 +1170,32 @@ async fn webhooks_are_listed_created_with_a_secret_shown_once_and_deleted() {
     let page = b.get(&url).await;
     assert!(page.body.contains(&format!(r#"id="webhook-{id}""#)));
     assert!(!page.body.contains(&secret));
+    assert!(
+        page.body
+            .contains(&format!(r#"id="deliveries-empty-{id}""#))
+    );
+
+    // A key created: its delivery is listed under the webhook, with its
+    // status and attempts.
+    app.create_app_key(&app.owner(), &app_id).await;
+    let page = b.get(&url).await;
+    assert!(
+        page.body.contains(&format!(r#"id="deliveries-{id}""#)),
+        "{}",
+        page.body
+    );
+    let row = page
+        .body
+        .split(r#"<tr id="delivery-dlv_"#)
+        .nth(1)
+        .expect("a delivery row");
+    assert!(row.contains("<code>key:created</code>"), "{row}");
+    assert!(
+        ["pending", "failed"]
+            .iter()
+            .any(|s| row.contains(&format!(r#"class="status status-{s}""#))),
+        "{row}"
+    );
 
     // A user name or password in the target: explained, nothing created.
     let page = b

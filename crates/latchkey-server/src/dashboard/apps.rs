@@ -291,6 +291,48 @@ struct WebhookRow {
     target: String,
     triggers: String,
     created: String,
+    /// Its most recent deliveries, newest first.
+    deliveries: Vec<DeliveryRow>,
+}
+
+/// Deliveries shown per webhook.
+const RECENT_DELIVERIES: u32 = 10;
+
+/// A delivery of a webhook, as its table shows it.
+#[derive(Debug)]
+struct DeliveryRow {
+    id: String,
+    trigger: String,
+    status: &'static str,
+    attempts: u32,
+    /// The last attempt's error, or its HTTP status; empty before any.
+    last_error: String,
+    /// When it is tried next (pending only).
+    next_attempt: String,
+    created: String,
+}
+
+impl DeliveryRow {
+    fn new(d: &latchkey_store::Delivery) -> Self {
+        let last_error = match (&d.last_error, d.last_status) {
+            (Some(e), _) => e.clone(),
+            (None, Some(s)) => format!("HTTP {s}"),
+            (None, None) => String::new(),
+        };
+        DeliveryRow {
+            id: d.id.clone(),
+            trigger: d.trigger.clone(),
+            status: d.status.as_str(),
+            attempts: d.attempts,
+            last_error,
+            next_attempt: if d.status == latchkey_store::DeliveryStatus::Pending {
+                when(d.next_attempt_at)
+            } else {
+                String::new()
+            },
+            created: when(d.created_at),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -332,19 +374,28 @@ async fn render_webhooks_tab(
         )
         .await
         .map_err(ApiError::from)?;
-    let webhooks = found
-        .items
-        .iter()
-        .map(|w| {
-            let view = WebhookView::from(w);
-            WebhookRow {
-                id: view.id,
-                target: view.target,
-                triggers: view.triggers.join(", "),
-                created: when(w.created_at),
-            }
-        })
-        .collect();
+    let mut webhooks = Vec::with_capacity(found.items.len());
+    for w in &found.items {
+        let recent = state
+            .store
+            .list_deliveries(
+                &w.id,
+                &Page {
+                    limit: RECENT_DELIVERIES,
+                    after: None,
+                },
+            )
+            .await
+            .map_err(ApiError::from)?;
+        let view = WebhookView::from(w);
+        webhooks.push(WebhookRow {
+            id: view.id,
+            target: view.target,
+            triggers: view.triggers.join(", "),
+            created: when(w.created_at),
+            deliveries: recent.items.iter().map(DeliveryRow::new).collect(),
+        });
+    }
     let chosen = entered.map(|f| f.all("triggers")).unwrap_or_default();
     let triggers = webhook_ops::TRIGGERS
         .iter()

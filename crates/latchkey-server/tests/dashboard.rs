@@ -2136,3 +2136,110 @@ async fn a_key_form_without_the_sessions_token_changes_nothing() {
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     assert_eq!(key_json(&app, &api).await["displayName"], "hijacked");
 }
+
+/// A failed delivery is listed with its attempts and error, and its
+/// Redeliver button queues it again (audited); a pending one has no button
+/// and is refused with a 409 in the page.
+#[tokio::test]
+async fn a_failed_delivery_is_shown_and_redelivered() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let app_id = create_app(&mut b, "Hooks").await;
+    // A receiver that answers 404: final, the delivery fails at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let receiver = tokio::spawn(async move {
+        let router = axum::Router::new().fallback(|| async { axum::http::StatusCode::NOT_FOUND });
+        let _ = axum::serve(listener, router).await;
+    });
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/webhooks"),
+            &app.owner(),
+            json!({"target": format!("http://{addr}/in"), "triggers": ["key:created"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let webhook = r.body["webhook"]["id"].as_str().expect("id").to_string();
+    app.create_app_key(&app.owner(), &app_id).await;
+    let state = &app.server.as_ref().expect("running").state;
+    let page_of = latchkey_store::Page {
+        limit: 10,
+        after: None,
+    };
+    let id = state
+        .store
+        .list_deliveries(&webhook, &page_of)
+        .await
+        .expect("deliveries")
+        .items[0]
+        .id
+        .clone();
+    let url = format!("/dashboard/apps/{app_id}/webhooks");
+    let redeliver = format!("{url}/{webhook}/deliveries/{id}/redeliver");
+
+    // Pending: no button, and a redelivery is refused.
+    let page = b.get(&url).await;
+    assert!(!page.body.contains(&format!(r#"id="redeliver-{id}""#)));
+    let refused = b.submit(&url, &redeliver, &[]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(
+        refused
+            .text_of("error")
+            .expect("error")
+            .contains("still pending")
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        latchkey_server::webhooks::dispatch_due(state).await;
+        let d = state
+            .store
+            .get_delivery(&id)
+            .await
+            .expect("get")
+            .expect("delivery");
+        if d.status == latchkey_store::DeliveryStatus::Failed {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{d:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let page = b.get(&url).await;
+    assert_eq!(
+        page.text_of(&format!("delivery-status-{id}")).as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        page.text_of(&format!("delivery-attempts-{id}")).as_deref(),
+        Some("1")
+    );
+    let error = page
+        .text_of(&format!("delivery-error-{id}"))
+        .expect("the last error");
+    assert!(error.contains("404"), "{error}");
+    assert!(page.body.contains(&format!(r#"id="redeliver-{id}""#)));
+
+    let done = b.submit(&url, &redeliver, &[]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), format!("{url}?done=redelivered"));
+    let d = state
+        .store
+        .get_delivery(&id)
+        .await
+        .expect("get")
+        .expect("delivery");
+    assert_eq!(d.status, latchkey_store::DeliveryStatus::Pending);
+    assert_eq!(d.attempts, 0);
+    let audit = app
+        .get("/v1/audit?action=webhook.redelivered", &app.owner())
+        .await;
+    assert_eq!(audit.body["events"][0]["target"]["id"], webhook.as_str());
+    assert_eq!(
+        audit.body["events"][0]["details"]["deliveryId"],
+        id.as_str()
+    );
+    receiver.abort();
+}

@@ -310,6 +310,8 @@ struct DeliveryRow {
     /// When it is tried next (pending only).
     next_attempt: String,
     created: String,
+    /// Delivered or failed: it may be sent again.
+    can_redeliver: bool,
 }
 
 impl DeliveryRow {
@@ -331,6 +333,7 @@ impl DeliveryRow {
                 String::new()
             },
             created: when(d.created_at),
+            can_redeliver: d.status != latchkey_store::DeliveryStatus::Pending,
         }
     }
 }
@@ -530,6 +533,36 @@ pub async fn delete_webhook(
     match webhook_ops::delete_webhook(&state, &form.write, &caller, &app, &webhook_id).await {
         Ok(()) => Redirect::to(&format!(
             "/dashboard/apps/{}/webhooks?done=webhook-deleted",
+            app.id
+        ))
+        .into_response(),
+        Err(e) => render_webhooks_tab(&state, session, &app, None, Flash::error(&e))
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+    }
+}
+
+/// `POST …/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver`.
+pub async fn redeliver(
+    State(state): State<AppState>,
+    Path((app_id, webhook_id, delivery_id)): Path<(String, String, String)>,
+    form: SignedForm,
+) -> Response {
+    let session = &form.session;
+    let app = or_page!(own_app(&state, session, &app_id).await);
+    let caller = session.caller();
+    match webhook_ops::redeliver(
+        &state,
+        &form.write,
+        &caller,
+        &app,
+        &webhook_id,
+        &delivery_id,
+    )
+    .await
+    {
+        Ok(_) => Redirect::to(&format!(
+            "/dashboard/apps/{}/webhooks?done=redelivered",
             app.id
         ))
         .into_response(),

@@ -76,6 +76,7 @@ impl Flash {
             "settings-unchanged" | "key-unchanged" => Some("Nothing changed."),
             "key-saved" => Some("Key saved. The change applies from the next request on."),
             "webhook-deleted" => Some("The webhook was deleted with its queued deliveries."),
+            "redelivered" => Some("The delivery was queued again; it is sent within seconds."),
             "service-account-created" => {
                 Some("Service account created. Create a key below for the machine that uses it.")
             }

@@ -1,7 +1,8 @@
 //! Scheduled work driven by the injected clock: notices about keys that
 //! are about to expire, have expired, or are due for rotation. Each notice
 //! is recorded once (audit event plus webhook notification, in one
-//! transaction), and an expired key leaves the index.
+//! transaction), and an expired key leaves the index. Delivered and
+//! failed webhook deliveries are kept [`DELIVERY_RETENTION_SECONDS`].
 
 use latchkey_store::{ApiKey, KeyKind, KeyNotice, StoreError};
 use serde_json::json;
@@ -12,6 +13,19 @@ use crate::state::AppState;
 use crate::views::KeyView;
 
 const BATCH: u32 = 200;
+
+/// How long delivered and failed webhook deliveries are kept (from their
+/// last change): 7 days.
+pub const DELIVERY_RETENTION_SECONDS: i64 = 7 * 86_400;
+
+/// Deletes delivered and failed webhook deliveries older than
+/// [`DELIVERY_RETENTION_SECONDS`]. Returns how many.
+pub async fn prune_deliveries(state: &AppState) -> Result<u64, StoreError> {
+    state
+        .store
+        .prune_deliveries(state.now() - DELIVERY_RETENTION_SECONDS)
+        .await
+}
 
 fn describe(notice: KeyNotice) -> (&'static str, &'static str) {
     match notice {

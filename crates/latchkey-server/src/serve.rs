@@ -184,6 +184,9 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
                 if let Err(e) = crate::maintenance::run_key_notices(&state).await {
                     tracing::warn!(error = %e, "key notices failed; will retry");
                 }
+                if let Err(e) = crate::maintenance::prune_deliveries(&state).await {
+                    tracing::warn!(error = %e, "pruning old webhook deliveries failed; will retry");
+                }
                 let before = state.now() - crate::sync::CHANGE_RETENTION_SECONDS;
                 if let Err(e) = state.store.prune_changes(before).await {
                     tracing::warn!(error = %e, "pruning old changes failed; will retry");

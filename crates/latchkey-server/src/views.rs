@@ -85,7 +85,9 @@ pub struct KeyView {
     /// Present only in the response that creates the key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretString>,
-    /// `active`, `expiring` (it has an expiresAt in the future) or `expired`.
+    /// `active`, `expiring` (it expires within [`EXPIRY_NOTICE_SECONDS`],
+    /// or it was rotated and is in its grace period) or `expired`: see
+    /// [`key_status`].
     pub status: &'static str,
     pub created_at: String,
     pub expires_at: Option<String>,
@@ -118,12 +120,22 @@ pub struct CreditsView {
     pub refill: Option<Refill>,
 }
 
-/// A key's status at `now`.
-pub fn key_status(expires_at: Option<i64>, now: i64) -> &'static str {
+/// How long before its `expiresAt` a key shows as `expiring`: 7 days, the
+/// first of the `key:expiring` notices.
+pub const EXPIRY_NOTICE_SECONDS: i64 = 7 * 86_400;
+
+/// A key's status at `now`:
+/// - `expired`: its `expiresAt` has passed (it no longer works);
+/// - `expiring`: it works, but stops within [`EXPIRY_NOTICE_SECONDS`], or
+///   it was rotated (`rotated` is true: it has a replacement) and works
+///   until the end of its grace period;
+/// - `active`: anything else (no `expiresAt`, or one further away).
+pub fn key_status(expires_at: Option<i64>, rotated: bool, now: i64) -> &'static str {
     match expires_at {
         Some(t) if t <= now => "expired",
-        Some(_) => "expiring",
-        None => "active",
+        Some(_) if rotated => "expiring",
+        Some(t) if t - now <= EXPIRY_NOTICE_SECONDS => "expiring",
+        _ => "active",
     }
 }
 
@@ -137,7 +149,7 @@ impl KeyView {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
-        let status = key_status(k.expires_at, now);
+        let status = key_status(k.expires_at, k.replaced_by.is_some(), now);
         let rotation_due = k.replaced_by.is_none()
             && status != "expired"
             && max_key_age_days.is_some_and(|days| {
@@ -314,5 +326,30 @@ impl From<&Webhook> for WebhookView {
             created_at: rfc3339(w.created_at),
             secret: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiring_means_within_the_notice_window_or_rotated() {
+        let now = 1_000_000_000;
+        let day = 86_400;
+        assert_eq!(key_status(None, false, now), "active");
+        assert_eq!(key_status(Some(now + 30 * day), false, now), "active");
+        assert_eq!(
+            key_status(Some(now + EXPIRY_NOTICE_SECONDS + 1), false, now),
+            "active"
+        );
+        assert_eq!(
+            key_status(Some(now + EXPIRY_NOTICE_SECONDS), false, now),
+            "expiring"
+        );
+        assert_eq!(key_status(Some(now + 3 * day), false, now), "expiring");
+        assert_eq!(key_status(Some(now + 30 * day), true, now), "expiring");
+        assert_eq!(key_status(Some(now), false, now), "expired");
+        assert_eq!(key_status(Some(now - 1), true, now), "expired");
     }
 }

@@ -450,7 +450,7 @@ async fn dashboard_sign_in_create_rotate_delete_key_and_sign_out() {
     browser.find(&format!("#key-{}", second.id)).await;
     assert_eq!(
         text_of(&browser, &format!("#key-status-{}", first.id)).await,
-        "expiring"
+        "rotated, retiring in 1 hour"
     );
     browser.screenshot("app-keys").await;
 

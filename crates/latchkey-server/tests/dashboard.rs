@@ -685,6 +685,22 @@ async fn an_app_key_is_created_shown_once_rotated_and_deleted() {
         app_status(&app, &app_id, &key.basic()).await,
         StatusCode::OK
     );
+    assert_eq!(
+        again.text_of(&format!("key-status-{}", key.id)).as_deref(),
+        Some("active")
+    );
+    // The rotation form offers the API's default grace, 30 days, first.
+    let select = again
+        .body
+        .split(&format!(r#"id="rotate-grace-{}""#, key.id))
+        .nth(1)
+        .and_then(|rest| rest.split("</select>").next())
+        .expect("the rotation form's grace choices");
+    assert!(
+        select.contains(r#"<option value="2592000" selected>30 days</option>"#),
+        "{select}"
+    );
+    assert_eq!(select.matches(" selected").count(), 1, "{select}");
 
     // Rotate with a one-hour grace: both work, the old one until then.
     let rotated = b
@@ -709,8 +725,18 @@ async fn an_app_key_is_created_shown_once_rotated_and_deleted() {
         app_status(&app, &app_id, &key.basic()).await,
         StatusCode::OK
     );
-    // A rotated key offers no second rotation.
+    // A rotated key offers no second rotation, and its badge says that it
+    // is retiring (not merely expiring).
     let listed = b.get(&format!("/dashboard/apps/{app_id}")).await;
+    assert_eq!(
+        listed.text_of(&format!("key-status-{}", key.id)).as_deref(),
+        Some("rotated, retiring in 1 hour")
+    );
+    assert!(listed.body.contains("status status-retiring"));
+    assert_eq!(
+        listed.text_of(&format!("key-status-{}", new.id)).as_deref(),
+        Some("active")
+    );
     assert!(!listed.body.contains(&format!(r#"id="rotate-{}""#, key.id)));
     assert!(listed.body.contains(&format!(r#"id="rotate-{}""#, new.id)));
     // Rotating it anyway is refused in the page.
@@ -1144,6 +1170,32 @@ async fn webhooks_are_listed_created_with_a_secret_shown_once_and_deleted() {
     let page = b.get(&url).await;
     assert!(page.body.contains(&format!(r#"id="webhook-{id}""#)));
     assert!(!page.body.contains(&secret));
+    assert!(
+        page.body
+            .contains(&format!(r#"id="deliveries-empty-{id}""#))
+    );
+
+    // A key created: its delivery is listed under the webhook, with its
+    // status and attempts.
+    app.create_app_key(&app.owner(), &app_id).await;
+    let page = b.get(&url).await;
+    assert!(
+        page.body.contains(&format!(r#"id="deliveries-{id}""#)),
+        "{}",
+        page.body
+    );
+    let row = page
+        .body
+        .split(r#"<tr id="delivery-dlv_"#)
+        .nth(1)
+        .expect("a delivery row");
+    assert!(row.contains("<code>key:created</code>"), "{row}");
+    assert!(
+        ["pending", "failed"]
+            .iter()
+            .any(|s| row.contains(&format!(r#"class="status status-{s}""#))),
+        "{row}"
+    );
 
     // A user name or password in the target: explained, nothing created.
     let page = b
@@ -2083,4 +2135,111 @@ async fn a_key_form_without_the_sessions_token_changes_nothing() {
     let page = b.post_fields(&url, &fields).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
     assert_eq!(key_json(&app, &api).await["displayName"], "hijacked");
+}
+
+/// A failed delivery is listed with its attempts and error, and its
+/// Redeliver button queues it again (audited); a pending one has no button
+/// and is refused with a 409 in the page.
+#[tokio::test]
+async fn a_failed_delivery_is_shown_and_redelivered() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app).await;
+    let app_id = create_app(&mut b, "Hooks").await;
+    // A receiver that answers 404: final, the delivery fails at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let receiver = tokio::spawn(async move {
+        let router = axum::Router::new().fallback(|| async { axum::http::StatusCode::NOT_FOUND });
+        let _ = axum::serve(listener, router).await;
+    });
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/webhooks"),
+            &app.owner(),
+            json!({"target": format!("http://{addr}/in"), "triggers": ["key:created"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let webhook = r.body["webhook"]["id"].as_str().expect("id").to_string();
+    app.create_app_key(&app.owner(), &app_id).await;
+    let state = &app.server.as_ref().expect("running").state;
+    let page_of = latchkey_store::Page {
+        limit: 10,
+        after: None,
+    };
+    let id = state
+        .store
+        .list_deliveries(&webhook, &page_of)
+        .await
+        .expect("deliveries")
+        .items[0]
+        .id
+        .clone();
+    let url = format!("/dashboard/apps/{app_id}/webhooks");
+    let redeliver = format!("{url}/{webhook}/deliveries/{id}/redeliver");
+
+    // Pending: no button, and a redelivery is refused.
+    let page = b.get(&url).await;
+    assert!(!page.body.contains(&format!(r#"id="redeliver-{id}""#)));
+    let refused = b.submit(&url, &redeliver, &[]).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(
+        refused
+            .text_of("error")
+            .expect("error")
+            .contains("still pending")
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        latchkey_server::webhooks::dispatch_due(state).await;
+        let d = state
+            .store
+            .get_delivery(&id)
+            .await
+            .expect("get")
+            .expect("delivery");
+        if d.status == latchkey_store::DeliveryStatus::Failed {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{d:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let page = b.get(&url).await;
+    assert_eq!(
+        page.text_of(&format!("delivery-status-{id}")).as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        page.text_of(&format!("delivery-attempts-{id}")).as_deref(),
+        Some("1")
+    );
+    let error = page
+        .text_of(&format!("delivery-error-{id}"))
+        .expect("the last error");
+    assert!(error.contains("404"), "{error}");
+    assert!(page.body.contains(&format!(r#"id="redeliver-{id}""#)));
+
+    let done = b.submit(&url, &redeliver, &[]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), format!("{url}?done=redelivered"));
+    let d = state
+        .store
+        .get_delivery(&id)
+        .await
+        .expect("get")
+        .expect("delivery");
+    assert_eq!(d.status, latchkey_store::DeliveryStatus::Pending);
+    assert_eq!(d.attempts, 0);
+    let audit = app
+        .get("/v1/audit?action=webhook.redelivered", &app.owner())
+        .await;
+    assert_eq!(audit.body["events"][0]["target"]["id"], webhook.as_str());
+    assert_eq!(
+        audit.body["events"][0]["details"]["deliveryId"],
+        id.as_str()
+    );
+    receiver.abort();
 }

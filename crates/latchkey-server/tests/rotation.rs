@@ -524,3 +524,79 @@ async fn an_expiring_key_hands_its_lifetime_on_and_keeps_its_last_use() {
     assert_eq!(r.body["key"]["status"], "expired");
     assert_eq!(r.body["key"]["lastUsedAt"], iso(used).as_str());
 }
+
+/// `expiring` means "stops working soon": within the 7-day notice window,
+/// or rotated and in its grace period. A key that merely has a distant
+/// `expiresAt` is `active`, and becomes `expiring` as the window opens.
+#[tokio::test]
+async fn a_key_is_expiring_only_within_the_notice_window_or_when_rotated() {
+    let (app, app_id, plain) = setup().await;
+    let owner = app.owner();
+    let status = |id: String| {
+        let app = &app;
+        let owner = owner.clone();
+        let app_id = app_id.clone();
+        async move {
+            let r = app
+                .get(&format!("/v1/apps/{app_id}/keys/{id}"), &owner)
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+            r.body["key"]["status"]
+                .as_str()
+                .expect("status")
+                .to_string()
+        }
+    };
+    let create = |days: i64| {
+        let app = &app;
+        let owner = owner.clone();
+        let app_id = app_id.clone();
+        async move {
+            let expires = app.clock.now() + Duration::days(days);
+            let r = app
+                .post(
+                    &format!("/v1/apps/{app_id}/keys"),
+                    &owner,
+                    json!({"displayName": format!("in {days} days"), "expiresAt": iso(expires)}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+            (
+                r.body["key"]["status"]
+                    .as_str()
+                    .expect("status")
+                    .to_string(),
+                Key::from_reply(&r),
+            )
+        }
+    };
+    let (s30, in30) = create(30).await;
+    assert_eq!(s30, "active", "30 days away is outside the notice window");
+    let (s3, in3) = create(3).await;
+    assert_eq!(s3, "expiring", "3 days away is within the notice window");
+    assert_eq!(status(plain.id.clone()).await, "active");
+
+    // Rotated with the default grace (30 days): expiring at once.
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys/{}/rotate", plain.id),
+            &owner,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let replacement = Key::from_reply(&r);
+    assert_eq!(r.body["key"]["status"], "active");
+    assert_eq!(status(plain.id.clone()).await, "expiring");
+    assert_eq!(status(replacement.id.clone()).await, "active");
+
+    // 23 days later the 30-day key enters its notice window; the 3-day key
+    // has expired.
+    app.clock.advance(Duration::days(23));
+    assert_eq!(status(in30.id.clone()).await, "expiring");
+    assert_eq!(status(in3.id.clone()).await, "expired");
+    assert_eq!(status(plain.id.clone()).await, "expiring");
+    app.clock.advance(Duration::days(8));
+    assert_eq!(status(plain.id.clone()).await, "expired");
+    assert_eq!(status(in30.id.clone()).await, "expired");
+}

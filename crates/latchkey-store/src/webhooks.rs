@@ -155,6 +155,17 @@ pub struct Attempt {
     pub at: i64,
 }
 
+/// What asking for a delivery to be sent again led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redelivery {
+    /// Pending again, due at once, with its attempts counted afresh.
+    Scheduled(Delivery),
+    /// Still pending (waiting for an attempt, or in flight): nothing done.
+    StillPending,
+    /// No such delivery of this webhook.
+    NotFound,
+}
+
 /// What the server needs from the store for webhooks.
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
@@ -204,6 +215,20 @@ pub trait WebhookStore: Send + Sync {
     /// last delivery already seen.
     async fn list_deliveries(&self, webhook_id: &str, page: &Page) -> Result<PageOf<Delivery>>;
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>>;
+    /// Puts a delivered or failed delivery of `webhook_id` back in the
+    /// queue, due at `now`, with no attempt counted and the last outcome
+    /// cleared, and records `audit`, in one transaction. A pending delivery
+    /// is left alone ([`Redelivery::StillPending`]).
+    async fn redeliver(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<Redelivery>;
+    /// Deletes delivered and failed deliveries last changed before
+    /// `before`; returns how many.
+    async fn prune_deliveries(&self, before: i64) -> Result<u64>;
 }
 
 /// Webhook columns, with the triggers as a JSON array.
@@ -512,6 +537,58 @@ impl WebhookStore for crate::SqlStore {
             .fetch_all(&self.pool)
             .await?;
         page_of(&rows, page.limit, delivery_from)
+    }
+
+    async fn redeliver(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<Redelivery> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, \
+             next_attempt_at = $1, last_status = NULL, last_error = NULL, updated_at = $2, \
+             locked_until = NULL, lease = NULL \
+             WHERE id = $3 AND webhook_id = $4 AND status <> 'pending'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(delivery_id)
+        .bind(webhook_id)
+        .execute(&mut *tx)
+        .await?;
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d \
+             WHERE d.id = $1 AND d.webhook_id = $2"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(delivery_id)
+            .bind(webhook_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(Redelivery::NotFound);
+        };
+        if done.rows_affected() == 0 {
+            return Ok(Redelivery::StillPending);
+        }
+        let delivery = delivery_from(&row)?;
+        insert_audit_tx(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Redelivery::Scheduled(delivery))
+    }
+
+    async fn prune_deliveries(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM webhook_deliveries \
+             WHERE status IN ('delivered', 'failed') AND updated_at < $1",
+        )
+        .bind(before)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn get_delivery(&self, id: &str) -> Result<Option<Delivery>> {

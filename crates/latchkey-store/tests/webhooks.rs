@@ -11,8 +11,8 @@ use std::sync::Arc;
 use common::{TestDb, app, conformance, ev, new_account, page};
 use latchkey_store::{
     Attempt, AttemptOutcome, AuditEvent, AuditFilter, DeliveryStatus, MAX_WEBHOOKS_PER_APP,
-    Notification, SqlStore, Store, StoreError, WEBHOOK_LIMIT_REACHED, Webhook, WebhookStore,
-    delivery_id,
+    Notification, Redelivery, SqlStore, Store, StoreError, WEBHOOK_LIMIT_REACHED, Webhook,
+    WebhookStore, delivery_id,
 };
 
 conformance!(
@@ -30,6 +30,7 @@ conformance!(
     attempts_retry_deliver_or_fail_and_release_the_lease,
     deleting_a_webhook_or_its_app_removes_its_deliveries,
     deliveries_survive_closing_and_reopening_the_store,
+    finished_deliveries_are_redelivered_and_pruned,
 );
 
 /// Seeds account `acc_1` and its apps `ap_1` and `ap_2`.
@@ -887,4 +888,107 @@ async fn deliveries_survive_closing_and_reopening_the_store(db: TestDb) {
         .expect("claim");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.payload, r#"{"type":"key:created"}"#);
+}
+
+async fn finished_deliveries_are_redelivered_and_pruned(db: TestDb) {
+    seed(&db.store).await;
+    for id in ["whk_a", "whk_b"] {
+        db.store
+            .create_webhook(&hook(id, "ap_1", &["key:created"]), &ev())
+            .await
+            .expect("webhook");
+    }
+    let one = notifying("ap_1", "key:created", 500);
+    let two = notifying("ap_1", "key:created", 500);
+    db.store.record_audit(&one).await.expect("one");
+    db.store.record_audit(&two).await.expect("two");
+    let id_one = delivery_id(&one.id, "whk_a");
+    let id_two = delivery_id(&two.id, "whk_a");
+
+    // Pending: left alone, and not audited.
+    let redelivered = AuditEvent {
+        action: "webhook.redelivered".into(),
+        ..ev()
+    };
+    assert_eq!(
+        db.store
+            .redeliver("whk_a", &id_one, 510, &redelivered)
+            .await
+            .expect("redeliver"),
+        Redelivery::StillPending
+    );
+    // Another webhook's delivery, or none at all: not found.
+    assert_eq!(
+        db.store
+            .redeliver("whk_b", &id_one, 510, &redelivered)
+            .await
+            .expect("redeliver"),
+        Redelivery::NotFound
+    );
+    assert_eq!(
+        db.store
+            .redeliver("whk_a", "dlv_nothing", 510, &redelivered)
+            .await
+            .expect("redeliver"),
+        Redelivery::NotFound
+    );
+
+    // One fails, one is delivered.
+    for c in db
+        .store
+        .claim_deliveries(500, 560, 10, ANY)
+        .await
+        .expect("claim")
+    {
+        let a = if c.delivery.id == id_one {
+            attempt(AttemptOutcome::Failed, Some(404), 501)
+        } else {
+            attempt(AttemptOutcome::Delivered, Some(200), 501)
+        };
+        assert!(
+            db.store
+                .record_attempt(&c.delivery.id, &c.lease, &a)
+                .await
+                .expect("record")
+        );
+    }
+    let Redelivery::Scheduled(d) = db
+        .store
+        .redeliver("whk_a", &id_one, 600, &redelivered)
+        .await
+        .expect("redeliver")
+    else {
+        panic!("a failed delivery is scheduled again");
+    };
+    assert_eq!(d.status, DeliveryStatus::Pending);
+    assert_eq!((d.attempts, d.next_attempt_at, d.updated_at), (0, 600, 600));
+    assert_eq!((d.last_status, d.last_error.as_deref()), (None, None));
+    let claimed = db
+        .store
+        .claim_deliveries(600, 660, 10, ANY)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].delivery.id, id_one);
+    let audited = db
+        .store
+        .list_audit(
+            &AuditFilter {
+                account_id: Some("acc_1".into()),
+                action: Some("webhook.redelivered".into()),
+                ..AuditFilter::default()
+            },
+            &page(10, None),
+        )
+        .await
+        .expect("audit");
+    assert_eq!(audited.items.len(), 1, "{audited:?}");
+
+    // Pruning keeps pending deliveries and recent finished ones (whk_a's
+    // second and both of whk_b's were delivered at 501).
+    assert_eq!(db.store.prune_deliveries(501).await.expect("prune"), 0);
+    assert_eq!(db.store.prune_deliveries(502).await.expect("prune"), 3);
+    assert!(db.store.get_delivery(&id_two).await.expect("get").is_none());
+    assert!(db.store.get_delivery(&id_one).await.expect("get").is_some());
+    assert_eq!(db.store.prune_deliveries(10_000).await.expect("prune"), 0);
 }

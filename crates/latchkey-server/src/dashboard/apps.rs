@@ -291,6 +291,51 @@ struct WebhookRow {
     target: String,
     triggers: String,
     created: String,
+    /// Its most recent deliveries, newest first.
+    deliveries: Vec<DeliveryRow>,
+}
+
+/// Deliveries shown per webhook.
+const RECENT_DELIVERIES: u32 = 10;
+
+/// A delivery of a webhook, as its table shows it.
+#[derive(Debug)]
+struct DeliveryRow {
+    id: String,
+    trigger: String,
+    status: &'static str,
+    attempts: u32,
+    /// The last attempt's error, or its HTTP status; empty before any.
+    last_error: String,
+    /// When it is tried next (pending only).
+    next_attempt: String,
+    created: String,
+    /// Delivered or failed: it may be sent again.
+    can_redeliver: bool,
+}
+
+impl DeliveryRow {
+    fn new(d: &latchkey_store::Delivery) -> Self {
+        let last_error = match (&d.last_error, d.last_status) {
+            (Some(e), _) => e.clone(),
+            (None, Some(s)) => format!("HTTP {s}"),
+            (None, None) => String::new(),
+        };
+        DeliveryRow {
+            id: d.id.clone(),
+            trigger: d.trigger.clone(),
+            status: d.status.as_str(),
+            attempts: d.attempts,
+            last_error,
+            next_attempt: if d.status == latchkey_store::DeliveryStatus::Pending {
+                when(d.next_attempt_at)
+            } else {
+                String::new()
+            },
+            created: when(d.created_at),
+            can_redeliver: d.status != latchkey_store::DeliveryStatus::Pending,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -332,19 +377,28 @@ async fn render_webhooks_tab(
         )
         .await
         .map_err(ApiError::from)?;
-    let webhooks = found
-        .items
-        .iter()
-        .map(|w| {
-            let view = WebhookView::from(w);
-            WebhookRow {
-                id: view.id,
-                target: view.target,
-                triggers: view.triggers.join(", "),
-                created: when(w.created_at),
-            }
-        })
-        .collect();
+    let mut webhooks = Vec::with_capacity(found.items.len());
+    for w in &found.items {
+        let recent = state
+            .store
+            .list_deliveries(
+                &w.id,
+                &Page {
+                    limit: RECENT_DELIVERIES,
+                    after: None,
+                },
+            )
+            .await
+            .map_err(ApiError::from)?;
+        let view = WebhookView::from(w);
+        webhooks.push(WebhookRow {
+            id: view.id,
+            target: view.target,
+            triggers: view.triggers.join(", "),
+            created: when(w.created_at),
+            deliveries: recent.items.iter().map(DeliveryRow::new).collect(),
+        });
+    }
     let chosen = entered.map(|f| f.all("triggers")).unwrap_or_default();
     let triggers = webhook_ops::TRIGGERS
         .iter()
@@ -479,6 +533,36 @@ pub async fn delete_webhook(
     match webhook_ops::delete_webhook(&state, &form.write, &caller, &app, &webhook_id).await {
         Ok(()) => Redirect::to(&format!(
             "/dashboard/apps/{}/webhooks?done=webhook-deleted",
+            app.id
+        ))
+        .into_response(),
+        Err(e) => render_webhooks_tab(&state, session, &app, None, Flash::error(&e))
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+    }
+}
+
+/// `POST …/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver`.
+pub async fn redeliver(
+    State(state): State<AppState>,
+    Path((app_id, webhook_id, delivery_id)): Path<(String, String, String)>,
+    form: SignedForm,
+) -> Response {
+    let session = &form.session;
+    let app = or_page!(own_app(&state, session, &app_id).await);
+    let caller = session.caller();
+    match webhook_ops::redeliver(
+        &state,
+        &form.write,
+        &caller,
+        &app,
+        &webhook_id,
+        &delivery_id,
+    )
+    .await
+    {
+        Ok(_) => Redirect::to(&format!(
+            "/dashboard/apps/{}/webhooks?done=redelivered",
             app.id
         ))
         .into_response(),

@@ -119,7 +119,7 @@ async fn render_key_page(
             owner_name,
             owner_url: owner.url(),
             action: owner.key_url(&key.id),
-            key: KeyRow::from_view(view),
+            key: KeyRow::from_view(view, state.now()),
             policy,
             form,
             intervals,

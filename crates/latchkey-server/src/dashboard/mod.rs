@@ -91,6 +91,10 @@ pub fn router(_state: AppState) -> Router<AppState> {
             "/apps/{app_id}/webhooks/{webhook_id}/delete",
             get(apps::confirm_delete_webhook).post(apps::delete_webhook),
         )
+        .route(
+            "/apps/{app_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+            post(apps::redeliver),
+        )
         .route("/apps/{app_id}/users", get(apps::users_tab))
         .route("/service-accounts", post(pages::create_service_account))
         .route("/service-accounts/{sa_id}", get(pages::service_account))

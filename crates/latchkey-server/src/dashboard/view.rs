@@ -76,6 +76,7 @@ impl Flash {
             "settings-unchanged" | "key-unchanged" => Some("Nothing changed."),
             "key-saved" => Some("Key saved. The change applies from the next request on."),
             "webhook-deleted" => Some("The webhook was deleted with its queued deliveries."),
+            "redelivered" => Some("The delivery was queued again; it is sent within seconds."),
             "service-account-created" => {
                 Some("Service account created. Create a key below for the machine that uses it.")
             }
@@ -208,12 +209,35 @@ fn when_rfc3339(text: &str) -> String {
         .unwrap_or_else(|_| text.to_string())
 }
 
+/// A time to come, roughly: `3 days`, `1 day`, `5 hours`, `12 minutes`.
+pub fn span(seconds: i64) -> String {
+    let plural = |n: i64, unit: &str| {
+        if n == 1 {
+            format!("1 {unit}")
+        } else {
+            format!("{n} {unit}s")
+        }
+    };
+    if seconds >= 86_400 {
+        plural(seconds / 86_400, "day")
+    } else if seconds >= 3_600 {
+        plural(seconds / 3_600, "hour")
+    } else {
+        plural((seconds / 60).max(1), "minute")
+    }
+}
+
 /// A key in a list.
 #[derive(Debug)]
 pub struct KeyRow {
     pub id: String,
     pub name: String,
-    pub status: &'static str,
+    /// The status (`KeyView::status`) as the badge says it: `expires in 3 days`, `rotated,
+    /// retiring in 29 days`.
+    pub badge: String,
+    /// The badge's style: the status, or `retiring` for a rotated key in
+    /// its grace period.
+    pub badge_class: &'static str,
     pub created: String,
     pub expires: Option<String>,
     pub last_used: Option<String>,
@@ -226,20 +250,32 @@ pub struct KeyRow {
 
 impl KeyRow {
     pub fn new(state: &AppState, key: &ApiKey, max_key_age_days: Option<i64>) -> Self {
-        Self::from_view(KeyView::new(
-            key,
-            &state.index,
-            state.now(),
-            max_key_age_days,
-        ))
+        let now = state.now();
+        Self::from_view(KeyView::new(key, &state.index, now, max_key_age_days), now)
     }
 
-    pub fn from_view(v: KeyView) -> Self {
+    /// The row of a key's view at `now`.
+    pub fn from_view(v: KeyView, now: i64) -> Self {
+        let left = v
+            .expires_at
+            .as_deref()
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map(|t| t.unix_timestamp() - now);
+        let (badge, badge_class) = match (v.status, left) {
+            ("expiring", Some(left)) if v.replaced_by.is_some() => {
+                (format!("rotated, retiring in {}", span(left)), "retiring")
+            }
+            ("expiring", Some(left)) => (format!("expires in {}", span(left)), "expiring"),
+            (status, _) => (status.to_string(), status),
+        };
         KeyRow {
+            badge,
+            badge_class,
             can_rotate: v.replaced_by.is_none() && v.status != "expired",
             id: v.id,
             name: v.display_name,
-            status: v.status,
             created: when_rfc3339(&v.created_at),
             expires: v.expires_at.as_deref().map(when_rfc3339),
             last_used: v.last_used_at.as_deref().map(when_rfc3339),
@@ -293,8 +329,8 @@ pub const GRACE_CHOICES: [(i64, &str); 5] = [
     (30 * 86_400, "30 days"),
 ];
 
-/// The grace period selected by default.
-pub const DEFAULT_GRACE: i64 = 86_400;
+/// The grace period selected by default: the API's default too.
+pub const DEFAULT_GRACE: i64 = crate::ops::keys::DEFAULT_GRACE_SECONDS;
 
 /// Lifetimes offered when creating a key: (days, label); 0 is none.
 pub const EXPIRY_CHOICES: [(i64, &str); 4] = [

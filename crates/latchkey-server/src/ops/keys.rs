@@ -25,6 +25,10 @@ const NEEDS_ACCOUNT: &str =
 
 /// The longest grace period of a rotation: 30 days.
 pub const MAX_GRACE_SECONDS: i64 = 30 * 86_400;
+/// The grace period of a rotation that names none, in the API and as the
+/// dashboard's preselected choice: the longest, 30 days, so that a rotation
+/// never cuts off a deployment that has not picked up the new key yet.
+pub const DEFAULT_GRACE_SECONDS: i64 = MAX_GRACE_SECONDS;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -247,7 +251,7 @@ pub async fn rotate_key(
     body: &RotateKey,
 ) -> ApiResult<Value> {
     caller.require(Permission::KeysWrite)?;
-    let grace = body.grace_seconds.unwrap_or(MAX_GRACE_SECONDS);
+    let grace = body.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
         return Err(ApiError::bad_request(format!(
             "graceSeconds must be from 0 to {MAX_GRACE_SECONDS} (30 days)"

@@ -5,7 +5,7 @@
 use latchkey_core::ids::{IdKind, new_id};
 use latchkey_core::policy::Permission;
 use latchkey_core::secret;
-use latchkey_store::{App, Webhook};
+use latchkey_store::{App, Redelivery, Webhook};
 use serde_json::json;
 
 use super::{Caller, WriteGuard, app_ref, load_app};
@@ -246,6 +246,45 @@ pub async fn delete_webhook(
         return Err(ApiError::not_found("webhook"));
     }
     Ok(())
+}
+
+/// Sends a delivered or failed delivery of a webhook of `app` (which the
+/// caller may configure) again now: back in the queue, due at once, its
+/// attempts counted afresh. 409 while it is still pending; 404 for a
+/// delivery of another webhook, or none.
+pub async fn redeliver(
+    state: &AppState,
+    _write: &WriteGuard,
+    caller: &Caller,
+    app: &App,
+    webhook_id: &str,
+    delivery_id: &str,
+) -> ApiResult<latchkey_store::Delivery> {
+    caller.require(Permission::WebhooksWrite)?;
+    let webhook = load_webhook(state, app, webhook_id).await?;
+    let before = state
+        .store
+        .get_delivery(delivery_id)
+        .await?
+        .filter(|d| d.webhook_id == webhook.id)
+        .ok_or_else(|| ApiError::not_found("delivery"))?;
+    let event = audit::event(state, caller, "webhook.redelivered", "webhook", &webhook.id)
+        .in_app(&app.id)
+        .detail("deliveryId", json!(before.id))
+        .detail("previousStatus", json!(before.status.as_str()))
+        .detail("previousAttempts", json!(before.attempts));
+    match state
+        .store
+        .redeliver(&webhook.id, &before.id, state.now(), &event)
+        .await?
+    {
+        Redelivery::Scheduled(d) => Ok(d),
+        Redelivery::StillPending => Err(ApiError::conflict(
+            "the delivery is still pending (waiting for its next attempt or being sent); \
+             redeliver it once it has been delivered or has failed",
+        )),
+        Redelivery::NotFound => Err(ApiError::not_found("delivery")),
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ mod log_time;
 mod log_writer;
 
 use std::io::{IsTerminal, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -300,26 +299,19 @@ async fn run(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<()> {
     let open_files = raise_open_files();
     let data_dir = store.data_dir.clone();
     let mut config = server_config(store, serve)?;
-    // One server per SQLite data directory; `restore` checks this lock.
-    let _dir_lock = match config.database_url {
-        Some(_) => None,
-        None => {
-            if !data_dir.exists() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&data_dir)
-                    .with_context(|| {
-                        format!("creating the data directory {}", data_dir.display())
-                    })?;
-            }
-            Some(latchkey_server::admin::lock_data_dir(&data_dir)?)
-        }
-    };
     if let Some(open_files) = open_files {
         fit_connections(open_files, &mut config);
     }
     let opened = latchkey_server::open(config, clock(), true).await?;
+    // One server per SQLite data directory; `restore` checks this lock.
+    // Taken once the store is open, so that a data directory the server
+    // cannot use is reported as such (a read-only one: the database, not
+    // the lock file, is what needs writing).
+    let _dir_lock = if opened.state.config.database_url.is_some() {
+        None
+    } else {
+        Some(latchkey_server::admin::lock_data_dir(&data_dir)?)
+    };
     if let Some(report) = &opened.init_report {
         print_report(report, &data_dir.display().to_string(), false)?;
     }

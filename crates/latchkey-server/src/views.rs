@@ -3,7 +3,8 @@
 use latchkey_core::policy::{CreditState, RateLimit, Refill, Restrictions};
 use latchkey_core::{KeyIndex, SecretString};
 use latchkey_store::{
-    Account, ApiKey, App, AppUser, PageOf, ServiceAccount, VerifierToken, Webhook,
+    Account, ApiKey, App, AppUser, Delivery, DeliveryStatus, PageOf, ServiceAccount, VerifierToken,
+    Webhook,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -325,6 +326,49 @@ impl From<&Webhook> for WebhookView {
             triggers,
             created_at: rfc3339(w.created_at),
             secret: None,
+        }
+    }
+}
+
+/// A delivery of a webhook as the API shows it: where it is in its life,
+/// never its payload or the target it goes to.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView<'a> {
+    /// Stable across attempts: the `Latchkey-Delivery` header the receiver
+    /// sees.
+    pub id: &'a str,
+    /// The trigger it notifies of, e.g. `key:created`.
+    pub event: &'a str,
+    /// `pending`, `delivered` or `failed`.
+    pub status: &'static str,
+    /// Attempts whose outcome was recorded (counted afresh by a
+    /// redelivery).
+    pub attempts: u32,
+    /// Why the last attempt did not deliver.
+    pub last_error: Option<&'a str>,
+    /// The HTTP status of the last attempt, if the receiver answered.
+    pub last_status: Option<u16>,
+    /// When it is tried next: pending deliveries only.
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    /// When the receiver accepted it: delivered ones only.
+    pub delivered_at: Option<String>,
+}
+
+impl<'a> From<&'a Delivery> for DeliveryView<'a> {
+    fn from(d: &'a Delivery) -> Self {
+        Self {
+            id: &d.id,
+            event: &d.trigger,
+            status: d.status.as_str(),
+            attempts: d.attempts,
+            last_error: d.last_error.as_deref(),
+            last_status: d.last_status,
+            next_attempt_at: (d.status == DeliveryStatus::Pending)
+                .then(|| rfc3339(d.next_attempt_at)),
+            created_at: rfc3339(d.created_at),
+            delivered_at: (d.status == DeliveryStatus::Delivered).then(|| rfc3339(d.updated_at)),
         }
     }
 }

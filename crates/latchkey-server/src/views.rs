@@ -396,4 +396,50 @@ mod tests {
         assert_eq!(key_status(Some(now), false, now), "expired");
         assert_eq!(key_status(Some(now - 1), true, now), "expired");
     }
+
+    #[test]
+    fn a_delivery_shows_its_next_attempt_when_pending_and_when_it_was_delivered() {
+        let mut d = Delivery {
+            id: "dlv_x".into(),
+            webhook_id: "whk_x".into(),
+            event_id: "evt_x".into(),
+            trigger: "key:created".into(),
+            payload: "{\"secret\":\"not shown\"}".into(),
+            status: DeliveryStatus::Pending,
+            attempts: 1,
+            next_attempt_at: 1_700_000_030,
+            last_status: Some(500),
+            last_error: Some("the receiver answered 500".into()),
+            created_at: 1_700_000_000,
+            updated_at: 1_700_000_000,
+        };
+        let v = serde_json::to_value(DeliveryView::from(&d)).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "id": "dlv_x",
+                "event": "key:created",
+                "status": "pending",
+                "attempts": 1,
+                "lastError": "the receiver answered 500",
+                "lastStatus": 500,
+                "nextAttemptAt": "2023-11-14T22:13:50Z",
+                "createdAt": "2023-11-14T22:13:20Z",
+                "deliveredAt": null,
+            })
+        );
+        d.status = DeliveryStatus::Delivered;
+        d.attempts = 2;
+        d.last_status = Some(204);
+        d.last_error = None;
+        d.updated_at = 1_700_000_030;
+        let v = serde_json::to_value(DeliveryView::from(&d)).expect("json");
+        assert_eq!(v["nextAttemptAt"], serde_json::Value::Null);
+        assert_eq!(v["deliveredAt"], "2023-11-14T22:13:50Z");
+        d.status = DeliveryStatus::Failed;
+        let v = serde_json::to_value(DeliveryView::from(&d)).expect("json");
+        assert_eq!(v["nextAttemptAt"], serde_json::Value::Null);
+        assert_eq!(v["deliveredAt"], serde_json::Value::Null);
+        assert!(!v.to_string().contains("not shown"));
+    }
 }

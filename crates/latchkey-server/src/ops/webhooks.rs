@@ -431,4 +431,13 @@ mod tests {
             "https://hooks.example.com:8443"
         );
     }
+
+    #[test]
+    fn the_deliveries_limit_is_1_to_200_and_50_by_default() {
+        assert_eq!(delivery_limit(None).expect("default"), 50);
+        assert_eq!(delivery_limit(Some(1)).expect("1"), 1);
+        assert_eq!(delivery_limit(Some(200)).expect("200"), 200);
+        assert!(delivery_limit(Some(0)).is_err());
+        assert!(delivery_limit(Some(201)).is_err());
+    }
 }

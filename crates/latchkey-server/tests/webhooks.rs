@@ -1444,3 +1444,63 @@ async fn the_deliveries_list_is_bounded_and_other_tenants_get_404() {
         .await;
     assert_eq!(r.body["events"], json!([]), "{:?}", r.body);
 }
+
+#[tokio::test]
+async fn reading_deliveries_and_redelivering_need_their_permissions() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "Permitted").await;
+    let receiver = Receiver::start(404).await;
+    let (webhook, _) = create_webhook(
+        &app,
+        &owner,
+        &app_id,
+        &receiver.url("/gone"),
+        &["key:created"],
+    )
+    .await;
+    let key_with = |permissions: Value| {
+        let app = &app;
+        let owner = &owner;
+        let app_id = &app_id;
+        async move {
+            let r = app
+                .post(
+                    &format!("/v1/apps/{app_id}/keys"),
+                    owner,
+                    json!({"displayName": "restricted", "permissions": permissions}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+            common::Key::from_reply(&r).basic()
+        }
+    };
+    let reader = key_with(json!(["latchkey:webhooks.read"])).await;
+    let writer = key_with(json!(["latchkey:webhooks.write"])).await;
+    // The first key's delivery fails at once (404 is final).
+    let id = deliveries(&app, &webhook)
+        .await
+        .pop()
+        .expect("a delivery")
+        .id;
+    dispatch_due(state(&app)).await;
+    wait_delivery(&app, &id, |d| d.status == DeliveryStatus::Failed).await;
+    let list = format!("/v1/apps/{app_id}/webhooks/{webhook}/deliveries");
+    let again = format!("{list}/{id}/redeliver");
+
+    for path in [list.clone(), format!("{list}/{id}")] {
+        let r = app.get(&path, &reader).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+        let r = app.get(&path, &writer).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {:?}", r.body);
+        assert_eq!(r.code(), "insufficient_permissions");
+    }
+    let r = app.post(&again, &reader, json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert_eq!(r.code(), "insufficient_permissions");
+    let d = state(&app).store.get_delivery(&id).await.expect("get");
+    assert_eq!(d.map(|d| d.status), Some(DeliveryStatus::Failed));
+    let r = app.post(&again, &writer, json!({})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert_eq!(r.body["delivery"]["status"], "pending");
+}

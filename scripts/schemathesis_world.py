@@ -77,13 +77,16 @@ def main():
     owner = basic(owner_id, owner_secret)
 
     app_id = call(base, "POST", "/v1/apps", owner, {"displayName": "fuzzed app"})["app"]["id"]
+    # The webhook first: creating the keys below queues its deliveries.
+    webhook_id = call(base, "POST", f"/v1/apps/{app_id}/webhooks", owner, {
+        "target": "https://example.com/hook", "triggers": ["key:created"],
+    })["webhook"]["id"]
     app_key = call(base, "POST", f"/v1/apps/{app_id}/keys", owner, {"displayName": "caller"})["key"]
     spare_key = call(base, "POST", f"/v1/apps/{app_id}/keys", owner, {"displayName": "spare"})["key"]
     call(base, "POST", f"/v1/apps/{app_id}/users", owner,
          {"externalId": "alice", "profile": {"givenName": "Alice"}})
-    webhook_id = call(base, "POST", f"/v1/apps/{app_id}/webhooks", owner, {
-        "target": "https://example.com/hook", "triggers": ["key:created"],
-    })["webhook"]["id"]
+    delivery_id = call(base, "GET", f"/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries",
+                       owner)["deliveries"][0]["id"]
     sa_id = call(base, "POST", "/v1/serviceAccounts", owner, {"displayName": "robot"})["serviceAccount"]["id"]
     sa_key_id = call(base, "POST", f"/v1/serviceAccounts/{sa_id}/keys", owner,
                      {"displayName": "robot key"})["key"]["id"]
@@ -120,7 +123,8 @@ def main():
     # objects (key_id: an app's key, a service account's, the caller's own).
     # (The verifier run is given its own token's id: it may not delete it,
     # which is what the run checks.)
-    shared = {"app_id": app_id, "user": "alice", "webhook_id": webhook_id, "sa_id": sa_id,
+    shared = {"app_id": app_id, "user": "alice", "webhook_id": webhook_id,
+              "delivery_id": delivery_id, "sa_id": sa_id,
               "account_id": spare_account, "token_id": token_id}
     print("[parameters]")
     print(toml_table(shared))

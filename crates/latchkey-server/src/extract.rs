@@ -471,6 +471,36 @@ impl FromRequestParts<AppState> for Paging {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeliveryQuery {
+    limit: Option<u32>,
+}
+
+/// `?limit=` of a webhook's recent deliveries: 1 to
+/// [`MAX_DELIVERY_LIMIT`](crate::ops::webhooks::MAX_DELIVERY_LIMIT), the
+/// default when absent; any other parameter is a 400.
+#[derive(Debug)]
+pub struct DeliveryQuery(pub u32);
+
+impl FromRequestParts<AppState> for DeliveryQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        use crate::ops::webhooks::{MAX_DELIVERY_LIMIT, delivery_limit};
+        let Query(raw) = Query::<RawDeliveryQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|e: QueryRejection| {
+                ApiError::bad_request(format!(
+                    "bad query parameters (limit: 1 to {MAX_DELIVERY_LIMIT}): {}",
+                    e.body_text()
+                        .trim_start_matches("Failed to deserialize query string: ")
+                ))
+            })?;
+        Ok(DeliveryQuery(delivery_limit(raw.limit)?))
+    }
+}
+
 /// A [`Page`] from `limit` (1 to 100, default 25) and `after` (an empty
 /// cursor means none).
 pub fn page_of_query(limit: Option<u32>, after: Option<String>) -> Result<Page, ApiError> {

@@ -104,6 +104,18 @@ pub fn router(state: AppState) -> Router {
                 .delete(webhooks::delete),
         )
         .route(
+            "/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
+        .route(
+            "/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries/{delivery_id}",
+            get(webhooks::get_delivery),
+        )
+        .route(
+            "/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+            post(webhooks::redeliver),
+        )
+        .route(
             "/v1/serviceAccounts",
             post(service_accounts::create).get(service_accounts::list),
         )

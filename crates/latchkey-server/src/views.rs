@@ -3,7 +3,8 @@
 use latchkey_core::policy::{CreditState, RateLimit, Refill, Restrictions};
 use latchkey_core::{KeyIndex, SecretString};
 use latchkey_store::{
-    Account, ApiKey, App, AppUser, PageOf, ServiceAccount, VerifierToken, Webhook,
+    Account, ApiKey, App, AppUser, Delivery, DeliveryStatus, PageOf, ServiceAccount, VerifierToken,
+    Webhook,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -329,6 +330,49 @@ impl From<&Webhook> for WebhookView {
     }
 }
 
+/// A delivery of a webhook as the API shows it: where it is in its life,
+/// never its payload or the target it goes to.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView<'a> {
+    /// Stable across attempts: the `Latchkey-Delivery` header the receiver
+    /// sees.
+    pub id: &'a str,
+    /// The trigger it notifies of, e.g. `key:created`.
+    pub event: &'a str,
+    /// `pending`, `delivered` or `failed`.
+    pub status: &'static str,
+    /// Attempts whose outcome was recorded (counted afresh by a
+    /// redelivery).
+    pub attempts: u32,
+    /// Why the last attempt did not deliver.
+    pub last_error: Option<&'a str>,
+    /// The HTTP status of the last attempt, if the receiver answered.
+    pub last_status: Option<u16>,
+    /// When it is tried next: pending deliveries only.
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    /// When the receiver accepted it: delivered ones only.
+    pub delivered_at: Option<String>,
+}
+
+impl<'a> From<&'a Delivery> for DeliveryView<'a> {
+    fn from(d: &'a Delivery) -> Self {
+        Self {
+            id: &d.id,
+            event: &d.trigger,
+            status: d.status.as_str(),
+            attempts: d.attempts,
+            last_error: d.last_error.as_deref(),
+            last_status: d.last_status,
+            next_attempt_at: (d.status == DeliveryStatus::Pending)
+                .then(|| rfc3339(d.next_attempt_at)),
+            created_at: rfc3339(d.created_at),
+            delivered_at: (d.status == DeliveryStatus::Delivered).then(|| rfc3339(d.updated_at)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +395,51 @@ mod tests {
         assert_eq!(key_status(Some(now + 30 * day), true, now), "expiring");
         assert_eq!(key_status(Some(now), false, now), "expired");
         assert_eq!(key_status(Some(now - 1), true, now), "expired");
+    }
+
+    #[test]
+    fn a_delivery_shows_its_next_attempt_when_pending_and_when_it_was_delivered() {
+        let mut d = Delivery {
+            id: "dlv_x".into(),
+            webhook_id: "whk_x".into(),
+            event_id: "evt_x".into(),
+            trigger: "key:created".into(),
+            payload: "{\"secret\":\"not shown\"}".into(),
+            status: DeliveryStatus::Pending,
+            attempts: 1,
+            next_attempt_at: 1_700_000_030,
+            last_status: Some(500),
+            last_error: Some("the receiver answered 500".into()),
+            created_at: 1_700_000_000,
+            updated_at: 1_700_000_000,
+        };
+        let v = serde_json::to_value(DeliveryView::from(&d)).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "id": "dlv_x",
+                "event": "key:created",
+                "status": "pending",
+                "attempts": 1,
+                "lastError": "the receiver answered 500",
+                "lastStatus": 500,
+                "nextAttemptAt": "2023-11-14T22:13:50Z",
+                "createdAt": "2023-11-14T22:13:20Z",
+                "deliveredAt": null,
+            })
+        );
+        d.status = DeliveryStatus::Delivered;
+        d.attempts = 2;
+        d.last_status = Some(204);
+        d.last_error = None;
+        d.updated_at = 1_700_000_030;
+        let v = serde_json::to_value(DeliveryView::from(&d)).expect("json");
+        assert_eq!(v["nextAttemptAt"], serde_json::Value::Null);
+        assert_eq!(v["deliveredAt"], "2023-11-14T22:13:50Z");
+        d.status = DeliveryStatus::Failed;
+        let v = serde_json::to_value(DeliveryView::from(&d)).expect("json");
+        assert_eq!(v["nextAttemptAt"], serde_json::Value::Null);
+        assert_eq!(v["deliveredAt"], serde_json::Value::Null);
+        assert!(!v.to_string().contains("not shown"));
     }
 }

@@ -141,6 +141,8 @@ struct Ids {
     /// The same user's external id (paths take either).
     user_external: String,
     webhook: String,
+    /// A delivery of that webhook.
+    delivery: String,
     sa: String,
     sa_key: String,
     /// The owner's own user-account key (`/v1/account/keys/{key_id}`).
@@ -160,6 +162,7 @@ impl Ids {
             "key_id" => &self.app_key,
             "user" => return vec![self.user.clone(), self.user_external.clone()],
             "webhook_id" => &self.webhook,
+            "delivery_id" => &self.delivery,
             "sa_id" => &self.sa,
             "token_id" => &self.verifier_token,
             other => panic!("{template}: no value for {{{other}}}; add it to Ids"),
@@ -176,6 +179,7 @@ impl Ids {
             user: "usr_0Missing0Missing0Missi".into(),
             user_external: "nobody-of-any-tenant".into(),
             webhook: "whk_0Missing0Missing0Missi".into(),
+            delivery: "dlv_0Missing0Missing0Missi0Missing0Missing0Missi".into(),
             sa: "sa_0Missing0Missing0Missi".into(),
             sa_key: "svc_0Missing0Missing0Missi".into(),
             own_key: "act_0Missing0Missing0Missi".into(),
@@ -245,6 +249,19 @@ impl Tenant {
             .put(&format!("/v1/serviceAccounts/{sa}/apps/{app_id}"), &auth)
             .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+        // A key created after the webhook: a `key:created` delivery.
+        app.create_app_key(&auth, &app_id).await;
+        let r = app
+            .get(
+                &format!("/v1/apps/{app_id}/webhooks/{webhook}/deliveries"),
+                &auth,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let delivery = r.body["deliveries"][0]["id"]
+            .as_str()
+            .expect("a delivery")
+            .to_string();
         let ids = Ids {
             account,
             app: app_id,
@@ -252,6 +269,7 @@ impl Tenant {
             user,
             user_external: external,
             webhook,
+            delivery,
             sa,
             sa_key: sa_key.id.clone(),
             own_key: owner.id.clone(),
@@ -264,6 +282,7 @@ impl Tenant {
             ids.user.clone(),
             ids.user_external.clone(),
             ids.webhook.clone(),
+            ids.delivery.clone(),
             ids.sa.clone(),
             ids.sa_key.clone(),
             ids.own_key.clone(),
@@ -519,6 +538,7 @@ fn probe_paths_put_a_s_id_at_each_parameter_in_turn() {
         user: "usr_A".into(),
         user_external: "ext-A".into(),
         webhook: "whk_A".into(),
+        delivery: "dlv_A".into(),
         sa: "sa_A".into(),
         sa_key: "svc_A".into(),
         own_key: "act_A".into(),

@@ -568,7 +568,7 @@ async fn raw_answer(
 /// A body each write accepts, so that a probe gets past the body's checks
 /// to the lookups.
 fn probe_body(method: &Method, template: &str) -> Option<Value> {
-    if *method != Method::POST && *method != Method::PATCH {
+    if *method != Method::POST && *method != Method::PATCH || template.ends_with("/redeliver") {
         return None;
     }
     Some(match template {
@@ -594,6 +594,8 @@ struct TenantIds {
     app_key: String,
     user: String,
     webhook: String,
+    /// A delivery of that webhook.
+    delivery: String,
     sa: String,
     sa_key: String,
     own_key: String,
@@ -610,6 +612,7 @@ impl TenantIds {
             "key_id" => &self.app_key,
             "user" => &self.user,
             "webhook_id" => &self.webhook,
+            "delivery_id" => &self.delivery,
             "sa_id" => &self.sa,
             "account_id" => &self.account,
             "token_id" => &self.verifier_token,
@@ -624,6 +627,7 @@ impl TenantIds {
             app_key: missing_like(&self.app_key),
             user: missing_like(&self.user),
             webhook: missing_like(&self.webhook),
+            delivery: missing_like(&self.delivery),
             sa: missing_like(&self.sa),
             sa_key: missing_like(&self.sa_key),
             own_key: missing_like(&self.own_key),
@@ -666,11 +670,25 @@ async fn tenant(app: &TestApp, owner: &Key, verifier_token: &str) -> (TenantIds,
     let sa = app.create_service_account(&auth).await;
     let sa_key = app.create_service_account_key(&auth, &sa).await;
     grant(app, &auth, &sa, &app_id).await;
+    // A key created after the webhook: a `key:created` delivery.
+    app.create_app_key(&auth, &app_id).await;
+    let r = app
+        .get(
+            &format!("/v1/apps/{app_id}/webhooks/{webhook}/deliveries"),
+            &auth,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let delivery = r.body["deliveries"][0]["id"]
+        .as_str()
+        .expect("a delivery")
+        .to_string();
     let ids = TenantIds {
         app: app_id,
         app_key: app_key.id.clone(),
         user,
         webhook,
+        delivery,
         sa,
         sa_key: sa_key.id.clone(),
         own_key: owner.id.clone(),

@@ -1128,3 +1128,379 @@ async fn a_receiver_that_never_answers_does_not_hold_up_other_apps() {
             .all(|d| d.attempts == 0 && d.status == DeliveryStatus::Pending)
     );
 }
+
+// ---------------------------------------------------------------------------
+// The deliveries API: GET …/deliveries, GET …/deliveries/{id},
+// POST …/deliveries/{id}/redeliver.
+
+/// `GET …/webhooks/{webhook}/deliveries/{id}` as `auth` sees it.
+async fn api_delivery(app: &TestApp, auth: &str, app_id: &str, webhook: &str, id: &str) -> Value {
+    let r = app
+        .get(
+            &format!("/v1/apps/{app_id}/webhooks/{webhook}/deliveries/{id}"),
+            auth,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body["delivery"].clone()
+}
+
+#[tokio::test]
+async fn a_failed_delivery_is_listed_and_sent_again_over_the_api() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "Redelivered").await;
+    let key = app.create_app_key(&owner, &app_id).await;
+    let mut receiver = Receiver::start(500).await;
+    let (webhook, secret) = create_webhook(
+        &app,
+        &owner,
+        &app_id,
+        &receiver.url("/in"),
+        &["key:created"],
+    )
+    .await;
+    app.create_app_key(&owner, &app_id).await;
+    let id = only_delivery(&app, &webhook).await.id;
+    let list = format!("/v1/apps/{app_id}/webhooks/{webhook}/deliveries");
+    let one = format!("{list}/{id}");
+    let again = format!("{one}/redeliver");
+
+    // Attempt 1: the receiver answers 500; retried 30 s later.
+    let t0 = app.clock.unix();
+    dispatch_due(state(&app)).await;
+    receiver.wait_for(1).await;
+    wait_delivery(&app, &id, |d| d.attempts == 1).await;
+    let r = app.get(&list, &key.basic()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let listed = r.body["deliveries"].as_array().expect("deliveries").clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let d = &listed[0];
+    assert_eq!(d["id"], id.as_str());
+    assert_eq!(d["event"], "key:created");
+    assert_eq!(d["status"], "pending");
+    assert_eq!(d["attempts"], 1);
+    assert_eq!(d["lastStatus"], 500);
+    let error = d["lastError"].as_str().expect("lastError");
+    assert!(error.contains("500"), "{error}");
+    assert!(!error.contains("/in"), "no URL in the error: {error}");
+    assert_eq!(
+        d["nextAttemptAt"],
+        latchkey_server::views::rfc3339(t0 + 30).as_str()
+    );
+    assert_eq!(d["createdAt"], latchkey_server::views::rfc3339(t0).as_str());
+    assert_eq!(d["deliveredAt"], Value::Null);
+    // Neither the payload nor the target.
+    let keys: Vec<&str> = d
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys.len(),
+        9,
+        "{keys:?}: id, event, status, attempts, lastError, lastStatus, nextAttemptAt, createdAt, deliveredAt"
+    );
+    assert!(!r.body.to_string().contains(&receiver.url("")));
+    // One delivery reads as it is listed.
+    assert_eq!(api_delivery(&app, &owner, &app_id, &webhook, &id).await, *d);
+
+    // Pending: a redelivery is a 409 and changes nothing.
+    let before = state(&app).store.get_delivery(&id).await.expect("get");
+    let r = app.post(&again, &owner, json!({})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.code(), "conflict");
+    assert_eq!(
+        state(&app).store.get_delivery(&id).await.expect("get"),
+        before
+    );
+    let audit = format!("/v1/apps/{app_id}/audit?action=webhook.redelivered");
+    let r = app.get(&audit, &owner).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["events"], json!([]), "{:?}", r.body);
+
+    // Attempts 2 to 5 fail too: the delivery fails.
+    for n in 2..=5u32 {
+        let wait = state(&app)
+            .store
+            .get_delivery(&id)
+            .await
+            .expect("get")
+            .expect("exists")
+            .next_attempt_at
+            - app.clock.unix();
+        app.clock.advance(time::Duration::seconds(wait));
+        dispatch_due(state(&app)).await;
+        receiver.wait_for(n as usize).await;
+        wait_delivery(&app, &id, |d| d.attempts == n).await;
+    }
+    let d = api_delivery(&app, &owner, &app_id, &webhook, &id).await;
+    assert_eq!(d["status"], "failed", "{d:?}");
+    assert_eq!(d["attempts"], 5);
+    assert_eq!(d["lastStatus"], 500);
+    assert_eq!(d["nextAttemptAt"], Value::Null);
+    assert_eq!(d["deliveredAt"], Value::Null);
+
+    // Sent again, with app scope: pending, due now, attempts afresh.
+    receiver.answer(200);
+    let now = app.clock.unix();
+    let r = app.post(&again, &key.basic(), json!({})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let d = &r.body["delivery"];
+    assert_eq!(d["id"], id.as_str());
+    assert_eq!(d["status"], "pending");
+    assert_eq!(d["attempts"], 0);
+    assert_eq!(d["lastStatus"], Value::Null);
+    assert_eq!(d["lastError"], Value::Null);
+    assert_eq!(
+        d["nextAttemptAt"],
+        latchkey_server::views::rfc3339(now).as_str()
+    );
+    // Recorded once in the audit log, by the app key.
+    let r = app.get(&audit, &owner).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let events = r.body["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["target"]["id"], webhook.as_str(), "{events:?}");
+    assert_eq!(events[0]["details"]["deliveryId"], id.as_str());
+    assert_eq!(events[0]["details"]["previousStatus"], "failed");
+    assert_eq!(events[0]["details"]["previousAttempts"], 5);
+    assert_eq!(events[0]["actor"]["id"], key.id.as_str(), "{events:?}");
+
+    // And delivered: the same id and body, signed afresh.
+    dispatch_due(state(&app)).await;
+    let got = receiver.wait_for(6).await;
+    wait_delivery(&app, &id, |d| d.status != DeliveryStatus::Pending).await;
+    let d = api_delivery(&app, &owner, &app_id, &webhook, &id).await;
+    assert_eq!(d["status"], "delivered", "{d:?}");
+    assert_eq!(d["attempts"], 1);
+    assert_eq!(d["lastStatus"], 200);
+    assert_eq!(d["lastError"], Value::Null);
+    assert_eq!(d["nextAttemptAt"], Value::Null);
+    assert_eq!(
+        d["deliveredAt"],
+        latchkey_server::views::rfc3339(now).as_str()
+    );
+    let last = got.last().expect("the redelivery");
+    assert_eq!(last.header("latchkey-delivery"), id);
+    assert_eq!(last.body, got[0].body);
+    assert!(signature_ok(last, &secret));
+    receiver.stop().await;
+}
+
+#[tokio::test]
+async fn the_deliveries_list_is_bounded_and_other_tenants_get_404() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "Listed").await;
+    let receiver = Receiver::down().await;
+    let (webhook, _) = create_webhook(
+        &app,
+        &owner,
+        &app_id,
+        &receiver.url("/in"),
+        &["key:created"],
+    )
+    .await;
+    for _ in 0..3 {
+        app.create_app_key(&owner, &app_id).await;
+    }
+    let stored: Vec<String> = deliveries(&app, &webhook)
+        .await
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(stored.len(), 3);
+    let list = format!("/v1/apps/{app_id}/webhooks/{webhook}/deliveries");
+    let ids_of = |body: &Value| -> Vec<String> {
+        body["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .iter()
+            .map(|d| d["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+
+    // Newest first; `limit` from 1 to 200.
+    for (query, want) in [("", 3), ("?limit=2", 2), ("?limit=1", 1), ("?limit=200", 3)] {
+        let r = app.get(&format!("{list}{query}"), &owner).await;
+        assert_eq!(r.status, StatusCode::OK, "{query}: {:?}", r.body);
+        assert_eq!(ids_of(&r.body), stored[..want], "{query}");
+    }
+    for query in [
+        "?limit=0",
+        "?limit=201",
+        "?limit=-1",
+        "?limit=abc",
+        "?limit=",
+        "?limit=1.5",
+        "?limit=99999999999",
+        "?after=x",
+        "?limit=2&color=red",
+    ] {
+        let r = app.get(&format!("{list}{query}"), &owner).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}: {:?}", r.body);
+        assert_eq!(r.code(), "bad_request", "{query}");
+        assert!(
+            r.body["errors"][0]["title"].is_string(),
+            "{query}: {:?}",
+            r.body
+        );
+    }
+
+    // Another tenant: 404 on A's app, and on A's webhook or delivery under
+    // its own app, exactly as for ids that name nothing.
+    let other = app.create_account("deliveries-b@example.com").await;
+    let b_app = app.create_app(&other.basic(), "B's").await;
+    let (b_webhook, _) = create_webhook(
+        &app,
+        &other.basic(),
+        &b_app,
+        "https://hooks.example.com/b",
+        &["key:created"],
+    )
+    .await;
+    let a_delivery = &stored[0];
+    let missing = "dlv_0Missing0Missing0Missi0Missing0Missing0Missi";
+    for (path, method) in [
+        (list.clone(), "get"),
+        (format!("{list}/{a_delivery}"), "get"),
+        (format!("{list}/{a_delivery}/redeliver"), "post"),
+        (
+            format!("/v1/apps/{b_app}/webhooks/{webhook}/deliveries"),
+            "get",
+        ),
+        (
+            format!("/v1/apps/{b_app}/webhooks/{webhook}/deliveries/{a_delivery}"),
+            "get",
+        ),
+        (
+            format!("/v1/apps/{b_app}/webhooks/{b_webhook}/deliveries/{a_delivery}"),
+            "get",
+        ),
+        (
+            format!("/v1/apps/{b_app}/webhooks/{b_webhook}/deliveries/{a_delivery}/redeliver"),
+            "post",
+        ),
+        (
+            format!("/v1/apps/{b_app}/webhooks/{b_webhook}/deliveries/{missing}"),
+            "get",
+        ),
+        (
+            format!("/v1/apps/{b_app}/webhooks/{b_webhook}/deliveries/not-an-id"),
+            "get",
+        ),
+    ] {
+        let r = if method == "get" {
+            app.get(&path, &other.basic()).await
+        } else {
+            app.post(&path, &other.basic(), json!({})).await
+        };
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {:?}",
+            r.body
+        );
+        assert_eq!(r.code(), "not_found");
+        assert!(!r.body.to_string().contains(a_delivery.as_str()));
+    }
+    // A delivery of another webhook of the same app is not this one's.
+    let (second, _) = create_webhook(
+        &app,
+        &owner,
+        &app_id,
+        "https://hooks.example.com/second",
+        &["key:deleted"],
+    )
+    .await;
+    let r = app
+        .get(
+            &format!("/v1/apps/{app_id}/webhooks/{second}/deliveries/{a_delivery}"),
+            &owner,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+    let r = app
+        .get(
+            &format!("/v1/apps/{app_id}/webhooks/{second}/deliveries"),
+            &owner,
+        )
+        .await;
+    assert_eq!(r.body, json!({"deliveries": []}));
+    // A's deliveries are as they were: no refused call touched them.
+    let after: Vec<String> = deliveries(&app, &webhook)
+        .await
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(after, stored);
+    let r = app
+        .get(
+            &format!("/v1/apps/{app_id}/audit?action=webhook.redelivered"),
+            &owner,
+        )
+        .await;
+    assert_eq!(r.body["events"], json!([]), "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn reading_deliveries_and_redelivering_need_their_permissions() {
+    let app = TestApp::spawn().await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "Permitted").await;
+    let receiver = Receiver::start(404).await;
+    let (webhook, _) = create_webhook(
+        &app,
+        &owner,
+        &app_id,
+        &receiver.url("/gone"),
+        &["key:created"],
+    )
+    .await;
+    let key_with = |permissions: Value| {
+        let app = &app;
+        let owner = &owner;
+        let app_id = &app_id;
+        async move {
+            let r = app
+                .post(
+                    &format!("/v1/apps/{app_id}/keys"),
+                    owner,
+                    json!({"displayName": "restricted", "permissions": permissions}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+            common::Key::from_reply(&r).basic()
+        }
+    };
+    let reader = key_with(json!(["latchkey:webhooks.read"])).await;
+    let writer = key_with(json!(["latchkey:webhooks.write"])).await;
+    // The first key's delivery fails at once (404 is final).
+    let id = deliveries(&app, &webhook)
+        .await
+        .pop()
+        .expect("a delivery")
+        .id;
+    dispatch_due(state(&app)).await;
+    wait_delivery(&app, &id, |d| d.status == DeliveryStatus::Failed).await;
+    let list = format!("/v1/apps/{app_id}/webhooks/{webhook}/deliveries");
+    let again = format!("{list}/{id}/redeliver");
+
+    for path in [list.clone(), format!("{list}/{id}")] {
+        let r = app.get(&path, &reader).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+        let r = app.get(&path, &writer).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {:?}", r.body);
+        assert_eq!(r.code(), "insufficient_permissions");
+    }
+    let r = app.post(&again, &reader, json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    assert_eq!(r.code(), "insufficient_permissions");
+    let d = state(&app).store.get_delivery(&id).await.expect("get");
+    assert_eq!(d.map(|d| d.status), Some(DeliveryStatus::Failed));
+    let r = app.post(&again, &writer, json!({})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert_eq!(r.body["delivery"]["status"], "pending");
+}

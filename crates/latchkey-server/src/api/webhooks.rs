@@ -9,11 +9,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::ApiResult;
-use crate::extract::{Caller, JsonBody, Paging, PathParams};
+use crate::extract::{Caller, DeliveryQuery, JsonBody, Paging, PathParams};
 use crate::ops::WriteGuard;
 use crate::ops::webhooks::{self as ops, app_for_webhooks, load_webhook};
 use crate::state::AppState;
-use crate::views::{PageMeta, WebhookView};
+use crate::views::{DeliveryView, PageMeta, WebhookView};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -100,4 +100,42 @@ pub async fn delete(
     let app = app_for_webhooks(&state, &caller, &app_id).await?;
     ops::delete_webhook(&state, &write, &caller, &app, &webhook_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((app_id, webhook_id)): PathParams<(String, String)>,
+    DeliveryQuery(limit): DeliveryQuery,
+) -> ApiResult<Json<Value>> {
+    caller.require(Permission::WebhooksRead)?;
+    let app = app_for_webhooks(&state, &caller, &app_id).await?;
+    let found = ops::list_deliveries(&state, &caller, &app, &webhook_id, limit).await?;
+    let deliveries: Vec<DeliveryView> = found.iter().map(DeliveryView::from).collect();
+    Ok(Json(json!({"deliveries": deliveries})))
+}
+
+pub async fn get_delivery(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((app_id, webhook_id, delivery_id)): PathParams<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Permission::WebhooksRead)?;
+    let app = app_for_webhooks(&state, &caller, &app_id).await?;
+    let delivery = ops::get_delivery(&state, &caller, &app, &webhook_id, &delivery_id).await?;
+    Ok(Json(json!({"delivery": DeliveryView::from(&delivery)})))
+}
+
+pub async fn redeliver(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParams((app_id, webhook_id, delivery_id)): PathParams<(String, String, String)>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let write = WriteGuard::acquire(&state, &caller).await?;
+    let app = app_for_webhooks(&state, &caller, &app_id).await?;
+    let delivery = ops::redeliver(&state, &write, &caller, &app, &webhook_id, &delivery_id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"delivery": DeliveryView::from(&delivery)})),
+    ))
 }

@@ -5,7 +5,7 @@
 use latchkey_core::ids::{IdKind, new_id};
 use latchkey_core::policy::Permission;
 use latchkey_core::secret;
-use latchkey_store::{App, Redelivery, Webhook};
+use latchkey_store::{App, Delivery, Page, Redelivery, Webhook};
 use serde_json::json;
 
 use super::{Caller, WriteGuard, app_ref, load_app};
@@ -146,6 +146,60 @@ pub async fn load_webhook(state: &AppState, app: &App, webhook_id: &str) -> ApiR
         .get_webhook(&app.id, webhook_id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))
+}
+
+/// Deliveries listed when the request names no `limit`.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 50;
+/// Most deliveries one list returns.
+pub const MAX_DELIVERY_LIMIT: u32 = 200;
+
+/// The `limit` of a list of deliveries: [`DEFAULT_DELIVERY_LIMIT`] when
+/// absent, else 1 to [`MAX_DELIVERY_LIMIT`].
+pub fn delivery_limit(limit: Option<u32>) -> ApiResult<u32> {
+    let limit = limit.unwrap_or(DEFAULT_DELIVERY_LIMIT);
+    if !(1..=MAX_DELIVERY_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_DELIVERY_LIMIT}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// The `limit` most recent deliveries of a webhook of `app` (which the
+/// caller may configure), newest first.
+pub async fn list_deliveries(
+    state: &AppState,
+    caller: &Caller,
+    app: &App,
+    webhook_id: &str,
+    limit: u32,
+) -> ApiResult<Vec<Delivery>> {
+    caller.require(Permission::WebhooksRead)?;
+    let webhook = load_webhook(state, app, webhook_id).await?;
+    let found = state
+        .store
+        .list_deliveries(&webhook.id, &Page { limit, after: None })
+        .await?;
+    Ok(found.items)
+}
+
+/// A delivery of a webhook of `app` (which the caller may configure), or
+/// 404 (also for a delivery of another webhook).
+pub async fn get_delivery(
+    state: &AppState,
+    caller: &Caller,
+    app: &App,
+    webhook_id: &str,
+    delivery_id: &str,
+) -> ApiResult<Delivery> {
+    caller.require(Permission::WebhooksRead)?;
+    let webhook = load_webhook(state, app, webhook_id).await?;
+    state
+        .store
+        .get_delivery(delivery_id)
+        .await?
+        .filter(|d| d.webhook_id == webhook.id)
+        .ok_or_else(|| ApiError::not_found("delivery"))
 }
 
 /// Creates a webhook of `app` (which the caller may configure) and returns
@@ -376,5 +430,14 @@ mod tests {
             origin("https://hooks.example.com:8443/services/T0/B0/secret?token=x"),
             "https://hooks.example.com:8443"
         );
+    }
+
+    #[test]
+    fn the_deliveries_limit_is_1_to_200_and_50_by_default() {
+        assert_eq!(delivery_limit(None).expect("default"), 50);
+        assert_eq!(delivery_limit(Some(1)).expect("1"), 1);
+        assert_eq!(delivery_limit(Some(200)).expect("200"), 200);
+        assert!(delivery_limit(Some(0)).is_err());
+        assert!(delivery_limit(Some(201)).is_err());
     }
 }

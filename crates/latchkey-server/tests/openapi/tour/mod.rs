@@ -48,6 +48,7 @@ pub const TOURS: &[Ops] = &[
     users::USERS,
     users::MINTED_TOKENS,
     webhooks::WEBHOOKS,
+    webhooks::DELIVERIES,
     service_accounts::SERVICE_ACCOUNTS,
     verifier_tokens::VERIFIER_TOKENS,
     verify::VERIFICATION,

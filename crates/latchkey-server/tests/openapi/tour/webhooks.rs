@@ -1,5 +1,7 @@
 //! An app's webhooks.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use super::{Ops, Tour, World, id_of};
@@ -14,6 +16,140 @@ pub const WEBHOOKS: Ops = &[
     ("get", "/v1/apps/{app_id}/webhooks/{webhook_id}"),
     ("delete", "/v1/apps/{app_id}/webhooks/{webhook_id}"),
 ];
+
+/// What `deliveries_are_listed_read_and_sent_again` reaches.
+pub const DELIVERIES: Ops = &[
+    ("get", "/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries"),
+    (
+        "get",
+        "/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries/{delivery_id}",
+    ),
+    (
+        "post",
+        "/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    ),
+];
+
+/// A receiver on 127.0.0.1 that answers every request 204; stops when
+/// dropped.
+struct Accepting(tokio::task::JoinHandle<()>, String);
+
+impl Accepting {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the receiver");
+        let url = format!("http://{}/in", listener.local_addr().expect("addr"));
+        let router = axum::Router::new().fallback(|| async { axum::http::StatusCode::NO_CONTENT });
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Accepting(task, url)
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_listed_read_and_sent_again() {
+    let app = TestApp::spawn().await;
+    let mut t = Tour::new(&app);
+    let owner_auth = app.owner();
+    let owner = Some(owner_auth.as_str());
+    let World {
+        ap, app_basic_auth, ..
+    } = World::new(&app).await;
+    let app_basic = Some(app_basic_auth.as_str());
+    let receiver = Accepting::start().await;
+    let r = app
+        .post(
+            &format!("{ap}/webhooks"),
+            &owner_auth,
+            json!({"target": receiver.1, "triggers": ["key:created"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let hook = format!("{ap}/webhooks/{}", id_of(&r, "webhook"));
+    let r = app
+        .post(
+            &format!("{ap}/keys"),
+            &owner_auth,
+            json!({"displayName": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+
+    const LIST: &str = "/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries";
+    const ONE: &str = "/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries/{delivery_id}";
+    const AGAIN: &str =
+        "/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver";
+    let r = t
+        .call(
+            "get",
+            LIST,
+            &format!("{hook}/deliveries"),
+            owner,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    let deliveries = r.body["deliveries"].as_array().expect("deliveries");
+    assert_eq!(deliveries.len(), 1, "{:?}", r.body);
+    let one = format!(
+        "{hook}/deliveries/{}",
+        deliveries[0]["id"].as_str().expect("id")
+    );
+    t.call(
+        "get",
+        LIST,
+        &format!("{hook}/deliveries?limit=0"),
+        owner,
+        None,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+
+    // Sent by a dispatcher pass (the server's own polls every second too).
+    latchkey_server::webhooks::dispatch_due(&app.server.as_ref().expect("running").state).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = t
+            .call("get", ONE, &one, app_basic, None, StatusCode::OK)
+            .await;
+        if r.body["delivery"]["status"] == "delivered" {
+            assert!(
+                r.body["delivery"]["deliveredAt"].is_string(),
+                "{:?}",
+                r.body
+            );
+            break;
+        }
+        assert_eq!(r.body["delivery"]["status"], "pending", "{:?}", r.body);
+        assert!(tokio::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = format!("{one}/redeliver");
+    let r = t
+        .call("post", AGAIN, &again, app_basic, None, StatusCode::ACCEPTED)
+        .await;
+    assert_eq!(r.body["delivery"]["status"], "pending");
+    assert_eq!(r.body["delivery"]["attempts"], 0);
+    // Pending again: a second redelivery is refused (unless the dispatcher
+    // has already sent it again).
+    let r = app.call(reqwest::Method::POST, &again, owner, None).await;
+    assert!(
+        r.status == StatusCode::CONFLICT || r.status == StatusCode::ACCEPTED,
+        "{:?}",
+        r.body
+    );
+    crate::schema::check_reply(&t.doc, AGAIN, "post", &r);
+
+    t.assert_covered(DELIVERIES);
+}
 
 #[tokio::test]
 async fn webhooks_are_created_listed_read_updated_and_deleted() {

@@ -195,6 +195,7 @@ async fn open_inner(
             leases: Arc::default(),
             metrics: Arc::default(),
             refusals: Arc::default(),
+            usage: Arc::default(),
             config: Arc::new(config),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             exposures: Arc::default(),

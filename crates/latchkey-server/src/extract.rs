@@ -47,6 +47,7 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::forbidden(VERIFIER_TOKEN_ELSEWHERE));
         }
         state.metrics.valid(Way::Api, &caller.principal, started);
+        crate::usage::valid(state, &caller.principal);
         Ok(caller)
     }
 }

@@ -319,9 +319,12 @@ async fn verify_directly(
         state.verify_options(),
     );
     let answered = match &verified {
-        Ok(_) => answer(&state, &request, verified.as_ref(), started).await,
-        // A refusal is logged with the request id.
-        Err(_) => {
+        Ok(v) if v.policy.is_none() && v.ratelimit.is_none() => {
+            answer(&state, &request, verified.as_ref(), started).await
+        }
+        // A refusal is logged with the request id, and so are the lines
+        // a key's policy may write (a lease that failed).
+        _ => {
             request_id::scope(
                 id.clone(),
                 answer(&state, &request, verified.as_ref(), started),

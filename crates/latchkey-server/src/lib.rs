@@ -37,6 +37,7 @@ pub mod serve;
 pub mod state;
 pub mod sync;
 pub mod throttle;
+pub mod usage;
 pub mod views;
 pub mod webhooks;
 

@@ -194,15 +194,16 @@ async fn lease_limit(
     match tokio::time::timeout(LEASE_TIMEOUT, lease).await {
         Ok(Ok(Ok(()))) => checks(),
         Ok(Ok(Err(e))) => {
-            tracing::warn!(error = %e, "could not lease rate-limit counts; refusing what this node does not hold");
+            tracing::warn!(error = %e, request_id = crate::request_id::for_log(), "could not lease rate-limit counts; refusing what this node does not hold");
             again
         }
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "a rate-limit lease failed");
+            tracing::error!(error = %e, request_id = crate::request_id::for_log(), "a rate-limit lease failed");
             again
         }
         Err(_) => {
             tracing::warn!(
+                request_id = crate::request_id::for_log(),
                 "no rate-limit lease within {LEASE_TIMEOUT:?}; refusing what this node does not hold"
             );
             again
@@ -263,15 +264,16 @@ async fn lease_credits(
     match tokio::time::timeout(LEASE_TIMEOUT, lease).await {
         Ok(Ok(Ok(()))) => checks(),
         Ok(Ok(Err(e))) => {
-            tracing::warn!(error = %e, "could not lease credits; refusing what this node does not hold");
+            tracing::warn!(error = %e, request_id = crate::request_id::for_log(), "could not lease credits; refusing what this node does not hold");
             again
         }
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "a credit lease failed");
+            tracing::error!(error = %e, request_id = crate::request_id::for_log(), "a credit lease failed");
             again
         }
         Err(_) => {
             tracing::warn!(
+                request_id = crate::request_id::for_log(),
                 "no credit lease within {LEASE_TIMEOUT:?}; refusing what this node does not hold"
             );
             again

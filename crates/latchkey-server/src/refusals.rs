@@ -96,6 +96,7 @@ pub fn refused(
     started: Instant,
 ) {
     state.metrics.refused(way, scope, code, started);
+    crate::usage::refused(state, key_id, code);
     if !enabled() {
         return;
     }

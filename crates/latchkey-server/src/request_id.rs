@@ -110,6 +110,12 @@ pub fn current() -> Option<String> {
         .flatten()
 }
 
+/// The current request's id for a log line's field: `-` outside a
+/// request.
+pub fn for_log() -> String {
+    current().unwrap_or_else(|| "-".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

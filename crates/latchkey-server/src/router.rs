@@ -13,8 +13,8 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 
 use crate::api::{
-    accounts, apps, audit_log, introspect, keys, service_accounts, users, verifier_tokens, verify,
-    webhooks,
+    accounts, apps, audit_log, introspect, keys, service_accounts, usage, users, verifier_tokens,
+    verify, webhooks,
 };
 use crate::api::{forward_auth, health, method_not_allowed, no_route, openapi, ready};
 use crate::extract::AuditSlot;
@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
             post(accounts::rotate_own_key),
         )
         .route("/v1/audit", get(audit_log::account_audit))
+        .route("/v1/usage", get(usage::account_usage))
         .route("/v1/accounts", post(accounts::create).get(accounts::list))
         .route(
             "/v1/accounts/{account_id}",
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
             post(keys::rotate_app_key),
         )
         .route("/v1/apps/{app_id}/audit", get(audit_log::app_audit))
+        .route("/v1/apps/{app_id}/usage", get(usage::app_usage))
         .route(
             "/v1/apps/{app_id}/users",
             post(users::create).get(users::list),

@@ -85,6 +85,7 @@ impl RunningServer {
         let _ = self.stop_flusher.send(true);
         let _ = self.flusher.await;
         flush_last_used(&self.state).await;
+        crate::usage::flush(&self.state).await;
         flush_credits(&self.state).await;
         return_leased_credits(&self.state).await;
         served.map_err(ServeError::from)
@@ -174,7 +175,10 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
                 Some(r) => r.recv().await,
                 None => std::future::pending().await,
             } } => crate::notices::record(&state, notice).await,
-            _ = tick.tick() => flush_last_used(&state).await,
+            _ = tick.tick() => {
+                flush_last_used(&state).await;
+                crate::usage::flush(&state).await;
+            }
             _ = credits.tick() => {
                 flush_credits(&state).await;
                 state.limiter.prune(state.now());
@@ -186,6 +190,9 @@ async fn run_flusher(state: AppState, mut stop: watch::Receiver<bool>) {
                 }
                 if let Err(e) = crate::maintenance::prune_deliveries(&state).await {
                     tracing::warn!(error = %e, "pruning old webhook deliveries failed; will retry");
+                }
+                if let Err(e) = state.store.prune_usage(state.now()).await {
+                    tracing::warn!(error = %e, "pruning old usage counts failed; will retry");
                 }
                 let before = state.now() - crate::sync::CHANGE_RETENTION_SECONDS;
                 if let Err(e) = state.store.prune_changes(before).await {

@@ -58,6 +58,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The rate limit of refusal log lines (see [`crate::refusals`]).
     pub refusals: Arc<crate::refusals::RefusalLog>,
+    /// Checks of keys' credentials not yet written (see [`crate::usage`]).
+    pub usage: Arc<crate::usage::UsageCounter>,
 }
 
 impl Shared {

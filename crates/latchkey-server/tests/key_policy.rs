@@ -100,6 +100,8 @@ async fn a_key_with_only_operator_permissions_calls_none_of_latchkeys_endpoints(
         ),
         ("GET", format!("{a}/audit"), None),
         ("GET", "/v1/audit".into(), None),
+        ("GET", format!("{a}/usage"), None),
+        ("GET", "/v1/usage".into(), None),
         ("GET", "/v1/serviceAccounts".into(), None),
         ("GET", format!("/v1/serviceAccounts/{sa}"), None),
         (

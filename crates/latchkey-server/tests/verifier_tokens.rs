@@ -146,6 +146,8 @@ async fn a_verifier_token_is_refused_everywhere_else() {
         (Method::GET, format!("/v1/apps/{app_id}"), None),
         (Method::DELETE, format!("/v1/apps/{app_id}"), None),
         (Method::GET, "/v1/audit".into(), None),
+        (Method::GET, "/v1/usage".into(), None),
+        (Method::GET, format!("/v1/apps/{app_id}/usage"), None),
         (Method::GET, "/v1/serviceAccounts".into(), None),
     ];
     for (method, path, body) in calls {

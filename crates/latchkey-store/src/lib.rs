@@ -12,11 +12,13 @@ mod app_cache;
 mod dashboard;
 mod model;
 mod sql;
+mod usage;
 mod webhooks;
 
 pub use dashboard::*;
 pub use model::*;
 pub use sql::{Backend, SqlStore, delivery_id};
+pub use usage::*;
 pub use webhooks::*;
 
 use async_trait::async_trait;
@@ -155,7 +157,9 @@ impl StoreError {
 
 /// Everything the server persists.
 #[async_trait]
-pub trait Store: WebhookStore + DashboardStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    WebhookStore + DashboardStore + UsageStore + Send + Sync + std::fmt::Debug + 'static
+{
     // --- bootstrap -------------------------------------------------------
     async fn is_initialized(&self) -> Result<bool>;
     /// Writes the first operator token, the master-key check value and the

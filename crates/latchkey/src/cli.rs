@@ -267,7 +267,8 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_MAX_KEYS_PER_OWNER", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_keys_per_owner: u32,
-    /// How often lastUsedAt is written to the store, in seconds.
+    /// How often lastUsedAt and usage counts are written to the store, in
+    /// seconds.
     #[arg(long, env = "LATCHKEY_LAST_USED_FLUSH_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub last_used_flush_seconds: u64,

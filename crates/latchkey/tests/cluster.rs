@@ -3215,3 +3215,77 @@ fn urls_are_split_and_rewritten() {
     assert_eq!(quantile(&sorted, 0.99), Duration::from_millis(99));
     assert_eq!(quantile(&sorted, 1.0), Duration::from_millis(100));
 }
+
+/// Usage analytics on a cluster: each node counts the checks it made and
+/// adds them to the shared store, so the app's usage read on any node is
+/// the sum of all nodes' counts, each counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_counted_on_every_node_adds_up() {
+    let cluster = Cluster::new().await;
+    let http = &cluster.http;
+    let operator = cluster.operator();
+    let owner = cluster.owner();
+    let flags = [&NOTIFY_ONLY[..], &["--last-used-flush-seconds", "1"]].concat();
+    let a = cluster.start_direct("a", &flags).await;
+    let b = cluster.start_direct("b", &flags).await;
+    let app = create_app(http, &a, &owner, "counted").await;
+    let key = create_key(http, &a, &owner, &app).await;
+    let verify = async |node: &Node, authorization: &str| {
+        post(
+            http,
+            &node.url("/v1/verify"),
+            &operator,
+            json!({ "authorization": authorization }),
+        )
+        .await
+    };
+    eventually("node b: the key", CREATE_BOUND, async || {
+        let r = verify(&b, &key.basic()).await;
+        if r.body["valid"] == true {
+            Ok(())
+        } else {
+            Err(format!("{}", r.body))
+        }
+    })
+    .await;
+    // B has counted one valid check already (the probe above).
+    for _ in 0..7 {
+        assert_eq!(verify(&a, &key.basic()).await.body["valid"], true);
+    }
+    for _ in 0..4 {
+        assert_eq!(verify(&b, &key.basic()).await.body["valid"], true);
+    }
+    let wrong = latchkey_testkit::basic(&key.id, "lksk_not_the_secret");
+    for node in [&a, &b, &a] {
+        assert_eq!(verify(node, &wrong).await.body["valid"], false);
+    }
+    let path = format!("/v1/apps/{app}/usage?granularity=minute");
+    let read = async |node: &Node| {
+        let r = get(http, &node.url(&path), &owner).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["totals"].clone()
+    };
+    eventually(
+        "the usage of both nodes",
+        Duration::from_secs(15),
+        async || {
+            let totals = read(&b).await;
+            let refused: i64 = totals["refused"]
+                .as_object()
+                .map(|m| m.values().filter_map(Value::as_i64).sum())
+                .unwrap_or(0);
+            if totals["valid"] == 12 && refused == 3 {
+                Ok(())
+            } else {
+                Err(format!("{totals}"))
+            }
+        },
+    )
+    .await;
+    // Two more flushes of both nodes: nothing is counted twice.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for node in [&a, &b] {
+        let totals = read(node).await;
+        assert_eq!(totals["valid"], 12, "node {}: {totals}", node.name);
+    }
+}

@@ -45,6 +45,8 @@ pub enum Permission {
     WebhooksWrite,
     /// Reading the audit log.
     AuditRead,
+    /// Reading usage analytics (`GET /v1/usage`, `GET …/usage`).
+    UsageRead,
     /// Reading service accounts.
     ServiceAccountsRead,
     /// Creating and deleting service accounts, granting apps to them.
@@ -52,7 +54,7 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 14] = [
+    pub const ALL: [Permission; 15] = [
         Permission::AccountRead,
         Permission::AppsRead,
         Permission::AppsWrite,
@@ -65,6 +67,7 @@ impl Permission {
         Permission::WebhooksRead,
         Permission::WebhooksWrite,
         Permission::AuditRead,
+        Permission::UsageRead,
         Permission::ServiceAccountsRead,
         Permission::ServiceAccountsWrite,
     ];
@@ -83,6 +86,7 @@ impl Permission {
             Permission::WebhooksRead => "latchkey:webhooks.read",
             Permission::WebhooksWrite => "latchkey:webhooks.write",
             Permission::AuditRead => "latchkey:audit.read",
+            Permission::UsageRead => "latchkey:usage.read",
             Permission::ServiceAccountsRead => "latchkey:service_accounts.read",
             Permission::ServiceAccountsWrite => "latchkey:service_accounts.write",
         }

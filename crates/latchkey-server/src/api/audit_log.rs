@@ -43,7 +43,7 @@ pub struct AuditQuery {
     until: Option<i64>,
 }
 
-fn parse_time(field: &str, text: Option<String>) -> ApiResult<Option<i64>> {
+pub(crate) fn parse_time(field: &str, text: Option<String>) -> ApiResult<Option<i64>> {
     text.map(|t| {
         OffsetDateTime::parse(&t, &Rfc3339)
             .map(OffsetDateTime::unix_timestamp)

@@ -102,6 +102,7 @@ pub async fn introspect(
                     state
                         .metrics
                         .valid(Way::Introspect, &verified.principal, started);
+                    crate::usage::valid(&state, &verified.principal);
                     response
                 }
                 None => {

@@ -475,6 +475,13 @@ async fn forward(
     req: Request<Incoming>,
     identity: &super::Identity,
 ) -> Response<Sent> {
+    // The request's id (set by `handle`), for the lines this writes.
+    let request_id = req
+        .headers()
+        .get(crate::request_id::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
     let Some(outgoing) = upstream_request(shared, peer, req, identity) else {
         return gateway_error(
             StatusCode::BAD_REQUEST,
@@ -483,30 +490,31 @@ async fn forward(
         )
         .map(Sent::Local);
     };
-    let failed =
-        match tokio::time::timeout(shared.upstream_timeout, shared.pool.send(outgoing)).await {
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                remove_hop_by_hop(&mut parts.headers);
-                return Response::from_parts(parts, Sent::Relayed(body));
-            }
-            Ok(Err(Failure::Unreachable(why))) => {
-                tracing::warn!(error = %why, "gateway: the upstream could not be reached");
-                gateway_error(
-                    StatusCode::BAD_GATEWAY,
-                    "bad_gateway",
-                    "the upstream could not be reached",
-                )
-            }
-            Err(_) => {
-                tracing::warn!("gateway: the upstream did not answer in time");
-                gateway_error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "gateway_timeout",
-                    "the upstream did not answer in time",
-                )
-            }
-        };
+    let failed = match tokio::time::timeout(shared.upstream_timeout, shared.pool.send(outgoing))
+        .await
+    {
+        Ok(Ok(response)) => {
+            let (mut parts, body) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            return Response::from_parts(parts, Sent::Relayed(body));
+        }
+        Ok(Err(Failure::Unreachable(why))) => {
+            tracing::warn!(error = %why, request_id, "gateway: the upstream could not be reached");
+            gateway_error(
+                StatusCode::BAD_GATEWAY,
+                "bad_gateway",
+                "the upstream could not be reached",
+            )
+        }
+        Err(_) => {
+            tracing::warn!(request_id, "gateway: the upstream did not answer in time");
+            gateway_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "gateway_timeout",
+                "the upstream did not answer in time",
+            )
+        }
+    };
     failed.map(Sent::Local)
 }
 

@@ -388,7 +388,10 @@ pub async fn decide_counted(
 ) -> Decision {
     let decision = decide(state, asked).await;
     match &decision {
-        Decision::Allow { identity, .. } => state.metrics.valid(way, &identity.principal, started),
+        Decision::Allow { identity, .. } => {
+            state.metrics.valid(way, &identity.principal, started);
+            crate::usage::valid(state, &identity.principal);
+        }
         Decision::Refuse { refusal, .. } => {
             let claimed = crate::refusals::claimed_key_id(
                 asked.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),

@@ -127,6 +127,7 @@ pub async fn answer<'a>(
         (Ok(reached), Some(scope)) => match check_policy(state, req, verified).await {
             Ok(outcome) => {
                 state.metrics.valid(Way::Verify, p, started);
+                crate::usage::valid(state, p);
                 Answer::Valid {
                     account_id: p.account_id(),
                     app_id: reached.app_id,

@@ -297,6 +297,19 @@ impl SqlStore {
         }
     }
 
+    /// A transaction for writes that commute with every other write
+    /// (usage counts that add): on PostgreSQL without the store's write
+    /// lock, so that a large batch does not hold up the API's writes; on
+    /// SQLite as [`SqlStore::write_tx`] (one writer connection either way).
+    pub(crate) async fn usage_tx(&self) -> Result<Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => self.write_tx().await,
+            Backend::Postgres => {
+                Ok(Transaction::begin(self.writer_connection().await?, None).await?)
+            }
+        }
+    }
+
     /// A connection of the writer pool that is in no transaction. When a
     /// COMMIT fails (SQLITE_FULL on a full disk, an I/O error), SQLite has
     /// already rolled the transaction back, so the ROLLBACK sqlx sends when

@@ -26,6 +26,7 @@ mod errors;
 mod keys;
 mod meta;
 mod service_accounts;
+mod usage;
 mod users;
 mod verifier_tokens;
 mod verify;
@@ -57,6 +58,7 @@ pub const TOURS: &[Ops] = &[
     browsers::BROWSERS,
     audit::ACCOUNT_AUDIT,
     audit::APP_AUDIT,
+    usage::USAGE,
 ];
 
 pub struct Tour<'a> {

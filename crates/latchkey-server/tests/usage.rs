@@ -414,3 +414,102 @@ async fn minutes_go_after_48_hours_and_hours_and_days_stay() {
         .expect("prune");
     assert_eq!(sum(state.store.usage(&filter(DAY)).await.expect("days")), 0);
 }
+
+/// What usage costs the store: keys checked every minute for two days
+/// (one outcome), written as the flusher writes them (one batch per key
+/// and hour), then the bytes of `key_usage` and its index, per row and
+/// per key and day. Figures in docs/BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run with --run-ignored only --no-capture"]
+async fn measure_storage_per_active_key() {
+    const KEYS: usize = 10;
+    const HOURS: i64 = 48;
+    // Nothing of the owner's own calls is flushed meanwhile.
+    let app = TestApp::spawn_with(|c| c.last_used_flush_interval = Duration::from_secs(3600)).await;
+    let owner = app.owner();
+    let a = app.create_app(&owner, "measured").await;
+    let mut keys = Vec::new();
+    for _ in 0..KEYS {
+        keys.push(app.create_app_key(&owner, &a).await.id);
+    }
+    let state = app.server.as_ref().expect("running").state.clone();
+    let size = async || -> (i64, i64) {
+        if common::on_postgres() {
+            let url = state
+                .config
+                .database_url
+                .as_ref()
+                .expect("url")
+                .expose()
+                .to_string();
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                .await
+                .expect("connect");
+            let bytes: i64 = sqlx::query_scalar(
+                "SELECT pg_total_relation_size('key_usage') + pg_total_relation_size('usage_keys')",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("size");
+            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM key_usage")
+                .fetch_one(&mut conn)
+                .await
+                .expect("rows");
+            (bytes, rows)
+        } else {
+            let path = state.config.data_dir.join("latchkey.db");
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+                "sqlite://{}?mode=ro",
+                path.display()
+            ))
+            .await
+            .expect("connect");
+            let bytes: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat \
+                 WHERE name IN ('key_usage', 'key_usage_age', 'usage_keys', 'usage_keys_app', \
+                 'usage_keys_account', 'sqlite_autoindex_usage_keys_1')",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("dbstat");
+            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM key_usage")
+                .fetch_one(&mut conn)
+                .await
+                .expect("rows");
+            (bytes, rows)
+        }
+    };
+    let (before, _) = size().await;
+    let t0 = state.now() - state.now() % HOUR;
+    for hour in 0..HOURS {
+        for key in &keys {
+            let batch: Vec<latchkey_store::UsageCount> = (0..60)
+                .map(|m| latchkey_store::UsageCount {
+                    key_id: key.clone(),
+                    minute: t0 + hour * HOUR + m * MINUTE,
+                    outcome: "valid".into(),
+                    count: 17,
+                })
+                .collect();
+            state.store.record_usage(&batch).await.expect("record");
+        }
+    }
+    let (after, rows) = size().await;
+    let bytes = after - before;
+    let per_row = bytes as f64 / rows as f64;
+    let per_key_day = bytes as f64 / KEYS as f64 / (HOURS as f64 / 24.0);
+    let kept = per_row * (2_880.0 + 2_160.0 + 730.0);
+    eprintln!(
+        "usage storage ({}): {rows} rows, {bytes} bytes: {per_row:.1} bytes per row, \
+         {:.1} KiB per key and active day (1,465 rows), {:.1} KiB kept per key active all the time \
+         (2,880 minute + 2,160 hour + 730 day rows)",
+        if common::on_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        per_key_day / 1024.0,
+        kept / 1024.0
+    );
+    assert_eq!(rows, KEYS as i64 * (HOURS * 60 + HOURS + 2));
+}

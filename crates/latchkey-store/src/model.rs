@@ -470,6 +470,8 @@ pub struct AuditFilter {
     pub action: Option<String>,
     pub since: Option<i64>,
     pub until: Option<i64>,
+    /// Only events whose target is this (a key's page lists its own).
+    pub target_id: Option<String>,
 }
 
 /// A notice about a key that the scheduler records once.

@@ -71,13 +71,17 @@ pub struct UsageRow {
     pub count: i64,
 }
 
-/// Checks of one key since a time, for lists of keys.
+/// Checks of one key in one bucket with one outcome, for lists of keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyUsageTotal {
+pub struct KeyUsageRow {
     pub key_id: String,
+    pub start: i64,
     pub outcome: String,
     pub count: i64,
 }
+
+/// Keys asked about at most in one [`UsageStore::keys_usage_since`].
+pub const MAX_KEYS_PER_QUERY: usize = 500;
 
 #[async_trait]
 pub trait UsageStore: Send + Sync {
@@ -87,9 +91,15 @@ pub trait UsageStore: Send + Sync {
     async fn record_usage(&self, batch: &[UsageCount]) -> Result<()>;
     /// The counts `filter` selects, oldest bucket first.
     async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageRow>>;
-    /// Per key of `app_id`, the checks counted in hour buckets from
-    /// `since` (Unix seconds) on.
-    async fn app_key_usage_since(&self, app_id: &str, since: i64) -> Result<Vec<KeyUsageTotal>>;
+    /// The buckets of `granularity` seconds from `since` (Unix seconds) on
+    /// of each of `key_ids` (at most [`MAX_KEYS_PER_QUERY`]; any more are
+    /// left out).
+    async fn keys_usage_since(
+        &self,
+        key_ids: &[String],
+        granularity: i64,
+        since: i64,
+    ) -> Result<Vec<KeyUsageRow>>;
     /// Deletes buckets older than their [`RETENTION`] at `now`; returns how
     /// many went.
     async fn prune_usage(&self, now: i64) -> Result<u64>;
@@ -217,23 +227,36 @@ impl UsageStore for crate::SqlStore {
             .collect()
     }
 
-    async fn app_key_usage_since(&self, app_id: &str, since: i64) -> Result<Vec<KeyUsageTotal>> {
-        let rows = sqlx::query(
-            "SELECT k.key_id AS key_id, u.outcome AS outcome, \
-             CAST(SUM(u.count) AS BIGINT) AS count \
+    async fn keys_usage_since(
+        &self,
+        key_ids: &[String],
+        granularity: i64,
+        since: i64,
+    ) -> Result<Vec<KeyUsageRow>> {
+        let key_ids = &key_ids[..key_ids.len().min(MAX_KEYS_PER_QUERY)];
+        if key_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (0..key_ids.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT k.key_id AS key_id, u.start AS start, u.outcome AS outcome, u.count AS count \
              FROM key_usage u JOIN usage_keys k ON k.seq = u.usage_key \
-             WHERE k.app_id = $1 AND u.granularity = $2 AND u.start >= $3 \
-             GROUP BY k.key_id, u.outcome ORDER BY k.key_id, u.outcome",
-        )
-        .bind(app_id)
-        .bind(HOUR)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE u.granularity = $1 AND u.start >= $2 AND k.key_id IN ({}) \
+             ORDER BY k.key_id, u.start, u.outcome",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(granularity)
+            .bind(since);
+        for id in key_ids {
+            query = query.bind(id.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
-                Ok(KeyUsageTotal {
+                Ok(KeyUsageRow {
                     key_id: row.try_get("key_id")?,
+                    start: row.try_get("start")?,
                     outcome: row.try_get("outcome")?,
                     count: row.try_get("count")?,
                 })

@@ -135,6 +135,7 @@ pub async fn account_audit(
         action: q.action,
         since: q.since,
         until: q.until,
+        target_id: None,
     };
     list(&state, filter, &q.page, caller.principal.is_operator()).await
 }
@@ -164,6 +165,7 @@ pub async fn app_audit(
         action: q.action,
         since: q.since,
         until: q.until,
+        target_id: None,
     };
     list(&state, filter, &q.page, false).await
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::csrf::{Fields, SignedForm};
 use super::keys::{ConfirmPage, Previous, SecretPage, own_app};
-use super::pages::{KeysSection, PageQuery};
+use super::pages::{KeyFilter, KeysSection, PageQuery};
 use super::session::Session;
 use super::view::{Flash, Layout, PageError, render, when};
 use crate::error::ApiError;
@@ -54,6 +54,7 @@ pub async fn render_keys_tab(
     session: &Session,
     app: &App,
     flash: Flash,
+    filter: KeyFilter,
 ) -> Result<Response, PageError> {
     let l = Layout::of(state, session).await?;
     let keys = KeysSection::load(
@@ -65,7 +66,8 @@ pub async fn render_keys_tab(
          Basic, and sign appUser JWTs for browsers with it.",
     )
     .await?
-    .with_key_pages();
+    .with_key_pages()
+    .filtered(filter);
     Ok(render(
         flash.status(),
         &KeysTab {
@@ -87,9 +89,16 @@ pub async fn keys_tab(
 ) -> Response {
     let q = PageQuery::parse(q.as_deref());
     let app = or_page!(own_app(&state, &session, &app_id).await);
-    render_keys_tab(&state, &session, &app, Flash::done(q.done.as_deref()))
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let filter = KeyFilter::of(&q);
+    render_keys_tab(
+        &state,
+        &session,
+        &app,
+        Flash::done(q.done.as_deref()),
+        filter,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
 }
 
 // --- settings ----------------------------------------------------------

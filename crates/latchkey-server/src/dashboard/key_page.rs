@@ -8,14 +8,16 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use latchkey_core::policy::RefillInterval;
-use latchkey_store::ApiKey;
+use latchkey_store::{ApiKey, AuditFilter, DAY, HOUR, Page};
 
+use super::charts::{Chart, Series};
 use super::csrf::SignedForm;
 use super::key_form::KeyForm;
 use super::keys::{Owner, own_app, own_service_account};
 use super::pages::{Choice, PageQuery};
 use super::session::Session;
-use super::view::{Flash, KeyRow, Layout, PageError, render};
+use super::view::{EventRow, Flash, KeyRow, Layout, PageError, render};
+use crate::error::ApiError;
 use crate::ops::keys as key_ops;
 use crate::state::AppState;
 use crate::views::KeyView;
@@ -84,6 +86,72 @@ struct KeyPage<'a> {
     intervals: Vec<Choice>,
     /// This page, where its form is posted.
     action: String,
+    /// Checks per hour, the last 24 hours.
+    hourly: Chart,
+    /// Checks per day, the last 30 days.
+    daily: Chart,
+    /// The audit events about the key, newest first.
+    events: Vec<EventRow>,
+}
+
+/// What the key's page shows of its use and history.
+struct Activity {
+    hourly: Chart,
+    daily: Chart,
+    events: Vec<EventRow>,
+}
+
+/// The key's checks (hours of the last day, days of the last 30) and the
+/// last 20 audit events about it.
+async fn activity(state: &AppState, key: &ApiKey) -> Result<Activity, ApiError> {
+    let now = state.now();
+    let ids = [key.id.clone()];
+    let mut hours = Series::new(now, HOUR, 24);
+    for r in state
+        .store
+        .keys_usage_since(&ids, HOUR, hours.since)
+        .await?
+    {
+        hours.add(r.start, &r.outcome, r.count);
+    }
+    let mut days = Series::new(now, DAY, 30);
+    for r in state.store.keys_usage_since(&ids, DAY, days.since).await? {
+        days.add(r.start, &r.outcome, r.count);
+    }
+    let filter = AuditFilter {
+        account_id: Some(key.account_id.clone()),
+        target_id: Some(key.id.clone()),
+        ..AuditFilter::default()
+    };
+    let events = state
+        .store
+        .list_audit(
+            &filter,
+            &Page {
+                limit: 20,
+                after: None,
+            },
+        )
+        .await?;
+    Ok(Activity {
+        hourly: Chart::draw(
+            "usage-hourly",
+            "Checks of this key per hour, the last 24 hours",
+            &hours,
+            720,
+            160,
+            3,
+        ),
+        daily: Chart::draw(
+            "usage-daily",
+            "Checks of this key per day, the last 30 days",
+            &days,
+            720,
+            160,
+            5,
+        ),
+        events: events.items.iter().map(EventRow::from).collect(),
+    })
 }
 
 async fn render_key_page(
@@ -95,6 +163,7 @@ async fn render_key_page(
     flash: Flash,
 ) -> Response {
     let l = or_page!(Layout::of(state, session).await);
+    let activity = or_page!(activity(state, key).await.map_err(PageError::from));
     let view = owner.ctx().view(state, key);
     let policy = PolicyFacts::from(&view);
     let (owner_kind, owner_name) = match owner {
@@ -123,6 +192,9 @@ async fn render_key_page(
             policy,
             form,
             intervals,
+            hourly: activity.hourly,
+            daily: activity.daily,
+            events: activity.events,
         },
     )
 }

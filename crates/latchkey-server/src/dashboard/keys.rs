@@ -79,7 +79,9 @@ impl Owner {
     /// The page that lists these keys, with a message.
     async fn page(&self, state: &AppState, session: &Session, flash: Flash) -> Response {
         let page = match self {
-            Owner::App(a) => apps::render_keys_tab(state, session, a, flash).await,
+            Owner::App(a) => {
+                apps::render_keys_tab(state, session, a, flash, Default::default()).await
+            }
             Owner::ServiceAccount(s) => {
                 pages::render_service_account(state, session, s, flash).await
             }

@@ -26,10 +26,12 @@ macro_rules! or_page {
 }
 
 mod apps;
+mod charts;
 mod csrf;
 mod key_form;
 mod key_page;
 mod keys;
+mod overview;
 mod pages;
 mod session;
 mod view;

@@ -5,25 +5,36 @@ use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use latchkey_store::{App, AuditFilter, KeyOwnerRef, Page, ServiceAccount};
+use std::collections::HashMap;
+
+use latchkey_store::{App, AuditFilter, HOUR, KeyOwnerRef, Page, ServiceAccount};
 use serde::Deserialize;
 
+use super::charts::{Chart, Series};
 use super::csrf::SignedForm;
 use super::keys::{ConfirmPage, Owner, own_service_account};
+use super::overview::Overview;
 use super::session::Session;
 use super::view::{
-    DEFAULT_GRACE, EXPIRY_CHOICES, EventRow, Flash, GRACE_CHOICES, KeyRow, Layout, PageError,
-    render, when,
+    DEFAULT_GRACE, EXPIRY_CHOICES, EventRow, Flash, GRACE_CHOICES, KeyRow, KeyUsage, Layout,
+    PageError, render, when,
 };
 use crate::error::ApiError;
 use crate::ops::{apps as app_ops, service_accounts as sa_ops};
 use crate::state::AppState;
 
-/// `?done=` and `?after=` of a page; anything else is ignored.
+/// `?done=`, `?after=` and a key list's `?q=` and `?status=`; anything
+/// else is ignored.
 #[derive(Debug, Default, Deserialize)]
 pub struct PageQuery {
     pub done: Option<String>,
     pub after: Option<String>,
+    pub q: Option<String>,
+    pub status: Option<String>,
+    /// The audit log's filters: an action, and dates (`YYYY-MM-DD`, UTC).
+    pub action: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
 }
 
 impl PageQuery {
@@ -67,10 +78,65 @@ pub fn expiry_choices() -> Vec<Choice> {
         .collect()
 }
 
+/// The statuses a key list can be filtered by: (value, label).
+pub const STATUS_FILTERS: [(&str, &str); 5] = [
+    ("", "any status"),
+    ("active", "active"),
+    ("expiring", "expiring"),
+    ("retiring", "rotated, retiring"),
+    ("expired", "expired"),
+];
+
+/// What a key list shows: keys whose name or id holds `q` (any case),
+/// with `status`.
+#[derive(Debug, Default)]
+pub struct KeyFilter {
+    pub q: String,
+    pub status: String,
+}
+
+impl KeyFilter {
+    pub fn of(query: &PageQuery) -> Self {
+        let q = query.q.as_deref().unwrap_or("").trim();
+        // A search longer than any name or id finds nothing anyway.
+        let q: String = q.chars().take(100).collect();
+        let status = query.status.as_deref().unwrap_or("");
+        KeyFilter {
+            q,
+            status: STATUS_FILTERS
+                .iter()
+                .find(|(v, _)| *v == status)
+                .map_or("", |(v, _)| *v)
+                .to_string(),
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        !self.q.is_empty() || !self.status.is_empty()
+    }
+
+    fn matches(&self, k: &KeyRow) -> bool {
+        let status_ok = match self.status.as_str() {
+            "" => true,
+            "retiring" => k.badge_class == "retiring",
+            s => k.status == s && k.badge_class != "retiring",
+        };
+        let q = self.q.to_lowercase();
+        status_ok
+            && (q.is_empty()
+                || k.name.to_lowercase().contains(&q)
+                || k.id.to_lowercase().contains(&q))
+    }
+}
+
 /// The keys section every key owner's page shows.
 #[derive(Debug)]
 pub struct KeysSection {
     pub keys: Vec<KeyRow>,
+    /// Keys before the filter.
+    pub total: usize,
+    pub filter: KeyFilter,
+    pub status_filters: Vec<Choice>,
     pub keys_url: String,
     pub empty: String,
     pub grace_choices: Vec<Choice>,
@@ -93,18 +159,31 @@ impl KeysSection {
             .list_keys(owner, &Page::first(100))
             .await
             .map_err(ApiError::from)?;
+        let mut keys: Vec<KeyRow> = found
+            .items
+            .iter()
+            .map(|k| KeyRow::new(state, k, max_key_age_days))
+            .collect();
+        with_usage(state, &mut keys).await?;
         Ok(KeysSection {
-            keys: found
-                .items
-                .iter()
-                .map(|k| KeyRow::new(state, k, max_key_age_days))
-                .collect(),
+            total: keys.len(),
+            keys,
+            filter: KeyFilter::default(),
+            status_filters: status_choices(""),
             keys_url,
             empty: empty.to_string(),
             grace_choices: grace_choices(),
             expiry_choices: expiry_choices(),
             key_pages: false,
         })
+    }
+
+    /// Keeps the keys `filter` matches.
+    pub fn filtered(mut self, filter: KeyFilter) -> Self {
+        self.keys.retain(|k| filter.matches(k));
+        self.status_filters = status_choices(&filter.status);
+        self.filter = filter;
+        self
     }
 
     /// Links each key to its page.
@@ -114,6 +193,53 @@ impl KeysSection {
             ..self
         }
     }
+}
+
+fn status_choices(selected: &str) -> Vec<Choice> {
+    STATUS_FILTERS
+        .iter()
+        .map(|(v, label)| Choice {
+            value: v.to_string(),
+            label: label.to_string(),
+            selected: *v == selected,
+        })
+        .collect()
+}
+
+/// Fills in each key's checks of the last 24 hours (hour buckets).
+async fn with_usage(state: &AppState, keys: &mut [KeyRow]) -> Result<(), PageError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let now = state.now();
+    let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
+    let template = Series::new(now, HOUR, 24);
+    let rows = state
+        .store
+        .keys_usage_since(&ids, HOUR, template.since)
+        .await
+        .map_err(ApiError::from)?;
+    let mut per_key: HashMap<&str, Series> = HashMap::new();
+    for r in &rows {
+        per_key
+            .entry(r.key_id.as_str())
+            .or_insert_with(|| template.clone())
+            .add(r.start, &r.outcome, r.count);
+    }
+    for k in keys.iter_mut() {
+        let series = per_key.get(k.id.as_str()).unwrap_or(&template);
+        let totals = series.totals();
+        k.usage = Some(KeyUsage {
+            valid: totals.valid,
+            refused: totals.refused_total(),
+            spark: Chart::spark(
+                &format!("spark-{}", k.id),
+                &format!("Checks of {} per hour, last 24 hours", k.name),
+                series,
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Page size helper.
@@ -165,6 +291,7 @@ struct AccountPage<'a> {
     service_accounts_more: bool,
     keys: KeysSection,
     events: Vec<EventRow>,
+    overview: Overview,
 }
 
 pub async fn render_account(
@@ -197,9 +324,11 @@ pub async fn render_account(
         .list_audit(&account_filter(session), &Page::first(10))
         .await
         .map_err(ApiError::from)?;
+    let overview = Overview::load(state, &session.account_id, &apps.items).await?;
     Ok(render(
         flash.status(),
         &AccountPage {
+            overview,
             l: &l,
             flash: &flash,
             apps: apps.items.iter().map(NamedRow::from).collect(),
@@ -239,6 +368,68 @@ struct AuditPage<'a> {
     /// The `after` cursor of the next (older) page.
     next: Option<String>,
     first_page: bool,
+    filter: AuditForm,
+    /// The filters as a query string, for the pager's links.
+    filter_query: String,
+    /// What was wrong with the filters, if anything.
+    problem: Option<String>,
+}
+
+/// The audit page's filter form, as entered.
+#[derive(Debug, Default)]
+struct AuditForm {
+    action: String,
+    since: String,
+    until: String,
+}
+
+impl AuditForm {
+    fn is_set(&self) -> bool {
+        !(self.action.is_empty() && self.since.is_empty() && self.until.is_empty())
+    }
+}
+
+/// A `YYYY-MM-DD` date's first second (UTC).
+fn day_start(text: &str) -> Option<i64> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &format)
+        .ok()
+        .map(|d| d.midnight().assume_utc().unix_timestamp())
+}
+
+/// Names of what an account's events refer to: its apps, service
+/// accounts, and their keys (up to 100 of each).
+async fn names_of(state: &AppState, account_id: &str) -> Result<HashMap<String, String>, ApiError> {
+    let mut names = HashMap::new();
+    let apps = state
+        .store
+        .list_apps(account_id, None, &Page::first(100))
+        .await?;
+    for app in &apps.items {
+        names.insert(app.id.clone(), app.display_name.clone());
+        let keys = state
+            .store
+            .list_keys(KeyOwnerRef::App(&app.id), &Page::first(100))
+            .await?;
+        for k in keys.items {
+            names.insert(k.id, k.display_name);
+        }
+    }
+    let sas = state
+        .store
+        .list_service_accounts(account_id, &Page::first(100))
+        .await?;
+    for sa in &sas.items {
+        names.insert(sa.id.clone(), sa.display_name.clone());
+        let keys = state
+            .store
+            .list_keys(KeyOwnerRef::ServiceAccount(&sa.id), &Page::first(100))
+            .await?;
+        for k in keys.items {
+            names.insert(k.id, k.display_name);
+        }
+    }
+    Ok(names)
 }
 
 /// `GET /dashboard/audit`: the account's audit log, newest first, 50 a page.
@@ -253,13 +444,77 @@ pub async fn audit(
         limit: 50,
         after: q.after(),
     };
-    let found = or_page!(
-        state
-            .store
-            .list_audit(&account_filter(&session), &page)
-            .await
-            .map_err(ApiError::from)
-    );
+    let form = AuditForm {
+        action: q
+            .action
+            .clone()
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .take(100)
+            .collect(),
+        since: q
+            .since
+            .clone()
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .take(10)
+            .collect(),
+        until: q
+            .until
+            .clone()
+            .unwrap_or_default()
+            .trim()
+            .chars()
+            .take(10)
+            .collect(),
+    };
+    let mut filter = account_filter(&session);
+    let mut problem = None;
+    if !form.action.is_empty() {
+        filter.action = Some(form.action.clone());
+    }
+    if !form.since.is_empty() {
+        match day_start(&form.since) {
+            Some(t) => filter.since = Some(t),
+            None => {
+                problem = Some("From must be a date (YYYY-MM-DD); it was left out.".to_string())
+            }
+        }
+    }
+    if !form.until.is_empty() {
+        match day_start(&form.until) {
+            // Through the whole of that day.
+            Some(t) => filter.until = Some(t + 86_399),
+            None => problem = Some("To must be a date (YYYY-MM-DD); it was left out.".to_string()),
+        }
+    }
+    let found = match state.store.list_audit(&filter, &page).await {
+        Ok(found) => found,
+        // A cursor from another filter: start again from the newest.
+        Err(latchkey_store::StoreError::BadCursor) => or_page!(
+            state
+                .store
+                .list_audit(
+                    &filter,
+                    &Page {
+                        limit: 50,
+                        after: None
+                    }
+                )
+                .await
+                .map_err(ApiError::from)
+        ),
+        Err(e) => return PageError::from(ApiError::from(e)).into_response(),
+    };
+    let names = or_page!(names_of(&state, &session.account_id).await);
+    let filter_query = serde_urlencoded::to_string([
+        ("action", form.action.as_str()),
+        ("since", form.since.as_str()),
+        ("until", form.until.as_str()),
+    ])
+    .unwrap_or_default();
     let next = found
         .has_more
         .then(|| found.items.last().map(|e| e.id.clone()))
@@ -268,9 +523,16 @@ pub async fn audit(
         StatusCode::OK,
         &AuditPage {
             l: &l,
-            events: found.items.iter().map(EventRow::from).collect(),
+            events: found
+                .items
+                .iter()
+                .map(|e| EventRow::from(e).named(&names))
+                .collect(),
             next,
             first_page: page.after.is_none(),
+            filter: form,
+            filter_query,
+            problem,
         },
     )
 }

@@ -227,11 +227,31 @@ pub fn span(seconds: i64) -> String {
     }
 }
 
+/// A time past, roughly: `just now`, `12 minutes ago`, `5 hours ago`,
+/// `3 days ago`.
+pub fn ago(seconds: i64) -> String {
+    if seconds < 60 {
+        "just now".to_string()
+    } else {
+        format!("{} ago", span(seconds))
+    }
+}
+
+/// The relative form of an RFC 3339 time from a view, at `now`.
+fn ago_rfc3339(text: &str, now: i64) -> String {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| ago(now - t.unix_timestamp()))
+        .unwrap_or_default()
+}
+
 /// A key in a list.
 #[derive(Debug)]
 pub struct KeyRow {
     pub id: String,
     pub name: String,
+    /// The view's status: `active`, `expiring` or `expired` (what the
+    /// list's status filter matches, with `retiring` for rotated keys).
+    pub status: &'static str,
     /// The status (`KeyView::status`) as the badge says it: `expires in 3 days`, `rotated,
     /// retiring in 29 days`.
     pub badge: String,
@@ -239,8 +259,14 @@ pub struct KeyRow {
     /// its grace period.
     pub badge_class: &'static str,
     pub created: String,
+    /// `3 days ago`.
+    pub created_ago: String,
     pub expires: Option<String>,
     pub last_used: Option<String>,
+    /// `5 minutes ago`.
+    pub last_used_ago: Option<String>,
+    /// Checks of the key in the last 24 hours (filled in by the list).
+    pub usage: Option<KeyUsage>,
     pub replaced_by: Option<String>,
     pub rotated_from: Option<String>,
     pub rotation_due: bool,
@@ -273,7 +299,11 @@ impl KeyRow {
         KeyRow {
             badge,
             badge_class,
+            status: v.status,
             can_rotate: v.replaced_by.is_none() && v.status != "expired",
+            created_ago: ago_rfc3339(&v.created_at, now),
+            last_used_ago: v.last_used_at.as_deref().map(|t| ago_rfc3339(t, now)),
+            usage: None,
             id: v.id,
             name: v.display_name,
             created: when_rfc3339(&v.created_at),
@@ -286,6 +316,15 @@ impl KeyRow {
     }
 }
 
+/// A key's checks in the last 24 hours, for its row.
+#[derive(Debug)]
+pub struct KeyUsage {
+    pub valid: i64,
+    pub refused: i64,
+    /// One bar per hour.
+    pub spark: super::charts::Chart,
+}
+
 /// An audit event in a list.
 #[derive(Debug)]
 pub struct EventRow {
@@ -296,6 +335,24 @@ pub struct EventRow {
     pub actor: String,
     pub target: String,
     pub address: String,
+    actor_id: Option<String>,
+    target_id: Option<String>,
+    /// The names of what the ids refer to, when the page knows them.
+    pub actor_name: Option<String>,
+    pub target_name: Option<String>,
+}
+
+impl EventRow {
+    /// Names the actor and the target from `names` (id → name).
+    pub fn named(mut self, names: &std::collections::HashMap<String, String>) -> Self {
+        self.actor_name = self.actor_id.as_ref().and_then(|id| names.get(id)).cloned();
+        self.target_name = self
+            .target_id
+            .as_ref()
+            .and_then(|id| names.get(id))
+            .cloned();
+        self
+    }
 }
 
 impl From<&AuditEvent> for EventRow {
@@ -316,6 +373,10 @@ impl From<&AuditEvent> for EventRow {
             actor,
             target,
             address: e.address.clone().unwrap_or_default(),
+            actor_id: e.actor.id().map(str::to_string),
+            target_id: e.target_id.clone(),
+            actor_name: None,
+            target_name: None,
         }
     }
 }

@@ -21,3 +21,6 @@ CREATE TABLE key_usage (
     PRIMARY KEY (usage_key, granularity, start, outcome)
 );
 CREATE INDEX key_usage_age ON key_usage(granularity, start);
+
+-- A key's page in the dashboard lists the audit events about that key.
+CREATE INDEX audit_events_target ON audit_events(target_id, seq);

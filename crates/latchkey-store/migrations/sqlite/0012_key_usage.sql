@@ -28,3 +28,6 @@ CREATE TABLE key_usage (
 ) WITHOUT ROWID;
 -- Retention deletes by age.
 CREATE INDEX key_usage_age ON key_usage(granularity, start);
+
+-- A key's page in the dashboard lists the audit events about that key.
+CREATE INDEX audit_events_target ON audit_events(target_id, seq);

@@ -161,6 +161,10 @@ fn audit_where<'a>(filter: &'a AuditFilter, owner: &str) -> (String, Vec<SqlValu
         values.push(SqlValue::Int(until));
         conditions.push(format!("at <= ${}", values.len()));
     }
+    if let Some(target) = &filter.target_id {
+        values.push(SqlValue::Text(target));
+        conditions.push(format!("target_id = ${}", values.len()));
+    }
     (conditions.join(" AND "), values)
 }
 

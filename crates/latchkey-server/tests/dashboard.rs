@@ -10,6 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{Key, StatusCode, TestApp};
+use latchkey_core::Clock;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
 
@@ -1388,6 +1389,95 @@ async fn sessions_expire_after_twelve_hours() {
     let page = b.get("/dashboard").await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert_eq!(page.location(), "/dashboard/signin");
+}
+
+#[tokio::test]
+async fn the_overview_names_what_needs_attention() {
+    let app = TestApp::spawn_with(|c| {
+        c.webhook_poll_interval = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let owner = app.owner();
+    let app_id = app.create_app(&owner, "attention").await;
+    let r = app
+        .patch(
+            &format!("/v1/apps/{app_id}"),
+            &owner,
+            json!({"settings": {"maxKeyAgeDays": 30}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let old = app.create_app_key(&owner, &app_id).await;
+    let used = app.create_app_key(&owner, &app_id).await;
+    app.clock.advance(time::Duration::days(31));
+    // Used lately: not a candidate to delete, though due for rotation too.
+    let r = app.get(&format!("/v1/apps/{app_id}"), &used.basic()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let expiring_at = common::iso(app.clock.now() + time::Duration::days(3));
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys"),
+            &owner,
+            json!({"displayName": "short-lived", "expiresAt": expiring_at}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let expiring = Key::from_reply(&r);
+    // A webhook nobody answers (a port nothing listens on).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let target = format!("http://127.0.0.1:{closed}/hook");
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/webhooks"),
+            &owner,
+            json!({"target": target, "triggers": ["key:created"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let webhook_id = r.body["webhook"]["id"].as_str().expect("id").to_string();
+    app.create_app_key(&owner, &app_id).await;
+
+    let mut b = Browser::signed_in(&app).await;
+    let mut page = b.get("/dashboard").await;
+    for _ in 0..100 {
+        if page
+            .body
+            .contains(&format!(r#"id="webhook-alert-{webhook_id}""#))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        page = b.get("/dashboard").await;
+    }
+    assert_eq!(page.status, StatusCode::OK);
+    let section = |id: &str| -> String {
+        let start = page
+            .body
+            .find(&format!(r#"id="{id}""#))
+            .unwrap_or_else(|| panic!("{id} in {}", page.body));
+        let rest = &page.body[start..];
+        rest[..rest.find("</ul>").expect("end of list")].to_string()
+    };
+    let soon = section("attention-expiring");
+    assert!(soon.contains(&expiring.id), "{soon}");
+    assert!(soon.contains("expires in 3 days"), "{soon}");
+    assert!(!soon.contains(&old.id), "{soon}");
+    let due = section("attention-rotation");
+    assert!(due.contains(&old.id) && due.contains(&used.id), "{due}");
+    assert!(!due.contains(&expiring.id), "{due}");
+    let unused = section("attention-unused");
+    assert!(unused.contains(&old.id), "{unused}");
+    assert!(unused.contains("never used"), "{unused}");
+    assert!(!unused.contains(&used.id), "used 0 days ago: {unused}");
+    let failing = section("attention-webhooks");
+    assert!(
+        failing.contains(&format!("127.0.0.1:{closed}")),
+        "{failing}"
+    );
+    assert!(!page.body.contains(r#"id="attention-none""#));
 }
 
 #[tokio::test]

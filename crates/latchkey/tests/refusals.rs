@@ -103,3 +103,55 @@ async fn refusals_are_logged_once_per_key_per_window_without_the_secret() {
     proc.signal("-TERM");
     proc.wait_exit(Duration::from_secs(10));
 }
+
+/// A line a request writes on the gateway's busy path carries its request
+/// id too (there is no span there): the upstream that cannot be reached.
+#[tokio::test]
+async fn the_gateways_upstream_failure_line_names_the_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let init = init(&data, None);
+    // Port 9 (discard) is closed here: every forward fails.
+    let mut proc = Proc::spawn(serve_cmd(
+        &data,
+        &[
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--gateway-upstream",
+            "http://127.0.0.1:9",
+        ],
+    ));
+    proc.wait_listening();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let gateway = loop {
+        let out = proc.stdout_text();
+        if let Some(rest) = out.split("latchkey gateway listening on ").nth(1) {
+            break rest.lines().next().expect("a line").trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "no gateway line:\n{out}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let r = client()
+        .get(format!("{gateway}/anything"))
+        .header("authorization", init.owner())
+        .header("x-request-id", "upstream-down-1")
+        .send()
+        .await
+        .expect("gateway");
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["x-request-id"], "upstream-down-1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let err = proc.stderr_text();
+        if let Some(line) = err
+            .lines()
+            .find(|l| l.contains("the upstream could not be reached"))
+        {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no upstream line:\n{err}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("upstream-down-1"), "{line}");
+}

@@ -115,7 +115,7 @@ async fn usage_of_an_app_and_of_the_account() {
     let apps = r.body["apps"].as_array().expect("apps");
     assert!(
         apps.iter()
-            .any(|a| a["appId"] == world.app_id.as_str() && a["valid"] == 2),
+            .any(|a| a["appId"] == world.app_id.as_str() && a["valid"].as_i64() >= Some(2)),
         "{apps:?}"
     );
     t.call(

@@ -362,4 +362,13 @@ async fn the_gateway_forwards_the_request_id_and_answers_with_it() {
         ),
         2.0
     );
+    // And as the gateway's requests, by status.
+    assert_eq!(
+        value(
+            &samples,
+            "latchkey_http_requests_total",
+            &[("route", "gateway"), ("status", "200")]
+        ),
+        2.0
+    );
 }

@@ -298,6 +298,11 @@ async fn serve_connection(
     let _ = conn.await;
 }
 
+/// The `route` label of the gateway's requests in
+/// `latchkey_http_requests_total` (whatever their path: the paths are the
+/// operator's).
+pub const GATEWAY_ROUTE: &str = "gateway";
+
 /// One request: decide, then answer or forward.
 async fn handle(
     shared: &Shared,
@@ -370,6 +375,10 @@ async fn handle(
         }
     };
     let mut response = response;
+    state.metrics.request(
+        std::borrow::Cow::Borrowed(GATEWAY_ROUTE),
+        response.status().as_u16(),
+    );
     response.headers_mut().insert(crate::request_id::HEADER, id);
     if let Some(line) = line {
         line.write(response.status().as_u16());

@@ -65,7 +65,8 @@ pub async fn render_keys_tab(
          Basic, and sign appUser JWTs for browsers with it.",
     )
     .await?
-    .with_key_pages();
+    .with_key_pages()
+    .writable(l.can_develop);
     Ok(render(
         flash.status(),
         &KeysTab {

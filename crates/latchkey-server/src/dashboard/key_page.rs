@@ -84,6 +84,8 @@ struct KeyPage<'a> {
     intervals: Vec<Choice>,
     /// This page, where its form is posted.
     action: String,
+    /// Whether the person's role may change this key (teams).
+    writable: bool,
 }
 
 async fn render_key_page(
@@ -119,6 +121,11 @@ async fn render_key_page(
             owner_name,
             owner_url: owner.url(),
             action: owner.key_url(&key.id),
+            writable: match owner {
+                Owner::App(_) => l.can_develop,
+                Owner::ServiceAccount(_) => l.can_admin,
+                Owner::Me => true,
+            },
             key: KeyRow::from_view(view, state.now()),
             policy,
             form,

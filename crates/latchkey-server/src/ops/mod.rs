@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod apps;
 pub mod key_policy;
 pub mod keys;
+pub mod members;
 pub mod policy;
 pub mod service_accounts;
 pub mod users;
@@ -25,7 +26,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use latchkey_core::Principal;
-use latchkey_core::policy::{LivePolicy, Permission};
+use latchkey_core::policy::{LivePolicy, Permission, Role};
 use latchkey_core::principal::AppRef;
 use latchkey_store::App;
 
@@ -41,13 +42,31 @@ pub struct Caller {
     /// The policy of the caller's key, when it has one: its permissions
     /// decide which of Latchkey's own operations it may call.
     pub policy: Option<Arc<LivePolicy>>,
+    /// The role of the person behind a user-account key, its JWTs or a
+    /// dashboard session (teams); `None` for every other caller.
+    pub role: Option<Role>,
 }
 
 impl Caller {
-    /// Refuses (403 `insufficient_permissions`) a key whose permission
-    /// list lacks `permission`. Keys without a list, operators and
-    /// dashboard sessions may call every operation their scope reaches.
+    /// The one check of Latchkey's built-in permissions, which every
+    /// operation makes: a person's role must allow `permission` (403
+    /// `forbidden`, naming the role needed), and a key with a permission
+    /// list must carry it (403 `insufficient_permissions`). A key's
+    /// effective permissions are thus its role's intersected with its
+    /// list. Keys without a list, operators and dashboard sessions may
+    /// call every operation their scope (and role) reaches.
     pub fn require(&self, permission: Permission) -> ApiResult<()> {
+        if let Some(role) = self.role
+            && !role.allows(permission)
+        {
+            return Err(ApiError::role_lacks(role, permission));
+        }
+        self.require_listed(permission)
+    }
+
+    /// Only the key's permission list, not the role: for a person's own
+    /// keys (see `ops::keys`), which never reach further than the role.
+    pub fn require_listed(&self, permission: Permission) -> ApiResult<()> {
         match &self.policy {
             Some(p) if !p.has_permission(permission.as_str()) => Err(ApiError::lacks(permission)),
             _ => Ok(()),

@@ -17,7 +17,7 @@ use super::pages::{Choice, PageQuery};
 use super::session::{self, SIGNIN_COOKIE, Session, cookie, random_token, set_cookie};
 use super::view::{Flash, Layout, PageError, render, when};
 use crate::error::ApiError;
-use crate::ops::{WriteGuard, members as member_ops};
+use crate::ops::members as member_ops;
 use crate::state::AppState;
 
 /// One member as the page lists it.
@@ -294,10 +294,18 @@ pub async fn password_form(State(state): State<AppState>, session: Session) -> R
 
 /// `POST /dashboard/password` with `current`, `new` and `confirm`.
 pub async fn change_password(State(state): State<AppState>, form: SignedForm) -> Response {
-    let session = &form.session;
-    let current = form.fields.get("current").unwrap_or("").to_string();
-    let new = form.fields.get("new").unwrap_or("").to_string();
-    let result = if form.fields.get("confirm") != Some(new.as_str()) {
+    // Checked and signed in like every form; the write lock is not held
+    // across the passwords' hashing (the store's transaction suffices).
+    let SignedForm {
+        session,
+        fields,
+        write,
+    } = form;
+    drop(write);
+    let session = &session;
+    let current = fields.get("current").unwrap_or("").to_string();
+    let new = fields.get("new").unwrap_or("").to_string();
+    let result = if fields.get("confirm") != Some(new.as_str()) {
         Err(ApiError::bad_request(
             "the new password and its confirmation differ",
         ))
@@ -311,8 +319,6 @@ pub async fn change_password(State(state): State<AppState>, form: SignedForm) ->
         )
         .await
     };
-    // Not held across the password hashing of a later request.
-    drop(form.write);
     match result {
         Ok(()) => Redirect::to("/dashboard?done=password-changed").into_response(),
         Err(e) => {
@@ -441,10 +447,7 @@ pub async fn accept(State(state): State<AppState>, req: axum::extract::Request) 
         .await;
     }
     let peer = session::peer(&parts);
-    let write = or_page!(WriteGuard::for_session(&state).await);
-    let accepted = member_ops::accept_invite(&state, &write, &token, password, peer).await;
-    drop(write);
-    match accepted {
+    match member_ops::accept_invite(&state, &token, password, peer).await {
         Ok(user) => session::start_session(&state, &user, peer).await,
         Err(e) if e.status == StatusCode::BAD_REQUEST => {
             let message = super::view::sentence(&e.title);

@@ -236,10 +236,11 @@ pub async fn open_invite(state: &AppState, token: &str) -> ApiResult<Invite> {
 }
 
 /// Accepts an invite: a new user account of the invite's account, with
-/// its email and role and the password chosen. The token works once.
+/// its email and role and the password chosen. The token works once (the
+/// store marks it accepted only if it is still open, in the transaction
+/// that adds the user). Takes the write lock itself, after hashing.
 pub async fn accept_invite(
     state: &AppState,
-    _write: &WriteGuard,
     token: &str,
     new_password: String,
     peer: Option<std::net::IpAddr>,
@@ -274,6 +275,8 @@ pub async fn accept_invite(
     .detail("email", json!(user.email))
     .detail("role", json!(user.role.as_str()));
     event.address = peer.map(|ip| ip.to_string());
+    // The write lock only now, not across the password's hashing.
+    let _write = WriteGuard::for_session(state).await?;
     if !state
         .store
         .accept_invite(&invite.id, &user, now, &event)

@@ -152,6 +152,17 @@ impl WriteGuard {
                 );
             }
         }
+        // A person's role as it is now, not as it was when the request was
+        // verified: a demotion just before is in effect.
+        if let Principal::UserAccount {
+            user_account_id, ..
+        } = &caller.principal
+            && state.index.member_role(user_account_id) != caller.role
+        {
+            return Err(ApiError::forbidden(
+                "your role in this account changed while this request ran; send it again",
+            ));
+        }
         Ok(WriteGuard(guard))
     }
 

@@ -285,6 +285,62 @@ mod tests {
         );
     }
 
+    /// A person's key may do what both its role and its permission list
+    /// allow; the refusal names what is missing.
+    #[test]
+    fn a_role_and_a_permission_list_intersect() {
+        use latchkey_core::policy::KeyPolicy;
+        let caller = |role: Option<Role>, list: Option<&[&str]>| Caller {
+            principal: Principal::UserAccount {
+                key_id: "act_1".into(),
+                account_id: "acc_A".into(),
+                user_account_id: "ua_1".into(),
+            },
+            peer: None,
+            policy: list.map(|l| {
+                Arc::new(LivePolicy::new(
+                    &KeyPolicy {
+                        permissions: Some(l.iter().map(|p| p.to_string()).collect()),
+                        ..KeyPolicy::default()
+                    },
+                    None,
+                ))
+            }),
+            role,
+        };
+        let code = |r: ApiResult<()>| r.err().map(|e| e.code);
+        let listed: &[&str] = &["latchkey:keys.write", "latchkey:service_accounts.write"];
+        // A developer with both listed: keys yes, service accounts no (role).
+        let dev = caller(Some(Role::Developer), Some(listed));
+        assert_eq!(code(dev.require(Permission::KeysWrite)), None);
+        assert_eq!(
+            code(dev.require(Permission::ServiceAccountsWrite)),
+            Some("forbidden")
+        );
+        // An owner whose key lacks apps.write: refused by the list.
+        let owner = caller(Some(Role::Owner), Some(listed));
+        assert_eq!(
+            code(owner.require(Permission::AppsWrite)),
+            Some("insufficient_permissions")
+        );
+        assert_eq!(code(owner.require(Permission::ServiceAccountsWrite)), None);
+        // Without a list, the role alone decides.
+        let viewer = caller(Some(Role::Viewer), None);
+        assert_eq!(code(viewer.require(Permission::KeysRead)), None);
+        let refused = viewer.require(Permission::KeysWrite).expect_err("refused");
+        assert_eq!(refused.code, "forbidden");
+        assert!(
+            refused.title.contains("developer role or higher"),
+            "{}",
+            refused.title
+        );
+        // Own keys: only the list.
+        assert_eq!(code(viewer.require_listed(Permission::KeysWrite)), None);
+        // No role (other keys): only the list.
+        let svc = caller(None, None);
+        assert_eq!(code(svc.require(Permission::MembersWrite)), None);
+    }
+
     #[test]
     fn display_names_are_checked() {
         assert_eq!(

@@ -124,6 +124,13 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Constant-time equality of two SHA-256 digests (or other byte strings
+/// whose length is a multiple of 8): the stored hash of a one-time token
+/// against the hash of the one presented.
+pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
+    ct_eq_words(a, b)
+}
+
 /// Constant-time equality of two byte strings of the same length, a
 /// multiple of 8 (false otherwise; lengths are not secret): the OR of the
 /// words' differences, compared with zero by subtle. One optimization

@@ -23,6 +23,7 @@ pub enum IdKind {
     VerifierToken,
     Event,
     Webhook,
+    Invite,
 }
 
 impl IdKind {
@@ -40,6 +41,7 @@ impl IdKind {
             IdKind::VerifierToken => "vt_",
             IdKind::Event => "evt_",
             IdKind::Webhook => "whk_",
+            IdKind::Invite => "inv_",
         }
     }
 

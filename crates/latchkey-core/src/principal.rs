@@ -225,6 +225,16 @@ impl Principal {
         }
     }
 
+    /// The account's members and invites (teams): people only, that is
+    /// user-account keys and dashboard sessions; what they may do there
+    /// is their role's to say.
+    pub fn may_manage_members(&self) -> Access {
+        match self {
+            Principal::UserAccount { .. } | Principal::Session { .. } => Access::Allow,
+            _ => Access::Forbidden,
+        }
+    }
+
     /// A service account (by its owning account) as seen by this caller.
     pub fn may_manage_service_account(&self, sa_account_id: &str) -> Access {
         match self {
@@ -426,6 +436,18 @@ mod tests {
             N
         );
         assert_eq!(by_name("svc").may_manage_service_account("acc_A"), F);
+    }
+
+    #[test]
+    fn only_people_manage_members() {
+        for (name, p) in principals() {
+            let expected = if matches!(name, "act" | "act_other_account" | "session") {
+                A
+            } else {
+                F
+            };
+            assert_eq!(p.may_manage_members(), expected, "{name}");
+        }
     }
 
     #[test]

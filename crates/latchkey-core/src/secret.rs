@@ -25,13 +25,17 @@ pub const VERIFIER_TOKEN_PREFIX: &str = "lkvf_";
 /// Prefix of webhook signing secrets.
 pub const WEBHOOK_SECRET_PREFIX: &str = "lkwh_";
 
+/// Prefix of the one-time tokens of invites to join an account (teams).
+pub const INVITE_TOKEN_PREFIX: &str = "lkin_";
+
 /// The prefix of every kind of secret Latchkey issues: what a secret
 /// scanner, and [`redact`], look for.
-pub const SECRET_PREFIXES: [&str; 4] = [
+pub const SECRET_PREFIXES: [&str; 5] = [
     KEY_SECRET_PREFIX,
     OPERATOR_TOKEN_PREFIX,
     VERIFIER_TOKEN_PREFIX,
     WEBHOOK_SECRET_PREFIX,
+    INVITE_TOKEN_PREFIX,
 ];
 
 /// What [`redact`] puts in place of a secret's body or a JWT's text.

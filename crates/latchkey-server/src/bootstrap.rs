@@ -423,6 +423,7 @@ pub fn new_account(
         email: email.to_string(),
         password_hash,
         created_at: now,
+        role: latchkey_core::policy::Role::Owner,
     };
     let key_id = new_id(rng, IdKind::UserAccountKey);
     let secret = secret::generate(rng, KEY_SECRET_PREFIX);

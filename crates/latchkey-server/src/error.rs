@@ -62,6 +62,16 @@ impl ApiError {
         )
     }
 
+    /// 403: the caller's role (teams) does not allow an operation that
+    /// needs `permission`.
+    pub fn role_lacks(role: latchkey_core::policy::Role, permission: Permission) -> Self {
+        let needed = latchkey_core::policy::Role::needed_for(permission);
+        Self::forbidden(format!(
+            "this needs the {needed} role or higher (it takes {permission}); your role in this \
+             account is {role}"
+        ))
+    }
+
     /// 429: too many failed credentials; retry after that many seconds.
     pub fn too_many_requests(retry_after_seconds: u64, title: impl Into<String>) -> Self {
         Self {

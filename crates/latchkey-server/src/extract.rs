@@ -179,6 +179,17 @@ async fn authenticate(
     if verified.policy.is_some() || verified.ratelimit.is_some() {
         admit_key(parts, state, &verified, peer, now).await?;
     }
+    // A person's role (teams), from the index like the key itself: a
+    // member removed since is refused even if a key of theirs were left.
+    let role = match &verified.principal {
+        Principal::UserAccount {
+            user_account_id, ..
+        } => Some(state.index.member_role(user_account_id).ok_or_else(|| {
+            ApiError::unauthorized(&latchkey_core::AuthError::BadCredentials)
+                .with_title("this user account is no longer a member of its account")
+        })?),
+        _ => None,
+    };
     if let Some(slot) = parts.extensions.get::<AuditSlot>() {
         slot.fill(&verified.principal, peer);
     }
@@ -186,6 +197,7 @@ async fn authenticate(
         principal: verified.principal,
         peer,
         policy: verified.policy,
+        role,
     })
 }
 

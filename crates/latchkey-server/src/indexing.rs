@@ -110,6 +110,9 @@ fn index_head(index: &KeyIndex, head: SnapshotHead) {
     for (sa_id, app_id) in &head.grants {
         index.grant(sa_id, app_id);
     }
+    for (user_account_id, account_id, role) in &head.members {
+        index.set_member(user_account_id, account_id, *role);
+    }
     for token in &head.operator_tokens {
         index_operator_token(index, token);
     }

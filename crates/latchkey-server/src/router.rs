@@ -10,11 +10,11 @@ use axum::http::Method;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 
 use crate::api::{
-    accounts, apps, audit_log, introspect, keys, service_accounts, usage, users, verifier_tokens,
-    verify, webhooks,
+    accounts, apps, audit_log, introspect, keys, members, service_accounts, usage, users,
+    verifier_tokens, verify, webhooks,
 };
 use crate::api::{forward_auth, health, method_not_allowed, no_route, openapi, ready};
 use crate::extract::AuditSlot;
@@ -54,6 +54,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/account/keys/{key_id}/rotate",
             post(accounts::rotate_own_key),
+        )
+        .route("/v1/account/members", get(members::list_members))
+        .route(
+            "/v1/account/members/{user_id}",
+            patch(members::update_member).delete(members::delete_member),
+        )
+        .route(
+            "/v1/account/invites",
+            post(members::create_invite).get(members::list_invites),
+        )
+        .route(
+            "/v1/account/invites/{invite_id}",
+            delete(members::delete_invite),
         )
         .route("/v1/audit", get(audit_log::account_audit))
         .route("/v1/usage", get(usage::account_usage))

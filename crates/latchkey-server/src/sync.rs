@@ -452,7 +452,24 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
     let id = change.id.as_str();
     match change.entity {
         ChangeEntity::Account => match state.store.get_account(id).await? {
-            Some(_) => index.insert_account(id),
+            Some(_) => {
+                index.insert_account(id);
+                // A new account's first member (its owner) comes with it.
+                let mut page = Page {
+                    limit: 100,
+                    after: None,
+                };
+                loop {
+                    let found = state.store.list_members(id, &page).await?;
+                    page.after = found.items.last().map(|u| u.id.clone());
+                    for user in &found.items {
+                        index.set_member(&user.id, id, user.role);
+                    }
+                    if !found.has_more {
+                        break;
+                    }
+                }
+            }
             None => index.remove_account(id),
         },
         ChangeEntity::App => match state.store.get_app(id).await? {
@@ -518,6 +535,12 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
                 }
             }
         }
+        ChangeEntity::UserAccount => match state.store.get_user_account(id).await? {
+            Some(user) => {
+                index.set_member(id, &user.account_id, user.role);
+            }
+            None => index.remove_member(id),
+        },
         ChangeEntity::VerifierToken => match state.store.get_verifier_token(id).await? {
             Some(token) => crate::indexing::index_verifier_token(index, &token),
             None => {

@@ -443,3 +443,52 @@ mod tests {
         assert!(!v.to_string().contains("not shown"));
     }
 }
+
+/// A member of an account (a user account with its role).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberView {
+    pub id: String,
+    pub email: String,
+    pub role: &'static str,
+    pub created_at: String,
+}
+
+impl From<&latchkey_store::UserAccount> for MemberView {
+    fn from(u: &latchkey_store::UserAccount) -> Self {
+        Self {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            role: u.role.as_str(),
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+/// An invite to join an account; never its token.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteView {
+    pub id: String,
+    pub email: String,
+    pub role: &'static str,
+    /// `pending` or `expired` (accepted and revoked invites are not listed).
+    pub status: &'static str,
+    pub invited_by: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+impl InviteView {
+    pub fn of(i: &latchkey_store::Invite, now: i64) -> Self {
+        Self {
+            id: i.id.clone(),
+            email: i.email.clone(),
+            role: i.role.as_str(),
+            status: i.status(now),
+            invited_by: i.invited_by.clone(),
+            created_at: rfc3339(i.created_at),
+            expires_at: rfc3339(i.expires_at),
+        }
+    }
+}

@@ -228,6 +228,8 @@ async fn every_json_body_must_be_an_object() {
         ("/v1/serviceAccounts".to_string(), &owner),
         (format!("/v1/serviceAccounts/{sa_id}/keys"), &owner),
         ("/v1/account/keys".to_string(), &owner),
+        ("/v1/account/members".to_string(), &owner),
+        ("/v1/account/invites".to_string(), &owner),
         ("/v1/accounts".to_string(), &op),
         ("/v1/verifierTokens".to_string(), &op),
     ]
@@ -265,7 +267,8 @@ async fn every_json_body_must_be_an_object() {
             .replace("{key_id}", key_id)
             .replace("{user}", "alice")
             .replace("{webhook_id}", &webhook_id)
-            .replace("{sa_id}", &sa_id);
+            .replace("{sa_id}", &sa_id)
+            .replace("{user_id}", &app.init.user.id);
         assert!(
             !path.contains('{'),
             "a parameter of {template} is not filled"

@@ -148,6 +148,10 @@ struct Ids {
     /// The owner's own user-account key (`/v1/account/keys/{key_id}`).
     own_key: String,
     verifier_token: String,
+    /// The owner's user account (`/v1/account/members/{user_id}`).
+    member: String,
+    /// An open invite of the account.
+    invite: String,
 }
 
 impl Ids {
@@ -165,6 +169,8 @@ impl Ids {
             "delivery_id" => &self.delivery,
             "sa_id" => &self.sa,
             "token_id" => &self.verifier_token,
+            "user_id" => &self.member,
+            "invite_id" => &self.invite,
             other => panic!("{template}: no value for {{{other}}}; add it to Ids"),
         };
         vec![one.clone()]
@@ -184,6 +190,8 @@ impl Ids {
             sa_key: "svc_0Missing0Missing0Missi".into(),
             own_key: "act_0Missing0Missing0Missi".into(),
             verifier_token: "vt_0Missing0Missing0Missi".into(),
+            member: "ua_0Missing0Missing0Missi".into(),
+            invite: "inv_0Missing0Missing0Missi".into(),
         }
     }
 }
@@ -262,7 +270,19 @@ impl Tenant {
             .as_str()
             .expect("a delivery")
             .to_string();
+        let invitee = format!("{tag}-invitee@example.com");
+        let r = app
+            .post(
+                "/v1/account/invites",
+                &auth,
+                json!({"email": invitee, "role": "viewer"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        let invite = r.body["invite"]["id"].as_str().expect("id").to_string();
         let ids = Ids {
+            member: owner_user.clone(),
+            invite,
             account,
             app: app_id,
             app_key: app_key.id.clone(),
@@ -286,6 +306,8 @@ impl Tenant {
             ids.sa.clone(),
             ids.sa_key.clone(),
             ids.own_key.clone(),
+            ids.invite.clone(),
+            invitee,
             app_name,
             email,
             target,
@@ -415,6 +437,8 @@ async fn snapshot(app: &TestApp, a: &Tenant) -> BTreeMap<String, (StatusCode, Va
         format!("/v1/serviceAccounts/{}", ids.sa),
         format!("/v1/serviceAccounts/{}/keys", ids.sa),
         format!("/v1/serviceAccounts/{}/keys/{}", ids.sa, ids.sa_key),
+        "/v1/account/members".to_string(),
+        "/v1/account/invites".to_string(),
     ] {
         let r = app.get(&path, &a.owner.basic()).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
@@ -543,6 +567,8 @@ fn probe_paths_put_a_s_id_at_each_parameter_in_turn() {
         sa_key: "svc_A".into(),
         own_key: "act_A".into(),
         verifier_token: "vt_A".into(),
+        member: "ua_A".into(),
+        invite: "inv_A".into(),
     };
     let b = Ids {
         app: "ap_B".into(),

@@ -583,6 +583,7 @@ fn probe_body(method: &Method, template: &str) -> Option<Value> {
         }
         t if t.ends_with("/webhooks/{webhook_id}") => json!({"triggers": ["key:deleted"]}),
         "/v1/apps/{app_id}" => json!({"displayName": "probe"}),
+        "/v1/account/members/{user_id}" => json!({"role": "viewer"}),
         other => panic!("no probe body for {method} {other}"),
     })
 }
@@ -601,6 +602,10 @@ struct TenantIds {
     own_key: String,
     account: String,
     verifier_token: String,
+    /// The owner's user account (a member).
+    member: String,
+    /// An open invite.
+    invite: String,
 }
 
 impl TenantIds {
@@ -616,6 +621,8 @@ impl TenantIds {
             "sa_id" => &self.sa,
             "account_id" => &self.account,
             "token_id" => &self.verifier_token,
+            "user_id" => &self.member,
+            "invite_id" => &self.invite,
             other => panic!("no value for {{{other}}} in {template}"),
         }
         .clone()
@@ -633,6 +640,8 @@ impl TenantIds {
             own_key: missing_like(&self.own_key),
             account: missing_like(&self.account),
             verifier_token: missing_like(&self.verifier_token),
+            member: missing_like(&self.member),
+            invite: missing_like(&self.invite),
         }
     }
 }
@@ -646,6 +655,10 @@ async fn tenant(app: &TestApp, owner: &Key, verifier_token: &str) -> (TenantIds,
     let account = r.body["account"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("account id: {:?}", r.body))
+        .to_string();
+    let member = r.body["userAccountId"]
+        .as_str()
+        .expect("user account id")
         .to_string();
     let app_id = app.create_app(&auth, "tenant app").await;
     let app_key = app.create_app_key(&auth, &app_id).await;
@@ -683,7 +696,18 @@ async fn tenant(app: &TestApp, owner: &Key, verifier_token: &str) -> (TenantIds,
         .as_str()
         .expect("a delivery")
         .to_string();
+    let r = app
+        .post(
+            "/v1/account/invites",
+            &auth,
+            json!({"email": format!("invitee-{}@example.com", account), "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let invite = r.body["invite"]["id"].as_str().expect("id").to_string();
     let ids = TenantIds {
+        member,
+        invite,
         app: app_id,
         app_key: app_key.id.clone(),
         user,
@@ -710,6 +734,8 @@ async fn tenant_state(app: &TestApp, owner: &Key, ids: &TenantIds) -> Vec<(Strin
         format!("/v1/serviceAccounts/{}", ids.sa),
         format!("/v1/serviceAccounts/{}/keys", ids.sa),
         "/v1/account/keys".to_string(),
+        "/v1/account/members".to_string(),
+        "/v1/account/invites".to_string(),
         "/v1/audit".to_string(),
     ] {
         let r = app.get(&path, &owner.basic()).await;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::sql::{classify, insert_audit_tx, user_account_from};
+use crate::sql::{USER_ACCOUNT_COLUMNS, classify, insert_audit_tx, user_account_from};
 use crate::{AuditEvent, Result, UserAccount};
 
 /// A signed-in dashboard session.
@@ -82,10 +82,9 @@ fn session_from(row: &AnyRow) -> Result<DashboardSession> {
 #[async_trait]
 impl DashboardStore for crate::SqlStore {
     async fn find_user_account_by_email(&self, email: &str) -> Result<Option<UserAccount>> {
-        let row = sqlx::query(
-            "SELECT id, account_id, email, password_hash, created_at FROM user_accounts \
-             WHERE email = $1",
-        )
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_ACCOUNT_COLUMNS} FROM user_accounts WHERE email = $1"
+        )))
         .bind(email)
         .fetch_optional(&self.pool)
         .await?;

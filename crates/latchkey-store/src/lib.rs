@@ -12,12 +12,14 @@ mod app_cache;
 mod dashboard;
 mod model;
 mod sql;
+mod teams;
 mod usage;
 mod webhooks;
 
 pub use dashboard::*;
 pub use model::*;
 pub use sql::{Backend, SqlStore, delivery_id};
+pub use teams::*;
 pub use usage::*;
 pub use webhooks::*;
 
@@ -158,7 +160,7 @@ impl StoreError {
 /// Everything the server persists.
 #[async_trait]
 pub trait Store:
-    WebhookStore + DashboardStore + UsageStore + Send + Sync + std::fmt::Debug + 'static
+    WebhookStore + DashboardStore + TeamStore + UsageStore + Send + Sync + std::fmt::Debug + 'static
 {
     // --- bootstrap -------------------------------------------------------
     async fn is_initialized(&self) -> Result<bool>;

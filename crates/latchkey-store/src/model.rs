@@ -20,6 +20,8 @@ pub struct UserAccount {
     /// argon2id PHC string.
     pub password_hash: String,
     pub created_at: i64,
+    /// The member's role in its account (teams).
+    pub role: latchkey_core::policy::Role,
 }
 
 impl fmt::Debug for UserAccount {
@@ -29,6 +31,7 @@ impl fmt::Debug for UserAccount {
             .field("account_id", &self.account_id)
             .field("email", &self.email)
             .field("created_at", &self.created_at)
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
@@ -228,6 +231,8 @@ pub struct Snapshot {
     pub service_accounts: Vec<(String, String)>,
     /// (service account id, app id)
     pub grants: Vec<(String, String)>,
+    /// (user account id, account id, role): the members of accounts
+    pub members: Vec<(String, String, latchkey_core::policy::Role)>,
     pub operator_tokens: Vec<OperatorToken>,
     pub verifier_tokens: Vec<VerifierToken>,
     /// The newest change recorded when the snapshot was taken: a node that
@@ -246,6 +251,8 @@ pub struct SnapshotHead {
     pub service_accounts: Vec<(String, String)>,
     /// (service account id, app id)
     pub grants: Vec<(String, String)>,
+    /// As [`Snapshot::members`].
+    pub members: Vec<(String, String, latchkey_core::policy::Role)>,
     pub operator_tokens: Vec<OperatorToken>,
     pub verifier_tokens: Vec<VerifierToken>,
     /// How many keys will follow, so that the index can be sized once.
@@ -315,6 +322,8 @@ pub enum Change<'a> {
     VerifierToken(&'a str),
     /// An operator token, created or revoked (`latchkey admin`).
     OperatorToken(&'a str),
+    /// A user account: added, its role changed, or removed (teams).
+    UserAccount(&'a str),
 }
 
 /// The kind of thing a recorded change names.
@@ -326,6 +335,7 @@ pub enum ChangeEntity {
     ServiceAccount,
     VerifierToken,
     OperatorToken,
+    UserAccount,
 }
 
 impl ChangeEntity {
@@ -337,6 +347,7 @@ impl ChangeEntity {
             ChangeEntity::ServiceAccount => "serviceAccount",
             ChangeEntity::VerifierToken => "verifierToken",
             ChangeEntity::OperatorToken => "operatorToken",
+            ChangeEntity::UserAccount => "userAccount",
         }
     }
 
@@ -348,6 +359,7 @@ impl ChangeEntity {
             "serviceAccount" => ChangeEntity::ServiceAccount,
             "verifierToken" => ChangeEntity::VerifierToken,
             "operatorToken" => ChangeEntity::OperatorToken,
+            "userAccount" => ChangeEntity::UserAccount,
             _ => return None,
         })
     }
@@ -362,6 +374,7 @@ impl Change<'_> {
             Change::ServiceAccount(id) => (ChangeEntity::ServiceAccount, id),
             Change::VerifierToken(id) => (ChangeEntity::VerifierToken, id),
             Change::OperatorToken(id) => (ChangeEntity::OperatorToken, id),
+            Change::UserAccount(id) => (ChangeEntity::UserAccount, id),
         }
     }
 }

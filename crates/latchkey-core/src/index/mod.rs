@@ -174,6 +174,8 @@ struct Inner {
     policies: Map<String, Arc<AppPolicy>>,
     /// service account id -> (account id, apps it created or was granted)
     service_accounts: Map<Arc<str>, (Arc<str>, HashSet<String>)>,
+    /// user account id -> (account id, its role): the members of accounts
+    members: Map<Arc<str>, (Arc<str>, crate::policy::Role)>,
     /// operator token id -> SHA-256 of the token
     operator_tokens: Vec<(String, [u8; 32])>,
     /// verifier token id -> SHA-256 of the token
@@ -191,7 +193,8 @@ impl Inner {
             keys: KeyTable::with_hasher(hasher.clone()),
             apps: Map::with_hasher(hasher.clone()),
             policies: Map::with_hasher(hasher.clone()),
-            service_accounts: Map::with_hasher(hasher),
+            service_accounts: Map::with_hasher(hasher.clone()),
+            members: Map::with_hasher(hasher),
             operator_tokens: Vec::new(),
             verifier_tokens: Vec::new(),
             credit_cells: Map::with_hasher(random_hasher()),

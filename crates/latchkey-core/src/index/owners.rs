@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::policy::Role;
+
 use super::{AppEntry, AppPolicy, Inner, KeyIndex, KeyOwner};
 
 impl KeyIndex {
@@ -172,6 +174,41 @@ impl KeyIndex {
             .is_some_and(|(_, apps)| apps.contains(app_id))
     }
 
+    /// Adds a member of a live account (a user account) with its role, or
+    /// changes the role of one; false if the account is gone.
+    pub fn set_member(&self, user_account_id: &str, account_id: &str, role: Role) -> bool {
+        let mut inner = self.write();
+        let Some(account) = inner.accounts.get(account_id).cloned() else {
+            return false;
+        };
+        inner
+            .members
+            .insert(user_account_id.into(), (account, role));
+        true
+    }
+
+    /// A member's role; `None` for a user account the index does not hold
+    /// (removed, or of a deleted account).
+    pub fn member_role(&self, user_account_id: &str) -> Option<Role> {
+        self.read()
+            .members
+            .get(user_account_id)
+            .map(|(_, role)| *role)
+    }
+
+    /// Forgets a member and drops its keys: the next request with one of
+    /// them is refused.
+    pub fn remove_member(&self, user_account_id: &str) {
+        let mut inner = self.write();
+        inner.members.remove(user_account_id);
+        inner.keys.retain(|k| match &k.owner {
+            KeyOwner::UserAccount {
+                user_account_id: u, ..
+            } => &**u != user_account_id,
+            _ => true,
+        });
+    }
+
     /// Forgets an account and everything under it.
     pub fn remove_account(&self, account_id: &str) {
         let mut inner = self.write();
@@ -182,6 +219,7 @@ impl KeyIndex {
         inner
             .service_accounts
             .retain(|_, (acc, _)| &**acc != account_id);
+        inner.members.retain(|_, (acc, _)| &**acc != account_id);
         inner.keys.retain(|k| k.owner.account_id() != account_id);
     }
 }

@@ -11,6 +11,7 @@ pub mod checks;
 pub mod credits;
 pub mod permissions;
 pub mod ratelimit;
+pub mod roles;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use checks::{Demand, Refusal};
 pub use credits::{CreditCell, CreditSeed, CreditState, Refill, RefillInterval, Shortfall};
 pub use permissions::Permission;
 pub use ratelimit::{LimitState, RateLimit, RateLimiter};
+pub use roles::Role;
 
 /// Most permission names a key may carry.
 pub const MAX_PERMISSIONS: usize = 100;

@@ -51,10 +51,14 @@ pub enum Permission {
     ServiceAccountsRead,
     /// Creating and deleting service accounts, granting apps to them.
     ServiceAccountsWrite,
+    /// Reading the account's members and open invites.
+    MembersRead,
+    /// Inviting members, changing their roles, removing them.
+    MembersWrite,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 17] = [
         Permission::AccountRead,
         Permission::AppsRead,
         Permission::AppsWrite,
@@ -70,6 +74,8 @@ impl Permission {
         Permission::UsageRead,
         Permission::ServiceAccountsRead,
         Permission::ServiceAccountsWrite,
+        Permission::MembersRead,
+        Permission::MembersWrite,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -89,6 +95,8 @@ impl Permission {
             Permission::UsageRead => "latchkey:usage.read",
             Permission::ServiceAccountsRead => "latchkey:service_accounts.read",
             Permission::ServiceAccountsWrite => "latchkey:service_accounts.write",
+            Permission::MembersRead => "latchkey:members.read",
+            Permission::MembersWrite => "latchkey:members.write",
         }
     }
 

@@ -185,7 +185,7 @@ pub async fn whoami(State(state): State<AppState>, caller: Caller) -> ApiResult<
     } = p
         && let Some(user) = state.store.get_user_account(user_account_id).await?
     {
-        body["user"] = json!({"id": user.id, "email": user.email});
+        body["user"] = json!({"id": user.id, "email": user.email, "role": user.role.as_str()});
     }
     Ok(Json(body))
 }

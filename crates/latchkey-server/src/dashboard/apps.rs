@@ -67,6 +67,7 @@ pub async fn render_keys_tab(
     )
     .await?
     .with_key_pages()
+    .writable(l.can_develop)
     .filtered(filter);
     Ok(render(
         flash.status(),

@@ -86,6 +86,8 @@ struct KeyPage<'a> {
     intervals: Vec<Choice>,
     /// This page, where its form is posted.
     action: String,
+    /// Whether the person's role may change this key (teams).
+    writable: bool,
     /// Checks per hour, the last 24 hours.
     hourly: Chart,
     /// Checks per day, the last 30 days.
@@ -188,6 +190,11 @@ async fn render_key_page(
             owner_name,
             owner_url: owner.url(),
             action: owner.key_url(&key.id),
+            writable: match owner {
+                Owner::App(_) => l.can_develop,
+                Owner::ServiceAccount(_) => l.can_admin,
+                Owner::Me => true,
+            },
             key: KeyRow::from_view(view, state.now()),
             policy,
             form,

@@ -31,6 +31,7 @@ mod csrf;
 mod key_form;
 mod key_page;
 mod keys;
+mod members;
 mod overview;
 mod pages;
 mod session;
@@ -60,6 +61,19 @@ pub fn router(_state: AppState) -> Router<AppState> {
         .route("/signin", get(session::signin_form).post(session::signin))
         .route("/signout", post(session::signout))
         .route("/audit", get(pages::audit))
+        .route("/members", get(members::members))
+        .route("/invites", post(members::create_invite))
+        .route("/invites/{invite_id}/revoke", post(members::revoke_invite))
+        .route("/members/{user_id}/role", post(members::change_role))
+        .route(
+            "/members/{user_id}/remove",
+            get(members::confirm_remove).post(members::remove),
+        )
+        .route(
+            "/password",
+            get(members::password_form).post(members::change_password),
+        )
+        .route("/invite", get(members::accept_form).post(members::accept))
         .route("/apps", post(pages::create_app))
         .route("/account/keys", post(keys::create_own_key))
         .route("/account/keys/{key_id}/rotate", post(keys::rotate_own_key))

@@ -144,6 +144,9 @@ pub struct KeysSection {
     /// Each key has a page at `{keys_url}/{key_id}` (app and
     /// service-account keys).
     pub key_pages: bool,
+    /// Whether the person's role may create, rotate and delete these keys
+    /// (teams; their own keys always).
+    pub writable: bool,
 }
 
 impl KeysSection {
@@ -175,6 +178,7 @@ impl KeysSection {
             grace_choices: grace_choices(),
             expiry_choices: expiry_choices(),
             key_pages: false,
+            writable: true,
         })
     }
 
@@ -184,6 +188,11 @@ impl KeysSection {
         self.status_filters = status_choices(&filter.status);
         self.filter = filter;
         self
+    }
+
+    /// Whether the person may change these keys.
+    pub fn writable(self, writable: bool) -> Self {
+        KeysSection { writable, ..self }
     }
 
     /// Links each key to its page.
@@ -594,7 +603,8 @@ pub async fn render_service_account(
         "This service account has no keys yet. Create one for the machine that uses it.",
     )
     .await?
-    .with_key_pages();
+    .with_key_pages()
+    .writable(l.can_admin);
     let reached = state
         .store
         .list_apps(&sa.account_id, Some(&sa.id), &Page::first(100))

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_core::{Principal, password};
-use latchkey_store::DashboardSession;
+use latchkey_store::{DashboardSession, UserAccount};
 use ring::rand::SecureRandom;
 
 use super::csrf::{self, SignedForm};
@@ -146,7 +146,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A `Set-Cookie` value for one of the dashboard's cookies; `max_age` 0
 /// removes it.
-fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
+pub(super) fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
     let secure = if state.config.tls.is_some() {
         "; Secure"
     } else {
@@ -159,7 +159,7 @@ fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> Header
 }
 
 /// 256 random bits, base64url.
-fn random_token(state: &AppState) -> Result<String, PageError> {
+pub(super) fn random_token(state: &AppState) -> Result<String, PageError> {
     let mut bytes = [0u8; 32];
     state.rng.fill(&mut bytes).map_err(|_| {
         tracing::error!("the system random number generator failed");
@@ -168,7 +168,7 @@ fn random_token(state: &AppState) -> Result<String, PageError> {
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn hash(session_id: &str) -> Vec<u8> {
+pub(super) fn hash(session_id: &str) -> Vec<u8> {
     ring::digest::digest(&ring::digest::SHA256, session_id.as_bytes())
         .as_ref()
         .to_vec()
@@ -194,6 +194,8 @@ pub struct Session {
     pub user_account_id: String,
     pub account_id: String,
     pub email: String,
+    /// The person's role in the account (teams), read with the session.
+    pub role: latchkey_core::policy::Role,
     /// The token every form of this session carries.
     pub csrf: String,
     pub peer: Option<IpAddr>,
@@ -227,6 +229,7 @@ impl Session {
             user_account_id: found.user_account_id,
             account_id: found.account_id,
             email: user.email,
+            role: user.role,
             csrf: csrf::token(id, csrf::SESSION_PURPOSE),
             peer: peer(parts),
         }))
@@ -246,6 +249,7 @@ impl Session {
             principal: self.principal(),
             peer: self.peer,
             policy: None,
+            role: Some(self.role),
         }
     }
 }
@@ -433,7 +437,13 @@ pub async fn signin(
     };
     throttle.succeeded(&throttle_key, address.as_deref(), now);
 
-    let id = match random_token(&state) {
+    start_session(&state, &user, peer(&parts)).await
+}
+
+/// Signs `user` in: a new session, its cookie, and the account page.
+pub async fn start_session(state: &AppState, user: &UserAccount, peer: Option<IpAddr>) -> Response {
+    let now = state.now();
+    let id = match random_token(state) {
         Ok(id) => id,
         Err(e) => return e.into_response(),
     };
@@ -449,11 +459,12 @@ pub async fn signin(
             account_id: user.account_id.as_str().into(),
             user_account_id: user.id.as_str().into(),
         },
-        peer: peer(&parts),
+        peer,
         policy: None,
+        role: Some(user.role),
     };
     let event = audit::event(
-        &state,
+        state,
         &caller,
         "dashboard.signedIn",
         "userAccount",
@@ -469,9 +480,9 @@ pub async fn signin(
     let headers = response.headers_mut();
     headers.append(
         SET_COOKIE,
-        set_cookie(&state, SESSION_COOKIE, &id, SESSION_LIFETIME_SECONDS),
+        set_cookie(state, SESSION_COOKIE, &id, SESSION_LIFETIME_SECONDS),
     );
-    headers.append(SET_COOKIE, set_cookie(&state, SIGNIN_COOKIE, "", 0));
+    headers.append(SET_COOKIE, set_cookie(state, SIGNIN_COOKIE, "", 0));
     response
 }
 

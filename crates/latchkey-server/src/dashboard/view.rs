@@ -35,6 +35,15 @@ pub struct Layout {
     pub email: String,
     pub account_name: String,
     pub csrf: String,
+    /// The person's role (teams), and what it lets the pages offer; the
+    /// operations refuse the rest anyway.
+    pub role: &'static str,
+    /// Apps, their settings, keys and webhooks (developer and above).
+    pub can_develop: bool,
+    /// Service accounts (admin and above).
+    pub can_admin: bool,
+    /// Members and invites (owners).
+    pub is_owner: bool,
 }
 
 impl Layout {
@@ -46,10 +55,15 @@ impl Layout {
             .map_err(ApiError::from)?
             .map(|a| a.display_name)
             .unwrap_or_default();
+        use latchkey_core::policy::Role;
         Ok(Layout {
             email: session.email.clone(),
             account_name,
             csrf: session.csrf.clone(),
+            role: session.role.as_str(),
+            can_develop: session.role >= Role::Developer,
+            can_admin: session.role >= Role::Admin,
+            is_owner: session.role == Role::Owner,
         })
     }
 }
@@ -84,6 +98,14 @@ impl Flash {
                 Some("The service account was deleted; its keys are refused from now on.")
             }
             "granted" => Some("The service account now reaches that app."),
+            "role-changed" => Some("Role changed. It applies from the next request on."),
+            "member-removed" => Some(
+                "The member was removed: their keys are refused and their sessions ended.",
+            ),
+            "invite-revoked" => Some("The invite was revoked; its link no longer works."),
+            "password-changed" => {
+                Some("Password changed. Your other sessions were signed out.")
+            }
             "revoked" => Some("The service account no longer reaches that app."),
             _ => None,
         });

@@ -53,6 +53,9 @@ pub async fn create_account(
         );
     state.store.create_account(&new, &event).await?;
     state.index.insert_account(&new.account.id);
+    state
+        .index
+        .set_member(&new.owner.id, &new.account.id, new.owner.role);
     let live = crate::indexing::live_key(&new.key, &state.master, state.limiter.is_leased())
         .map_err(|e| {
             tracing::error!(error = %e, "indexing a new key");

@@ -128,6 +128,35 @@ fn parse_expiry(state: &AppState, text: &str) -> ApiResult<i64> {
     Ok(t)
 }
 
+/// The permissions an operation on `owner`'s keys takes: keys' own, and
+/// for a service account's keys also the service accounts' (so that a
+/// developer, whose role does not manage service accounts, cannot mint
+/// their keys either).
+///
+/// A person's own keys are theirs whatever their role (a viewer too may
+/// make, rotate and delete keys for their own use): such a key can never
+/// do more than the role allows, so only a key's permission list is
+/// checked there.
+fn require_keys(caller: &Caller, owner: KeyOwnerRef<'_>, write: bool) -> ApiResult<()> {
+    let permission = if write {
+        Permission::KeysWrite
+    } else {
+        Permission::KeysRead
+    };
+    if let KeyOwnerRef::UserAccount(_) = owner {
+        return caller.require_listed(permission);
+    }
+    caller.require(permission)?;
+    if let KeyOwnerRef::ServiceAccount(_) = owner {
+        caller.require(if write {
+            Permission::ServiceAccountsWrite
+        } else {
+            Permission::ServiceAccountsRead
+        })?;
+    }
+    Ok(())
+}
+
 fn key_id_kind(kind: KeyKind) -> IdKind {
     match kind {
         KeyKind::App => IdKind::AppKey,
@@ -189,7 +218,7 @@ pub async fn create_key(
     owner: KeyOwnerRef<'_>,
     body: &CreateKey,
 ) -> ApiResult<KeyView> {
-    caller.require(Permission::KeysWrite)?;
+    require_keys(caller, owner, true)?;
     let (kind, owner_id) = match owner {
         KeyOwnerRef::App(id) => (KeyKind::App, id),
         KeyOwnerRef::UserAccount(id) => (KeyKind::UserAccount, id),
@@ -250,7 +279,7 @@ pub async fn rotate_key(
     key_id: &str,
     body: &RotateKey,
 ) -> ApiResult<Value> {
-    caller.require(Permission::KeysWrite)?;
+    require_keys(caller, owner, true)?;
     let grace = body.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
     if !(0..=MAX_GRACE_SECONDS).contains(&grace) {
         return Err(ApiError::bad_request(format!(
@@ -393,7 +422,7 @@ pub async fn update_key(
     key_id: &str,
     body: &serde_json::Map<String, Value>,
 ) -> ApiResult<KeyView> {
-    caller.require(Permission::KeysWrite)?;
+    require_keys(caller, owner, true)?;
     let mut key = load_key(state, owner, key_id).await?;
     // A key may change only keys it could have made: it cannot weaken or
     // lock out a key stronger than itself.
@@ -488,7 +517,7 @@ pub async fn list_keys(
     owner: KeyOwnerRef<'_>,
     page: &Page,
 ) -> ApiResult<Value> {
-    caller.require(Permission::KeysRead)?;
+    require_keys(caller, owner, false)?;
     let found = state.store.list_keys(owner, page).await?;
     let keys: Vec<KeyView> = found.items.iter().map(|k| ctx.view(state, k)).collect();
     Ok(json!({"keys": keys, "meta": PageMeta::of(&found, |k| &k.id)}))
@@ -510,7 +539,7 @@ pub async fn get_key(
     owner: KeyOwnerRef<'_>,
     key_id: &str,
 ) -> ApiResult<Value> {
-    caller.require(Permission::KeysRead)?;
+    require_keys(caller, owner, false)?;
     let key = load_key(state, owner, key_id).await?;
     Ok(json!({"key": ctx.view(state, &key)}))
 }
@@ -524,7 +553,7 @@ pub async fn delete_key(
     owner: KeyOwnerRef<'_>,
     key_id: &str,
 ) -> ApiResult<()> {
-    caller.require(Permission::KeysWrite)?;
+    require_keys(caller, owner, true)?;
     let key = load_key(state, owner, key_id).await?;
     caller.may_grant(&key.policy)?;
     let view = ctx.view(state, &key);

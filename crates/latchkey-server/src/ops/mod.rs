@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod apps;
 pub mod key_policy;
 pub mod keys;
+pub mod members;
 pub mod policy;
 pub mod service_accounts;
 pub mod users;
@@ -25,7 +26,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use latchkey_core::Principal;
-use latchkey_core::policy::{LivePolicy, Permission};
+use latchkey_core::policy::{LivePolicy, Permission, Role};
 use latchkey_core::principal::AppRef;
 use latchkey_store::App;
 
@@ -41,13 +42,31 @@ pub struct Caller {
     /// The policy of the caller's key, when it has one: its permissions
     /// decide which of Latchkey's own operations it may call.
     pub policy: Option<Arc<LivePolicy>>,
+    /// The role of the person behind a user-account key, its JWTs or a
+    /// dashboard session (teams); `None` for every other caller.
+    pub role: Option<Role>,
 }
 
 impl Caller {
-    /// Refuses (403 `insufficient_permissions`) a key whose permission
-    /// list lacks `permission`. Keys without a list, operators and
-    /// dashboard sessions may call every operation their scope reaches.
+    /// The one check of Latchkey's built-in permissions, which every
+    /// operation makes: a person's role must allow `permission` (403
+    /// `forbidden`, naming the role needed), and a key with a permission
+    /// list must carry it (403 `insufficient_permissions`). A key's
+    /// effective permissions are thus its role's intersected with its
+    /// list. Keys without a list, operators and dashboard sessions may
+    /// call every operation their scope (and role) reaches.
     pub fn require(&self, permission: Permission) -> ApiResult<()> {
+        if let Some(role) = self.role
+            && !role.allows(permission)
+        {
+            return Err(ApiError::role_lacks(role, permission));
+        }
+        self.require_listed(permission)
+    }
+
+    /// Only the key's permission list, not the role: for a person's own
+    /// keys (see `ops::keys`), which never reach further than the role.
+    pub fn require_listed(&self, permission: Permission) -> ApiResult<()> {
         match &self.policy {
             Some(p) if !p.has_permission(permission.as_str()) => Err(ApiError::lacks(permission)),
             _ => Ok(()),
@@ -132,6 +151,17 @@ impl WriteGuard {
                         .with_title("the credential was deleted or expired while this request ran"),
                 );
             }
+        }
+        // A person's role as it is now, not as it was when the request was
+        // verified: a demotion just before is in effect.
+        if let Principal::UserAccount {
+            user_account_id, ..
+        } = &caller.principal
+            && state.index.member_role(user_account_id) != caller.role
+        {
+            return Err(ApiError::forbidden(
+                "your role in this account changed while this request ran; send it again",
+            ));
         }
         Ok(WriteGuard(guard))
     }
@@ -253,6 +283,62 @@ mod tests {
             serde_json::Value::Object(target),
             json!({"b": {"d": 3, "x": 9}, "e": [1]})
         );
+    }
+
+    /// A person's key may do what both its role and its permission list
+    /// allow; the refusal names what is missing.
+    #[test]
+    fn a_role_and_a_permission_list_intersect() {
+        use latchkey_core::policy::KeyPolicy;
+        let caller = |role: Option<Role>, list: Option<&[&str]>| Caller {
+            principal: Principal::UserAccount {
+                key_id: "act_1".into(),
+                account_id: "acc_A".into(),
+                user_account_id: "ua_1".into(),
+            },
+            peer: None,
+            policy: list.map(|l| {
+                Arc::new(LivePolicy::new(
+                    &KeyPolicy {
+                        permissions: Some(l.iter().map(|p| p.to_string()).collect()),
+                        ..KeyPolicy::default()
+                    },
+                    None,
+                ))
+            }),
+            role,
+        };
+        let code = |r: ApiResult<()>| r.err().map(|e| e.code);
+        let listed: &[&str] = &["latchkey:keys.write", "latchkey:service_accounts.write"];
+        // A developer with both listed: keys yes, service accounts no (role).
+        let dev = caller(Some(Role::Developer), Some(listed));
+        assert_eq!(code(dev.require(Permission::KeysWrite)), None);
+        assert_eq!(
+            code(dev.require(Permission::ServiceAccountsWrite)),
+            Some("forbidden")
+        );
+        // An owner whose key lacks apps.write: refused by the list.
+        let owner = caller(Some(Role::Owner), Some(listed));
+        assert_eq!(
+            code(owner.require(Permission::AppsWrite)),
+            Some("insufficient_permissions")
+        );
+        assert_eq!(code(owner.require(Permission::ServiceAccountsWrite)), None);
+        // Without a list, the role alone decides.
+        let viewer = caller(Some(Role::Viewer), None);
+        assert_eq!(code(viewer.require(Permission::KeysRead)), None);
+        let refused = viewer.require(Permission::KeysWrite).expect_err("refused");
+        assert_eq!(refused.code, "forbidden");
+        assert!(
+            refused.title.contains("developer role or higher"),
+            "{}",
+            refused.title
+        );
+        // Own keys: only the list.
+        assert_eq!(code(viewer.require_listed(Permission::KeysWrite)), None);
+        // No role (other keys): only the list.
+        let svc = caller(None, None);
+        assert_eq!(code(svc.require(Permission::MembersWrite)), None);
     }
 
     #[test]

@@ -12,6 +12,8 @@ mod common;
 #[path = "../common/openapi.rs"]
 mod openapi;
 mod schema;
+#[path = "../common/team.rs"]
+mod team;
 mod tour;
 
 use std::collections::BTreeSet;

@@ -1,13 +1,16 @@
 //! Accounts (tenants) and their user accounts: the people who sign in to
 //! the dashboard, created with the account as its owner.
 
+use latchkey_core::policy::Role;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use super::audit::insert_audit_tx;
 use super::keys::insert_key_tx;
 use super::{SqlStore, classify};
-use crate::{Account, AuditEvent, Change, NewAccount, Page, PageOf, Result, UserAccount};
+use crate::{
+    Account, AuditEvent, Change, NewAccount, Page, PageOf, Result, StoreError, UserAccount,
+};
 
 fn account_from(row: &AnyRow) -> Result<Account> {
     Ok(Account {
@@ -24,7 +27,16 @@ pub(crate) fn user_account_from(row: &AnyRow) -> Result<UserAccount> {
         email: row.try_get("email")?,
         password_hash: row.try_get("password_hash")?,
         created_at: row.try_get("created_at")?,
+        role: role_from(&row.try_get::<String, _>("role")?)?,
     })
+}
+
+/// The columns [`user_account_from`] reads.
+pub(crate) const USER_ACCOUNT_COLUMNS: &str =
+    "id, account_id, email, password_hash, created_at, role";
+
+pub(crate) fn role_from(text: &str) -> Result<Role> {
+    Role::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown role {text:?}")))
 }
 
 pub(super) async fn insert_account_tx(
@@ -39,14 +51,15 @@ pub(super) async fn insert_account_tx(
         .await
         .map_err(|e| classify(e, "an account with this id already exists"))?;
     sqlx::query(
-        "INSERT INTO user_accounts (id, account_id, email, password_hash, created_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO user_accounts (id, account_id, email, password_hash, created_at, role) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&new.owner.id)
     .bind(&new.owner.account_id)
     .bind(&new.owner.email)
     .bind(&new.owner.password_hash)
     .bind(new.owner.created_at)
+    .bind(new.owner.role.as_str())
     .execute(&mut **tx)
     .await
     .map_err(|e| classify(e, "a user account with this email already exists"))?;
@@ -106,9 +119,9 @@ pub(super) async fn delete(store: &SqlStore, id: &str, audit: &AuditEvent) -> Re
 }
 
 pub(super) async fn get_user_account(store: &SqlStore, id: &str) -> Result<Option<UserAccount>> {
-    let row = sqlx::query(
-        "SELECT id, account_id, email, password_hash, created_at FROM user_accounts WHERE id = $1",
-    )
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {USER_ACCOUNT_COLUMNS} FROM user_accounts WHERE id = $1"
+    )))
     .bind(id)
     .fetch_optional(&store.pool)
     .await?;

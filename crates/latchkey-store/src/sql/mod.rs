@@ -27,7 +27,7 @@ mod snapshot;
 mod store;
 mod verifier_tokens;
 
-pub(crate) use accounts::user_account_from;
+pub(crate) use accounts::{USER_ACCOUNT_COLUMNS, role_from, user_account_from};
 pub use audit::delivery_id;
 pub(crate) use audit::insert_audit_tx;
 
@@ -369,7 +369,7 @@ impl SqlStore {
     }
 
     /// `filter` uses `$1..$n` for its `args`.
-    async fn page<T>(
+    pub(crate) async fn page<T>(
         &self,
         table: &'static str,
         columns: &'static str,

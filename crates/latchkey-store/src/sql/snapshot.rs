@@ -216,6 +216,19 @@ async fn snapshot_head(tx: &mut Transaction<'_, Any>, count_keys: bool) -> Resul
             .fetch_all(&mut **tx)
             .await?,
     )?;
+    let members = sqlx::query("SELECT id, account_id, role FROM user_accounts")
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|r| {
+            let role: String = r.try_get(2)?;
+            Ok((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                super::accounts::role_from(&role)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let operator_tokens = sqlx::query("SELECT id, token_hash, created_at FROM operator_tokens")
         .fetch_all(&mut **tx)
         .await?
@@ -241,6 +254,7 @@ async fn snapshot_head(tx: &mut Transaction<'_, Any>, count_keys: bool) -> Resul
         apps,
         service_accounts,
         grants,
+        members,
         operator_tokens,
         verifier_tokens,
         key_count: u64::try_from(key_count).unwrap_or(0),
@@ -275,6 +289,7 @@ pub(super) async fn read(store: &SqlStore) -> Result<Snapshot> {
         apps: head.apps,
         service_accounts: head.service_accounts,
         grants: head.grants,
+        members: head.members,
         operator_tokens: head.operator_tokens,
         verifier_tokens: head.verifier_tokens,
         change_seq: head.change_seq,

@@ -137,6 +137,7 @@ pub fn new_account(n: u32) -> NewAccount {
             email: format!("owner{n}@example.com"),
             password_hash: "$argon2id$…".into(),
             created_at: 100,
+            role: latchkey_core::policy::Role::Owner,
         },
         key: key(
             &format!("act_{n}"),

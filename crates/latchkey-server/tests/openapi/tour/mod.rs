@@ -24,6 +24,7 @@ mod audit;
 mod browsers;
 mod errors;
 mod keys;
+mod members;
 mod meta;
 mod service_accounts;
 mod usage;
@@ -59,6 +60,7 @@ pub const TOURS: &[Ops] = &[
     audit::ACCOUNT_AUDIT,
     audit::APP_AUDIT,
     usage::USAGE,
+    members::MEMBERS,
 ];
 
 pub struct Tour<'a> {

@@ -51,8 +51,10 @@ impl UsageCounter {
             Some(minutes) => minutes,
             None => shard.entry(key_id.into()).or_default(),
         };
+        // The current minute is the newest, at the end.
         match minutes
             .iter_mut()
+            .rev()
             .find(|(m, o, _)| *m == minute && *o == outcome)
         {
             Some((_, _, n)) => *n += 1,
@@ -82,8 +84,15 @@ impl UsageCounter {
     }
 
     /// Puts back counts whose write failed, to go with the next flush.
+    /// While the store stays unreachable a key's list would grow by a
+    /// minute at a time: past [`MAX_PENDING_PER_KEY`] entries its older
+    /// minutes are folded (see [`fold`]).
     pub fn restore(&self, batch: Vec<UsageCount>) {
+        let mut touched: Vec<String> = Vec::new();
         for c in batch {
+            if touched.last() != Some(&c.key_id) {
+                touched.push(c.key_id.clone());
+            }
             let mut shard = self
                 .shard(&c.key_id)
                 .lock()
@@ -96,6 +105,18 @@ impl UsageCounter {
                 Some((_, _, n)) => *n += c.count,
                 None => minutes.push((c.minute, Cow::Owned(c.outcome), c.count)),
             }
+            if minutes.len() > 2 * MAX_PENDING_PER_KEY {
+                fold(minutes);
+            }
+        }
+        for key_id in touched {
+            let mut shard = self
+                .shard(&key_id)
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(minutes) = shard.get_mut(key_id.as_str()) {
+                fold(minutes);
+            }
         }
     }
 
@@ -106,6 +127,46 @@ impl UsageCounter {
             .map(|s| s.lock().map_or(0, |s| s.len()))
             .sum()
     }
+}
+
+/// Entries one key keeps waiting for the store at most.
+pub const MAX_PENDING_PER_KEY: usize = 240;
+
+/// Keeps a key's waiting counts within [`MAX_PENDING_PER_KEY`] entries:
+/// minutes more than an hour older than the newest go into their hour's
+/// first minute, then those more than a day older into their day's (the
+/// hour and day totals stay exact; the minute detail of that time is
+/// lost); past that, the oldest entries are dropped. Sorted by minute
+/// afterwards, the newest last.
+fn fold(minutes: &mut Minutes) {
+    if minutes.len() <= MAX_PENDING_PER_KEY {
+        return;
+    }
+    let newest = minutes.iter().map(|(m, _, _)| *m).max().unwrap_or(0);
+    for size in [latchkey_store::HOUR, latchkey_store::DAY] {
+        for entry in minutes.iter_mut() {
+            if newest - entry.0 >= size {
+                entry.0 -= entry.0.rem_euclid(size);
+            }
+        }
+        minutes.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        minutes.dedup_by(|later, kept| {
+            let same = later.0 == kept.0 && later.1 == kept.1;
+            if same {
+                kept.2 += later.2;
+            }
+            same
+        });
+        if minutes.len() <= MAX_PENDING_PER_KEY {
+            return;
+        }
+    }
+    let dropped = minutes.len() - MAX_PENDING_PER_KEY;
+    minutes.drain(..dropped);
+    tracing::warn!(
+        dropped,
+        "usage counts waiting for the store too long: the oldest were dropped"
+    );
 }
 
 /// A credential accepted for `principal`: counted for its key, if it has
@@ -189,5 +250,69 @@ mod tests {
             .map(|c| c.count)
             .sum();
         assert_eq!(again, 2, "a failed batch put back adds to what came since");
+    }
+
+    #[test]
+    fn counts_waiting_through_a_long_outage_stay_bounded_and_keep_their_hours() {
+        let usage = UsageCounter::default();
+        let start = 1_800_000_000 - 1_800_000_000 % 86_400;
+        // Two days of failed flushes, two outcomes a minute.
+        let mut total = 0;
+        for minute in 0..2 * 1_440 {
+            let t = start + minute * 60;
+            usage.count("app_k", t, VALID);
+            usage.count("app_k", t, "unauthorized");
+            total += 2;
+            if minute % 10 == 9 {
+                let batch = usage.take();
+                usage.restore(batch);
+            }
+        }
+        let shard = usage.shard("app_k").lock().expect("lock");
+        let minutes = &shard["app_k"];
+        assert!(minutes.len() <= MAX_PENDING_PER_KEY, "{}", minutes.len());
+        assert_eq!(minutes.iter().map(|e| e.2).sum::<u64>(), total);
+        // The last hour is still by minute; older time is by hour (two
+        // days of hours fit), one entry per hour and outcome.
+        let newest = start + (2 * 1_440 - 1) * 60;
+        assert!(minutes.iter().any(|e| e.0 == newest));
+        let first_day: Vec<_> = minutes.iter().filter(|e| e.0 < start + 86_400).collect();
+        assert_eq!(first_day.len(), 48, "{first_day:?}");
+        assert!(first_day.iter().all(|e| e.0 % 3_600 == 0 && e.2 == 60));
+    }
+
+    #[test]
+    fn a_month_waiting_is_kept_by_day_and_months_lose_their_oldest() {
+        let usage = UsageCounter::default();
+        let start = 1_800_000_000 - 1_800_000_000 % 86_400;
+        let batch = |days: i64| -> Vec<UsageCount> {
+            (0..days * 1_440)
+                .map(|m| UsageCount {
+                    key_id: "app_k".into(),
+                    minute: start + m * 60,
+                    outcome: VALID.into(),
+                    count: 1,
+                })
+                .collect()
+        };
+        usage.restore(batch(30));
+        {
+            let shard = usage.shard("app_k").lock().expect("lock");
+            let minutes = &shard["app_k"];
+            assert!(minutes.len() <= MAX_PENDING_PER_KEY, "{}", minutes.len());
+            assert_eq!(minutes.iter().map(|e| e.2).sum::<u64>(), 30 * 1_440);
+            assert_eq!(minutes[0], (start, Cow::Borrowed(VALID), 1_440));
+        }
+        let _ = usage.take();
+        usage.restore(batch(200));
+        let shard = usage.shard("app_k").lock().expect("lock");
+        let minutes = &shard["app_k"];
+        assert_eq!(minutes.len(), MAX_PENDING_PER_KEY);
+        // The newest minute is kept; the oldest days went.
+        assert_eq!(
+            minutes.last().map(|e| e.0),
+            Some(start + (200 * 1_440 - 1) * 60)
+        );
+        assert!(minutes[0].0 > start);
     }
 }

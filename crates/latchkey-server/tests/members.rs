@@ -392,6 +392,76 @@ async fn invites_expire_are_revoked_and_bad_tokens_change_nothing() {
     assert_eq!(list.body["invites"].as_array().map(Vec::len), Some(1));
 }
 
+/// An owner removed or demoted cannot come back through an invite it made
+/// before: its open invites are revoked with the change.
+#[tokio::test]
+async fn a_removed_or_demoted_owners_invites_stop_working() {
+    let app = TestApp::spawn().await;
+    let second = add_member(&app, "second@example.com", "owner").await;
+    let comeback = invite(&app, &second.key.basic(), "comeback@example.com", "owner").await;
+    let third = add_member(&app, "third@example.com", "owner").await;
+    let later = invite(&app, &third.key.basic(), "later@example.com", "owner").await;
+    // Another owner's invite is not touched by these changes.
+    let kept = invite(&app, &app.owner(), "kept@example.com", "viewer").await;
+    let r = app
+        .delete(&format!("/v1/account/members/{}", second.id), &app.owner())
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let r = app
+        .patch(
+            &format!("/v1/account/members/{}", third.id),
+            &app.owner(),
+            json!({"role": "admin"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    for (what, reply) in [("removed", &comeback), ("demoted", &later)] {
+        let page = Forms::new(&app)
+            .accept(reply["token"].as_str().expect("token"), PASSWORD)
+            .await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{what} owner's invite");
+    }
+    let list = app.get("/v1/account/invites", &app.owner()).await;
+    let status_of = |id: &serde_json::Value| {
+        list.body["invites"]
+            .as_array()
+            .expect("invites")
+            .iter()
+            .find(|i| i["id"] == *id)
+            .map(|i| i["status"].clone())
+    };
+    // The list holds open invites only: the revoked ones are gone from it.
+    assert_eq!(status_of(&later["invite"]["id"]), None);
+    assert_eq!(status_of(&comeback["invite"]["id"]), None);
+    assert_eq!(status_of(&kept["invite"]["id"]), Some(json!("pending")));
+    let page = Forms::new(&app)
+        .accept(kept["token"].as_str().expect("token"), PASSWORD)
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+}
+
+/// Whether an email belongs to someone of another account is not told to
+/// an inviting owner; only the invitee learns it, on accepting.
+#[tokio::test]
+async fn an_invite_does_not_reveal_another_accounts_email() {
+    let app = TestApp::spawn().await;
+    app.create_account("elsewhere@example.com").await;
+    let body = invite(&app, &app.owner(), "elsewhere@example.com", "viewer").await;
+    let page = Forms::new(&app)
+        .accept(body["token"].as_str().expect("token"), PASSWORD)
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+    // A member of this very account is refused at once.
+    let r = app
+        .post(
+            "/v1/account/invites",
+            &app.owner(),
+            json!({"email": app.init.user.email, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+}
+
 async fn member_session<'a>(app: &'a TestApp, m: &Member) -> Forms<'a> {
     let mut forms = Forms::new(app);
     let page = forms.sign_in(&m.email, PASSWORD).await;

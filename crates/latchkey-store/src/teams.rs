@@ -122,16 +122,36 @@ pub trait TeamStore: Send + Sync {
         user_account_id: &str,
         audit: &AuditEvent,
     ) -> Result<MemberChange>;
-    /// Replaces a user's password hash and ends every session of that user
-    /// but `keep_session` (the one that asked), recording `audit`; false
-    /// if the user account is gone.
+    /// Replaces a user's password hash (only if it is still
+    /// `expected_hash`, when given) and ends every session of that user but
+    /// `keep_session` (the one that asked), recording `audit`; false if the
+    /// user account is gone or its hash changed meanwhile.
     async fn change_password(
         &self,
         user_account_id: &str,
         password_hash: &str,
+        expected_hash: Option<&str>,
         keep_session: Option<&[u8]>,
         audit: &AuditEvent,
     ) -> Result<bool>;
+}
+
+/// Revokes the open invites `user_account_id` made (it is no longer an
+/// owner, or no longer a member).
+async fn revoke_invites_by_tx(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user_account_id: &str,
+    now: i64,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE invites SET revoked_at = $1 WHERE invited_by = $2 \
+         AND accepted_at IS NULL AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(user_account_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
 }
 
 const INVITE_COLUMNS: &str = "id, account_id, email, role, token_hash, invited_by, created_at, \
@@ -288,7 +308,9 @@ impl TeamStore for SqlStore {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE invites SET accepted_at = $1, accepted_by = $2 WHERE id = $3 \
-             AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
+             AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $1 \
+             AND EXISTS (SELECT 1 FROM user_accounts u WHERE u.id = invites.invited_by \
+             AND u.account_id = invites.account_id AND u.role = 'owner')",
         )
         .bind(now)
         .bind(&user.id)
@@ -340,6 +362,9 @@ impl TeamStore for SqlStore {
             .bind(user_account_id)
             .execute(&mut *tx)
             .await?;
+        if role != Role::Owner {
+            revoke_invites_by_tx(&mut tx, user_account_id, audit.at).await?;
+        }
         insert_audit_tx(&mut tx, audit).await?;
         self.record_change_tx(&mut tx, audit.at, Change::UserAccount(user_account_id))
             .await?;
@@ -363,7 +388,10 @@ impl TeamStore for SqlStore {
         if current == Role::Owner && owners <= 1 {
             return Ok(MemberChange::LastOwner);
         }
-        // Its keys and sessions go with it (foreign keys cascade).
+        // Its keys and sessions go with it (foreign keys cascade), and so
+        // do the invites it made: a removed owner must not come back
+        // through a link it kept.
+        revoke_invites_by_tx(&mut tx, user_account_id, audit.at).await?;
         sqlx::query("DELETE FROM user_accounts WHERE id = $1")
             .bind(user_account_id)
             .execute(&mut *tx)
@@ -379,15 +407,32 @@ impl TeamStore for SqlStore {
         &self,
         user_account_id: &str,
         password_hash: &str,
+        expected_hash: Option<&str>,
         keep_session: Option<&[u8]>,
         audit: &AuditEvent,
     ) -> Result<bool> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query("UPDATE user_accounts SET password_hash = $1 WHERE id = $2")
-            .bind(password_hash)
-            .bind(user_account_id)
-            .execute(&mut *tx)
-            .await?;
+        let done = match expected_hash {
+            // Only if nobody changed it since it was checked.
+            Some(old) => {
+                sqlx::query(
+                    "UPDATE user_accounts SET password_hash = $1 WHERE id = $2 \
+                     AND password_hash = $3",
+                )
+                .bind(password_hash)
+                .bind(user_account_id)
+                .bind(old)
+                .execute(&mut *tx)
+                .await?
+            }
+            None => {
+                sqlx::query("UPDATE user_accounts SET password_hash = $1 WHERE id = $2")
+                    .bind(password_hash)
+                    .bind(user_account_id)
+                    .execute(&mut *tx)
+                    .await?
+            }
+        };
         if done.rows_affected() == 0 {
             return Ok(false);
         }

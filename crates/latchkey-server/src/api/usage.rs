@@ -4,7 +4,7 @@
 //! a service account sees the apps it reaches). Counts per bucket of a
 //! minute, an hour or a day, by outcome; every bucket of the range is
 //! listed, empty ones with zeros. What nodes counted reaches the store
-//! with their next flush (`--last-used-flush-interval`, 10 s by default).
+//! with their next flush (`--last-used-flush-seconds`, 10 s by default).
 
 use std::collections::BTreeMap;
 

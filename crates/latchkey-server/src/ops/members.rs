@@ -137,14 +137,17 @@ pub async fn create_invite(
     let account_id = members_account(caller)?.to_string();
     let email = normalize_email(email)
         .ok_or_else(|| ApiError::bad_request("email must be an email address"))?;
+    // Only a member of this account is refused here: whether the email
+    // belongs to someone in another account is not this account's to learn
+    // (accepting such an invite fails, for the invitee only).
     if state
         .store
         .find_user_account_by_email(&email)
         .await?
-        .is_some()
+        .is_some_and(|u| u.account_id == account_id)
     {
         return Err(ApiError::conflict(
-            "a user account with this email already exists",
+            "a member of this account already has this email",
         ));
     }
     let token = secret::generate(&state.rng, INVITE_TOKEN_PREFIX);
@@ -337,10 +340,18 @@ pub async fn change_own_password(
     );
     if !state
         .store
-        .change_password(&user.id, &hash, keep_session, &event)
+        .change_password(
+            &user.id,
+            &hash,
+            Some(&user.password_hash),
+            keep_session,
+            &event,
+        )
         .await?
     {
-        return Err(ApiError::not_found("user account"));
+        return Err(ApiError::conflict(
+            "the password was changed meanwhile (or the user account is gone); sign in again",
+        ));
     }
     Ok(())
 }

@@ -714,6 +714,42 @@ async fn a_person_changes_their_own_password() {
     assert!(!audit.body.to_string().contains(new));
 }
 
+/// A stolen session cannot guess the current password at leisure: wrong
+/// guesses count against the email's sign-in throttle.
+#[tokio::test]
+async fn guessing_the_current_password_is_throttled() {
+    let app = TestApp::spawn().await;
+    let m = add_member(&app, "guessed@example.com", "viewer").await;
+    let mut here = member_session(&app, &m).await;
+    let new = "another long password";
+    let change = |current: &'static str| [("current", current), ("new", new), ("confirm", new)];
+    for _ in 0..5 {
+        let page = here
+            .submit(
+                "/dashboard/password",
+                "/dashboard/password",
+                &change("a wrong guess!"),
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    }
+    let page = here
+        .submit(
+            "/dashboard/password",
+            "/dashboard/password",
+            &change(PASSWORD),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
+    // Nothing changed: once the window has passed, the old password is
+    // still the one.
+    app.clock.advance(time::Duration::minutes(16));
+    assert_eq!(
+        Forms::new(&app).sign_in(&m.email, PASSWORD).await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+
 #[tokio::test]
 async fn the_dashboard_follows_roles() {
     let app = TestApp::spawn().await;

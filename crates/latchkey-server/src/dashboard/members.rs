@@ -293,7 +293,15 @@ pub async fn password_form(State(state): State<AppState>, session: Session) -> R
 }
 
 /// `POST /dashboard/password` with `current`, `new` and `confirm`.
-pub async fn change_password(State(state): State<AppState>, form: SignedForm) -> Response {
+///
+/// A wrong current password counts against the sign-in throttle of the
+/// person's email (5 in 15 minutes), so a stolen session cannot guess it
+/// at leisure.
+pub async fn change_password(
+    State(state): State<AppState>,
+    axum::Extension(throttle): axum::Extension<std::sync::Arc<super::session::Throttle>>,
+    form: SignedForm,
+) -> Response {
     // Checked and signed in like every form; the write lock is not held
     // across the passwords' hashing (the store's transaction suffices).
     let SignedForm {
@@ -305,6 +313,26 @@ pub async fn change_password(State(state): State<AppState>, form: SignedForm) ->
     let session = &session;
     let current = fields.get("current").unwrap_or("").to_string();
     let new = fields.get("new").unwrap_or("").to_string();
+    let now = state.now();
+    let peer = session.peer.map(|p| p.to_string());
+    if let Err(wait) = throttle.begin(&session.email, peer.as_deref(), now) {
+        let l = or_page!(Layout::of(&state, session).await);
+        let flash = Flash::error(&ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many wrong passwords lately; try again in {} minutes",
+                (wait + 59) / 60
+            ),
+        ));
+        return render(
+            flash.status(),
+            &PasswordPage {
+                l: &l,
+                flash: &flash,
+            },
+        );
+    }
     let result = if fields.get("confirm") != Some(new.as_str()) {
         Err(ApiError::bad_request(
             "the new password and its confirmation differ",
@@ -320,7 +348,10 @@ pub async fn change_password(State(state): State<AppState>, form: SignedForm) ->
         .await
     };
     match result {
-        Ok(()) => Redirect::to("/dashboard?done=password-changed").into_response(),
+        Ok(()) => {
+            throttle.succeeded(&session.email, peer.as_deref(), now);
+            Redirect::to("/dashboard?done=password-changed").into_response()
+        }
         Err(e) => {
             let l = or_page!(Layout::of(&state, session).await);
             let flash = Flash::error(&e);

@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod password;
 pub mod policy;
 pub mod principal;
+pub mod replica;
 pub mod route;
 pub mod secret;
 mod table;

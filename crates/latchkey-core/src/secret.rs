@@ -21,6 +21,9 @@ pub const OPERATOR_TOKEN_PREFIX: &str = "lkop_";
 /// Prefix of verifier tokens (may call only `/v1/verify` and
 /// `/v1/introspect`).
 pub const VERIFIER_TOKEN_PREFIX: &str = "lkvf_";
+/// Prefix of replica tokens (may read only the replication feed,
+/// `/v1/replica/…`).
+pub const REPLICA_TOKEN_PREFIX: &str = "lkrp_";
 
 /// Prefix of webhook signing secrets.
 pub const WEBHOOK_SECRET_PREFIX: &str = "lkwh_";
@@ -30,10 +33,11 @@ pub const INVITE_TOKEN_PREFIX: &str = "lkin_";
 
 /// The prefix of every kind of secret Latchkey issues: what a secret
 /// scanner, and [`redact`], look for.
-pub const SECRET_PREFIXES: [&str; 5] = [
+pub const SECRET_PREFIXES: [&str; 6] = [
     KEY_SECRET_PREFIX,
     OPERATOR_TOKEN_PREFIX,
     VERIFIER_TOKEN_PREFIX,
+    REPLICA_TOKEN_PREFIX,
     WEBHOOK_SECRET_PREFIX,
     INVITE_TOKEN_PREFIX,
 ];

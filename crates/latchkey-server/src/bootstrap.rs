@@ -196,6 +196,8 @@ async fn open_inner(
             metrics: Arc::default(),
             refusals: Arc::default(),
             usage: Arc::default(),
+            feed: Arc::new(tokio::sync::watch::Sender::new(0)),
+            closing: Arc::default(),
             config: Arc::new(config),
             write_lock: Arc::new(tokio::sync::Mutex::new(())),
             exposures: Arc::default(),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use latchkey_core::{KeyIndex, KeyOwner, LiveKey, MasterKey};
 use latchkey_store::{
-    ApiKey, KeyKind, SnapshotHead, SnapshotKey, Store, StoreError, VerifierToken,
+    ApiKey, KeyKind, SnapshotHead, SnapshotKey, Store, StoreError, TokenKind, VerifierToken,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -130,11 +130,14 @@ pub fn index_operator_token(index: &KeyIndex, token: &latchkey_store::OperatorTo
     }
 }
 
-/// Adds a stored verifier token to the index (a stored hash of the wrong
-/// length matches nothing and is left out).
+/// Adds a stored verifier or replica token to the index (a stored hash of
+/// the wrong length matches nothing and is left out).
 pub fn index_verifier_token(index: &KeyIndex, token: &VerifierToken) {
     if let Ok(hash) = <[u8; 32]>::try_from(token.token_hash.as_slice()) {
-        index.insert_verifier_token(&token.id, hash);
+        match token.kind {
+            TokenKind::Verifier => index.insert_verifier_token(&token.id, hash),
+            TokenKind::Replica => index.insert_replica_token(&token.id, hash),
+        }
     }
 }
 
@@ -438,6 +441,7 @@ mod tests {
                 display_name: name.into(),
                 token_hash: sha256(token.expose().as_bytes()).to_vec(),
                 created_at: 100,
+                kind: TokenKind::Verifier,
             };
             store
                 .create_verifier_token(&stored, &ev(&mut n))

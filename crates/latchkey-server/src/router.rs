@@ -13,7 +13,7 @@ use axum::response::Response;
 use axum::routing::{delete, get, patch, post, put};
 
 use crate::api::{
-    accounts, apps, audit_log, introspect, keys, members, service_accounts, usage, users,
+    accounts, apps, audit_log, introspect, keys, members, replica, service_accounts, usage, users,
     verifier_tokens, verify, webhooks,
 };
 use crate::api::{forward_auth, health, method_not_allowed, no_route, openapi, ready};
@@ -43,12 +43,22 @@ pub fn router(state: AppState) -> Router {
         .route(routes::INTROSPECT, post(introspect::introspect))
         .route(
             "/v1/verifierTokens",
-            post(verifier_tokens::create).get(verifier_tokens::list),
+            post(verifier_tokens::create_verifier).get(verifier_tokens::list_verifier),
         )
         .route(
             "/v1/verifierTokens/{token_id}",
-            get(verifier_tokens::get).delete(verifier_tokens::delete),
+            get(verifier_tokens::get_verifier).delete(verifier_tokens::delete_verifier),
         )
+        .route(
+            "/v1/replicaTokens",
+            post(verifier_tokens::create_replica).get(verifier_tokens::list_replica),
+        )
+        .route(
+            "/v1/replicaTokens/{token_id}",
+            get(verifier_tokens::get_replica).delete(verifier_tokens::delete_replica),
+        )
+        .route(routes::REPLICA_SNAPSHOT, get(replica::snapshot))
+        .route(routes::REPLICA_CHANGES, get(replica::changes))
         .route(routes::ACCOUNT, get(accounts::whoami))
         .route("/v1/account/keys", get(accounts::list_own_keys))
         .route(

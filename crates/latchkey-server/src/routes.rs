@@ -17,6 +17,10 @@ pub const READY: &str = "/readyz";
 pub const METRICS: &str = "/metrics";
 /// The OpenAPI document.
 pub const OPENAPI: &str = "/v1/openapi.json";
+/// The replication feed: the live keys, sealed for a replica.
+pub const REPLICA_SNAPSHOT: &str = "/v1/replica/snapshot";
+/// The replication feed: changes after a sequence number, streamed.
+pub const REPLICA_CHANGES: &str = "/v1/replica/changes";
 /// Who the caller is.
 pub const ACCOUNT: &str = "/v1/account";
 /// Everything under one app: `/v1/apps/{appId}…`.

@@ -67,6 +67,7 @@ impl RunningServer {
     /// the configured grace), then writes pending `lastUsedAt` values.
     pub async fn shutdown(self) -> Result<(), ServeError> {
         let grace = self.state.config.shutdown_grace;
+        self.state.begin_closing();
         let gateway = async {
             if let Some(gateway) = self.gateway {
                 gateway.shutdown(grace).await;

@@ -60,11 +60,36 @@ pub struct Shared {
     pub refusals: Arc<crate::refusals::RefusalLog>,
     /// Checks of keys' credentials not yet written (see [`crate::usage`]).
     pub usage: Arc<crate::usage::UsageCounter>,
+    /// Bumped whenever the change feed may have moved: a write on this
+    /// node released its lock, or the follower applied other nodes'
+    /// changes. The replication feed's streams wait on it (see
+    /// [`crate::api::replica`]).
+    pub feed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Set when the node begins to shut down: long-lived responses (the
+    /// replication feed's streams) end, so that shutdown need not wait.
+    pub closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shared {
     pub fn now(&self) -> i64 {
         self.clock.unix()
+    }
+
+    /// Whether the node is shutting down (see [`Shared::closing`]).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Ends the long-lived responses: shutdown has begun.
+    pub fn begin_closing(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.feed_moved();
+    }
+
+    /// Wakes whatever waits on [`Shared::feed`].
+    pub fn feed_moved(&self) {
+        self.feed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn verify_options(&self) -> VerifyOptions {

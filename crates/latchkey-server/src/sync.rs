@@ -416,6 +416,7 @@ pub async fn catch_up(state: &AppState) -> Result<(), SyncError> {
             );
             let snapshot_seq = reload(state).await?;
             state.freshness.seq.store(snapshot_seq, Ordering::Release);
+            state.feed_moved();
             continue;
         }
         let Some(last) = batch.changes.last().map(|c| c.seq) else {
@@ -428,6 +429,7 @@ pub async fn catch_up(state: &AppState) -> Result<(), SyncError> {
             }
         }
         state.freshness.seq.store(last, Ordering::Release);
+        state.feed_moved();
         if batch.changes.len() < BATCH as usize {
             return Ok(());
         }
@@ -545,6 +547,7 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
             Some(token) => crate::indexing::index_verifier_token(index, &token),
             None => {
                 index.remove_verifier_token(id);
+                index.remove_replica_token(id);
             }
         },
     }

@@ -179,7 +179,12 @@ pub trait Store:
 
     // --- verifier tokens -------------------------------------------------
     async fn create_verifier_token(&self, token: &VerifierToken, audit: &AuditEvent) -> Result<()>;
-    async fn list_verifier_tokens(&self, page: &Page) -> Result<PageOf<VerifierToken>>;
+    /// The tokens of one kind (verifier or replica).
+    async fn list_verifier_tokens(
+        &self,
+        kind: TokenKind,
+        page: &Page,
+    ) -> Result<PageOf<VerifierToken>>;
     async fn get_verifier_token(&self, id: &str) -> Result<Option<VerifierToken>>;
     /// Returns false if there was no such token.
     async fn delete_verifier_token(&self, id: &str, audit: &AuditEvent) -> Result<bool>;

@@ -179,6 +179,35 @@ pub struct VerifierToken {
     pub display_name: String,
     pub token_hash: Vec<u8>,
     pub created_at: i64,
+    /// A verifier token, or a replica token (same table, same feed).
+    pub kind: TokenKind,
+}
+
+/// What a row of `verifier_tokens` is the credential of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// An API server's: `/v1/verify` and `/v1/introspect` only.
+    Verifier,
+    /// An in-process replica's: `/v1/replica/…` only.
+    Replica,
+}
+
+impl TokenKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Verifier => "verifier",
+            TokenKind::Replica => "replica",
+        }
+    }
+
+    /// The stored text; anything unknown reads as a verifier token (the
+    /// column's default).
+    pub fn parse(text: &str) -> TokenKind {
+        match text {
+            "replica" => TokenKind::Replica,
+            _ => TokenKind::Verifier,
+        }
+    }
 }
 
 impl fmt::Debug for VerifierToken {
@@ -187,6 +216,7 @@ impl fmt::Debug for VerifierToken {
             .field("id", &self.id)
             .field("display_name", &self.display_name)
             .field("created_at", &self.created_at)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }

@@ -8,7 +8,7 @@ mod common;
 
 use common::{TestDb, change_seq, changes_after, conformance, ev, named, page};
 use latchkey_store::{
-    Actor, AuditFilter, ChangeEntity, Page, SqlStore, Store, StoreError, VerifierToken,
+    Actor, AuditFilter, ChangeEntity, Page, SqlStore, Store, StoreError, TokenKind, VerifierToken,
 };
 
 conformance!(
@@ -16,7 +16,37 @@ conformance!(
     creates_and_deletes_are_audited_and_in_the_change_feed,
     ids_and_hashes_are_unique,
     snapshots_hold_the_live_tokens,
+    replica_tokens_are_listed_apart_and_read_back_with_their_kind,
 );
+
+async fn replica_tokens_are_listed_apart_and_read_back_with_their_kind(db: TestDb) {
+    let s = &*db.store;
+    create(s, 1).await;
+    let replica = VerifierToken {
+        id: "rt_2".into(),
+        kind: TokenKind::Replica,
+        ..token(2)
+    };
+    s.create_verifier_token(&replica, &ev())
+        .await
+        .expect("create a replica token");
+    let verifiers = s
+        .list_verifier_tokens(TokenKind::Verifier, &page(10, None))
+        .await
+        .expect("list");
+    assert_eq!(verifiers.items, vec![token(1)]);
+    let replicas = s
+        .list_verifier_tokens(TokenKind::Replica, &page(10, None))
+        .await
+        .expect("list");
+    assert_eq!(replicas.items, vec![replica.clone()]);
+    assert_eq!(
+        s.get_verifier_token("rt_2").await.expect("get"),
+        Some(replica.clone())
+    );
+    let snapshot = s.snapshot().await.expect("snapshot");
+    assert!(snapshot.verifier_tokens.contains(&replica));
+}
 
 fn token(n: u8) -> VerifierToken {
     VerifierToken {
@@ -24,6 +54,7 @@ fn token(n: u8) -> VerifierToken {
         display_name: format!("api server {n}"),
         token_hash: vec![n; 32],
         created_at: 100 + i64::from(n),
+        kind: TokenKind::Verifier,
     }
 }
 
@@ -48,17 +79,21 @@ async fn create_get_list_and_delete(db: TestDb) {
         Some(all[1].clone())
     );
     // Pages in creation order.
-    let first = s.list_verifier_tokens(&page(2, None)).await.expect("list");
+    let first = s
+        .list_verifier_tokens(TokenKind::Verifier, &page(2, None))
+        .await
+        .expect("list");
     assert_eq!(first.items, all[..2]);
     assert!(first.has_more);
     let rest = s
-        .list_verifier_tokens(&page(2, Some("vt_2")))
+        .list_verifier_tokens(TokenKind::Verifier, &page(2, Some("vt_2")))
         .await
         .expect("list");
     assert_eq!(rest.items, all[2..]);
     assert!(!rest.has_more);
     assert!(matches!(
-        s.list_verifier_tokens(&page(2, Some("vt_9"))).await,
+        s.list_verifier_tokens(TokenKind::Verifier, &page(2, Some("vt_9")))
+            .await,
         Err(StoreError::BadCursor)
     ));
 
@@ -75,10 +110,13 @@ async fn create_get_list_and_delete(db: TestDb) {
     );
     assert_eq!(s.get_verifier_token("vt_2").await.expect("get"), None);
     let left = s
-        .list_verifier_tokens(&Page {
-            limit: 10,
-            after: None,
-        })
+        .list_verifier_tokens(
+            TokenKind::Verifier,
+            &Page {
+                limit: 10,
+                after: None,
+            },
+        )
         .await
         .expect("list");
     assert_eq!(left.items, vec![all[0].clone(), all[2].clone()]);
@@ -158,7 +196,10 @@ async fn ids_and_hashes_are_unique(db: TestDb) {
         ));
     }
     assert!(changes_after(s, start).await.changes.is_empty());
-    let listed = s.list_verifier_tokens(&page(10, None)).await.expect("list");
+    let listed = s
+        .list_verifier_tokens(TokenKind::Verifier, &page(10, None))
+        .await
+        .expect("list");
     assert_eq!(listed.items, vec![token(1)]);
 }
 

@@ -8,6 +8,7 @@
 
 mod live_key;
 mod owners;
+mod reach;
 #[cfg(test)]
 mod tests;
 mod tokens;
@@ -26,20 +27,27 @@ use live_key::NEVER;
 
 pub(crate) use live_key::BASIC_SECRET_B64_LEN;
 pub use live_key::LiveKey;
+pub use reach::Reached;
 
-/// What an app's settings ask of the verification path.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What an app's settings ask of the verification path (also what the
+/// replication feed sends of an app, in JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AppPolicy {
     /// JWTs signed by the app's keys must carry `exp` and live at most this
     /// many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_token_ttl: Option<i64>,
     /// Origins whose browsers may call the API with appUser credentials;
     /// `None` allows any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_origins: Option<Vec<String>>,
     /// Refuse the app's server credentials when they arrive from a browser.
+    #[serde(default)]
     pub block_browser_secrets: bool,
     /// The rate limit of the app's keys that set none of their own
     /// (`settings.defaultKeyRatelimit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_key_ratelimit: Option<RateLimit>,
 }
 
@@ -180,6 +188,8 @@ struct Inner {
     operator_tokens: Vec<(String, [u8; 32])>,
     /// verifier token id -> SHA-256 of the token
     verifier_tokens: Vec<(String, [u8; 32])>,
+    /// replica token id -> SHA-256 of the token
+    replica_tokens: Vec<(String, [u8; 32])>,
     /// key id -> the key's credit balance, kept when the key is loaded
     /// again so that spending not yet written to the store is not lost
     credit_cells: Map<Box<str>, Arc<CreditCell>>,
@@ -197,6 +207,7 @@ impl Inner {
             members: Map::with_hasher(hasher),
             operator_tokens: Vec::new(),
             verifier_tokens: Vec::new(),
+            replica_tokens: Vec::new(),
             credit_cells: Map::with_hasher(random_hasher()),
         }
     }

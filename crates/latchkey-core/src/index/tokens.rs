@@ -1,4 +1,4 @@
-//! Operator and verifier tokens, held by the SHA-256 of the token and
+//! Operator, verifier and replica tokens, held by the SHA-256 of the token and
 //! matched in constant time.
 
 use subtle::ConstantTimeEq;
@@ -71,6 +71,37 @@ impl KeyIndex {
     pub fn contains_verifier_token(&self, token_id: &str) -> bool {
         self.read()
             .verifier_tokens
+            .iter()
+            .any(|(id, _)| id == token_id)
+    }
+
+    /// Adds a replica token (by the SHA-256 of the token), or replaces the
+    /// hash of one with the same id.
+    pub fn insert_replica_token(&self, token_id: &str, token_hash: [u8; 32]) {
+        let mut inner = self.write();
+        inner.replica_tokens.retain(|(id, _)| id != token_id);
+        inner
+            .replica_tokens
+            .push((token_id.to_string(), token_hash));
+    }
+
+    /// Forgets a replica token; false if it was not there.
+    pub fn remove_replica_token(&self, token_id: &str) -> bool {
+        let mut inner = self.write();
+        let before = inner.replica_tokens.len();
+        inner.replica_tokens.retain(|(id, _)| id != token_id);
+        inner.replica_tokens.len() != before
+    }
+
+    /// The id of the replica token `token` matches, compared in constant time.
+    pub fn replica_token_id(&self, token: &str) -> Option<String> {
+        token_id_by_hash(&self.read().replica_tokens, token)
+    }
+
+    /// Whether a replica token is in the index.
+    pub fn contains_replica_token(&self, token_id: &str) -> bool {
+        self.read()
+            .replica_tokens
             .iter()
             .any(|(id, _)| id == token_id)
     }

@@ -9,6 +9,7 @@ pub(crate) mod audit_log;
 pub(crate) mod introspect;
 pub(crate) mod keys;
 pub(crate) mod members;
+pub(crate) mod replica;
 pub(crate) mod service_accounts;
 pub(crate) mod usage;
 pub(crate) mod users;

@@ -21,7 +21,6 @@ use axum::http::StatusCode;
 use axum::http::header::{
     ACCESS_CONTROL_REQUEST_METHOD, AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, ORIGIN,
 };
-use latchkey_core::principal::AppRef;
 use latchkey_core::{AuthError, Principal, RouteMatch};
 
 use crate::state::AppState;
@@ -177,16 +176,12 @@ pub enum Decision {
     },
 }
 
-/// What a credential reaches for a target.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Reached<'a> {
-    pub app_id: Option<&'a str>,
-    pub user_id: Option<&'a str>,
-}
+pub use latchkey_core::index::Reached;
 
 /// `/v1/verify`'s rules: whether a verified principal may act on the app
 /// and app user a request targets, coming from a browser (`Origin` sent)
-/// or not. The refusal is a code and title.
+/// or not (core's [`latchkey_core::KeyIndex::reach`], which the in-process
+/// replica runs too). The refusal is a code and title.
 pub fn reach<'a>(
     state: &AppState,
     p: &'a Principal,
@@ -194,56 +189,7 @@ pub fn reach<'a>(
     target_user: Option<&'a str>,
     from_browser: bool,
 ) -> Result<Reached<'a>, (&'static str, &'static str)> {
-    if p.scope().is_none() {
-        return Err((
-            "forbidden",
-            "the operator token is not a credential for the operator's API",
-        ));
-    }
-    if from_browser && !matches!(p, Principal::AppUser { .. }) {
-        return Err((
-            "forbidden",
-            "app and account credentials must never be used from a browser; use an appUser JWT",
-        ));
-    }
-    let mut app_id = match p {
-        Principal::App { app_id, .. } | Principal::AppUser { app_id, .. } => Some(&**app_id),
-        _ => None,
-    };
-    if let Some(target) = target_app {
-        let reached = state.index.app_account(target).is_some_and(|account_id| {
-            let granted = match p {
-                Principal::ServiceAccount {
-                    service_account_id, ..
-                } => state
-                    .index
-                    .service_account_reaches(service_account_id, target),
-                _ => false,
-            };
-            p.reaches_app(AppRef {
-                id: target,
-                account_id: &account_id,
-                granted_to_caller: granted,
-            })
-        });
-        if !reached {
-            return Err(("not_found", "the credential does not reach this app"));
-        }
-        app_id = Some(target);
-    }
-    let mut user_id = match p {
-        Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
-        _ => None,
-    };
-    if let Some(target) = target_user {
-        if let Principal::AppUser { external_id, .. } = p
-            && external_id != target
-        {
-            return Err(("not_found", "the credential does not reach this user"));
-        }
-        user_id = Some(target);
-    }
-    Ok(Reached { app_id, user_id })
+    state.index.reach(p, target_app, target_user, from_browser)
 }
 
 fn origin_allowed(state: &AppState, app_id: &str, origin: &str) -> bool {

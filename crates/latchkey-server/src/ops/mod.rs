@@ -117,8 +117,19 @@ impl Caller {
 /// read (a slow client cannot hold it) and before access checks; on
 /// acquiring it the caller's credential is checked again, so a key deleted
 /// by one request cannot act in a request verified just before.
+/// When dropped, it wakes the replication feed's streams (the change, if
+/// any, is in the store and the index by then).
 #[derive(Debug)]
-pub struct WriteGuard(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>);
+pub struct WriteGuard {
+    _lock: tokio::sync::OwnedMutexGuard<()>,
+    feed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        self.feed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
 
 impl WriteGuard {
     /// Takes the lock and, when nodes share the store, first applies every
@@ -163,13 +174,19 @@ impl WriteGuard {
                 "your role in this account changed while this request ran; send it again",
             ));
         }
-        Ok(WriteGuard(guard))
+        Ok(WriteGuard {
+            _lock: guard,
+            feed: state.feed.clone(),
+        })
     }
 
     /// For the dashboard, which checks its session itself once it holds
     /// the lock (see `dashboard::csrf::SignedForm`).
     pub async fn for_session(state: &AppState) -> Result<Self, ApiError> {
-        Ok(WriteGuard(Self::lock(state).await?))
+        Ok(WriteGuard {
+            _lock: Self::lock(state).await?,
+            feed: state.feed.clone(),
+        })
     }
 }
 

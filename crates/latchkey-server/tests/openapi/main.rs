@@ -166,9 +166,12 @@ fn the_document_is_well_formed() {
                 "{what} {status}: description"
             );
             if let Some(c) = resp.get("content") {
+                let media = c
+                    .get(crate::schema::NDJSON)
+                    .unwrap_or(&c["application/json"]);
                 lint_schema(
                     &doc,
-                    &c["application/json"]["schema"],
+                    &media["schema"],
                     &format!("{what} {status}"),
                     &mut errs,
                 );

@@ -273,9 +273,18 @@ pub fn response_schema<'a>(
     let Some(resp) = op["responses"].get(status) else {
         panic!("{method} {path} answered {status}, which is not documented");
     };
-    resolve(doc, resp)
-        .get("content")
-        .map(|c| &c["application/json"]["schema"])
+    resolve(doc, resp).get("content").map(|c| {
+        c.get(NDJSON)
+            .map_or(&c["application/json"]["schema"], |m| &m["schema"])
+    })
+}
+
+/// A streamed response of JSON lines; its schema is that of one line.
+pub const NDJSON: &str = "application/x-ndjson";
+
+fn is_ndjson(doc: &Value, path: &str, method: &str, status: &str) -> bool {
+    let resp = resolve(doc, &doc["paths"][path][method]["responses"][status]);
+    resp.get("content").is_some_and(|c| c.get(NDJSON).is_some())
 }
 
 /// Asserts that a reply is a documented response of the operation and
@@ -284,6 +293,36 @@ pub fn check_reply(doc: &Value, path: &str, method: &str, reply: &Reply) {
     let status = reply.status.as_str();
     let resp = resolve(doc, &doc["paths"][path][method]["responses"][status]);
     match response_schema(doc, path, method, status) {
+        Some(schema) if is_ndjson(doc, path, method, status) => {
+            let ct = reply
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            assert!(
+                ct.starts_with(NDJSON),
+                "{method} {path} {status}: content-type {ct:?}"
+            );
+            let text = match &reply.body {
+                Value::String(text) => text.clone(),
+                // One line only: the reader took it for JSON.
+                other => other.to_string(),
+            };
+            let mut lines = 0;
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                let value: Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!("{method} {path} {status}: a line is not JSON ({e}): {line}")
+                });
+                assert_valid(
+                    doc,
+                    schema,
+                    &value,
+                    &format!("{method} {path} {status}, a line"),
+                );
+                lines += 1;
+            }
+            assert!(lines > 0, "{method} {path} {status}: no line");
+        }
         Some(schema) => {
             if method != "head" {
                 let ct = reply

@@ -415,6 +415,16 @@ impl SqlStore {
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
 
+/// Every session with PostgreSQL: a node whose link to the database
+/// freezes in the middle of a transaction (or that drops a transaction's
+/// future before its ROLLBACK is sent) would otherwise keep that
+/// transaction's locks, the advisory write lock among them, until TCP gave
+/// up on the connection, minutes or hours later, and every other node's
+/// writes would wait that long. The server ends such a session instead:
+/// no transaction of ours waits on its client between statements for more
+/// than milliseconds.
+const POSTGRES_SESSION: &str = "SET idle_in_transaction_session_timeout = '10s'";
+
 /// The options of a pool of at most `max` connections to `backend`.
 fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
@@ -428,9 +438,10 @@ fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
         .test_before_acquire(backend == Backend::Postgres)
         .after_connect(move |conn, _| {
             Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    conn.execute(SQLITE_PRAGMAS).await?;
-                }
+                match backend {
+                    Backend::Sqlite => conn.execute(SQLITE_PRAGMAS).await?,
+                    Backend::Postgres => conn.execute(POSTGRES_SESSION).await?,
+                };
                 Ok(())
             })
         })

@@ -10,7 +10,8 @@ use super::{
 use crate::{
     Account, ApiKey, App, AppUser, AuditEvent, AuditFilter, Change, ChangeBatch, Initialization,
     KeyNotice, KeyOwnerRef, NewAccount, OperatorToken, Page, PageOf, Result, Rotation,
-    ServiceAccount, Snapshot, SnapshotHead, SnapshotKey, Store, UserAccount, VerifierToken,
+    ServiceAccount, Snapshot, SnapshotHead, SnapshotKey, Store, TokenKind, UserAccount,
+    VerifierToken,
 };
 
 #[async_trait]
@@ -53,8 +54,12 @@ impl Store for SqlStore {
         verifier_tokens::create(self, token, audit).await
     }
 
-    async fn list_verifier_tokens(&self, page: &Page) -> Result<PageOf<VerifierToken>> {
-        verifier_tokens::list(self, page).await
+    async fn list_verifier_tokens(
+        &self,
+        kind: TokenKind,
+        page: &Page,
+    ) -> Result<PageOf<VerifierToken>> {
+        verifier_tokens::list(self, kind, page).await
     }
 
     async fn get_verifier_token(&self, id: &str) -> Result<Option<VerifierToken>> {

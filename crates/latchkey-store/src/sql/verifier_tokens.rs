@@ -5,9 +5,9 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::audit::insert_audit_tx;
 use super::{SqlStore, classify};
-use crate::{AuditEvent, Change, Page, PageOf, Result, VerifierToken};
+use crate::{AuditEvent, Change, Page, PageOf, Result, TokenKind, VerifierToken};
 
-pub(super) const VERIFIER_TOKEN_COLUMNS: &str = "id, display_name, token_hash, created_at";
+pub(super) const VERIFIER_TOKEN_COLUMNS: &str = "id, display_name, token_hash, created_at, kind";
 
 pub(super) fn verifier_token_from(row: &AnyRow) -> Result<VerifierToken> {
     Ok(VerifierToken {
@@ -15,6 +15,7 @@ pub(super) fn verifier_token_from(row: &AnyRow) -> Result<VerifierToken> {
         display_name: row.try_get("display_name")?,
         token_hash: row.try_get("token_hash")?,
         created_at: row.try_get("created_at")?,
+        kind: TokenKind::parse(&row.try_get::<String, _>("kind")?),
     })
 }
 
@@ -25,13 +26,14 @@ pub(super) async fn create(
 ) -> Result<()> {
     let mut tx = store.write_tx().await?;
     sqlx::query(
-        "INSERT INTO verifier_tokens (id, display_name, token_hash, created_at) \
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO verifier_tokens (id, display_name, token_hash, created_at, kind) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&token.id)
     .bind(&token.display_name)
     .bind(&token.token_hash)
     .bind(token.created_at)
+    .bind(token.kind.as_str())
     .execute(&mut *tx)
     .await
     .map_err(|e| classify(e, "a verifier token with this id or hash already exists"))?;
@@ -43,13 +45,17 @@ pub(super) async fn create(
     Ok(())
 }
 
-pub(super) async fn list(store: &SqlStore, page: &Page) -> Result<PageOf<VerifierToken>> {
+pub(super) async fn list(
+    store: &SqlStore,
+    kind: TokenKind,
+    page: &Page,
+) -> Result<PageOf<VerifierToken>> {
     store
         .page(
             "verifier_tokens",
             VERIFIER_TOKEN_COLUMNS,
-            "1 = 1",
-            &[],
+            "kind = $1",
+            &[kind.as_str()],
             page,
             verifier_token_from,
         )

@@ -26,6 +26,7 @@ mod errors;
 mod keys;
 mod members;
 mod meta;
+mod replica;
 mod service_accounts;
 mod usage;
 mod users;
@@ -61,6 +62,7 @@ pub const TOURS: &[Ops] = &[
     audit::APP_AUDIT,
     usage::USAGE,
     members::MEMBERS,
+    replica::REPLICA,
 ];
 
 pub struct Tour<'a> {
@@ -165,6 +167,51 @@ impl<'a> Tour<'a> {
             );
             self.covered
                 .insert((template.to_string(), "post".to_string()));
+        }
+        r
+    }
+
+    /// GETs a streamed response (`application/x-ndjson`), reads it for at
+    /// most `for_how_long` (or to its end), and checks every line.
+    pub async fn stream(
+        &mut self,
+        template: &str,
+        path: &str,
+        auth: &str,
+        for_how_long: std::time::Duration,
+        expect: StatusCode,
+    ) -> Reply {
+        let mut response = self
+            .app
+            .http
+            .get(self.app.url(path))
+            .header("authorization", auth)
+            .send()
+            .await
+            .expect("send");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let mut text = Vec::new();
+        let deadline = tokio::time::Instant::now() + for_how_long;
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, response.chunk()).await {
+            text.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8(text).expect("UTF-8");
+        let body = if status.is_success() {
+            Value::String(text)
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        let r = Reply {
+            status,
+            body,
+            headers,
+        };
+        assert_eq!(r.status, expect, "get {path}: {:?}", r.body);
+        check_reply(&self.doc, template, "get", &r);
+        if r.status.is_success() {
+            self.covered
+                .insert((template.to_string(), "get".to_string()));
         }
         r
     }

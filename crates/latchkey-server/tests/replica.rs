@@ -982,3 +982,203 @@ async fn the_layer_protects_an_axum_api() {
         );
     }
 }
+
+/// The example of the crate's README, `protect_axum`, built beside this
+/// test by `cargo nextest run` / `cargo test` (examples are built with the
+/// tests).
+fn example_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join("examples").join("protect_axum");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p latchkey-replica --example protect_axum` (cargo test and cargo nextest run build it)",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_in_another_process_protects_its_api_and_follows_deletions() {
+    let app = TestApp::spawn().await;
+    let auth = app.owner();
+    let ap = app.create_app(&auth, "elsewhere").await;
+    let key = app.create_app_key(&auth, &ap).await;
+    let (_, token) = create_replica_token(&app, "another process").await;
+    let port = common::free_port();
+    let mut child = Child(
+        std::process::Command::new(example_binary())
+            .env("LATCHKEY_URL", &app.base)
+            .env("LATCHKEY_REPLICA_TOKEN", &token)
+            .env("LISTEN", format!("127.0.0.1:{port}"))
+            .spawn()
+            .expect("start the example"),
+    );
+    let url = format!("http://127.0.0.1:{port}/apps/{ap}/users/alice/messages");
+    // The server runs on a manual clock: a JWT without exp is good on any
+    // clock, and Basic has no time in it.
+    let alice = key.jwt(json!({"scope": "appUser", "userId": "alice"}));
+    let started = Instant::now();
+    let r = loop {
+        match app
+            .http
+            .get(&url)
+            .header("authorization", &alice)
+            .send()
+            .await
+        {
+            Ok(r) => break r,
+            Err(_) if started.elapsed() < Duration::from_secs(20) => {
+                assert!(
+                    child.0.try_wait().expect("wait").is_none(),
+                    "the example exited"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the example did not listen within 20 s: {e}"),
+        }
+    };
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        r.text().await.expect("body"),
+        format!("messages of Some(\"alice\") in Some(\"{ap}\")\n")
+    );
+    let r = app
+        .http
+        .get(format!(
+            "http://127.0.0.1:{port}/apps/{ap}/users/bob/messages"
+        ))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND);
+
+    let r = app
+        .delete(&format!("/v1/apps/{ap}/keys/{}", key.id), &auth)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let deleted = Instant::now();
+    loop {
+        let r = app
+            .http
+            .get(&url)
+            .header("authorization", key.basic())
+            .send()
+            .await
+            .expect("send");
+        if r.status() == reqwest::StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            deleted.elapsed() < REACH,
+            "the other process still lets the deleted key through: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// How long a deletion through the API takes to reach a connected replica,
+/// over `LATCHKEY_REVOCATION_TRIALS` trials (default 200). On SQLite the
+/// replica follows the only node; on PostgreSQL (`LATCHKEY_TEST_BACKEND=
+/// postgres`) it follows a second node while the deletes go to the first.
+/// Figures in docs/BENCHMARKS.md; a measurement, not a check, so ignored:
+///
+/// ```text
+/// cargo nextest run -p latchkey-server --test replica --run-ignored only --no-capture measure_revocation
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a measurement: run it by hand (see docs/BENCHMARKS.md)"]
+async fn measure_revocation_reaching_a_replica() {
+    let trials: usize = std::env::var("LATCHKEY_REVOCATION_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let app = TestApp::spawn().await;
+    let auth = app.owner();
+    let ap = app.create_app(&auth, "revocation").await;
+    let (_, token) = create_replica_token(&app, "measured").await;
+    // On PostgreSQL, a second node on the same database for the replica.
+    let mut second = None;
+    let followed = if common::on_postgres() {
+        let first = app.server.as_ref().expect("running");
+        let mut config = latchkey_server::Config::new(app.dir.path().join("second"));
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        config.database_url = first.state.config.database_url.clone();
+        config.master_key_file = Some(first.state.config.master_key_path());
+        let opened = latchkey_server::open(config, app.clock.clone(), true)
+            .await
+            .expect("open the second node");
+        let node = latchkey_server::start(opened.state).await.expect("start");
+        let base = node.base_url();
+        second = Some(node);
+        base
+    } else {
+        app.base.clone()
+    };
+    let replica = connect_to(&app, &followed, &token, Duration::from_secs(5)).await;
+    let mut from_request = Vec::with_capacity(trials);
+    let mut from_answer = Vec::with_capacity(trials);
+    for _ in 0..trials {
+        let key = app.create_app_key(&auth, &ap).await;
+        let basic = key.basic();
+        let t = Target::app(&ap);
+        eventually("the key reaches the replica", REACH, || {
+            replica.verify(Some(&basic), &t).is_ok()
+        })
+        .await;
+        let sent = Instant::now();
+        let r = app
+            .delete(&format!("/v1/apps/{ap}/keys/{}", key.id), &auth)
+            .await;
+        let answered = Instant::now();
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+        loop {
+            if replica.verify(Some(&basic), &t).is_err() {
+                break;
+            }
+            assert!(
+                sent.elapsed() < REACH,
+                "a deletion did not reach the replica"
+            );
+            tokio::task::yield_now().await;
+        }
+        let refused = Instant::now();
+        from_request.push(refused - sent);
+        from_answer.push(refused.saturating_duration_since(answered));
+    }
+    let describe = |mut v: Vec<Duration>| {
+        v.sort();
+        let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+        format!(
+            "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            at(0.50).as_secs_f64() * 1e3,
+            at(0.90).as_secs_f64() * 1e3,
+            at(0.99).as_secs_f64() * 1e3,
+            at(1.0).as_secs_f64() * 1e3
+        )
+    };
+    let store = if common::on_postgres() {
+        "PostgreSQL, two nodes, the replica on the other one"
+    } else {
+        "SQLite, one node"
+    };
+    eprintln!("revocation reaching a replica, {trials} trials, {store}:");
+    eprintln!("  from sending the DELETE: {}", describe(from_request));
+    eprintln!("  from its 204:            {}", describe(from_answer));
+    drop(second);
+}

@@ -161,7 +161,7 @@ pub struct AccountRecord {
     pub members: Vec<MemberRecord>,
 }
 
-/// Everything but the keys, first in a snapshot.
+/// The first line of a snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Head {
@@ -169,19 +169,22 @@ pub struct Head {
     pub seq: i64,
     /// The salt of this response's [`TransportKey`], base64.
     pub salt: String,
-    pub accounts: Vec<AccountRecord>,
-    pub apps: Vec<AppRecord>,
-    pub service_accounts: Vec<ServiceAccountRecord>,
     /// How many keys follow.
     pub key_count: u64,
 }
 
-/// One line of `GET /v1/replica/snapshot`: the head, then one line per
-/// key, then the end (a snapshot without it was cut short).
+/// One line of `GET /v1/replica/snapshot`, in this order: the head; the
+/// accounts (without their members), the members, the apps, the service
+/// accounts; the keys; then the end (a snapshot without it was cut
+/// short). One thing per line, so that no line grows with the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum SnapshotLine {
     Head(Head),
+    Account(AccountRecord),
+    Member(MemberRecord),
+    App(AppRecord),
+    ServiceAccount(ServiceAccountRecord),
     Key(KeyRecord),
     End { keys: u64 },
 }
@@ -277,24 +280,30 @@ fn role(text: &str) -> Result<Role, ApplyError> {
     Role::parse(text).ok_or_else(|| ApplyError::Role(text.to_string()))
 }
 
-/// Puts everything of a snapshot's head in `index` (keys come after: a key
-/// enters the index only if its owner is there).
-pub fn apply_head(index: &KeyIndex, head: &Head) -> Result<(), ApplyError> {
-    for account in &head.accounts {
-        index.insert_account(&account.id);
-        for m in &account.members {
+/// Applies a snapshot line that is not the head, a key or the end (an
+/// account, a member, an app or a service account: the owners that keys
+/// need in place before them).
+pub fn apply_owner(index: &KeyIndex, line: &SnapshotLine) -> Result<(), ApplyError> {
+    match line {
+        SnapshotLine::Account(account) => {
+            index.insert_account(&account.id);
+            for m in &account.members {
+                index.set_member(&m.id, &m.account_id, role(&m.role)?);
+            }
+        }
+        SnapshotLine::Member(m) => {
             index.set_member(&m.id, &m.account_id, role(&m.role)?);
         }
+        SnapshotLine::App(app) => {
+            index.insert_app(&app.id, &app.account_id);
+            index.set_app_policy(&app.id, app.policy.clone());
+        }
+        SnapshotLine::ServiceAccount(sa) => {
+            index.insert_service_account(&sa.id, &sa.account_id);
+            index.set_grants(&sa.id, &sa.apps);
+        }
+        SnapshotLine::Head(_) | SnapshotLine::Key(_) | SnapshotLine::End { .. } => {}
     }
-    for app in &head.apps {
-        index.insert_app(&app.id, &app.account_id);
-        index.set_app_policy(&app.id, app.policy.clone());
-    }
-    for sa in &head.service_accounts {
-        index.insert_service_account(&sa.id, &sa.account_id);
-        index.set_grants(&sa.id, &sa.apps);
-    }
-    index.reserve_keys(usize::try_from(head.key_count).unwrap_or(0));
     Ok(())
 }
 

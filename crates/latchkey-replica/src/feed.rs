@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use latchkey_core::KeyIndex;
+use latchkey_core::SecretString;
 use latchkey_core::replica::{self, FeedLine, SnapshotLine, TransportKey};
-use zeroize::Zeroizing;
 
 use crate::replica::{ConnectError, State};
 
 /// Keys added to the index under one lock while a snapshot loads.
 const INSERT_BATCH: usize = 1024;
-/// The longest line the feed may send (a key with a large policy).
-const MAX_LINE: usize = 1 << 20;
+/// The longest line the feed may send (an account with very many members
+/// in a change; snapshot lines hold one thing each).
+const MAX_LINE: usize = 16 << 20;
 /// Backoff between reconnections: from the first to the longest.
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -26,7 +27,7 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
-    token: Zeroizing<String>,
+    token: SecretString,
 }
 
 /// Splits a response body into lines.
@@ -64,6 +65,18 @@ impl Lines {
     }
 }
 
+/// Whether a URL names this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);
@@ -75,12 +88,29 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 impl Client {
-    pub(crate) fn new(url: &str, token: Zeroizing<String>) -> Result<Self, ConnectError> {
+    pub(crate) fn new(
+        url: &str,
+        token: SecretString,
+        plain_http: bool,
+    ) -> Result<Self, ConnectError> {
         let base = url.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(ConnectError::Url(format!(
-                "{url:?}: give the server's http:// or https:// URL"
-            )));
+        let parsed =
+            reqwest::Url::parse(&base).map_err(|e| ConnectError::Url(format!("{url:?}: {e}")))?;
+        match parsed.scheme() {
+            "https" => {}
+            "http" if plain_http || is_loopback(&parsed) => {}
+            "http" => {
+                return Err(ConnectError::Url(format!(
+                    "{url:?}: plain http:// only to a loopback address; use https:// (over plain HTTP the \
+                     replica token, and with it every key secret, could be read on the way), \
+                     or allow it with ReplicaBuilder::allow_plain_http on a network you trust"
+                )));
+            }
+            _ => {
+                return Err(ConnectError::Url(format!(
+                    "{url:?}: give the server's https:// URL"
+                )));
+            }
         }
         // reqwest is built without a default crypto provider; ring is the
         // one the workspace uses (a provider installed already stays).
@@ -98,7 +128,7 @@ impl Client {
         let response = self
             .http
             .get(format!("{}{path_and_query}", self.base))
-            .bearer_auth(self.token.as_str())
+            .bearer_auth(self.token.expose())
             .send()
             .await
             .map_err(|e| ConnectError::Transport(describe(&e)))?;
@@ -138,9 +168,10 @@ impl Client {
                     let salt = TransportKey::decode_salt(&head.salt)
                         .map_err(|e| bad(format!("salt: {e}")))?;
                     transport = Some(
-                        TransportKey::derive(&self.token, &salt).map_err(|e| bad(e.to_string()))?,
+                        TransportKey::derive(self.token.expose(), &salt)
+                            .map_err(|e| bad(e.to_string()))?,
                     );
-                    replica::apply_head(&index, &head).map_err(|e| bad(e.to_string()))?;
+                    index.reserve_keys(usize::try_from(head.key_count).unwrap_or(0));
                     seq = head.seq;
                 }
                 SnapshotLine::Key(record) => {
@@ -164,6 +195,12 @@ impl Client {
                     }
                     index.insert_keys(batch.drain(..));
                     return Ok((index, seq));
+                }
+                owner => {
+                    if transport.is_none() {
+                        return Err(bad("a line before the head".into()));
+                    }
+                    replica::apply_owner(&index, &owner).map_err(|e| bad(e.to_string()))?;
                 }
             }
         }
@@ -208,7 +245,7 @@ async fn follow_once(client: &Client, state: &State) -> Ended {
         match parsed {
             FeedLine::Hello { salt, .. } => {
                 let key = TransportKey::decode_salt(&salt)
-                    .and_then(|salt| TransportKey::derive(&client.token, &salt));
+                    .and_then(|salt| TransportKey::derive(client.token.expose(), &salt));
                 match key {
                     Ok(key) => transport = Some(key),
                     Err(e) => return Ended::Lost(format!("salt: {e}")),
@@ -238,18 +275,24 @@ async fn follow_once(client: &Client, state: &State) -> Ended {
 pub(crate) async fn follow(client: Client, state: Arc<State>) {
     let mut backoff = BACKOFF_FIRST;
     loop {
-        match follow_once(&client, &state).await {
-            Ended::Reset => match tokio::time::timeout(SNAPSHOT_TIMEOUT, client.snapshot()).await {
+        let outcome = follow_once(&client, &state).await;
+        let asked = std::time::Instant::now();
+        match outcome {
+            Ended::Reset => match tokio::time::timeout(SNAPSHOT_TIMEOUT, client.snapshot())
+                .await
+                .map(|r| r.map(|loaded| (loaded, asked)))
+            {
                 Err(_) => {
                     tracing::warn!("the replica could not reload the snapshot in time; retrying");
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "the replica could not reload the snapshot; retrying");
                 }
-                Ok(Ok((index, seq))) => {
+                Ok(Ok(((index, seq), asked))) => {
                     state.index.replace_with(index);
                     state.seq.store(seq, Ordering::Release);
-                    state.heard();
+                    // As fresh as the moment the snapshot was asked for.
+                    state.heard_at(asked);
                     backoff = BACKOFF_FIRST;
                     continue;
                 }

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use latchkey_core::policy::RateLimiter;
 use latchkey_core::policy::checks::{self, Demand, Subject};
-use latchkey_core::{Clock, KeyIndex, Principal, SystemClock, VerifyOptions};
-use zeroize::Zeroizing;
+use latchkey_core::{Clock, KeyIndex, Principal, SecretString, SystemClock, VerifyOptions};
 
 use crate::feed;
 
@@ -34,8 +33,15 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn heard(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.heard_ms.store(ms, Ordering::Release);
+        self.heard_at(Instant::now());
+    }
+
+    /// The server said the replica was current as of `at` (never moves
+    /// back).
+    pub(crate) fn heard_at(&self, at: Instant) {
+        let ms =
+            u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX);
+        self.heard_ms.fetch_max(ms, Ordering::AcqRel);
     }
 
     pub(crate) fn age(&self) -> Duration {
@@ -73,7 +79,8 @@ pub struct Replica {
 #[derive(Debug)]
 pub struct ReplicaBuilder {
     url: String,
-    token: Zeroizing<String>,
+    token: SecretString,
+    plain_http: bool,
     window: Duration,
     options: VerifyOptions,
     connect_timeout: Duration,
@@ -129,6 +136,16 @@ impl ReplicaBuilder {
         self
     }
 
+    /// Allows a plain `http://` URL to a host that is not this machine. Over
+    /// plain HTTP the replica token travels in clear, and with it anyone on
+    /// the way could open the key secrets the feed sends, or hold back
+    /// deletions: only on a network you trust as you trust this process.
+    /// (`http://` to a loopback address is always allowed.)
+    pub fn allow_plain_http(mut self) -> Self {
+        self.plain_http = true;
+        self
+    }
+
     /// How long loading the first snapshot may take (default 30 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -139,7 +156,10 @@ impl ReplicaBuilder {
     /// Tokio runtime (reconnecting with backoff and resuming from the last
     /// change applied).
     pub async fn connect(self) -> Result<Replica, ConnectError> {
-        let client = feed::Client::new(&self.url, self.token)?;
+        let client = feed::Client::new(&self.url, self.token, self.plain_http)?;
+        // Fresh as of the moment the snapshot was asked for, not when it
+        // finished loading.
+        let asked = Instant::now();
         let (index, seq) = tokio::time::timeout(self.connect_timeout, client.snapshot())
             .await
             .map_err(|_| {
@@ -151,14 +171,14 @@ impl ReplicaBuilder {
         let state = Arc::new(State {
             index,
             limiter: RateLimiter::new(),
-            base: Instant::now(),
+            base: asked,
             heard_ms: AtomicU64::new(0),
             seq: AtomicI64::new(seq),
             window: self.window,
             options: self.options,
             clock: self.clock,
         });
-        state.heard();
+        state.heard_at(asked);
         let task = tokio::spawn(feed::follow(client, state.clone()));
         Ok(Replica {
             handle: Arc::new(Handle { state, task }),
@@ -261,7 +281,8 @@ impl Replica {
     pub fn builder(url: &str, replica_token: &str) -> ReplicaBuilder {
         ReplicaBuilder {
             url: url.to_string(),
-            token: Zeroizing::new(replica_token.to_string()),
+            token: SecretString::new(replica_token.to_string()),
+            plain_http: false,
             window: DEFAULT_STALENESS_WINDOW,
             options: VerifyOptions::default(),
             connect_timeout: Duration::from_secs(30),

@@ -305,6 +305,18 @@ async fn what_the_feed_sends_never_holds_a_secret_in_clear() {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let rotated = Key::from_reply(&r);
+    // An app created, a key made in it, then the app changed: the app's
+    // line (as it is now) comes before the key's, which needs it.
+    let later = app.create_app(&owner, "later").await;
+    let in_later = app.create_app_key(&owner, &later).await;
+    let r = app
+        .patch(
+            &format!("/v1/apps/{later}"),
+            &owner,
+            json!({"settings": {"allowedOrigins": ["https://ok.example"]}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let changes = read_for(
         &app,
         &format!("/v1/replica/changes?after={seq}"),
@@ -327,11 +339,41 @@ async fn what_the_feed_sends_never_holds_a_secret_in_clear() {
         parsed.iter().any(|l| l.get("heartbeat").is_some()),
         "a heartbeat within 1.5 s"
     );
+    let position = |pointer: &str, id: &str| {
+        parsed
+            .iter()
+            .position(|l| l.pointer(pointer).and_then(Value::as_str) == Some(id))
+            .unwrap_or_else(|| panic!("no line with {pointer} = {id}"))
+    };
+    assert!(
+        position("/change/entity/app/id", &later) < position("/change/entity/key/id", &in_later.id),
+        "the app comes after a key that needs it"
+    );
+    let app_line = &parsed[position("/change/entity/app/id", &later)];
+    assert_eq!(
+        app_line.pointer("/change/entity/app/policy/allowedOrigins/0"),
+        Some(&json!("https://ok.example")),
+        "the app as it is now: {app_line}"
+    );
+    // A reader ahead of the store (a restored database) is told to load
+    // the snapshot again.
+    let ahead = read_for(
+        &app,
+        "/v1/replica/changes?after=999999999",
+        &token,
+        Duration::from_secs(2),
+    )
+    .await;
+    let ahead = lines(&ahead);
+    assert!(
+        ahead.len() == 2 && ahead[1].get("reset").is_some(),
+        "{ahead:?}"
+    );
 
     let owner_key = app.owner_key();
     for (what, bytes) in [("snapshot", &snapshot), ("changes", &changes)] {
         let text = String::from_utf8_lossy(bytes);
-        for key in [&before, &after, &rotated, &owner_key] {
+        for key in [&before, &after, &rotated, &owner_key, &in_later] {
             for form in secret_forms(key) {
                 assert!(
                     !text.contains(&form),
@@ -983,21 +1025,32 @@ async fn the_layer_protects_an_axum_api() {
     }
 }
 
-/// The example of the crate's README, `protect_axum`, built beside this
-/// test by `cargo nextest run` / `cargo test` (examples are built with the
-/// tests).
+/// The example of the crate's README, `protect_axum`, beside this test's
+/// binary. `cargo test` and `cargo nextest run` of the workspace build
+/// examples with the tests; a run of this test alone may not have, so it
+/// is built here first (nothing to do when it is current).
 fn example_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test binary");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target dir");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "-q",
+            "-p",
+            "latchkey-replica",
+            "--example",
+            "protect_axum",
+        ])
+        .env("CARGO_TARGET_DIR", dir.parent().expect("target dir"))
+        .status()
+        .expect("run cargo");
+    assert!(built.success(), "building the example failed");
     let path = dir.join("examples").join("protect_axum");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p latchkey-replica --example protect_axum` (cargo test and cargo nextest run build it)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing", path.display());
     path
 }
 
@@ -1181,4 +1234,32 @@ async fn measure_revocation_reaching_a_replica() {
     eprintln!("  from sending the DELETE: {}", describe(from_request));
     eprintln!("  from its 204:            {}", describe(from_answer));
     drop(second);
+}
+
+#[tokio::test]
+async fn a_replica_refuses_plain_http_off_this_machine_and_never_prints_its_token() {
+    let token = "lkrp_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL";
+    for url in [
+        "http://10.1.2.3:8080",
+        "http://latchkey.internal",
+        "ftp://x",
+        "not a url",
+    ] {
+        let e = Replica::connect(url, token)
+            .await
+            .expect_err("refused before connecting");
+        assert!(
+            matches!(e, latchkey_replica::ConnectError::Url(_)),
+            "{url}: {e}"
+        );
+    }
+    let builder = Replica::builder("https://latchkey.internal", token);
+    let printed = format!("{builder:?}");
+    assert!(!printed.contains(&token[5..]), "{printed}");
+    // Loopback over plain HTTP is allowed: a test server answers.
+    let app = TestApp::spawn().await;
+    let (_, token) = create_replica_token(&app, "local").await;
+    let local = app.base.replace("127.0.0.1", "localhost");
+    let replica = connect_to(&app, &local, &token, Duration::from_secs(5)).await;
+    assert!(replica.is_fresh());
 }

@@ -12,7 +12,7 @@
 //! on another once it applies the change), when the node shuts down, and
 //! when the client goes away.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -49,6 +49,9 @@ const SNAPSHOT_BATCH: usize = 1024;
 const CHANGES_BATCH: u32 = 500;
 /// Lines buffered for a slow reader before the stream waits for it.
 const LINES_IN_FLIGHT: usize = 64;
+/// How long a stream waits for a reader that takes nothing before it ends
+/// (a snapshot holds a read transaction open meanwhile).
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A response body fed line by line from a channel: ends when the sender
 /// is dropped.
@@ -200,29 +203,40 @@ fn stored_key(
     )
 }
 
-fn head_record(head: SnapshotHead, salt: String) -> Head {
-    let mut accounts: BTreeMap<String, AccountRecord> = head
-        .accounts
-        .into_iter()
-        .map(|id| {
-            (
-                id.clone(),
-                AccountRecord {
-                    id,
-                    members: Vec::new(),
-                },
-            )
+/// The snapshot's lines before its keys: the head, the accounts, their
+/// members, the apps and the service accounts (with their apps).
+fn owner_lines(head: SnapshotHead, salt: &str) -> Vec<SnapshotLine> {
+    let mut lines = Vec::with_capacity(
+        1 + head.accounts.len()
+            + head.members.len()
+            + head.apps.len()
+            + head.service_accounts.len(),
+    );
+    lines.push(SnapshotLine::Head(Head {
+        seq: head.change_seq,
+        salt: salt.to_string(),
+        key_count: head.key_count,
+    }));
+    lines.extend(head.accounts.into_iter().map(|id| {
+        SnapshotLine::Account(AccountRecord {
+            id,
+            members: Vec::new(),
         })
-        .collect();
-    for (user_id, account_id, role) in head.members {
-        if let Some(account) = accounts.get_mut(&account_id) {
-            account.members.push(MemberRecord {
-                id: user_id,
-                account_id,
-                role: role.as_str().to_string(),
-            });
-        }
-    }
+    }));
+    lines.extend(head.members.into_iter().map(|(id, account_id, role)| {
+        SnapshotLine::Member(MemberRecord {
+            id,
+            account_id,
+            role: role.as_str().to_string(),
+        })
+    }));
+    lines.extend(head.apps.iter().map(|app| {
+        SnapshotLine::App(AppRecord {
+            id: app.id.clone(),
+            account_id: app.account_id.clone(),
+            policy: crate::ops::policy::app_policy(&app.settings),
+        })
+    }));
     let mut service_accounts: BTreeMap<String, ServiceAccountRecord> = head
         .service_accounts
         .into_iter()
@@ -242,32 +256,30 @@ fn head_record(head: SnapshotHead, salt: String) -> Head {
             sa.apps.push(app_id);
         }
     }
-    Head {
-        seq: head.change_seq,
-        salt,
-        accounts: accounts.into_values().collect(),
-        apps: head
-            .apps
-            .iter()
-            .map(|app| AppRecord {
-                id: app.id.clone(),
-                account_id: app.account_id.clone(),
-                policy: crate::ops::policy::app_policy(&app.settings),
-            })
-            .collect(),
-        service_accounts: service_accounts.into_values().collect(),
-        key_count: head.key_count,
-    }
+    lines.extend(
+        service_accounts
+            .into_values()
+            .map(SnapshotLine::ServiceAccount),
+    );
+    lines
 }
 
-/// The head's line, once the store has handed the head out.
-fn take_head(head: &Mutex<Option<SnapshotHead>>, salt: &str) -> Option<Bytes> {
-    let h = head.lock().unwrap_or_else(|e| e.into_inner()).take()?;
-    line(&SnapshotLine::Head(head_record(h, salt.to_string())))
+/// Sends one line, waiting at most [`SEND_TIMEOUT`] for a slow reader;
+/// `None` when the reader is gone or stalled.
+async fn send_bytes(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> Option<()> {
+    tokio::time::timeout(SEND_TIMEOUT, tx.send(bytes))
+        .await
+        .ok()?
+        .ok()
 }
 
-/// `GET /v1/replica/snapshot`: the head, one line per live key, then
-/// `{"end":{"keys":N}}`. A response without its end line was cut short.
+/// Whether a stream authorized by `token_id` must end now.
+fn must_end(state: &AppState, token_id: &str) -> bool {
+    state.is_closing() || !state.index.contains_replica_token(token_id)
+}
+
+/// `GET /v1/replica/snapshot`: see [`SnapshotLine`] for its lines. A
+/// response without its end line was cut short.
 pub async fn snapshot(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let (token_id, token) = match authorize(&state, &headers) {
         Ok(found) => found,
@@ -284,7 +296,7 @@ pub async fn snapshot(State(state): State<AppState>, headers: HeaderMap) -> Resp
     let (tx, rx) = mpsc::channel(LINES_IN_FLIGHT);
     tokio::spawn(async move {
         let head: Arc<Mutex<Option<SnapshotHead>>> = Arc::default();
-        let (keys_tx, mut keys_rx) = mpsc::channel::<Vec<SnapshotKey>>(2);
+        let (keys_tx, keys_rx) = mpsc::channel::<Vec<SnapshotKey>>(2);
         let read = {
             let head = head.clone();
             let store = state.store.clone();
@@ -295,50 +307,70 @@ pub async fn snapshot(State(state): State<AppState>, headers: HeaderMap) -> Resp
                 store.snapshot_into(SNAPSHOT_BATCH, &mut put, keys_tx).await
             }
         };
-        let send = async {
-            let mut head_sent = false;
-            let mut sent: u64 = 0;
-            while let Some(batch) = keys_rx.recv().await {
-                if !head_sent {
-                    tx.send(take_head(&head, &salt)?).await.ok()?;
-                    head_sent = true;
-                }
-                for k in &batch {
-                    let record = match snapshot_key(&state, &transport, k) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::error!(key_id = %k.id, error = %e, "a stored key could not be opened for a replica snapshot");
-                            return None;
-                        }
-                    };
-                    tx.send(line(&SnapshotLine::Key(record))?).await.ok()?;
-                    sent += 1;
-                }
-            }
-            Some((head_sent, sent))
-        };
+        let send = send_snapshot(&state, &token_id, &head, &salt, &transport, &tx, keys_rx);
         let (read, sent) = tokio::join!(read, send);
         if let Err(e) = read {
             tracing::warn!(error = %e, "a replica snapshot could not be read; the response is cut short");
             return;
         }
-        let Some((head_sent, sent)) = sent else {
+        let Some(sent) = sent else {
             return;
         };
-        if !head_sent {
-            let Some(l) = take_head(&head, &salt) else {
-                return;
-            };
-            if tx.send(l).await.is_err() {
-                return;
-            }
+        let Some(end) = line(&SnapshotLine::End { keys: sent }) else {
+            return;
+        };
+        if send_bytes(&tx, end).await.is_some() {
+            tracing::debug!(replica_token = %token_id, keys = sent, "sent a replica snapshot");
         }
-        if let Some(l) = line(&SnapshotLine::End { keys: sent }) {
-            let _ = tx.send(l).await;
-        }
-        tracing::debug!(replica_token = %token_id, keys = sent, "sent a replica snapshot");
     });
     ndjson(rx)
+}
+
+/// Sends the snapshot's lines as the store hands the keys out; returns how
+/// many keys went, or `None` if the stream stopped. It owns `keys`: when
+/// it stops early, the store's reader finds no one to hand keys to and
+/// ends its transaction.
+async fn send_snapshot(
+    state: &AppState,
+    token_id: &str,
+    head: &Mutex<Option<SnapshotHead>>,
+    salt: &str,
+    transport: &TransportKey,
+    tx: &mpsc::Sender<Bytes>,
+    mut keys: mpsc::Receiver<Vec<SnapshotKey>>,
+) -> Option<u64> {
+    let mut owners_sent = false;
+    let mut sent: u64 = 0;
+    loop {
+        let batch = keys.recv().await;
+        if !owners_sent {
+            // The store hands the head out before any key, and before it
+            // drops the sender when there are none. Without a head, the
+            // read failed: its error is logged by the caller.
+            let h = head.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+            for l in owner_lines(h, salt) {
+                send_bytes(tx, line(&l)?).await?;
+            }
+            owners_sent = true;
+        }
+        let Some(batch) = batch else {
+            return Some(sent);
+        };
+        if must_end(state, token_id) {
+            return None;
+        }
+        for k in &batch {
+            let record = match snapshot_key(state, transport, k) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(key_id = %k.id, error = %e, "a stored key could not be opened for a replica snapshot");
+                    return None;
+                }
+            };
+            send_bytes(tx, line(&SnapshotLine::Key(record))?).await?;
+            sent += 1;
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -458,7 +490,7 @@ async fn entity(
 
 async fn send(tx: &mpsc::Sender<Bytes>, value: &FeedLine) -> Result<(), Stop> {
     let l = line(value).ok_or(Stop::Done)?;
-    tx.send(l).await.map_err(|_| Stop::Done)
+    send_bytes(tx, l).await.ok_or(Stop::Done)
 }
 
 /// Sends the changes after `after`, then waits for more, until the stream
@@ -471,9 +503,25 @@ async fn follow(
     tx: &mpsc::Sender<Bytes>,
 ) -> Result<(), Stop> {
     let mut feed = state.feed.subscribe();
+    // A replica ahead of the store (a database restored from a backup, a
+    // standby that lost commits) would skip the changes that reuse its
+    // numbers: it loads the snapshot again.
+    let latest = state.store.latest_change_seq().await?;
+    if after > latest {
+        send(
+            tx,
+            &FeedLine::Reset {
+                reason: format!(
+                    "the store's last change is {latest}, before {after}; load the snapshot again"
+                ),
+            },
+        )
+        .await?;
+        return Err(Stop::Done);
+    }
     loop {
         feed.mark_unchanged();
-        if state.is_closing() || !state.index.contains_replica_token(token_id) {
+        if must_end(state, token_id) {
             return Err(Stop::Done);
         }
         let batch = state.store.changes_since(after, CHANGES_BATCH).await?;
@@ -491,15 +539,17 @@ async fn follow(
             return Err(Stop::Done);
         }
         let full = batch.changes.len() >= CHANGES_BATCH as usize;
-        // Each entity once per batch, at the place of its last change.
-        let last_of: HashMap<(ChangeEntity, &str), i64> = batch
-            .changes
-            .iter()
-            .map(|c| ((c.entity, c.id.as_str()), c.seq))
-            .collect();
+        // Each entity once per batch, as it is now, at the place of its
+        // first change (as a node's follower applies them): an app created
+        // and then changed in one batch comes before the keys made in
+        // between, which need it.
+        let mut seen = HashSet::new();
         for change in &batch.changes {
-            if last_of.get(&(change.entity, change.id.as_str())) != Some(&change.seq) {
+            if !seen.insert((change.entity, change.id.as_str())) {
                 continue;
+            }
+            if must_end(state, token_id) {
+                return Err(Stop::Done);
             }
             if let Some(entity) = entity(state, transport, change).await? {
                 send(

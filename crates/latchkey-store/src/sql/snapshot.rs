@@ -268,10 +268,19 @@ async fn snapshot_tx(store: &SqlStore) -> Result<Transaction<'static, Any>> {
     Ok(match store.backend {
         Backend::Sqlite => store.pool.begin().await?,
         Backend::Postgres => {
-            store
+            let mut tx = store
                 .pool
                 .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await?
+                .await?;
+            // A snapshot streamed to a replica waits on its reader between
+            // pages: a slow link may take longer than the sessions' 10 s
+            // (see `POSTGRES_SESSION`). The reader gives up on a stalled
+            // client itself; this bound only ends a transaction that
+            // nothing ends.
+            sqlx::query("SET LOCAL idle_in_transaction_session_timeout = '5min'")
+                .execute(&mut *tx)
+                .await?;
+            tx
         }
     })
 }

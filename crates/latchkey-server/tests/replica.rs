@@ -1168,15 +1168,7 @@ async fn measure_revocation_reaching_a_replica() {
     // On PostgreSQL, a second node on the same database for the replica.
     let mut second = None;
     let followed = if common::on_postgres() {
-        let first = app.server.as_ref().expect("running");
-        let mut config = latchkey_server::Config::new(app.dir.path().join("second"));
-        config.listen = "127.0.0.1:0".parse().expect("addr");
-        config.database_url = first.state.config.database_url.clone();
-        config.master_key_file = Some(first.state.config.master_key_path());
-        let opened = latchkey_server::open(config, app.clock.clone(), true)
-            .await
-            .expect("open the second node");
-        let node = latchkey_server::start(opened.state).await.expect("start");
+        let node = second_node(&app).await;
         let base = node.base_url();
         second = Some(node);
         base
@@ -1262,4 +1254,93 @@ async fn a_replica_refuses_plain_http_off_this_machine_and_never_prints_its_toke
     let local = app.base.replace("127.0.0.1", "localhost");
     let replica = connect_to(&app, &local, &token, Duration::from_secs(5)).await;
     assert!(replica.is_fresh());
+}
+
+/// A second node on the PostgreSQL database of `app`'s server.
+async fn second_node(app: &TestApp) -> latchkey_server::RunningServer {
+    let first = app.server.as_ref().expect("running");
+    let mut config = latchkey_server::Config::new(app.dir.path().join("second"));
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.database_url = first.state.config.database_url.clone();
+    config.master_key_file = Some(first.state.config.master_key_path());
+    let opened = latchkey_server::open(config, app.clock.clone(), true)
+        .await
+        .expect("open the second node");
+    latchkey_server::start(opened.state)
+        .await
+        .expect("start the second node")
+}
+
+/// On PostgreSQL: a replica following node B sees what node A does (a key
+/// created, a grant given, a key deleted, a replica token deleted ends
+/// B's stream). On SQLite there is one node: nothing to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_following_another_node_sees_what_the_first_did() {
+    if !common::on_postgres() {
+        eprintln!("one node on SQLite: this runs with LATCHKEY_TEST_BACKEND=postgres");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let auth = app.owner();
+    let b = second_node(&app).await;
+    let (token_id, token) = create_replica_token(&app, "on b").await;
+    // A token made on A works on B once B has applied the change (at once
+    // when notified).
+    let on_b = format!("{}/v1/replica/changes?after=0", b.base_url());
+    let started = Instant::now();
+    while app
+        .http
+        .head(&on_b)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("send")
+        .status()
+        == reqwest::StatusCode::UNAUTHORIZED
+    {
+        assert!(started.elapsed() < REACH, "B does not know the token");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("the token worked on B {:?} after A made it", started.elapsed());
+    let replica = connect_to(&app, &b.base_url(), &token, Duration::from_secs(3)).await;
+    let ap = app.create_app(&auth, "made on a").await;
+    let key = app.create_app_key(&auth, &ap).await;
+    let basic = key.basic();
+    eventually("a key made on A reaches a replica of B", REACH, || {
+        code(&replica.verify(Some(&basic), &Target::app(&ap))) == "valid"
+    })
+    .await;
+    let sa = app.create_service_account(&auth).await;
+    let svc = app.create_service_account_key(&auth, &sa).await;
+    let r = app
+        .put(&format!("/v1/serviceAccounts/{sa}/apps/{ap}"), &auth)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    eventually("a grant made on A", REACH, || {
+        code(&replica.verify(Some(&svc.basic()), &Target::app(&ap))) == "valid"
+    })
+    .await;
+    let r = app
+        .delete(&format!("/v1/apps/{ap}/keys/{}", key.id), &auth)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    eventually("a deletion made on A", REACH, || {
+        code(&replica.verify(Some(&basic), &Target::app(&ap))) == "unauthorized"
+    })
+    .await;
+    // The token deleted on A: B ends the stream, the replica fails closed.
+    let r = app
+        .delete(&format!("/v1/replicaTokens/{token_id}"), &app.operator())
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    eventually(
+        "the replica of B fails closed",
+        Duration::from_secs(8),
+        || !replica.is_fresh(),
+    )
+    .await;
+    assert_eq!(
+        code(&replica.verify(Some(&svc.basic()), &Target::app(&ap))),
+        "index_stale"
+    );
 }

@@ -23,7 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let replica = Replica::connect(&url, &token).await?;
     let routes = TargetRoutes::parse(["/apps/{appId}/users/{userId}", "/apps/{appId}"])?;
     let messages = async |Extension(v): Extension<Verification>| {
-        format!("messages of {:?} in {:?}\n", v.user_id, v.app_id)
+        format!("messages of {:?} in {:?}\n", v.user_id(), v.app_id())
     };
     let api = Router::new()
         .route("/apps/{app}/users/{user}/messages", get(messages))

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use latchkey_core::policy::RateLimiter;
 use latchkey_core::policy::checks::{self, Demand, Subject};
+use latchkey_core::policy::{LivePolicy, RateLimiter};
 use latchkey_core::{Clock, KeyIndex, Principal, SecretString, SystemClock, VerifyOptions};
 
 use crate::feed;
@@ -28,12 +28,44 @@ pub(crate) struct State {
     pub(crate) seq: AtomicI64,
     window: Duration,
     options: VerifyOptions,
-    clock: Arc<dyn Clock>,
+    /// `None`: the system's clock, read through `base` and `offset_ms`.
+    clock: Option<Arc<dyn Clock>>,
+    /// Unix milliseconds minus milliseconds since `base`, taken from the
+    /// system's clock when the replica hears from the server: verification
+    /// reads one monotonic clock for its freshness and its unix time.
+    offset_ms: AtomicI64,
+}
+
+/// Unix milliseconds now, from the system's wall clock.
+fn unix_ms() -> i64 {
+    i64::try_from(SystemClock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 impl State {
     pub(crate) fn heard(&self) {
         self.heard_at(Instant::now());
+    }
+
+    /// Takes the wall clock's offset from the monotonic one again (they
+    /// drift apart slowly; the wall clock may also be set).
+    fn anchor(&self) {
+        let since = i64::try_from(self.base.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms
+            .store(unix_ms().saturating_sub(since), Ordering::Release);
+    }
+
+    /// Milliseconds since `base` now, and unix seconds now.
+    fn now(&self) -> (u64, i64) {
+        let since = self.base.elapsed().as_millis();
+        let since_ms = u64::try_from(since).unwrap_or(u64::MAX);
+        let unix = match &self.clock {
+            Some(clock) => clock.unix(),
+            None => i64::try_from(since)
+                .unwrap_or(i64::MAX)
+                .saturating_add(self.offset_ms.load(Ordering::Acquire))
+                .div_euclid(1000),
+        };
+        (since_ms, unix)
     }
 
     /// The server said the replica was current as of `at` (never moves
@@ -42,11 +74,22 @@ impl State {
         let ms =
             u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX);
         self.heard_ms.fetch_max(ms, Ordering::AcqRel);
+        if self.clock.is_none() {
+            self.anchor();
+        }
     }
 
     pub(crate) fn age(&self) -> Duration {
         let heard = Duration::from_millis(self.heard_ms.load(Ordering::Acquire));
         self.base.elapsed().saturating_sub(heard)
+    }
+
+    /// Whether, at `since_ms` after `base`, the replica has not heard from
+    /// the server for longer than its window (to the millisecond).
+    fn stale_at(&self, since_ms: u64) -> bool {
+        let heard = self.heard_ms.load(Ordering::Acquire);
+        let window_ms = u64::try_from(self.window.as_millis()).unwrap_or(u64::MAX);
+        since_ms.saturating_sub(heard) > window_ms
     }
 
     pub(crate) fn window(&self) -> Duration {
@@ -84,7 +127,7 @@ pub struct ReplicaBuilder {
     window: Duration,
     options: VerifyOptions,
     connect_timeout: Duration,
-    clock: Arc<dyn Clock>,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 /// Why [`Replica::connect`] failed.
@@ -132,7 +175,7 @@ impl ReplicaBuilder {
     /// against (default: the system's). For tests that run a server on a
     /// manual clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 
@@ -177,6 +220,7 @@ impl ReplicaBuilder {
             window: self.window,
             options: self.options,
             clock: self.clock,
+            offset_ms: AtomicI64::new(0),
         });
         state.heard_at(asked);
         let task = tokio::spawn(feed::follow(client, state.clone()));
@@ -230,12 +274,36 @@ impl<'a> Target<'a> {
 pub struct Verification {
     /// Who the credential speaks for (the server's `Principal`).
     pub principal: Principal,
-    /// The targeted app, or the credential's own.
-    pub app_id: Option<String>,
-    /// The targeted app user, or the appUser credential's own.
-    pub user_id: Option<String>,
+    /// The targeted app when it is not the credential's own.
+    app_id: Option<Box<str>>,
+    /// The targeted app user when it is not the credential's own.
+    user_id: Option<Box<str>>,
+    policy: Option<Arc<LivePolicy>>,
+}
+
+impl Verification {
+    /// The targeted app, or the credential's own (as `/v1/verify`'s
+    /// `appId`).
+    pub fn app_id(&self) -> Option<&str> {
+        self.app_id.as_deref().or(match &self.principal {
+            Principal::App { app_id, .. } | Principal::AppUser { app_id, .. } => Some(app_id),
+            _ => None,
+        })
+    }
+
+    /// The targeted app user, or the appUser credential's own (as
+    /// `/v1/verify`'s `userId`).
+    pub fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref().or(match &self.principal {
+            Principal::AppUser { external_id, .. } => Some(external_id),
+            _ => None,
+        })
+    }
+
     /// The key's permissions, when it has a list.
-    pub permissions: Option<Vec<String>>,
+    pub fn permissions(&self) -> Option<&[Box<str>]> {
+        self.policy.as_deref().and_then(LivePolicy::permissions)
+    }
 }
 
 /// Why a credential was refused: the code and title `/v1/verify` gives,
@@ -286,7 +354,7 @@ impl Replica {
             window: DEFAULT_STALENESS_WINDOW,
             options: VerifyOptions::default(),
             connect_timeout: Duration::from_secs(30),
-            clock: Arc::new(SystemClock),
+            clock: None,
         }
     }
 
@@ -302,7 +370,8 @@ impl Replica {
     /// Whether the replica heard from the server within its staleness
     /// window (when not, every verification is refused).
     pub fn is_fresh(&self) -> bool {
-        self.state().age() <= self.state().window
+        let since_ms = u64::try_from(self.state().base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        !self.state().stale_at(since_ms)
     }
 
     /// How many keys the replica holds.
@@ -318,7 +387,8 @@ impl Replica {
         target: &Target<'_>,
     ) -> Result<Verification, Refusal> {
         let state = self.state();
-        if state.age() > state.window {
+        let (since_ms, now) = state.now();
+        if state.stale_at(since_ms) {
             return Err(Refusal::new(
                 503,
                 "index_stale",
@@ -328,7 +398,6 @@ impl Replica {
                 ),
             ));
         }
-        let now = state.clock.unix();
         let verified = state
             .index
             .verify_authorization(authorization.map(str::as_bytes), now, state.options)
@@ -347,10 +416,23 @@ impl Replica {
                 "the credential has no scope",
             ));
         }
-        let (app_id, user_id) = (
-            reached.app_id.map(str::to_string),
-            reached.user_id.map(str::to_string),
-        );
+        // Only what differs from the principal's own is copied.
+        let own_app = match p {
+            Principal::App { app_id, .. } | Principal::AppUser { app_id, .. } => Some(&**app_id),
+            _ => None,
+        };
+        let own_user = match p {
+            Principal::AppUser { external_id, .. } => Some(external_id.as_str()),
+            _ => None,
+        };
+        let app_id = reached
+            .app_id
+            .filter(|a| Some(*a) != own_app)
+            .map(Box::from);
+        let user_id = reached
+            .user_id
+            .filter(|u| Some(*u) != own_user)
+            .map(Box::from);
         if let Some(key_id) = p.key_id()
             && (verified.policy.is_some() || verified.ratelimit.is_some())
         {
@@ -395,14 +477,10 @@ impl Replica {
             }
         }
         Ok(Verification {
-            permissions: verified
-                .policy
-                .as_deref()
-                .and_then(|p| p.permissions())
-                .map(|list| list.iter().map(|s| s.to_string()).collect()),
             principal: verified.principal,
             app_id,
             user_id,
+            policy: verified.policy,
         })
     }
 

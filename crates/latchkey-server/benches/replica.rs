@@ -2,7 +2,8 @@
 //! server's own index in the same run.
 //!
 //! A real server on loopback (SQLite in a temporary directory), an app
-//! with 17 keys, a replica connected to it over its feed; then, on one
+//! with 10 keys (the default most per owner), a replica connected to it
+//! over its feed; then, on one
 //! core:
 //! - `server_index/*`: `KeyIndex::verify_authorization` on the server's
 //!   index, the work `/v1/verify` does before its policy checks;
@@ -58,6 +59,7 @@ async fn setup() -> Setup {
     let state = opened.state.clone();
     let server = latchkey_server::start(opened.state).await.expect("start");
     let base = server.base_url();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let owner = format!(
         "Basic {}",
@@ -77,7 +79,7 @@ async fn setup() -> Setup {
     let app = post("/v1/apps", &owner, json!({"displayName": "bench"})).await;
     let app_id = app["app"]["id"].as_str().expect("app").to_string();
     let mut key = Value::Null;
-    for _ in 0..17 {
+    for _ in 0..10 {
         key = post(
             &format!("/v1/apps/{app_id}/keys"),
             &owner,

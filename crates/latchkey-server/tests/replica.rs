@@ -543,8 +543,8 @@ async fn a_replica_answers_as_v1_verify_does_over_the_scope_matrix() {
             let same = server.body["scope"] == p.scope().map_or("", |s| s.as_str())
                 && server.body["keyId"] == json!(p.key_id())
                 && server.body["accountId"] == json!(p.account_id())
-                && server.body["appId"] == json!(v.app_id)
-                && server.body["userId"] == json!(v.user_id);
+                && server.body["appId"] == json!(v.app_id())
+                && server.body["userId"] == json!(v.user_id());
             if !same {
                 wrong.push(format!(
                     "{}: server {:?}, replica {v:?}",
@@ -926,8 +926,8 @@ async fn the_layer_protects_an_axum_api() {
         format!(
             "{} {} {}",
             v.principal.scope().map_or("-", |s| s.as_str()),
-            v.app_id.unwrap_or_default(),
-            v.user_id.unwrap_or_default()
+            v.app_id().unwrap_or_default(),
+            v.user_id().unwrap_or_default()
         )
     };
     let api = Router::new()
@@ -1301,7 +1301,10 @@ async fn a_replica_following_another_node_sees_what_the_first_did() {
         assert!(started.elapsed() < REACH, "B does not know the token");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    eprintln!("the token worked on B {:?} after A made it", started.elapsed());
+    eprintln!(
+        "the token worked on B {:?} after A made it",
+        started.elapsed()
+    );
     let replica = connect_to(&app, &b.base_url(), &token, Duration::from_secs(3)).await;
     let ap = app.create_app(&auth, "made on a").await;
     let key = app.create_app_key(&auth, &ap).await;

@@ -44,19 +44,15 @@ impl KeyIndex {
             _ => None,
         };
         if let Some(target) = target_app {
-            let reached = self.app_account(target).is_some_and(|account_id| {
-                let granted = match p {
-                    Principal::ServiceAccount {
-                        service_account_id, ..
-                    } => self.service_account_reaches(service_account_id, target),
-                    _ => false,
-                };
-                p.reaches_app(AppRef {
-                    id: target,
-                    account_id: &account_id,
-                    granted_to_caller: granted,
-                })
-            });
+            let reached = match p {
+                // An app or appUser credential reaches its own app only,
+                // which is live while its key is (an app's keys leave the
+                // index with it): no lookup.
+                Principal::App { app_id, .. } | Principal::AppUser { app_id, .. } => {
+                    **app_id == *target
+                }
+                _ => self.reaches_listed_app(p, target),
+            };
             if !reached {
                 return Err(("not_found", "the credential does not reach this app"));
             }
@@ -75,5 +71,23 @@ impl KeyIndex {
             user_id = Some(target);
         }
         Ok(Reached { app_id, user_id })
+    }
+
+    /// Whether an account credential reaches `target`, a live app of its
+    /// account (a service account: one it created or was granted).
+    fn reaches_listed_app(&self, p: &Principal, target: &str) -> bool {
+        self.app_account(target).is_some_and(|account_id| {
+            let granted = match p {
+                Principal::ServiceAccount {
+                    service_account_id, ..
+                } => self.service_account_reaches(service_account_id, target),
+                _ => false,
+            };
+            p.reaches_app(AppRef {
+                id: target,
+                account_id: &account_id,
+                granted_to_caller: granted,
+            })
+        })
     }
 }

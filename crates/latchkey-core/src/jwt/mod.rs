@@ -51,6 +51,7 @@ mod claims;
 mod header;
 mod hs256;
 mod json;
+mod public_key;
 #[cfg(test)]
 mod tests;
 
@@ -60,6 +61,7 @@ pub use claims::{ClaimedScope, Claims};
 pub(crate) use claims::{claims_with_serde, fast_claims};
 pub(crate) use header::{parse_fast, parse_full};
 pub use hs256::sign_hs256;
+pub use public_key::{Ed25519PublicKey, P256PublicKey};
 
 /// The largest token accepted (8 KiB).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;

@@ -6,7 +6,6 @@
 use axum::Json;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use latchkey_core::Principal;
 use latchkey_core::policy::Permission;
 use latchkey_store::{AuditFilter, Page};
 use serde::Deserialize;
@@ -100,34 +99,12 @@ pub async fn account_audit(
     q: AuditQuery,
 ) -> ApiResult<Json<Value>> {
     caller.require(Permission::AuditRead)?;
-    if q.account_id.is_some() && !caller.principal.is_operator() {
-        return Err(ApiError::bad_request(
-            "accountId is for the operator; other callers read their own account's log",
-        ));
-    }
-    let (account_id, reachable_by) = match &caller.principal {
-        Principal::Operator { .. } => match q.account_id.clone() {
-            Some(account) => (account, None),
-            None => {
-                return Err(ApiError::bad_request(
-                    "the operator names the account to read: ?accountId=acc_…",
-                ));
-            }
-        },
-        Principal::UserAccount { account_id, .. } | Principal::Session { account_id, .. } => {
-            (account_id.to_string(), None)
-        }
-        Principal::ServiceAccount {
-            account_id,
-            service_account_id,
-            ..
-        } => (account_id.to_string(), Some(service_account_id.to_string())),
-        _ => {
-            return Err(ApiError::forbidden(
-                "the account's audit log needs account scope; use /v1/apps/{appId}/audit for an app",
-            ));
-        }
-    };
+    let (account_id, reachable_by) = super::account_read(
+        &caller,
+        q.account_id.clone(),
+        "audit log",
+        "/v1/apps/{appId}/audit",
+    )?;
     let filter = AuditFilter {
         account_id: Some(account_id),
         app_id: None,

@@ -21,7 +21,10 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use latchkey_core::Principal;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Caller;
 use crate::state::AppState;
 
 /// The OpenAPI document, kept in the repository and checked against the
@@ -84,4 +87,41 @@ pub(crate) async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this endpoint does not support this method; see /v1/openapi.json",
     )
+}
+
+/// The account an account-wide read (`GET /v1/audit`, `GET /v1/usage`) is
+/// about, and the service account whose reach limits it: the operator
+/// names the account (`?accountId=`), every other account-scope caller
+/// reads its own. `what` names the read in errors ("audit log",
+/// "usage"), `app_path` the app's own endpoint for the same read.
+pub(crate) fn account_read(
+    caller: &Caller,
+    account_id: Option<String>,
+    what: &str,
+    app_path: &str,
+) -> ApiResult<(String, Option<String>)> {
+    if account_id.is_some() && !caller.principal.is_operator() {
+        return Err(ApiError::bad_request(format!(
+            "accountId is for the operator; other callers read their own account's {what}"
+        )));
+    }
+    match &caller.principal {
+        Principal::Operator { .. } => match account_id {
+            Some(account) => Ok((account, None)),
+            None => Err(ApiError::bad_request(
+                "the operator names the account to read: ?accountId=acc_…",
+            )),
+        },
+        Principal::UserAccount { account_id, .. } | Principal::Session { account_id, .. } => {
+            Ok((account_id.to_string(), None))
+        }
+        Principal::ServiceAccount {
+            account_id,
+            service_account_id,
+            ..
+        } => Ok((account_id.to_string(), Some(service_account_id.to_string()))),
+        _ => Err(ApiError::forbidden(format!(
+            "the account's {what} needs account scope; use {app_path} for an app"
+        ))),
+    }
 }

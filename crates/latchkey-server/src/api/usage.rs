@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::request::Parts;
-use latchkey_core::Principal;
 use latchkey_core::policy::Permission;
 use latchkey_store::{DAY, HOUR, MINUTE, UsageFilter, UsageRow, retention_of};
 use serde::{Deserialize, Serialize};
@@ -248,39 +247,17 @@ pub async fn account_usage(
             "keyId applies to /v1/apps/{appId}/usage only",
         ));
     }
-    if q.account_id.is_some() && !caller.principal.is_operator() {
-        return Err(ApiError::bad_request(
-            "accountId is for the operator; other callers read their own account's usage",
-        ));
+    let (account_id, reachable_by) = super::account_read(
+        &caller,
+        q.account_id.clone(),
+        "usage",
+        "/v1/apps/{appId}/usage",
+    )?;
+    // An operator's account that does not exist is a 404 here (the audit
+    // log reads as empty).
+    if caller.principal.is_operator() && state.store.get_account(&account_id).await?.is_none() {
+        return Err(ApiError::not_found("account"));
     }
-    let (account_id, reachable_by) = match &caller.principal {
-        Principal::Operator { .. } => match q.account_id.clone() {
-            Some(account) => {
-                if state.store.get_account(&account).await?.is_none() {
-                    return Err(ApiError::not_found("account"));
-                }
-                (account, None)
-            }
-            None => {
-                return Err(ApiError::bad_request(
-                    "the operator names the account to read: ?accountId=acc_…",
-                ));
-            }
-        },
-        Principal::UserAccount { account_id, .. } | Principal::Session { account_id, .. } => {
-            (account_id.to_string(), None)
-        }
-        Principal::ServiceAccount {
-            account_id,
-            service_account_id,
-            ..
-        } => (account_id.to_string(), Some(service_account_id.to_string())),
-        _ => {
-            return Err(ApiError::forbidden(
-                "the account's usage needs account scope; use /v1/apps/{appId}/usage for an app",
-            ));
-        }
-    };
     let filter = UsageFilter {
         account_id: account_id.clone(),
         app_id: None,

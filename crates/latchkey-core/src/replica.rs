@@ -103,8 +103,13 @@ pub struct KeyRecord {
     pub account_id: String,
     /// The app, user account or service account that owns the key.
     pub owner_id: String,
-    /// The secret sealed under the response's [`TransportKey`], base64.
-    pub secret: String,
+    /// The secret sealed under the response's [`TransportKey`], base64;
+    /// absent for a public-key key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// A public-key key's public key, as a JWK (no secret: not sealed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<Box<serde_json::Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
     #[serde(default, skip_serializing_if = "KeyPolicy::is_empty")]
@@ -237,6 +242,10 @@ pub enum FeedLine {
 pub enum ApplyError {
     #[error("a key's secret could not be opened: wrong replica token or damaged data ({0})")]
     Secret(String),
+    #[error("key {0} has neither a secret nor a public key, or both")]
+    Material(String),
+    #[error("key {0}'s public key is not one Latchkey verifies: {1}")]
+    PublicKey(String, crate::jwt::JwkError),
     #[error("unknown role {0:?}")]
     Role(String),
 }
@@ -263,17 +272,28 @@ fn owner(kind: OwnerKind, account_id: &str, owner_id: &str) -> KeyOwner {
 /// Credits are not replicated: a key with credits carries its credits
 /// policy but no balance, and the replica refuses it (see the crate).
 pub fn live_key(record: &KeyRecord, transport: &TransportKey) -> Result<LiveKey, ApplyError> {
-    let secret = transport
-        .open(&record.id, &record.secret)
-        .map_err(|e| ApplyError::Secret(e.to_string()))?;
-    Ok(LiveKey::new(
-        record.id.clone(),
-        owner(record.owner_kind, &record.account_id, &record.owner_id),
-        &secret,
-        record.expires_at,
-        None,
-    )
-    .with_policy(&record.policy, None))
+    let owner = owner(record.owner_kind, &record.account_id, &record.owner_id);
+    let key = match (&record.secret, &record.public_key) {
+        (Some(sealed), None) => {
+            let secret = transport
+                .open(&record.id, sealed)
+                .map_err(|e| ApplyError::Secret(e.to_string()))?;
+            LiveKey::new(record.id.clone(), owner, &secret, record.expires_at, None)
+        }
+        (None, Some(jwk)) => {
+            let public_key = crate::jwt::PublicKey::from_jwk(jwk)
+                .map_err(|e| ApplyError::PublicKey(record.id.clone(), e))?;
+            LiveKey::with_public_key(
+                record.id.clone(),
+                owner,
+                public_key,
+                record.expires_at,
+                None,
+            )
+        }
+        _ => return Err(ApplyError::Material(record.id.clone())),
+    };
+    Ok(key.with_policy(&record.policy, None))
 }
 
 fn role(text: &str) -> Result<Role, ApplyError> {

@@ -431,6 +431,7 @@ pub fn new_account(
     let secret = secret::generate(rng, KEY_SECRET_PREFIX);
     let key = ApiKey {
         secret_sealed: master.seal(rng, &key_id, secret.expose().as_bytes())?,
+        public_key: None,
         id: key_id,
         kind: KeyKind::UserAccount,
         account_id: account.id.clone(),

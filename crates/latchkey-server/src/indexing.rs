@@ -169,6 +169,7 @@ fn open_keys(
                     &key.account_id,
                     &key.owner_id,
                     &key.secret_sealed,
+                    key.public_key.as_ref(),
                     key.expires_at,
                     key.last_used_at,
                     master,
@@ -199,6 +200,7 @@ pub fn live_key(key: &ApiKey, master: &MasterKey, leased: bool) -> Result<LiveKe
         &key.account_id,
         &key.owner_id,
         &key.secret_sealed,
+        key.public_key.as_ref(),
         key.expires_at,
         key.last_used_at,
         master,
@@ -230,10 +232,21 @@ fn prepare_key(
     account_id: &str,
     owner_id: &str,
     secret_sealed: &[u8],
+    public_key: Option<&latchkey_core::jwt::PublicKey>,
     expires_at: Option<i64>,
     last_used_at: Option<i64>,
     master: &MasterKey,
 ) -> Result<LiveKey, IndexError> {
+    // A public-key key has no secret to open (its sealed secret is empty).
+    if let Some(public_key) = public_key {
+        return Ok(LiveKey::with_public_key(
+            id,
+            owner(kind, account_id, owner_id),
+            public_key.clone(),
+            expires_at,
+            last_used_at,
+        ));
+    }
     let secret = master.open(&id, secret_sealed)?;
     Ok(LiveKey::new(
         id,
@@ -406,6 +419,7 @@ mod tests {
                 secret_sealed: master
                     .seal(&rng, &id, secret.expose().as_bytes())
                     .expect("seal"),
+                public_key: None,
                 id: id.clone(),
                 kind,
                 account_id: account.clone(),

@@ -83,9 +83,20 @@ impl<'a> From<&'a App> for AppView<'a> {
 pub struct KeyView {
     pub id: String,
     pub display_name: String,
-    /// Present only in the response that creates the key.
+    /// Present only in the response that creates the key (never for a
+    /// public-key key, which has none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<SecretString>,
+    /// The JWS algorithm of the JWTs the key signs: `HS256` for a key with
+    /// a secret (which also authenticates with Basic), `Ed25519` or
+    /// `ES256` for a public-key key.
+    pub algorithm: &'static str,
+    /// A public-key key's public key, as a JWK.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<serde_json::Value>,
+    /// Its RFC 7638 thumbprint (SHA-256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key_thumbprint: Option<String>,
     /// `active`, `expiring` (it expires within [`EXPIRY_NOTICE_SECONDS`],
     /// or it was rotated and is in its grace period) or `expired`: see
     /// [`key_status`].
@@ -160,6 +171,13 @@ impl KeyView {
             id: k.id.clone(),
             display_name: k.display_name.clone(),
             secret: None,
+            algorithm: k
+                .public_key
+                .as_ref()
+                .map_or(latchkey_core::jwt::Algorithm::Hs256, |p| p.algorithm())
+                .name(),
+            public_key: k.public_key.as_ref().map(|p| p.to_jwk()),
+            public_key_thumbprint: k.public_key.as_ref().map(|p| p.thumbprint()),
             status,
             created_at: rfc3339(k.created_at),
             expires_at: k.expires_at.map(rfc3339),

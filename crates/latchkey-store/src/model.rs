@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+pub use latchkey_core::jwt::PublicKey;
 pub use latchkey_core::policy::KeyPolicy;
 use serde_json::{Map, Value};
 
@@ -95,8 +96,12 @@ pub struct ApiKey {
     /// The app, user account or service account that owns the key.
     pub owner_id: String,
     pub display_name: String,
-    /// The secret sealed under the master key.
+    /// The secret sealed under the master key; empty for a public-key
+    /// key, whose secret the customer keeps.
     pub secret_sealed: Vec<u8>,
+    /// The customer's public key, for a key that verifies JWTs signed
+    /// with its private key (issue 22); `None` for a key with a secret.
+    pub public_key: Option<PublicKey>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
@@ -301,8 +306,11 @@ pub struct SnapshotKey {
     pub account_id: String,
     /// The app, user account or service account id, as `kind` says.
     pub owner_id: String,
-    /// Sealed under the master key, the key id as associated data.
+    /// Sealed under the master key, the key id as associated data; empty
+    /// for a public-key key.
     pub secret_sealed: Vec<u8>,
+    /// As [`ApiKey::public_key`].
+    pub public_key: Option<PublicKey>,
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub policy: KeyPolicy,
@@ -330,6 +338,7 @@ impl From<&ApiKey> for SnapshotKey {
             account_id: key.account_id.clone(),
             owner_id: key.owner_id.clone(),
             secret_sealed: key.secret_sealed.clone(),
+            public_key: key.public_key.clone(),
             expires_at: key.expires_at,
             last_used_at: key.last_used_at,
             policy: key.policy.clone(),

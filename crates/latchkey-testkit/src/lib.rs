@@ -147,6 +147,11 @@ impl Reply {
     pub fn code(&self) -> &str {
         self.body["errors"][0]["code"].as_str().unwrap_or("")
     }
+
+    /// The title of an error body (empty if there is none).
+    pub fn title(&self) -> &str {
+        self.body["errors"][0]["title"].as_str().unwrap_or("")
+    }
 }
 
 /// A reqwest client builder; rustls uses ring, as the server does (the

@@ -63,6 +63,10 @@ pub(super) enum KeySecret {
     Basic(Zeroizing<[u8; BASIC_SECRET_B64_LEN]>),
     /// Any other secret, as it is.
     Raw(Zeroizing<Vec<u8>>),
+    /// None: the key is a customer's public key (issue 22). It matches no
+    /// presented secret, so Basic with it is refused, and it signs
+    /// nothing.
+    None,
 }
 
 impl KeySecret {
@@ -87,6 +91,7 @@ impl KeySecret {
                 }
             }
             KeySecret::Raw(raw) => raw.clone(),
+            KeySecret::None => Zeroizing::new(Vec::new()),
         }
     }
 }
@@ -123,6 +128,36 @@ impl LiveKey {
             last_used: AtomicI64::new(last),
             flushed: AtomicI64::new(last),
         }
+    }
+
+    /// A key that holds a customer's public key instead of a secret: it
+    /// verifies the JWTs its private key signed, with the public key's
+    /// one algorithm, and nothing else (no Basic, no minting).
+    pub fn with_public_key(
+        id: String,
+        owner: KeyOwner,
+        public_key: crate::jwt::PublicKey,
+        expires_at: Option<i64>,
+        last_used_at: Option<i64>,
+    ) -> Self {
+        let last = last_used_at.unwrap_or(0);
+        Self {
+            secret: KeySecret::None,
+            id: id.into(),
+            owner,
+            app: None,
+            policy: None,
+            verifying_key: VerifyingKey::from(public_key),
+            expires: expires_at.unwrap_or(NEVER),
+            last_used: AtomicI64::new(last),
+            flushed: AtomicI64::new(last),
+        }
+    }
+
+    /// Whether the key holds a secret (Basic, HS256, minting), rather than
+    /// a public key.
+    pub fn holds_secret(&self) -> bool {
+        !matches!(self.secret, KeySecret::None)
     }
 
     /// The key with its policy (nothing changes for an empty one).
@@ -214,9 +249,10 @@ impl LiveKey {
         }
     }
 
-    /// Constant-time comparison with a presented secret.
+    /// Constant-time comparison with a presented secret; false for a
+    /// public-key key, whatever is presented.
     pub fn secret_matches(&self, presented: &[u8]) -> bool {
-        self.secret.raw().as_slice().ct_eq(presented).into()
+        self.holds_secret() && bool::from(self.secret.raw().as_slice().ct_eq(presented))
     }
 
     /// Constant-time comparison of `presented` with the standard base64
@@ -234,16 +270,27 @@ impl LiveKey {
     }
 
     /// Signs `claims` as an HS256 JWT with this key (for tokens Latchkey
-    /// mints on behalf of an app).
-    pub fn sign_jwt(&self, claims: &serde_json::Value) -> String {
-        crate::jwt::sign_hs256(&self.secret.raw(), &self.id, claims)
+    /// mints on behalf of an app); `None` for a public-key key, which has
+    /// no secret to sign with.
+    pub fn sign_jwt(&self, claims: &serde_json::Value) -> Option<String> {
+        self.holds_secret()
+            .then(|| crate::jwt::sign_hs256(&self.secret.raw(), &self.id, claims))
     }
 
-    /// The HMAC state of the key's secret (every key is an HS256 key so
-    /// far).
-    pub fn hmac_key(&self) -> &Hs256Key {
+    /// The HMAC state of the key's secret; `None` for a public-key key.
+    pub fn hmac_key(&self) -> Option<&Hs256Key> {
         match &self.verifying_key {
-            VerifyingKey::Hs256(key) => key,
+            VerifyingKey::Hs256(key) => Some(key),
+            VerifyingKey::Ed25519(_) | VerifyingKey::Es256(_) => None,
+        }
+    }
+
+    /// The customer's public key of a public-key key.
+    pub fn public_key(&self) -> Option<crate::jwt::PublicKey> {
+        match &self.verifying_key {
+            VerifyingKey::Hs256(_) => None,
+            VerifyingKey::Ed25519(key) => Some(crate::jwt::PublicKey::Ed25519(key.clone())),
+            VerifyingKey::Es256(key) => Some(crate::jwt::PublicKey::P256(key.clone())),
         }
     }
 
@@ -301,8 +348,8 @@ impl LiveKey {
             policy: None,
             // The larger variant: its zeros cover every byte of either.
             secret: KeySecret::Basic(Zeroizing::new([0; BASIC_SECRET_B64_LEN])),
-            // The largest variant (HS256's, the only one so far): its
-            // bytes cover every byte of any other's.
+            // The largest variant (HS256's 120 bytes; a public key takes
+            // at most 65): its bytes cover every byte of any other's.
             verifying_key: VerifyingKey::Hs256(Hs256Key::new(b"")),
             expires: NEVER,
             last_used: AtomicI64::new(0),

@@ -1,11 +1,13 @@
-//! A strict JWT reader and signer: HS256 for now, behind a seam for the
-//! signature algorithm.
+//! A strict JWT reader and signer: HS256 under a key's secret, and
+//! Ed25519 and ES256 under a customer's public key (`public_key.rs`),
+//! behind a seam for the signature algorithm.
 //!
 //! Written here rather than taken from a general JWT crate because the
 //! verification path needs the algorithm of the key, a key looked up by
 //! `kid` from the in-memory index, typed claims of our own, and the cost of
 //! about one HMAC. Anything else is refused: algorithms Latchkey does not
-//! verify (including `none`; today every one but HS256), a missing `kid`, a
+//! verify (including `none`; every one but HS256, Ed25519 under either of
+//! its names, and ES256), a missing `kid`, a
 //! `crit` header (whatever its value, `null` included: RFC 7515 §4.1.11),
 //! tokens over [`MAX_TOKEN_LEN`], bad base64, duplicate or wrongly typed
 //! claims, and a header or claims set that is not JSON text in every
@@ -16,10 +18,11 @@
 //!
 //! The algorithm is the key's, never the token's choice (RFC 8725 §2.1,
 //! §3.1). Each key in the index holds its verification material as a
-//! [`VerifyingKey`], an enum with one variant per kind of key (only
-//! [`VerifyingKey::Hs256`] so far), and the variant fixes the one
-//! [`Algorithm`] the key verifies. Each kind of key has its own verifier,
-//! an implementation of [`JwsVerifier`] in its own file (`hs256.rs`).
+//! [`VerifyingKey`], an enum with one variant per kind of key (HS256's
+//! HMAC state, an Ed25519 or a P-256 public key), and the variant fixes
+//! the one [`Algorithm`] the key verifies. Each kind of key has its own
+//! verifier, an implementation of [`JwsVerifier`] in its own file
+//! (`hs256.rs`, `public_key.rs`).
 //! [`UnverifiedJwt::verify_signature`] compares the header's `alg` with the
 //! key's algorithm (another is refused with [`JwtError::Algorithm`]) and
 //! only then hands the token to the key's verifier. The header never picks
@@ -32,19 +35,15 @@
 //! value in the key's slot (a box would add a dependent cache miss to each
 //! lookup among 10^6 keys), and the verifier is called directly, so HS256's
 //! path stays inlined, free of allocation and the same code as before the
-//! seam. While there is one variant the enum has no tag and [`Algorithm`]
-//! is zero-sized: the comparison and the match compile to nothing (issue
-//! 17 in docs/BENCHMARKS.md). The fast header reader (`header.rs`) reads
-//! HS256 headers only; tokens of other algorithms take the serde reader.
+//! seam. The enum's tag costs one compare on HS256's path; its size is
+//! HS256's 120-byte state plus the tag (a public key takes at most 65).
+//! The fast header reader (`header.rs`) reads HS256 headers only; tokens
+//! of other algorithms take the serde reader, and their verifier decodes
+//! their 64-byte signature itself.
 //!
-//! A public-key algorithm (EdDSA over Ed25519, ES256) is added as a variant
-//! of [`Algorithm`] and of [`VerifyingKey`] (a match arm in `alg.rs`), a
-//! file with its [`JwsVerifier`], and its name in [`Algorithm`]'s reader;
-//! `hs256.rs` does not change. Then: [`VerifyingKey`] takes a tag (its
-//! size stays HS256's 120-byte state, larger than such a public key, plus
-//! the tag: `index`'s test of a key's size counts it), `parse_fast`'s
-//! 32-byte signature buffer leaves 64-byte signatures to their verifier,
-//! and [`JwtError::Algorithm`]'s message ("must be HS256") wants rewording.
+//! A new algorithm is a variant of [`Algorithm`] and of [`VerifyingKey`]
+//! (a match arm in `alg.rs`), a file with its [`JwsVerifier`], and its name
+//! in [`Algorithm`]'s reader; the other verifiers do not change.
 
 mod alg;
 mod claims;
@@ -61,7 +60,7 @@ pub use claims::{ClaimedScope, Claims};
 pub(crate) use claims::{claims_with_serde, fast_claims};
 pub(crate) use header::{parse_fast, parse_full};
 pub use hs256::sign_hs256;
-pub use public_key::{Ed25519PublicKey, P256PublicKey};
+pub use public_key::{Ed25519PublicKey, JwkError, P256PublicKey, PublicKey};
 
 /// The largest token accepted (8 KiB).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -75,7 +74,9 @@ pub enum JwtError {
     Shape,
     #[error("the JWT header is not valid base64url-encoded JSON")]
     Header,
-    #[error("the JWT header's alg must be HS256")]
+    #[error(
+        "the JWT header's alg must be one Latchkey verifies: HS256, Ed25519 (or EdDSA) or ES256"
+    )]
     Algorithm,
     #[error("the JWT header must name the signing key in kid")]
     MissingKid,

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use proptest::prelude::*;
 // Tokens built independently of the code under test.
 use ring::hmac;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::claims::{RawClaims, claims_with_serde, read_claims};
 use super::header::{
@@ -114,7 +114,14 @@ fn the_algorithm_is_named_by_the_header_and_checked_by_the_key() {
         Algorithm::from_name(Algorithm::Hs256.name()),
         Some(Algorithm::Hs256)
     );
-    for other in ["hs256", "HS512", "none", "EdDSA", "ES256", "RS256", ""] {
+    for alg in [Algorithm::Hs256, Algorithm::Ed25519, Algorithm::Es256] {
+        assert_eq!(Algorithm::from_name(alg.name()), Some(alg));
+    }
+    assert_eq!(Algorithm::from_name("EdDSA"), Some(Algorithm::Ed25519));
+    for other in [
+        "hs256", "HS512", "none", "eddsa", "ed25519", "es256", "ES256K", "ES384", "RS256", "PS256",
+        "Ed448", "",
+    ] {
         assert_eq!(Algorithm::from_name(other), None, "{other}");
     }
     let t = sign_hs256(SECRET, "app_k", &json!({"scope":"app"}));
@@ -625,4 +632,115 @@ proptest! {
             prop_assert!(p.claims().is_err());
         }
     }
+}
+
+/// A compact JWS over `claims` with `header`, signed by `sign`.
+fn signed_with(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = sign(input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// Public keys verify tokens of their own algorithm only: an Ed25519 key
+/// takes `Ed25519` and `EdDSA`, a P-256 key `ES256`; an HS256 token whose
+/// HMAC key is the public key's JWK (the classic key confusion), a token
+/// naming another algorithm, and a DER-encoded ECDSA signature are refused.
+#[test]
+fn public_keys_verify_their_own_algorithm_only() {
+    use ring::rand::SystemRandom;
+    use ring::signature::{
+        ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair,
+        Ed25519KeyPair, KeyPair,
+    };
+
+    use crate::jwt::PublicKey;
+
+    let rng = SystemRandom::new();
+    let claims = json!({"scope": "app"});
+    let ed =
+        Ed25519KeyPair::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&rng).expect("key").as_ref())
+            .expect("key");
+    let ed_jwk = json!({"kty": "OKP", "crv": "Ed25519",
+        "x": URL_SAFE_NO_PAD.encode(ed.public_key().as_ref())});
+    let ed_key = VerifyingKey::from(PublicKey::from_jwk(&ed_jwk).expect("jwk"));
+    assert_eq!(ed_key.algorithm(), Algorithm::Ed25519);
+    let es_pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+    let es = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, es_pkcs8.as_ref(), &rng)
+        .expect("key");
+    let es_der = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, es_pkcs8.as_ref(), &rng)
+        .expect("key");
+    let point = es.public_key().as_ref();
+    let es_jwk = json!({"kty": "EC", "crv": "P-256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])});
+    let es_key = VerifyingKey::from(PublicKey::from_jwk(&es_jwk).expect("jwk"));
+    assert_eq!(es_key.algorithm(), Algorithm::Es256);
+
+    let ed_sign = |m: &[u8]| ed.sign(m).as_ref().to_vec();
+    let es_sign = |m: &[u8]| es.sign(&rng, m).expect("sign").as_ref().to_vec();
+    for name in ["Ed25519", "EdDSA"] {
+        let t = signed_with(&json!({"alg": name, "kid": "app_k"}), &claims, ed_sign);
+        let parsed = parse(&t).expect("parsed");
+        assert_eq!(parsed.verify_signature(&ed_key), Ok(()), "{name}");
+        assert_eq!(
+            parsed.verify_signature(&es_key),
+            Err(JwtError::Algorithm),
+            "{name}"
+        );
+    }
+    let t = signed_with(&json!({"alg": "ES256", "kid": "app_k"}), &claims, es_sign);
+    let parsed = parse(&t).expect("parsed");
+    assert_eq!(parsed.verify_signature(&es_key), Ok(()));
+    assert_eq!(parsed.verify_signature(&ed_key), Err(JwtError::Algorithm));
+    // The signature of another key, of another message, cut short.
+    let other = signed_with(
+        &json!({"alg": "ES256", "kid": "app_k"}),
+        &json!({}),
+        es_sign,
+    );
+    let spliced = format!(
+        "{}{}",
+        &t[..t.rfind('.').expect("dot")],
+        &other[other.rfind('.').expect("dot")..]
+    );
+    assert_eq!(
+        parse(&spliced).expect("parsed").verify_signature(&es_key),
+        Err(JwtError::Signature)
+    );
+    let short = &t[..t.len() - 2];
+    assert_eq!(
+        parse(short).expect("parsed").verify_signature(&es_key),
+        Err(JwtError::Signature)
+    );
+    // DER, as ring's ASN.1 signer and many libraries make it.
+    let der = signed_with(&json!({"alg": "ES256", "kid": "app_k"}), &claims, |m| {
+        es_der.sign(&rng, m).expect("sign").as_ref().to_vec()
+    });
+    assert_eq!(
+        parse(&der).expect("parsed").verify_signature(&es_key),
+        Err(JwtError::Signature)
+    );
+    // Key confusion: HS256 under the public key's JWK text, or its bytes.
+    for hmac_key in [
+        ed_jwk.to_string().into_bytes(),
+        ed.public_key().as_ref().to_vec(),
+    ] {
+        let t = signed_with(&json!({"alg": "HS256", "kid": "app_k"}), &claims, |m| {
+            Hs256Key::new(&hmac_key).sign(m).to_vec()
+        });
+        assert_eq!(
+            parse(&t).expect("parsed").verify_signature(&ed_key),
+            Err(JwtError::Algorithm)
+        );
+    }
+    // And an HS256 key never takes a public-key token.
+    let t = signed_with(&json!({"alg": "EdDSA", "kid": "app_k"}), &claims, ed_sign);
+    assert_eq!(
+        parse(&t).expect("parsed").verify_signature(&key()),
+        Err(JwtError::Algorithm)
+    );
 }

@@ -142,65 +142,39 @@ fn owner_kind(kind: KeyKind) -> OwnerKind {
 }
 
 /// A stored key as the feed sends it: its secret opened with the master
-/// key and sealed again under the response's transport key.
-#[allow(clippy::too_many_arguments)]
-fn key_record(
-    state: &AppState,
-    transport: &TransportKey,
-    id: &str,
-    kind: KeyKind,
-    account_id: &str,
-    owner_id: &str,
-    sealed: &[u8],
-    expires_at: Option<i64>,
-    policy: &latchkey_core::policy::KeyPolicy,
-) -> Result<KeyRecord, latchkey_core::crypto::CryptoError> {
-    let secret = state.master.open(id, sealed)?;
-    Ok(KeyRecord {
-        id: id.to_string(),
-        owner_kind: owner_kind(kind),
-        account_id: account_id.to_string(),
-        owner_id: owner_id.to_string(),
-        secret: transport.seal(&state.rng, id, &secret)?,
-        expires_at,
-        policy: policy.clone(),
-    })
-}
-
+/// key and sealed again under the response's transport key, or its public
+/// key as a JWK (nothing to seal).
 fn snapshot_key(
     state: &AppState,
     transport: &TransportKey,
     k: &SnapshotKey,
 ) -> Result<KeyRecord, latchkey_core::crypto::CryptoError> {
-    key_record(
-        state,
-        transport,
-        &k.id,
-        k.kind,
-        &k.account_id,
-        &k.owner_id,
-        &k.secret_sealed,
-        k.expires_at,
-        &k.policy,
-    )
+    let (secret, public_key) = match &k.public_key {
+        Some(public_key) => (None, Some(Box::new(public_key.to_jwk()))),
+        None => {
+            let secret = state.master.open(&k.id, &k.secret_sealed)?;
+            (Some(transport.seal(&state.rng, &k.id, &secret)?), None)
+        }
+    };
+    Ok(KeyRecord {
+        id: k.id.clone(),
+        owner_kind: owner_kind(k.kind),
+        account_id: k.account_id.clone(),
+        owner_id: k.owner_id.clone(),
+        secret,
+        public_key,
+        expires_at: k.expires_at,
+        policy: k.policy.clone(),
+    })
 }
 
+/// As [`snapshot_key`], for a key the change stream read whole.
 fn stored_key(
     state: &AppState,
     transport: &TransportKey,
     k: &ApiKey,
 ) -> Result<KeyRecord, latchkey_core::crypto::CryptoError> {
-    key_record(
-        state,
-        transport,
-        &k.id,
-        k.kind,
-        &k.account_id,
-        &k.owner_id,
-        &k.secret_sealed,
-        k.expires_at,
-        &k.policy,
-    )
+    snapshot_key(state, transport, &SnapshotKey::from(k))
 }
 
 /// The snapshot's lines before its keys: the head, the accounts, their

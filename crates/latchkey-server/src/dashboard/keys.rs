@@ -241,6 +241,9 @@ async fn rotate(state: &AppState, form: SignedForm, owner: Owner, key_id: &str) 
     };
     let body = RotateKey {
         grace_seconds: Some(grace),
+        // A public-key key rotates through the API, which takes the
+        // successor's public key; the dashboard says so (see `rotate`).
+        public_key: None,
     };
     let rotated = key_ops::rotate_key(
         state,

@@ -292,8 +292,12 @@ pub struct KeyRow {
     pub replaced_by: Option<String>,
     pub rotated_from: Option<String>,
     pub rotation_due: bool,
-    /// Not expired and not already rotated.
+    /// Not expired, not already rotated, and holding a secret (a
+    /// public-key key rotates through the API, which takes the
+    /// successor's public key).
     pub can_rotate: bool,
+    /// A public-key key's algorithm and RFC 7638 thumbprint.
+    pub public_key: Option<(&'static str, String)>,
 }
 
 impl KeyRow {
@@ -322,7 +326,8 @@ impl KeyRow {
             badge,
             badge_class,
             status: v.status,
-            can_rotate: v.replaced_by.is_none() && v.status != "expired",
+            can_rotate: v.replaced_by.is_none() && v.status != "expired" && v.public_key.is_none(),
+            public_key: v.public_key_thumbprint.map(|t| (v.algorithm, t)),
             created_ago: ago_rfc3339(&v.created_at, now),
             last_used_ago: v.last_used_at.as_deref().map(|t| ago_rfc3339(t, now)),
             usage: None,

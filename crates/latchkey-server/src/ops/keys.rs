@@ -4,6 +4,7 @@
 //! scope on the app).
 
 use latchkey_core::ids::{IdKind, new_id};
+use latchkey_core::jwt::PublicKey;
 use latchkey_core::policy::Permission;
 use latchkey_core::secret::{self, KEY_SECRET_PREFIX};
 use latchkey_store::{ApiKey, App, AuditEvent, KeyKind, KeyOwnerRef, Page, Rotation};
@@ -48,6 +49,10 @@ pub struct CreateKey {
     pub credits: Option<Value>,
     #[serde(default)]
     pub meta: Option<Value>,
+    /// A JWK (Ed25519 or P-256): the key is then a public-key key, whose
+    /// private key the customer keeps; absent: Latchkey makes a secret.
+    #[serde(default)]
+    pub public_key: Option<Value>,
 }
 
 impl CreateKey {
@@ -76,6 +81,16 @@ pub struct RotateKey {
     /// default).
     #[serde(default, deserialize_with = "crate::json_values::optional_integer")]
     pub grace_seconds: Option<i64>,
+    /// The successor's public key (a JWK); required to rotate a
+    /// public-key key, and turns a key with a secret into one.
+    #[serde(default)]
+    pub public_key: Option<Value>,
+}
+
+/// A customer's JWK as a public key, or a 400 that says what to fix.
+fn public_key(jwk: Option<&Value>) -> ApiResult<Option<PublicKey>> {
+    jwk.map(|jwk| PublicKey::from_jwk(jwk).map_err(|e| ApiError::bad_request(e.to_string())))
+        .transpose()
 }
 
 /// The app a key belongs to, for its webhooks and policy; None for
@@ -172,7 +187,8 @@ fn internal(what: &'static str) -> impl FnOnce(latchkey_core::crypto::CryptoErro
     }
 }
 
-/// A new key (secret sealed) for `owner_id`, and its plain secret.
+/// A new key for `owner_id`: with `public_key`, a public-key key (no
+/// secret); without, a secret made here and sealed, returned once.
 #[allow(clippy::too_many_arguments)]
 fn new_key(
     state: &AppState,
@@ -183,14 +199,23 @@ fn new_key(
     expires_at: Option<i64>,
     rotated_from: Option<String>,
     draft: Draft,
-) -> ApiResult<(ApiKey, latchkey_core::SecretString)> {
+    public_key: Option<PublicKey>,
+) -> ApiResult<(ApiKey, Option<latchkey_core::SecretString>)> {
     let id = new_id(&state.rng, key_id_kind(kind));
-    let secret = secret::generate(&state.rng, KEY_SECRET_PREFIX);
+    let (secret, secret_sealed) = match &public_key {
+        Some(_) => (None, Vec::new()),
+        None => {
+            let secret = secret::generate(&state.rng, KEY_SECRET_PREFIX);
+            let sealed = state
+                .master
+                .seal(&state.rng, &id, secret.expose().as_bytes())
+                .map_err(internal("sealing a key secret"))?;
+            (Some(secret), sealed)
+        }
+    };
     let key = ApiKey {
-        secret_sealed: state
-            .master
-            .seal(&state.rng, &id, secret.expose().as_bytes())
-            .map_err(internal("sealing a key secret"))?,
+        secret_sealed,
+        public_key,
         id,
         kind,
         account_id: account_id.to_string(),
@@ -231,6 +256,7 @@ pub async fn create_key(
         .map(|t| parse_expiry(state, t))
         .transpose()?;
     let draft = body.draft(state.now())?;
+    let public_key = public_key(body.public_key.as_ref())?;
     caller.may_grant(&draft.policy)?;
     let (key, secret) = new_key(
         state,
@@ -241,6 +267,7 @@ pub async fn create_key(
         expires_at,
         None,
         draft,
+        public_key,
     )?;
     let mut view = ctx.view(state, &key);
     let event = ctx.event(
@@ -264,7 +291,7 @@ pub async fn create_key(
     if !state.index.insert_key(live) {
         return Err(ApiError::not_found("key owner"));
     }
-    view.secret = Some(secret);
+    view.secret = secret;
     Ok(view)
 }
 
@@ -286,10 +313,16 @@ pub async fn rotate_key(
             "graceSeconds must be from 0 to {MAX_GRACE_SECONDS} (30 days)"
         )));
     }
+    let successor_key = public_key(body.public_key.as_ref())?;
     let old = load_key(state, owner, key_id).await?;
     // The caller receives the successor's secret: it may rotate only keys
     // it could have made.
     caller.may_grant(&old.policy)?;
+    if old.public_key.is_some() && successor_key.is_none() {
+        return Err(ApiError::bad_request(
+            "this key is a public key: give its successor's public key (a JWK) in publicKey",
+        ));
+    }
     let now = state.now();
     if old.replaced_by.is_some() {
         return Err(ApiError::conflict("this key has already been rotated"));
@@ -329,6 +362,7 @@ pub async fn rotate_key(
             credits,
             credits_set: false,
         },
+        successor_key,
     )?;
     // The old key spends the successor's balance from now on.
     let old_policy = old.credits.map(|_| {
@@ -376,7 +410,7 @@ pub async fn rotate_key(
     if let Some(policy) = &old_policy {
         state.index.set_key_policy(&old.id, policy, None);
     }
-    view.secret = Some(secret);
+    view.secret = secret;
     Ok(json!({"key": view, "previousKey": previous}))
 }
 

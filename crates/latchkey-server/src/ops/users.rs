@@ -313,12 +313,19 @@ pub async fn mint_token(
     let now = state.now();
     let signing = signing_key(state, caller, &app.id, now).await?;
     let expires_at = now.saturating_add(ttl);
-    let token = signing.sign_jwt(&json!({
-        "scope": "appUser",
-        "userId": external_id,
-        "iat": now,
-        "exp": expires_at,
-    }));
+    let token = signing
+        .sign_jwt(&json!({
+            "scope": "appUser",
+            "userId": external_id,
+            "iat": now,
+            "exp": expires_at,
+        }))
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "this key is a public key and holds no secret to sign with: sign the appUser \
+                 token with its private key, or mint with a key that has a secret",
+            )
+        })?;
     let event = audit::event(state, caller, "token.minted", "user", &external_id)
         .in_app(&app.id)
         .detail("keyId", json!(signing.id))
@@ -349,8 +356,8 @@ async fn signing_key(
         .await?
         .ok_or_else(|| {
             ApiError::conflict(
-                "the app has no live key to sign with that this caller could have made; \
-                 create an app key first",
+                "the app has no live key with a secret to sign with that this caller could have \
+                 made; create an app key first",
             )
         })
 }
@@ -374,7 +381,9 @@ async fn newest_live_key(
             .list_keys(latchkey_store::KeyOwnerRef::App(app_id), &page)
             .await?;
         for k in &found.items {
+            // A public-key key has no secret to sign with.
             if k.replaced_by.is_none()
+                && k.public_key.is_none()
                 && state.index.key_is_live(&k.id, now)
                 && caller.may_grant(&k.policy).is_ok()
             {

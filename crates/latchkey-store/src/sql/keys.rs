@@ -7,13 +7,13 @@ use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use super::audit::insert_audit_tx;
 use super::{SqlStore, classify};
 use crate::{
-    ApiKey, AuditEvent, Change, KeyKind, KeyOwnerRef, KeyPolicy, Page, PageOf, Result, Rotation,
-    StoreError, StoredCredits,
+    ApiKey, AuditEvent, Change, KeyKind, KeyOwnerRef, KeyPolicy, Page, PageOf, PublicKey, Result,
+    Rotation, StoreError, StoredCredits,
 };
 
 pub(super) const KEY_COLUMNS: &str = "id, kind, account_id, app_id, user_account_id, service_account_id, \
      display_name, secret_sealed, created_at, expires_at, last_used_at, rotated_from, replaced_by, \
-     policy, credits_remaining, credits_period, credits_version";
+     policy, credits_remaining, credits_period, credits_version, public_key";
 
 pub(super) fn key_from(row: &AnyRow) -> Result<ApiKey> {
     let kind_text: &str = row.try_get("kind")?;
@@ -32,6 +32,7 @@ pub(super) fn key_from(row: &AnyRow) -> Result<ApiKey> {
         owner_id: owner_id.ok_or_else(|| StoreError::Corrupt("a key has no owner".into()))?,
         display_name: row.try_get("display_name")?,
         secret_sealed: row.try_get("secret_sealed")?,
+        public_key: public_key_from(row.try_get("public_key")?)?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         last_used_at: row.try_get("last_used_at")?,
@@ -54,6 +55,19 @@ pub(super) fn policy_from(text: Option<String>) -> Result<KeyPolicy> {
         Some(text) => serde_json::from_str(&text)
             .map_err(|e| StoreError::Corrupt(format!("a key's policy is not readable: {e}"))),
     }
+}
+
+/// A stored public key (NULL: the key has a secret). One that does not
+/// read is corruption.
+pub(super) fn public_key_from(text: Option<String>) -> Result<Option<PublicKey>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let jwk: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| StoreError::Corrupt(format!("a key's public key is not JSON: {e}")))?;
+    PublicKey::from_jwk(&jwk)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("a key's public key is not usable: {e}")))
 }
 
 /// The stored policy's text, NULL for none.
@@ -86,15 +100,15 @@ fn owner_columns(key: &ApiKey) -> (Option<&str>, Option<&str>, Option<&str>) {
     }
 }
 
-/// The columns a new key is inserted with, bound as `$1`…`$15` by
+/// The columns a new key is inserted with, bound as `$1`…`$16` by
 /// [`bind_key`].
 const KEY_INSERT_COLUMNS: &str = "id, kind, account_id, app_id, user_account_id, \
      service_account_id, display_name, secret_sealed, created_at, expires_at, rotated_from, \
-     policy, credits_remaining, credits_period, credits_version";
+     policy, credits_remaining, credits_period, credits_version, public_key";
 
 type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>;
 
-/// Binds a new key's values as `$1`…`$15`, in the order of
+/// Binds a new key's values as `$1`…`$16`, in the order of
 /// [`KEY_INSERT_COLUMNS`].
 fn bind_key<'q>(query: AnyQuery<'q>, key: &'q ApiKey, policy: Option<String>) -> AnyQuery<'q> {
     let (app, user, sa) = owner_columns(key);
@@ -115,12 +129,13 @@ fn bind_key<'q>(query: AnyQuery<'q>, key: &'q ApiKey, policy: Option<String>) ->
         .bind(credits.map(|c| c.remaining))
         .bind(credits.map(|c| c.period))
         .bind(credits.map_or(0, |c| c.version))
+        .bind(key.public_key.as_ref().map(|k| k.to_jwk().to_string()))
 }
 
 pub(super) async fn insert_key_tx(tx: &mut Transaction<'_, Any>, key: &ApiKey) -> Result<()> {
     let sql = format!(
         "INSERT INTO api_keys ({KEY_INSERT_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
     );
     bind_key(
         sqlx::query(AssertSqlSafe(sql)),
@@ -151,10 +166,10 @@ pub(super) async fn create(
     };
     let sql = format!(
         "INSERT INTO api_keys ({KEY_INSERT_COLUMNS}) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
          WHERE (SELECT COUNT(*) FROM api_keys \
-                WHERE {owner_column} = $16 AND replaced_by IS NULL \
-                  AND (expires_at IS NULL OR expires_at > $17)) < $18"
+                WHERE {owner_column} = $17 AND replaced_by IS NULL \
+                  AND (expires_at IS NULL OR expires_at > $18)) < $19"
     );
     let policy = policy_text(&key.policy)?;
     let mut tx = store.write_tx().await?;

@@ -6,7 +6,7 @@ use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use super::apps::{APP_COLUMNS, app_from};
 use super::bootstrap::operator_token_from;
-use super::keys::{KEY_COLUMNS, credits_from, key_from, policy_from};
+use super::keys::{KEY_COLUMNS, credits_from, key_from, policy_from, public_key_from};
 use super::verifier_tokens::{VERIFIER_TOKEN_COLUMNS, verifier_token_from};
 use super::{Backend, SqlStore};
 use crate::{KeyKind, Result, Snapshot, SnapshotHead, SnapshotKey, StoreError};
@@ -67,18 +67,18 @@ async fn snapshot_keys(
     let page = "SELECT seq, id, kind, account_id, \
          COALESCE(app_id, user_account_id, service_account_id) AS owner_id, \
          secret_sealed, expires_at, last_used_at, policy, credits_remaining, credits_period, \
-         credits_version \
+         credits_version, public_key \
          FROM api_keys WHERE seq > $1 ORDER BY seq LIMIT $2";
     let sql = match backend {
         Backend::Sqlite => format!(
             "SELECT MAX(seq), COUNT(*), json_group_array(json_array(id, kind, account_id, \
              owner_id, hex(secret_sealed), expires_at, last_used_at, policy, credits_remaining, \
-             credits_period, credits_version)) FROM ({page})"
+             credits_period, credits_version, public_key)) FROM ({page})"
         ),
         Backend::Postgres => format!(
             "SELECT MAX(seq), COUNT(*), COALESCE(json_agg(json_build_array(id, kind, \
              account_id, owner_id, encode(secret_sealed, 'hex'), expires_at, last_used_at, policy, \
-             credits_remaining, credits_period, credits_version))::text, \
+             credits_remaining, credits_period, credits_version, public_key))::text, \
              '[]') FROM ({page}) AS page"
         ),
     };
@@ -110,7 +110,7 @@ async fn snapshot_keys(
 
 /// One key of a snapshot page: id, kind, account id, owner id, sealed
 /// secret (hex), expiry, last use, policy (JSON text), credit balance,
-/// its refill period and version.
+/// its refill period and version, public key (JWK text).
 type PageKey = (
     String,
     String,
@@ -123,6 +123,7 @@ type PageKey = (
     Option<i64>,
     Option<i64>,
     i64,
+    Option<String>,
 );
 
 fn snapshot_keys_from_json(text: &str) -> Result<Vec<SnapshotKey>> {
@@ -142,6 +143,7 @@ fn snapshot_keys_from_json(text: &str) -> Result<Vec<SnapshotKey>> {
                 credits_remaining,
                 credits_period,
                 credits_version,
+                public_key,
             )| {
                 let kind = KeyKind::parse(&kind)
                     .ok_or_else(|| StoreError::Corrupt(format!("unknown key kind {kind:?}")))?;
@@ -152,6 +154,7 @@ fn snapshot_keys_from_json(text: &str) -> Result<Vec<SnapshotKey>> {
                     owner_id: owner_id
                         .ok_or_else(|| StoreError::Corrupt("a key has no owner".into()))?,
                     secret_sealed: from_hex(&sealed)?,
+                    public_key: public_key_from(public_key)?,
                     expires_at,
                     last_used_at,
                     policy: policy_from(policy)?,

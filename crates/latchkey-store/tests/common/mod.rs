@@ -157,6 +157,7 @@ pub fn key(id: &str, kind: KeyKind, account: &str, owner: &str) -> ApiKey {
         owner_id: owner.into(),
         display_name: "k".into(),
         secret_sealed: vec![1, 2, 3],
+        public_key: None,
         created_at: 100,
         expires_at: None,
         last_used_at: None,

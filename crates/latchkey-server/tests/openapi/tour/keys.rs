@@ -33,6 +33,109 @@ pub const ACCOUNT_KEYS: Ops = &[
     ("post", "/v1/account/keys/{key_id}/rotate"),
 ];
 
+/// What `public_keys_are_created_read_and_rotated` reaches.
+pub const PUBLIC_KEYS: Ops = &[
+    ("post", "/v1/apps/{app_id}/keys"),
+    ("get", "/v1/apps/{app_id}/keys/{key_id}"),
+    ("get", "/v1/apps/{app_id}/keys"),
+    ("post", "/v1/apps/{app_id}/keys/{key_id}/rotate"),
+    ("post", "/v1/serviceAccounts"),
+    ("post", "/v1/serviceAccounts/{sa_id}/keys"),
+];
+
+#[tokio::test]
+async fn public_keys_are_created_read_and_rotated() {
+    let app = TestApp::spawn().await;
+    let mut t = Tour::new(&app);
+    let owner_auth = app.owner();
+    let owner = Some(owner_auth.as_str());
+    let app_id = app.create_app(&owner_auth, "Chat").await;
+    let ap = format!("/v1/apps/{app_id}");
+    let jwk = super::public_jwk(false);
+    let r = t
+        .call(
+            "post",
+            "/v1/apps/{app_id}/keys",
+            &format!("{ap}/keys"),
+            owner,
+            Some(json!({"displayName": "signed elsewhere", "publicKey": jwk})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert!(r.body["key"].get("secret").is_none(), "{:?}", r.body);
+    let key_id = id_of(&r, "key");
+    t.call(
+        "post",
+        "/v1/apps/{app_id}/keys",
+        &format!("{ap}/keys"),
+        owner,
+        Some(json!({"displayName": "private", "publicKey": {"kty": "OKP", "crv": "Ed25519", "x": jwk["x"], "d": jwk["x"]}})),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let r = t
+        .call(
+            "get",
+            "/v1/apps/{app_id}/keys/{key_id}",
+            &format!("{ap}/keys/{key_id}"),
+            owner,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["key"]["publicKey"], jwk);
+    t.call(
+        "post",
+        "/v1/apps/{app_id}/keys/{key_id}/rotate",
+        &format!("{ap}/keys/{key_id}/rotate"),
+        owner,
+        Some(json!({})),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let r = t
+        .call(
+            "post",
+            "/v1/apps/{app_id}/keys/{key_id}/rotate",
+            &format!("{ap}/keys/{key_id}/rotate"),
+            owner,
+            Some(json!({"graceSeconds": 60, "publicKey": super::public_jwk(true)})),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(r.body["key"]["algorithm"], "ES256");
+    t.call(
+        "get",
+        "/v1/apps/{app_id}/keys",
+        &format!("{ap}/keys"),
+        owner,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let r = t
+        .call(
+            "post",
+            "/v1/serviceAccounts",
+            "/v1/serviceAccounts",
+            owner,
+            Some(json!({"displayName": "robot"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let sa = id_of(&r, "serviceAccount");
+    t.call(
+        "post",
+        "/v1/serviceAccounts/{sa_id}/keys",
+        &format!("/v1/serviceAccounts/{sa}/keys"),
+        owner,
+        Some(json!({"displayName": "robot", "publicKey": super::public_jwk(true)})),
+        StatusCode::CREATED,
+    )
+    .await;
+    t.assert_covered(PUBLIC_KEYS);
+}
+
 /// What `key_policies_are_set_changed_and_verified` reaches.
 pub const KEY_POLICIES: Ops = &[
     ("post", "/v1/apps/{app_id}/keys"),

@@ -48,6 +48,7 @@ pub const TOURS: &[Ops] = &[
     keys::EXPIRY_AND_ROTATION,
     keys::ACCOUNT_KEYS,
     keys::KEY_POLICIES,
+    keys::PUBLIC_KEYS,
     users::USERS,
     users::MINTED_TOKENS,
     webhooks::WEBHOOKS,
@@ -360,5 +361,25 @@ impl Robot {
             .put(&format!("{}/apps/{app_id}", self.sa), &app.owner())
             .await;
         assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    }
+}
+
+/// A fresh public JWK: Ed25519, or P-256 when `p256`.
+pub fn public_jwk(p256: bool) -> Value {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+    let rng = ring::rand::SystemRandom::new();
+    if p256 {
+        let alg = &ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("key");
+        let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).expect("key");
+        let point = pair.public_key().as_ref();
+        json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+               "y": URL_SAFE_NO_PAD.encode(&point[33..])})
+    } else {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+        json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())})
     }
 }

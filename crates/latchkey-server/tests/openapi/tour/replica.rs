@@ -27,6 +27,16 @@ async fn replica_tokens_and_the_feed() {
     // line the feed sends.
     let World { .. } = World::new(&app).await;
     let super::Robot { .. } = super::Robot::new(&app).await;
+    // And a public-key key, which the feed sends with its JWK.
+    let public_app = app.create_app(&app.owner(), "public").await;
+    let made = app
+        .post(
+            &format!("/v1/apps/{public_app}/keys"),
+            &app.owner(),
+            json!({"displayName": "public", "publicKey": super::public_jwk(false)}),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
 
     let r = t
         .call(
@@ -75,6 +85,10 @@ async fn replica_tokens_and_the_feed() {
     let head: serde_json::Value =
         serde_json::from_str(text.lines().next().expect("head")).expect("json");
     let seq = head["head"]["seq"].as_i64().expect("seq");
+    assert!(
+        text.lines().any(|l| l.contains("\"publicKey\"")),
+        "the public-key key is in the snapshot"
+    );
     // Every kind of change after the snapshot: an app, a key, an app
     // user's key deleted, a service account granted.
     let owner = app.owner();

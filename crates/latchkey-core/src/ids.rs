@@ -25,6 +25,10 @@ pub enum IdKind {
     Event,
     Webhook,
     Invite,
+    /// An app's signing key: Latchkey's own Ed25519 key that signs the
+    /// appUser tokens it mints with `alg` `EdDSA` (published in the app's
+    /// JWKS).
+    SigningKey,
 }
 
 impl IdKind {
@@ -44,6 +48,7 @@ impl IdKind {
             IdKind::Event => "evt_",
             IdKind::Webhook => "whk_",
             IdKind::Invite => "inv_",
+            IdKind::SigningKey => "sig_",
         }
     }
 

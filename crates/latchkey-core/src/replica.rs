@@ -135,6 +135,40 @@ pub struct AppRecord {
     pub account_id: String,
     #[serde(default)]
     pub policy: AppPolicy,
+    /// The app's signing keys, current first: the public keys of the
+    /// EdDSA tokens Latchkey mints for it (nothing secret).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signers: Vec<SignerRecord>,
+}
+
+/// An app's signing key: its id (the `kid` of the tokens it signs) and its
+/// Ed25519 public key, base64url.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignerRecord {
+    pub id: String,
+    pub public_key: String,
+}
+
+/// Sets an app's signing keys in `index` from its record; a key whose
+/// public key does not read is left out (its tokens are refused).
+fn apply_signers(index: &KeyIndex, app: &AppRecord) {
+    let signers = app
+        .signers
+        .iter()
+        .filter_map(|s| {
+            let bytes = base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                &s.public_key,
+            )
+            .ok()?;
+            Some((
+                s.id.clone(),
+                crate::jwt::Ed25519PublicKey::from_bytes(&bytes)?,
+            ))
+        })
+        .collect();
+    index.set_app_signers(&app.id, signers);
 }
 
 /// A live service account and the apps it created or was granted.
@@ -317,6 +351,7 @@ pub fn apply_owner(index: &KeyIndex, line: &SnapshotLine) -> Result<(), ApplyErr
         SnapshotLine::App(app) => {
             index.insert_app(&app.id, &app.account_id);
             index.set_app_policy(&app.id, app.policy.clone());
+            apply_signers(index, app);
         }
         SnapshotLine::ServiceAccount(sa) => {
             index.insert_service_account(&sa.id, &sa.account_id);
@@ -350,6 +385,7 @@ pub fn apply(
                     index.insert_app(id, &app.account_id);
                 }
                 index.set_app_policy(id, app.policy.clone());
+                apply_signers(index, app);
             }
             None => index.remove_app(id),
         },

@@ -94,6 +94,33 @@ async fn build_index_in_batches(
     Ok((index, change_seq))
 }
 
+/// Apps' signing keys (each app's current one first) into the index; one
+/// whose public key does not read is left out and logged (its tokens are
+/// refused, as they would be without it).
+pub fn index_signers(index: &KeyIndex, signers: &[latchkey_store::AppSigner]) {
+    let mut by_app: std::collections::BTreeMap<&str, Vec<_>> = std::collections::BTreeMap::new();
+    for signer in signers {
+        let key = base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &signer.public_key,
+        )
+        .ok()
+        .and_then(|bytes| latchkey_core::jwt::Ed25519PublicKey::from_bytes(&bytes));
+        match key {
+            Some(key) => by_app
+                .entry(&signer.app_id)
+                .or_default()
+                .push((signer.id.clone(), key)),
+            None => {
+                tracing::error!(key = %signer.id, "a stored signing key's public key is not readable")
+            }
+        }
+    }
+    for (app_id, keys) in by_app {
+        index.set_app_signers(app_id, keys);
+    }
+}
+
 /// Everything but the keys, which need it in place: a key enters the
 /// index only if its owner is there.
 fn index_head(index: &KeyIndex, head: SnapshotHead) {
@@ -113,6 +140,7 @@ fn index_head(index: &KeyIndex, head: SnapshotHead) {
     for (user_account_id, account_id, role) in &head.members {
         index.set_member(user_account_id, account_id, *role);
     }
+    index_signers(index, &head.signers);
     for token in &head.operator_tokens {
         index_operator_token(index, token);
     }

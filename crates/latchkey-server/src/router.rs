@@ -13,8 +13,8 @@ use axum::response::Response;
 use axum::routing::{delete, get, patch, post, put};
 
 use crate::api::{
-    accounts, apps, audit_log, introspect, keys, members, replica, service_accounts, usage, users,
-    verifier_tokens, verify, webhooks,
+    accounts, apps, audit_log, introspect, keys, members, replica, service_accounts, signing_keys,
+    usage, users, verifier_tokens, verify, webhooks,
 };
 use crate::api::{forward_auth, health, method_not_allowed, no_route, openapi, ready};
 use crate::extract::AuditSlot;
@@ -104,6 +104,12 @@ pub fn router(state: AppState) -> Router {
             "/v1/apps/{app_id}/keys/{key_id}/rotate",
             post(keys::rotate_app_key),
         )
+        .route("/v1/apps/{app_id}/signingKeys", get(signing_keys::list))
+        .route(
+            "/v1/apps/{app_id}/signingKeys/rotate",
+            post(signing_keys::rotate),
+        )
+        .route("/v1/apps/{app_id}/jwks.json", get(signing_keys::jwks))
         .route("/v1/apps/{app_id}/audit", get(audit_log::app_audit))
         .route("/v1/apps/{app_id}/usage", get(usage::app_usage))
         .route(

@@ -7,52 +7,12 @@
 //! minting with it are refused.
 
 mod common;
-
-use std::io::Write;
-use std::process::{Command, Stdio};
+#[path = "common/jose.rs"]
+mod jose;
 
 use common::{StatusCode, TestApp, basic, bearer_jwt};
+use jose::{keypair, signed};
 use serde_json::{Value, json};
-
-/// Runs the client with one request; its answer.
-fn client(request: Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/jose_py.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(request.to_string().as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("python3 output");
-    assert!(
-        out.status.success(),
-        "the client failed (pip install pyjwt joserfc cryptography): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
-/// A key pair made by PyJWT over pyca/cryptography: (private JWK, public
-/// JWK).
-fn keypair(kind: &str) -> (Value, Value) {
-    let pair = client(json!({"op": "keypair", "kind": kind}));
-    (pair["private"].clone(), pair["public"].clone())
-}
-
-/// `Authorization: Bearer` with a JWT of `claims` that `lib` signed with
-/// `alg` under `private`, naming `kid`.
-fn signed(lib: &str, alg: &str, kid: &str, private: &Value, claims: Value) -> String {
-    let out = client(json!({"op": "sign", "lib": lib, "alg": alg, "kid": kid,
-        "private": private, "claims": claims}));
-    format!("Bearer {}", out["token"].as_str().expect("token"))
-}
 
 /// Registers `public` as a key of the app; the key's id.
 async fn public_key_of_app(app: &TestApp, app_id: &str, public: &Value) -> String {

@@ -1258,17 +1258,7 @@ async fn a_replica_refuses_plain_http_off_this_machine_and_never_prints_its_toke
 
 /// A second node on the PostgreSQL database of `app`'s server.
 async fn second_node(app: &TestApp) -> latchkey_server::RunningServer {
-    let first = app.server.as_ref().expect("running");
-    let mut config = latchkey_server::Config::new(app.dir.path().join("second"));
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.database_url = first.state.config.database_url.clone();
-    config.master_key_file = Some(first.state.config.master_key_path());
-    let opened = latchkey_server::open(config, app.clock.clone(), true)
-        .await
-        .expect("open the second node");
-    latchkey_server::start(opened.state)
-        .await
-        .expect("start the second node")
+    app.second_node().await
 }
 
 /// On PostgreSQL: a replica following node B sees what node A does (a key

@@ -213,6 +213,19 @@ pub trait Store:
     async fn update_app(&self, app: &App, audit: &AuditEvent) -> Result<bool>;
     async fn delete_app(&self, id: &str, audit: &AuditEvent) -> Result<bool>;
 
+    // --- apps' signing keys (issue 22) --------------------------------------
+    /// An app's signing keys, the current one first (at most two).
+    async fn signing_keys(&self, app_id: &str) -> Result<Vec<SigningKey>>;
+    /// Makes `key` its app's current signing key. With `rotate`, the
+    /// current one is retired and the one retired before removed; without,
+    /// nothing is written if the app already has a current key (false).
+    async fn create_signing_key(
+        &self,
+        key: &SigningKey,
+        rotate: bool,
+        audit: &AuditEvent,
+    ) -> Result<bool>;
+
     // --- keys ------------------------------------------------------------
     /// Inserts a key unless its owner already has `limit` live keys at
     /// `now` ([`StoreError::LimitReached`]). Keys already replaced by a

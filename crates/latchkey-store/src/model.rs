@@ -255,6 +255,43 @@ pub struct PageOf<T> {
     pub has_more: bool,
 }
 
+/// An app's signing key (issue 22): Latchkey's own Ed25519 key for the
+/// appUser tokens it mints with `alg` `EdDSA`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub id: String,
+    pub app_id: String,
+    /// The PKCS#8 document, sealed under the master key (the id as
+    /// associated data).
+    pub private_sealed: Vec<u8>,
+    /// The public key (32 bytes), base64url.
+    pub public_key: String,
+    pub created_at: i64,
+    /// When a rotation replaced it; `None` for the current key.
+    pub retired_at: Option<i64>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("id", &self.id)
+            .field("app_id", &self.app_id)
+            .field("public_key", &self.public_key)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An app's signing key as the index needs it: id, app, public key
+/// (base64url).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSigner {
+    pub id: String,
+    pub app_id: String,
+    pub public_key: String,
+}
+
 /// Everything the in-memory index is built from.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -270,6 +307,8 @@ pub struct Snapshot {
     pub members: Vec<(String, String, latchkey_core::policy::Role)>,
     pub operator_tokens: Vec<OperatorToken>,
     pub verifier_tokens: Vec<VerifierToken>,
+    /// Apps' signing keys, each app's current one first.
+    pub signers: Vec<AppSigner>,
     /// The newest change recorded when the snapshot was taken: a node that
     /// loaded it follows [`crate::Store::changes_since`] from here.
     pub change_seq: i64,
@@ -290,6 +329,8 @@ pub struct SnapshotHead {
     pub members: Vec<(String, String, latchkey_core::policy::Role)>,
     pub operator_tokens: Vec<OperatorToken>,
     pub verifier_tokens: Vec<VerifierToken>,
+    /// As [`Snapshot::signers`].
+    pub signers: Vec<AppSigner>,
     /// How many keys will follow, so that the index can be sized once.
     pub key_count: u64,
     /// As [`Snapshot::change_seq`].

@@ -67,6 +67,11 @@ pub(super) enum KeySecret {
     /// presented secret, so Basic with it is refused, and it signs
     /// nothing.
     None,
+    /// None here either: the key is an app's signing key, Latchkey's own,
+    /// whose private key stays sealed in the store and is opened only to
+    /// mint. It verifies only appUser tokens (Latchkey mints nothing else
+    /// with it).
+    Signer,
 }
 
 impl KeySecret {
@@ -91,7 +96,7 @@ impl KeySecret {
                 }
             }
             KeySecret::Raw(raw) => raw.clone(),
-            KeySecret::None => Zeroizing::new(Vec::new()),
+            KeySecret::None | KeySecret::Signer => Zeroizing::new(Vec::new()),
         }
     }
 }
@@ -154,10 +159,39 @@ impl LiveKey {
         }
     }
 
+    /// An app's signing key (see [`KeySecret::Signer`]), by its public
+    /// key: it verifies the appUser tokens Latchkey minted with it.
+    pub fn app_signer(
+        id: String,
+        account_id: &str,
+        app_id: &str,
+        public_key: crate::jwt::Ed25519PublicKey,
+    ) -> Self {
+        let owner = KeyOwner::App {
+            account_id: account_id.into(),
+            app_id: app_id.into(),
+        };
+        let mut key = Self::with_public_key(
+            id,
+            owner,
+            crate::jwt::PublicKey::Ed25519(public_key),
+            None,
+            None,
+        );
+        key.secret = KeySecret::Signer;
+        key
+    }
+
     /// Whether the key holds a secret (Basic, HS256, minting), rather than
     /// a public key.
     pub fn holds_secret(&self) -> bool {
-        !matches!(self.secret, KeySecret::None)
+        !matches!(self.secret, KeySecret::None | KeySecret::Signer)
+    }
+
+    /// Whether the key is an app's signing key, which verifies appUser
+    /// tokens only.
+    pub fn is_app_signer(&self) -> bool {
+        matches!(self.secret, KeySecret::Signer)
     }
 
     /// The key with its policy (nothing changes for an empty one).

@@ -190,6 +190,8 @@ struct Inner {
     verifier_tokens: Vec<(String, [u8; 32])>,
     /// replica token id -> SHA-256 of the token
     replica_tokens: Vec<(String, [u8; 32])>,
+    /// Each app's signing keys (ids, current first), which are in `keys`.
+    signers: Map<Arc<str>, Vec<(String, crate::jwt::Ed25519PublicKey)>>,
     /// key id -> the key's credit balance, kept when the key is loaded
     /// again so that spending not yet written to the store is not lost
     credit_cells: Map<Box<str>, Arc<CreditCell>>,
@@ -208,6 +210,7 @@ impl Inner {
             operator_tokens: Vec::new(),
             verifier_tokens: Vec::new(),
             replica_tokens: Vec::new(),
+            signers: Map::with_hasher(random_hasher()),
             credit_cells: Map::with_hasher(random_hasher()),
         }
     }

@@ -84,11 +84,55 @@ impl KeyIndex {
             .map(|app| Arc::clone(&app.account_id))
     }
 
+    /// Sets an app's signing keys (current first): those not listed leave
+    /// the index, new ones enter it (`LiveKey::app_signer`). False when
+    /// the app is not in the index.
+    pub fn set_app_signers(
+        &self,
+        app_id: &str,
+        signers: Vec<(String, crate::jwt::Ed25519PublicKey)>,
+    ) -> bool {
+        let mut inner = self.write();
+        let Some(app) = inner.apps.get(app_id).cloned() else {
+            return false;
+        };
+        let old = inner.signers.remove(app_id).unwrap_or_default();
+        for (id, _) in &old {
+            if !signers.iter().any(|(new, _)| new == id) {
+                inner.keys.remove(id.as_bytes());
+            }
+        }
+        for (id, public_key) in &signers {
+            if !old.iter().any(|(had, _)| had == id) {
+                let key = super::LiveKey::app_signer(
+                    id.clone(),
+                    &app.account_id,
+                    &app.app_id,
+                    public_key.clone(),
+                );
+                inner.insert_key(key);
+            }
+        }
+        if !signers.is_empty() {
+            inner.signers.insert(Arc::clone(&app.app_id), signers);
+        }
+        true
+    }
+
+    /// An app's signing keys, current first (its JWKS); `None` for an app
+    /// not in the index.
+    pub fn app_signers(&self, app_id: &str) -> Option<Vec<(String, crate::jwt::Ed25519PublicKey)>> {
+        let inner = self.read();
+        inner.apps.get(app_id)?;
+        Some(inner.signers.get(app_id).cloned().unwrap_or_default())
+    }
+
     /// Forgets an app, its keys, and every grant of it.
     pub fn remove_app(&self, app_id: &str) {
         let mut inner = self.write();
         inner.apps.remove(app_id);
         inner.policies.remove(app_id);
+        inner.signers.remove(app_id);
         inner.keys.retain(|k| match &k.owner {
             KeyOwner::App { app_id: a, .. } => &**a != app_id,
             _ => true,

@@ -103,6 +103,16 @@ fn jwt_verified(
             return Err(AuthError::TokenTooLong(max));
         }
     }
+    // An app's signing key signs only the appUser tokens Latchkey mints.
+    if key.is_app_signer() {
+        match &claims.scope {
+            ClaimedScope::AppUser { .. } => {}
+            ClaimedScope::Missing => return Err(AuthError::MissingScope),
+            ClaimedScope::App => return Err(AuthError::ScopeNotAllowed("app".into())),
+            ClaimedScope::Account => return Err(AuthError::ScopeNotAllowed("account".into())),
+            ClaimedScope::Other(s) => return Err(AuthError::ScopeNotAllowed(s.clone())),
+        }
+    }
     let principal = match (&key.owner, claims.scope) {
         (KeyOwner::App { account_id, app_id }, ClaimedScope::App) => Principal::App {
             key_id: key.id.clone(),

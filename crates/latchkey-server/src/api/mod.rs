@@ -11,6 +11,7 @@ pub(crate) mod keys;
 pub(crate) mod members;
 pub(crate) mod replica;
 pub(crate) mod service_accounts;
+pub(crate) mod signing_keys;
 pub(crate) mod usage;
 pub(crate) mod users;
 pub(crate) mod verifier_tokens;

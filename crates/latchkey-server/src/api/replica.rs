@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use hyper::body::{Bytes, Frame};
 use latchkey_core::replica::{
     AccountRecord, AppRecord, Entity, FeedLine, Head, KeyRecord, MemberRecord, OwnerKind,
-    ServiceAccountRecord, SnapshotLine, TransportKey,
+    ServiceAccountRecord, SignerRecord, SnapshotLine, TransportKey,
 };
 use latchkey_core::secret::REPLICA_TOKEN_PREFIX;
 use latchkey_store::{
@@ -204,11 +204,19 @@ fn owner_lines(head: SnapshotHead, salt: &str) -> Vec<SnapshotLine> {
             role: role.as_str().to_string(),
         })
     }));
+    let mut signers: BTreeMap<String, Vec<SignerRecord>> = BTreeMap::new();
+    for s in head.signers {
+        signers.entry(s.app_id).or_default().push(SignerRecord {
+            id: s.id,
+            public_key: s.public_key,
+        });
+    }
     lines.extend(head.apps.iter().map(|app| {
         SnapshotLine::App(AppRecord {
             id: app.id.clone(),
             account_id: app.account_id.clone(),
             policy: crate::ops::policy::app_policy(&app.settings),
+            signers: signers.remove(&app.id).unwrap_or_default(),
         })
     }));
     let mut service_accounts: BTreeMap<String, ServiceAccountRecord> = head
@@ -406,11 +414,23 @@ async fn entity(
             Entity::Account { id, account }
         }
         ChangeEntity::App => {
-            let app = store.get_app(&id).await?.map(|app| AppRecord {
-                id: app.id.clone(),
-                account_id: app.account_id.clone(),
-                policy: crate::ops::policy::app_policy(&app.settings),
-            });
+            let app = match store.get_app(&id).await? {
+                Some(app) => Some(AppRecord {
+                    id: app.id.clone(),
+                    account_id: app.account_id.clone(),
+                    policy: crate::ops::policy::app_policy(&app.settings),
+                    signers: store
+                        .signing_keys(&app.id)
+                        .await?
+                        .into_iter()
+                        .map(|k| SignerRecord {
+                            id: k.id,
+                            public_key: k.public_key,
+                        })
+                        .collect(),
+                }),
+                None => None,
+            };
             Entity::App { id, app }
         }
         ChangeEntity::Key => {

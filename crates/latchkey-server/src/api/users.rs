@@ -107,6 +107,9 @@ pub async fn delete(
 pub struct MintToken {
     #[serde(default, deserialize_with = "crate::json_values::optional_integer")]
     ttl_seconds: Option<i64>,
+    /// `HS256` (the default) or `EdDSA`.
+    #[serde(default)]
+    alg: Option<String>,
 }
 
 /// Mints an appUser JWT for one user (see [`ops::mint_token`]).
@@ -116,8 +119,9 @@ pub async fn mint_token(
     PathParams((app_id, user)): PathParams<(String, String)>,
     JsonBodyOrEmpty(body): JsonBodyOrEmpty<MintToken>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let alg = ops::MintAlg::parse(body.alg.as_deref())?;
     let (token, expires_at) =
-        ops::mint_token(&state, &caller, &app_id, user, body.ttl_seconds).await?;
+        ops::mint_token(&state, &caller, &app_id, user, body.ttl_seconds, alg).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"token": token, "expiresAt": rfc3339(expires_at)})),

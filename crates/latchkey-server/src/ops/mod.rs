@@ -17,6 +17,7 @@ pub mod keys;
 pub mod members;
 pub mod policy;
 pub mod service_accounts;
+pub mod signing_keys;
 pub mod users;
 pub mod verifier_tokens;
 pub mod verify;

@@ -273,13 +273,47 @@ pub async fn delete_user(
     Ok(())
 }
 
+/// How a minted token is signed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MintAlg {
+    /// HS256 with an app key's secret (the default): the token carries
+    /// that key's policy, and verifies only at Latchkey.
+    #[default]
+    Hs256,
+    /// EdDSA with the app's signing key (`ops::signing_keys`): anyone
+    /// with the app's JWKS verifies it.
+    EdDsa,
+}
+
+impl MintAlg {
+    /// The `alg` of a mint request (absent: HS256).
+    pub fn parse(alg: Option<&str>) -> ApiResult<Self> {
+        match alg {
+            None | Some("HS256") => Ok(MintAlg::Hs256),
+            Some("EdDSA") => Ok(MintAlg::EdDsa),
+            Some(_) => Err(ApiError::bad_request(
+                "alg must be HS256 (the default: signed with an app key's secret) or EdDSA \
+                 (signed with the app's signing key, published at /v1/apps/{appId}/jwks.json)",
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MintAlg::Hs256 => "HS256",
+            MintAlg::EdDsa => super::signing_keys::MINTED_ALG,
+        }
+    }
+}
+
 /// Default and bounds of a minted token's lifetime.
 const DEFAULT_TOKEN_TTL: i64 = 3600;
 const TOKEN_TTL_RANGE: (i64, i64) = (60, 86_400);
 
-/// Mints an appUser JWT for one user, signed with the app's newest live key,
-/// for platforms that would rather not sign tokens themselves. The lifetime
-/// is capped by the app's `maxTokenTtlSeconds`.
+/// Mints an appUser JWT for one user, for platforms that would rather not
+/// sign tokens themselves: HS256 with the app's newest live key with a
+/// secret, or EdDSA with the app's signing key. The lifetime is capped by
+/// the app's `maxTokenTtlSeconds`.
 /// Returns the token and when it expires.
 pub async fn mint_token(
     state: &AppState,
@@ -287,6 +321,7 @@ pub async fn mint_token(
     app_id: &str,
     user: String,
     ttl_seconds: Option<i64>,
+    alg: MintAlg,
 ) -> ApiResult<(String, i64)> {
     caller.require(Permission::TokensMint)?;
     let app = app_for(state, caller, app_id, None, UserAction::Manage).await?;
@@ -311,24 +346,33 @@ pub async fn mint_token(
         }
     };
     let now = state.now();
-    let signing = signing_key(state, caller, &app.id, now).await?;
     let expires_at = now.saturating_add(ttl);
-    let token = signing
-        .sign_jwt(&json!({
-            "scope": "appUser",
-            "userId": external_id,
-            "iat": now,
-            "exp": expires_at,
-        }))
-        .ok_or_else(|| {
-            ApiError::conflict(
-                "this key is a public key and holds no secret to sign with: sign the appUser \
-                 token with its private key, or mint with a key that has a secret",
-            )
-        })?;
+    let claims = json!({
+        "scope": "appUser",
+        "userId": external_id,
+        "iat": now,
+        "exp": expires_at,
+    });
+    let (token, kid) = match alg {
+        MintAlg::Hs256 => {
+            let signing = signing_key(state, caller, &app.id, now).await?;
+            let token = signing.sign_jwt(&claims).ok_or_else(|| {
+                ApiError::conflict(
+                    "this key is a public key and holds no secret to sign with: sign the \
+                     appUser token with its private key, or mint with a key that has a secret",
+                )
+            })?;
+            (token, signing.id.to_string())
+        }
+        MintAlg::EdDsa => {
+            super::signing_keys::may_mint_eddsa(caller)?;
+            super::signing_keys::sign_eddsa(state, caller, &app, &claims).await?
+        }
+    };
     let event = audit::event(state, caller, "token.minted", "user", &external_id)
         .in_app(&app.id)
-        .detail("keyId", json!(signing.id))
+        .detail("keyId", json!(kid))
+        .detail("alg", json!(alg.name()))
         .detail("ttlSeconds", json!(ttl));
     state.store.record_audit(&event).await?;
     Ok((token, expires_at))

@@ -8,6 +8,10 @@ would. Reads one JSON request on stdin, writes one JSON answer on stdout.
   {"op": "sign", "lib": "pyjwt" | "joserfc", "alg": ..., "kid": ...,
    "private": JWK, "claims": {...}}
       -> {"token": "..."}
+  {"op": "verify", "jwks_url": "...", "token": "...", "now": unix seconds}
+      -> {"claims": {...}, "header": {...}} or {"error": "..."}
+         (joserfc, with the JWKS fetched over HTTP; exp, nbf and iat
+         checked at `now`, the test server's clock)
 """
 
 import json
@@ -48,12 +52,31 @@ def sign(req):
     raise SystemExit(f"unknown lib {req['lib']}")
 
 
+def verify(req):
+    import urllib.request
+
+    from joserfc import jwt as jjwt
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    with urllib.request.urlopen(req["jwks_url"]) as resp:
+        keys = KeySet.import_key_set(json.load(resp))
+    try:
+        token = jjwt.decode(req["token"], keys, algorithms=["EdDSA", "Ed25519"])
+        jjwt.JWTClaimsRegistry(now=req["now"], exp={"essential": True}).validate(token.claims)
+    except (JoseError, ValueError) as e:
+        return {"error": type(e).__name__}
+    return {"claims": token.claims, "header": token.header}
+
+
 def main():
     req = json.load(sys.stdin)
     if req["op"] == "keypair":
         out = keypair(req["kind"])
     elif req["op"] == "sign":
         out = {"token": sign(req)}
+    elif req["op"] == "verify":
+        out = verify(req)
     else:
         raise SystemExit(f"unknown op {req['op']}")
     json.dump(out, sys.stdout)

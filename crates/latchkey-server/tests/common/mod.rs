@@ -287,6 +287,22 @@ impl TestApp {
         Key::from_reply(&r)
     }
 
+    /// A second node on this server's database (PostgreSQL: nodes share
+    /// it), with the same master key and clock.
+    pub async fn second_node(&self) -> RunningServer {
+        let first = self.server.as_ref().expect("running");
+        let mut config = Config::new(self.dir.path().join("second"));
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        config.database_url = first.state.config.database_url.clone();
+        config.master_key_file = Some(first.state.config.master_key_path());
+        let opened = latchkey_server::open(config, self.clock.clone(), true)
+            .await
+            .expect("open the second node");
+        latchkey_server::start(opened.state)
+            .await
+            .expect("start the second node")
+    }
+
     /// Stops the server gracefully and starts a new one on the same data
     /// directory and clock (the index is rebuilt from the store).
     pub async fn restart(&mut self) {

@@ -23,6 +23,7 @@ mod key_notices;
 mod keys;
 mod observe;
 mod service_accounts;
+mod signing_keys;
 mod snapshot;
 mod store;
 mod verifier_tokens;

@@ -245,6 +245,7 @@ async fn snapshot_head(tx: &mut Transaction<'_, Any>, count_keys: bool) -> Resul
         verifier_token_from,
     )
     .await?;
+    let signers = super::signing_keys::signers(tx).await?;
     let key_count: i64 = if count_keys {
         sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
             .fetch_one(&mut **tx)
@@ -260,6 +261,7 @@ async fn snapshot_head(tx: &mut Transaction<'_, Any>, count_keys: bool) -> Resul
         members,
         operator_tokens,
         verifier_tokens,
+        signers,
         key_count: u64::try_from(key_count).unwrap_or(0),
         change_seq,
     })
@@ -304,6 +306,7 @@ pub(super) async fn read(store: &SqlStore) -> Result<Snapshot> {
         members: head.members,
         operator_tokens: head.operator_tokens,
         verifier_tokens: head.verifier_tokens,
+        signers: head.signers,
         change_seq: head.change_seq,
     })
 }

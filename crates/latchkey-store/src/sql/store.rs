@@ -5,12 +5,12 @@ use async_trait::async_trait;
 
 use super::{
     SqlStore, accounts, app_users, apps, audit, bootstrap, changes, key_notices, keys,
-    service_accounts, snapshot, verifier_tokens,
+    service_accounts, signing_keys, snapshot, verifier_tokens,
 };
 use crate::{
     Account, ApiKey, App, AppUser, AuditEvent, AuditFilter, Change, ChangeBatch, Initialization,
     KeyNotice, KeyOwnerRef, NewAccount, OperatorToken, Page, PageOf, Result, Rotation,
-    ServiceAccount, Snapshot, SnapshotHead, SnapshotKey, Store, TokenKind, UserAccount,
+    ServiceAccount, SigningKey, Snapshot, SnapshotHead, SnapshotKey, Store, TokenKind, UserAccount,
     VerifierToken,
 };
 
@@ -120,6 +120,19 @@ impl Store for SqlStore {
     }
 
     // --- keys -----------------------------------------------------------------
+
+    async fn signing_keys(&self, app_id: &str) -> Result<Vec<SigningKey>> {
+        signing_keys::list(self, app_id).await
+    }
+
+    async fn create_signing_key(
+        &self,
+        key: &SigningKey,
+        rotate: bool,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        signing_keys::create(self, key, rotate, audit).await
+    }
 
     async fn create_key(
         &self,

@@ -136,6 +136,92 @@ async fn public_keys_are_created_read_and_rotated() {
     t.assert_covered(PUBLIC_KEYS);
 }
 
+/// What `signing_keys_and_the_jwks` reaches.
+pub const SIGNING_KEYS: Ops = &[
+    ("post", "/v1/apps/{app_id}/users/{user}/tokens"),
+    ("get", "/v1/apps/{app_id}/signingKeys"),
+    ("post", "/v1/apps/{app_id}/signingKeys/rotate"),
+    ("get", "/v1/apps/{app_id}/jwks.json"),
+];
+
+#[tokio::test]
+async fn signing_keys_and_the_jwks() {
+    let app = TestApp::spawn().await;
+    let mut t = Tour::new(&app);
+    let owner_auth = app.owner();
+    let owner = Some(owner_auth.as_str());
+    let app_id = app.create_app(&owner_auth, "Chat").await;
+    let ap = format!("/v1/apps/{app_id}");
+    t.call(
+        "get",
+        "/v1/apps/{app_id}/jwks.json",
+        &format!("{ap}/jwks.json"),
+        None,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    t.call(
+        "post",
+        "/v1/apps/{app_id}/users/{user}/tokens",
+        &format!("{ap}/users/alice/tokens"),
+        owner,
+        Some(json!({"alg": "EdDSA", "ttlSeconds": 600})),
+        StatusCode::CREATED,
+    )
+    .await;
+    t.call(
+        "post",
+        "/v1/apps/{app_id}/users/{user}/tokens",
+        &format!("{ap}/users/alice/tokens"),
+        owner,
+        Some(json!({"alg": "none"})),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    t.call(
+        "get",
+        "/v1/apps/{app_id}/signingKeys",
+        &format!("{ap}/signingKeys"),
+        owner,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    let r = t
+        .call(
+            "post",
+            "/v1/apps/{app_id}/signingKeys/rotate",
+            &format!("{ap}/signingKeys/rotate"),
+            owner,
+            None,
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(r.body["signingKeys"][1]["status"], "previous");
+    let r = t
+        .call(
+            "get",
+            "/v1/apps/{app_id}/jwks.json",
+            &format!("{ap}/jwks.json"),
+            None,
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["keys"].as_array().map(Vec::len), Some(2));
+    t.call(
+        "get",
+        "/v1/apps/{app_id}/jwks.json",
+        "/v1/apps/ap_0000000000000000000000/jwks.json",
+        None,
+        None,
+        StatusCode::OK,
+    )
+    .await;
+    t.assert_covered(SIGNING_KEYS);
+}
+
 /// What `key_policies_are_set_changed_and_verified` reaches.
 pub const KEY_POLICIES: Ops = &[
     ("post", "/v1/apps/{app_id}/keys"),

@@ -49,6 +49,7 @@ pub const TOURS: &[Ops] = &[
     keys::ACCOUNT_KEYS,
     keys::KEY_POLICIES,
     keys::PUBLIC_KEYS,
+    keys::SIGNING_KEYS,
     users::USERS,
     users::MINTED_TOKENS,
     webhooks::WEBHOOKS,

@@ -37,6 +37,15 @@ async fn replica_tokens_and_the_feed() {
         )
         .await;
     assert_eq!(made.status, StatusCode::CREATED, "{:?}", made.body);
+    // And an app with a signing key (an EdDSA token minted).
+    let minted = app
+        .post(
+            &format!("/v1/apps/{public_app}/users/alice/tokens"),
+            &app.owner(),
+            json!({"alg": "EdDSA"}),
+        )
+        .await;
+    assert_eq!(minted.status, StatusCode::CREATED, "{:?}", minted.body);
 
     let r = t
         .call(
@@ -88,6 +97,10 @@ async fn replica_tokens_and_the_feed() {
     assert!(
         text.lines().any(|l| l.contains("\"publicKey\"")),
         "the public-key key is in the snapshot"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("\"signers\"")),
+        "the app's signing key is in the snapshot"
     );
     // Every kind of change after the snapshot: an app, a key, an app
     // user's key deleted, a service account granted.

@@ -7,15 +7,18 @@
 //! Verification is strict (RFC 8725): an ES256 signature only in JOSE's
 //! fixed-size form (`r || s`, 32 bytes each; DER is refused), `r` and `s`
 //! each in `[1, n-1]`, a high `s` accepted (ECDSA does not require the low
-//! one); an Ed25519 signature of exactly 64 bytes whose `S` is canonical.
-//! Both are ring's (`ED25519`, `ECDSA_P256_SHA256_FIXED`), checked against
+//! one); an Ed25519 signature of exactly 64 bytes, verified strictly
+//! (ed25519-dalek's `verify_strict`: `S` canonical, `R` and the key not of
+//! small order; faster here than ring's `ED25519`, see docs/BENCHMARKS.md).
+//! ECDSA is ring's (`ECDSA_P256_SHA256_FIXED`). Both are checked against
 //! Project Wycheproof's vectors in `tests/wycheproof_signatures.rs`.
 //!
 //! A key is registered as a JWK (RFC 7517, RFC 8037 for `OKP`) and checked
 //! then, so that a key that could never verify anything is refused with a
 //! reason instead of accepted and silent: an Ed25519 point that
 //! decompresses and is not of small order (ed25519-dalek), a P-256 point on
-//! the curve (p256). A JWK that carries a private key (`d`) is refused.
+//! the curve (p256, used for nothing else). A JWK that carries a private
+//! key (`d`) is refused.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -38,10 +41,14 @@ impl Ed25519PublicKey {
 
     /// Whether `sig` (64 bytes) is this key's signature of `message`.
     pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
-        sig.len() == 64
-            && UnparsedPublicKey::new(&signature::ED25519, &self.0)
-                .verify(message, sig)
-                .is_ok()
+        let Ok(sig) = <[u8; 64]>::try_from(sig) else {
+            return false;
+        };
+        let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
+        key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig))
+            .is_ok()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod crypto;
 mod flat;
 pub mod hs256;
+pub mod http_sig;
 pub mod ids;
 pub mod index;
 pub mod jwt;

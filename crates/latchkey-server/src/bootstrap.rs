@@ -184,6 +184,7 @@ async fn open_inner(
             clock,
             rng,
             throttle: Arc::new(crate::throttle::AuthThrottle::new(config.auth_throttle)),
+            nonces: Arc::default(),
             // Nodes that share a store lease their rate-limit counts from
             // it, so that a limit holds for the cluster.
             limiter: Arc::new(if config.database_url.is_some() {

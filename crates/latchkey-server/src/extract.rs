@@ -130,16 +130,29 @@ async fn authenticate(
     if let Err(throttled) = state.throttle.admit(peer, presented, &state.index, now) {
         return Err(throttled_error(throttled));
     }
-    let verified = match state
-        .index
-        .verify_authorization(presented, now, state.verify_options())
-    {
-        Ok(verified) => verified,
-        Err(e) => {
-            if crate::throttle::counts(&e) {
-                state.throttle.failed(peer, presented, &state.index, now);
+    let verified = if header.is_none() && crate::signed_requests::is_signed(&parts.headers) {
+        // An RFC 9421 signed request: the key's secret never went on the
+        // wire (crate::signed_requests).
+        let request = crate::signed_requests::SignedRequest::of(parts, state.config.tls.is_some());
+        match crate::signed_requests::verify(state, &parts.headers, &request, now) {
+            Ok(verified) => verified,
+            Err(e) => {
+                state.throttle.failed(peer, None, &state.index, now);
+                return Err(e);
             }
-            return Err(ApiError::unauthorized(&e));
+        }
+    } else {
+        match state
+            .index
+            .verify_authorization(presented, now, state.verify_options())
+        {
+            Ok(verified) => verified,
+            Err(e) => {
+                if crate::throttle::counts(&e) {
+                    state.throttle.failed(peer, presented, &state.index, now);
+                }
+                return Err(ApiError::unauthorized(&e));
+            }
         }
     };
     // Browsers send Origin on cross-origin requests (and on same-origin

@@ -34,6 +34,7 @@ pub mod request_id;
 pub mod router;
 pub mod routes;
 pub mod serve;
+pub mod signed_requests;
 pub mod state;
 pub mod sync;
 pub mod throttle;

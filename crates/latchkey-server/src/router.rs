@@ -194,6 +194,12 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        // A signed request's body must match the Content-Digest its
+        // signature covers (crate::signed_requests).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::signed_requests::check_content_digest,
+        ))
         // A client that never finishes its body is cut off.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             crate::lane::BODY_TIMEOUT,

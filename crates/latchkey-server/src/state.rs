@@ -46,6 +46,8 @@ pub struct Shared {
     pub freshness: Arc<crate::sync::Freshness>,
     /// Failed credentials per client address and key id.
     pub throttle: Arc<crate::throttle::AuthThrottle>,
+    /// The nonces of signed requests seen (`crate::signed_requests`).
+    pub nonces: Arc<crate::signed_requests::Nonces>,
     /// Keys' rate-limit counts on this node (see
     /// `latchkey_core::policy::ratelimit`).
     pub limiter: Arc<latchkey_core::policy::RateLimiter>,

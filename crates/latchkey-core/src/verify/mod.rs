@@ -261,7 +261,7 @@ pub(crate) fn is_key_id(id: &str) -> bool {
 }
 
 /// The principal of a key in its own scope (Basic, or an account-scope JWT).
-fn key_principal(key: &LiveKey, owner: &KeyOwner) -> Principal {
+pub(crate) fn key_principal(key: &LiveKey, owner: &KeyOwner) -> Principal {
     match owner {
         KeyOwner::UserAccount {
             account_id,

@@ -16,7 +16,13 @@ fn clients_dir() -> &'static str {
 
 /// Runs the Python client with one request; its answer.
 pub fn python(request: Value) -> Value {
-    let script = format!("{}/jose_py.py", clients_dir());
+    python_client("jose_py.py", request)
+}
+
+/// Runs the Python client `script` (in `tests/clients/`) with one JSON
+/// request on stdin; its JSON answer.
+pub fn python_client(script: &str, request: Value) -> Value {
+    let script = format!("{}/{script}", clients_dir());
     let mut child = Command::new("python3")
         .arg(script)
         .stdin(Stdio::piped())
@@ -33,7 +39,8 @@ pub fn python(request: Value) -> Value {
     let out = child.wait_with_output().expect("python3 output");
     assert!(
         out.status.success(),
-        "the client failed (pip install pyjwt joserfc cryptography): {}",
+        "the client failed (pip install pyjwt joserfc cryptography requests-http-signature \
+         http-message-signatures): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("json")

@@ -1,0 +1,272 @@
+//! Signed requests (issue 22) at the server: reading a request's RFC 9421
+//! signature (`Signature-Input`, `Signature`) as Latchkey received it, the
+//! nonces already seen, and the body's `Content-Digest`. The signature base
+//! and the HMAC are core's (`latchkey_core::http_sig`).
+//!
+//! A nonce is remembered per key for as long as a signature with it could
+//! still be accepted (its `created` plus the window and the leeway), on
+//! this node: a request replayed to another node within the window is
+//! refused there only by its `created` (documented). Only the nonces of
+//! signatures that verified are kept, so nobody can fill the cache
+//! without a key's secret; it holds at most [`MAX_NONCES`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use latchkey_core::AuthError;
+use latchkey_core::http_sig::{
+    self, PreparedSignature, RequestParts, SignedRequestError, SignedRequestPolicy,
+};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The most nonces kept; past it, a signature with a new nonce is refused
+/// (503) until old ones expire. Each is a few dozen bytes.
+pub const MAX_NONCES: usize = 1_000_000;
+
+/// The nonces of verified signatures, per key, with when each may be
+/// forgotten.
+#[derive(Debug, Default)]
+pub struct Nonces {
+    seen: Mutex<HashMap<(String, String), i64>>,
+}
+
+impl Nonces {
+    /// Records `nonce` of `key_id` until `until`; false if it was seen
+    /// already (a replay) or the cache is full.
+    fn first_use(&self, key_id: &str, nonce: &str, until: i64, now: i64) -> Result<bool, ()> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = (key_id.to_string(), nonce.to_string());
+        if seen.get(&entry).is_some_and(|&t| t >= now) {
+            return Ok(false);
+        }
+        if seen.len() >= MAX_NONCES {
+            seen.retain(|_, &mut t| t >= now);
+            if seen.len() >= MAX_NONCES {
+                return Err(());
+            }
+        }
+        seen.insert(entry, until);
+        Ok(true)
+    }
+}
+
+/// Whether the request authenticates with a signature (it has
+/// `Signature-Input`).
+pub fn is_signed(headers: &HeaderMap) -> bool {
+    headers.contains_key("signature-input")
+}
+
+/// The one value of a header, as text.
+fn one_value<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<Option<&'a str>, SignedRequestError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(SignedRequestError::NotOne);
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| SignedRequestError::Syntax("Signature-Input or Signature"))
+}
+
+/// A request's parts as a signature covers them. `Debug` leaves the
+/// header values out (a cookie may be among them).
+pub struct SignedRequest {
+    pub method: String,
+    pub scheme: String,
+    pub authority: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub has_body: bool,
+}
+
+impl std::fmt::Debug for SignedRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedRequest")
+            .field("method", &self.method)
+            .field("scheme", &self.scheme)
+            .field("authority", &self.authority)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignedRequest {
+    /// The request Latchkey received: its method and target, its `Host`
+    /// (or the URI's authority, HTTP/2), and its scheme: the listener's,
+    /// unless a proxy in front says otherwise in `X-Forwarded-Proto` (it
+    /// only decides which base is rebuilt; a signature still has to match
+    /// it).
+    pub fn of(parts: &axum::http::request::Parts, tls: bool) -> Self {
+        let headers: Vec<(String, String)> = parts
+            .headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| v == "http" || v == "https");
+        let scheme = forwarded.unwrap_or_else(|| if tls { "https" } else { "http" }.to_string());
+        let authority = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
+            .unwrap_or_default();
+        let has_body = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+            || parts.headers.contains_key(header::TRANSFER_ENCODING);
+        Self {
+            method: parts.method.as_str().to_string(),
+            scheme,
+            authority,
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().map(str::to_string),
+            headers,
+            has_body,
+        }
+    }
+
+    fn parts(&self) -> RequestParts<'_> {
+        RequestParts {
+            method: &self.method,
+            scheme: &self.scheme,
+            authority: &self.authority,
+            path: if self.path.is_empty() {
+                "/"
+            } else {
+                &self.path
+            },
+            query: self.query.as_deref(),
+            headers: &self.headers,
+            has_body: self.has_body,
+        }
+    }
+}
+
+/// Why a signed request is refused, as the 401 says it.
+pub fn refusal(e: &SignedRequestError) -> ApiError {
+    ApiError::unauthorized(&AuthError::BadCredentials).with_title(format!("signed request: {e}"))
+}
+
+/// Verifies a signed request at `now`: the signature read and its base
+/// rebuilt, the key's HMAC compared, then its nonce (if any) recorded.
+pub fn verify(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: &SignedRequest,
+    now: i64,
+) -> Result<latchkey_core::Verified, ApiError> {
+    let prepared = prepare(headers, request, now).map_err(|e| refusal(&e))?;
+    let verified = state
+        .index
+        .verify_signed_request(&prepared, now)
+        .map_err(|_| {
+            ApiError::unauthorized(&AuthError::BadCredentials).with_title(
+                "signed request: the keyid does not name a live key with a secret, or the \
+                 signature does not match the request",
+            )
+        })?;
+    remember_nonce(state, &prepared, now)?;
+    Ok(verified)
+}
+
+fn prepare(
+    headers: &HeaderMap,
+    request: &SignedRequest,
+    now: i64,
+) -> Result<PreparedSignature, SignedRequestError> {
+    let (Some(input), Some(signature)) = (
+        one_value(headers, "signature-input")?,
+        one_value(headers, "signature")?,
+    ) else {
+        return Err(SignedRequestError::Half);
+    };
+    http_sig::prepare(
+        input,
+        signature,
+        &request.parts(),
+        now,
+        SignedRequestPolicy::default(),
+    )
+}
+
+fn remember_nonce(
+    state: &AppState,
+    prepared: &PreparedSignature,
+    now: i64,
+) -> Result<(), ApiError> {
+    let Some(nonce) = &prepared.nonce else {
+        return Ok(());
+    };
+    let policy = SignedRequestPolicy::default();
+    let until = prepared
+        .created
+        .saturating_add(policy.window_seconds)
+        .saturating_add(policy.leeway_seconds);
+    match state.nonces.first_use(&prepared.key_id, nonce, until, now) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ApiError::unauthorized(&AuthError::BadCredentials)
+            .with_title("signed request: this nonce was already used; sign each request afresh")),
+        Err(()) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "too many signed-request nonces are remembered; retry shortly",
+        )),
+    }
+}
+
+/// A layer: the body of a signed request with `Content-Digest` must match
+/// it (RFC 9530), so that the signature, which covers the digest, covers
+/// the body. Other requests pass untouched.
+pub async fn check_content_digest(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !is_signed(req.headers()) || !req.headers().contains_key("content-digest") {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(digest) = one_value(&parts.headers, "content-digest") else {
+        return refusal(&SignedRequestError::DigestSyntax).into_response();
+    };
+    let digest = digest.unwrap_or_default().to_string();
+    let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the body is too large, or was cut short",
+            )
+            .into_response();
+        }
+    };
+    if let Err(e) = http_sig::content_digest_matches(&digest, &bytes) {
+        return refusal(&e).into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}

@@ -1,0 +1,296 @@
+//! Signed requests (issue 22): RFC 9421 HTTP Message Signatures with
+//! hmac-sha256 made by libraries nobody here wrote (PyPI
+//! requests-http-signature and http-message-signatures, through
+//! `tests/clients/signed_requests.py`), sent over real HTTP to Latchkey's
+//! own API: the key's secret never goes on the wire, and a captured request
+//! cannot be used for another method, path, query, host or body, nor late,
+//! nor twice with its nonce.
+
+mod common;
+#[path = "common/jose.rs"]
+mod jose;
+
+use std::process::Command;
+
+use common::{Key, StatusCode, TestApp};
+use serde_json::{Value, json};
+
+const LIBS: [&str; 2] = ["requests-http-signature", "http-message-signatures"];
+
+/// Sends a signed request with the Python client; its answers (one per
+/// repeat). On a blocking thread: the client calls this test's server.
+async fn send(request: Value) -> Vec<Value> {
+    tokio::task::spawn_blocking(move || {
+        let answer = jose::python_client("signed_requests.py", request);
+        answer["responses"].as_array().expect("responses").clone()
+    })
+    .await
+    .expect("client thread")
+}
+
+fn now(app: &TestApp) -> i64 {
+    use latchkey_core::Clock;
+    app.clock.now().unix_timestamp()
+}
+
+/// A signed request of `key` by `lib`, with `extra` members.
+fn request(app: &TestApp, lib: &str, key: &Key, method: &str, path: &str, extra: Value) -> Value {
+    let mut req = json!({"lib": lib, "method": method, "url": app.url(path),
+        "key_id": key.id, "secret": key.secret, "now": now(app), "body": null});
+    if let (Some(req), Value::Object(extra)) = (req.as_object_mut(), extra) {
+        req.extend(extra);
+    }
+    req
+}
+
+#[tokio::test]
+async fn requests_signed_by_client_libraries_authenticate_as_their_key() {
+    let app = TestApp::spawn().await;
+    let app_id = app.create_app(&app.owner(), "Signed").await;
+    let key = app.create_app_key(&app.owner(), &app_id).await;
+    let owner = app.owner_key();
+    for lib in LIBS {
+        // app scope: read the app; a body: create a user.
+        let r = send(request(
+            &app,
+            lib,
+            &key,
+            "GET",
+            &format!("/v1/apps/{app_id}"),
+            json!({}),
+        ))
+        .await;
+        assert_eq!(r[0]["status"], 200, "{lib}: {}", r[0]);
+        assert_eq!(r[0]["body"]["app"]["id"], app_id.as_str());
+        let input = r[0]["signature_input"].as_str().expect("signed");
+        assert!(
+            input.contains("\"@method\"") && input.contains("hmac-sha256"),
+            "{input}"
+        );
+        let user = format!("{}-user", lib.split('-').next().unwrap_or("x"));
+        let r = send(request(
+            &app,
+            lib,
+            &key,
+            "POST",
+            &format!("/v1/apps/{app_id}/users"),
+            json!({"body": json!({"externalId": user}).to_string()}),
+        ))
+        .await;
+        assert_eq!(r[0]["status"], 201, "{lib}: {}", r[0]);
+        assert_eq!(r[0]["body"]["user"]["externalId"], user.as_str());
+        // account scope: the owner's user-account key lists apps.
+        let r = send(request(
+            &app,
+            lib,
+            &owner,
+            "GET",
+            "/v1/apps?limit=5",
+            json!({}),
+        ))
+        .await;
+        assert_eq!(r[0]["status"], 200, "{lib}: {}", r[0]);
+        // The path and query covered by @path and @query instead of
+        // @target-uri.
+        let r = send(request(
+            &app,
+            lib,
+            &owner,
+            "GET",
+            "/v1/apps?limit=5",
+            json!({"components": ["@method", "@authority", "@path", "@query"]}),
+        ))
+        .await;
+        assert_eq!(r[0]["status"], 200, "{lib}: {}", r[0]);
+    }
+    // The audit log names the key as the actor, as for Basic.
+    let r = app.get("/v1/audit?action=user.created", &app.owner()).await;
+    assert_eq!(
+        r.body["events"][0]["actor"]["id"],
+        key.id.as_str(),
+        "{:?}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn a_captured_signed_request_cannot_be_changed_delayed_or_replayed() {
+    let app = TestApp::spawn().await;
+    let app_id = app.create_app(&app.owner(), "Signed").await;
+    let key = app.create_app_key(&app.owner(), &app_id).await;
+    let users = format!("/v1/apps/{app_id}/users");
+    let body = json!({"externalId": "alice"}).to_string();
+    for lib in LIBS {
+        for tamper in ["method", "path", "query", "host"] {
+            let r = send(request(
+                &app,
+                lib,
+                &key,
+                "GET",
+                &users,
+                json!({"tamper": tamper}),
+            ))
+            .await;
+            assert_eq!(r[0]["status"], 401, "{lib} {tamper}: {}", r[0]);
+        }
+        let r = send(request(
+            &app,
+            lib,
+            &key,
+            "POST",
+            &users,
+            json!({"body": body, "tamper": "body"}),
+        ))
+        .await;
+        assert_eq!(r[0]["status"], 401, "{lib} body: {}", r[0]);
+        // Late, or from the future.
+        for (offset, what) in [(-301, "old"), (60, "ahead")] {
+            let r = send(request(
+                &app,
+                lib,
+                &key,
+                "GET",
+                &users,
+                json!({"created_offset": offset}),
+            ))
+            .await;
+            assert_eq!(r[0]["status"], 401, "{lib} {what}: {}", r[0]);
+            let title = r[0]["body"]["errors"][0]["title"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(title.contains("created"), "{title}");
+        }
+        assert_eq!(
+            send(request(
+                &app,
+                lib,
+                &key,
+                "GET",
+                &users,
+                json!({"created_offset": -290})
+            ))
+            .await[0]["status"],
+            200,
+            "{lib}: within the window"
+        );
+        // Twice with its nonce: the second is refused.
+        let r = send(request(
+            &app,
+            lib,
+            &key,
+            "GET",
+            &users,
+            json!({"nonce": true, "repeat": 2}),
+        ))
+        .await;
+        assert_eq!(r[0]["status"], 200, "{lib}: {}", r[0]);
+        assert_eq!(r[1]["status"], 401, "{lib}: {}", r[1]);
+        assert!(
+            r[1]["body"]["errors"][0]["title"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("nonce")
+        );
+    }
+    // The tampered body created nobody.
+    let r = app.get(&users, &app.owner()).await;
+    assert_eq!(r.body["users"], json!([]), "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn only_a_live_key_with_a_secret_signs_requests() {
+    let app = TestApp::spawn().await;
+    let app_id = app.create_app(&app.owner(), "Signed").await;
+    let key = app.create_app_key(&app.owner(), &app_id).await;
+    let path = format!("/v1/apps/{app_id}");
+    let lib = LIBS[0];
+    // A wrong secret, another key's id.
+    let wrong = Key {
+        id: key.id.clone(),
+        secret: app.owner_key().secret,
+    };
+    let r = send(request(&app, lib, &wrong, "GET", &path, json!({}))).await;
+    assert_eq!(r[0]["status"], 401, "{}", r[0]);
+    // A public-key key (no secret): the HMAC under anything is refused.
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys"),
+            &app.owner(),
+            json!({"displayName": "pk", "publicKey": {"kty": "OKP", "crv": "Ed25519",
+                "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let public = Key {
+        id: r.body["key"]["id"].as_str().expect("id").to_string(),
+        secret: String::new(),
+    };
+    let r = send(request(&app, lib, &public, "GET", &path, json!({}))).await;
+    assert_eq!(r[0]["status"], 401, "{}", r[0]);
+    // Deleted: refused on the next request.
+    assert_eq!(
+        send(request(&app, lib, &key, "GET", &path, json!({}))).await[0]["status"],
+        200
+    );
+    let r = app
+        .delete(&format!("/v1/apps/{app_id}/keys/{}", key.id), &app.owner())
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = send(request(&app, lib, &key, "GET", &path, json!({}))).await;
+    assert_eq!(r[0]["status"], 401, "{}", r[0]);
+    // Signature-Input without Signature says what to send.
+    let r = TestApp::send(app.http.get(app.url(&path)).header(
+        "signature-input",
+        "sig1=(\"@method\");created=1;keyid=\"x\"",
+    ))
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.title().contains("together"), "{:?}", r.body);
+}
+
+/// The README's Node example (`tests/clients/signed_fetch.mjs`, Node's own
+/// crypto and fetch) signs requests Latchkey accepts, with a body too.
+#[tokio::test]
+async fn the_readmes_node_example_signs_requests_latchkey_accepts() {
+    let app = TestApp::spawn().await;
+    let app_id = app.create_app(&app.owner(), "Signed").await;
+    let key = app.create_app_key(&app.owner(), &app_id).await;
+    let run = |path: String, body: Option<String>| {
+        let (url, key, created) = (app.url(&path), key.clone(), now(&app));
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let script = concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/clients/signed_fetch.mjs"
+                );
+                let mut cmd = Command::new("node");
+                cmd.arg(script)
+                    .arg(url)
+                    .arg(&key.id)
+                    .arg(&key.secret)
+                    .arg(created.to_string());
+                if let Some(body) = body {
+                    cmd.arg(body);
+                }
+                let out = cmd.output().expect("node");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                serde_json::from_slice::<Value>(&out.stdout).expect("json")
+            })
+            .await
+            .expect("node thread")
+        }
+    };
+    let r = run(format!("/v1/apps/{app_id}/users?limit=5"), None).await;
+    assert_eq!(r["status"], 200, "{r}");
+    let r = run(
+        format!("/v1/apps/{app_id}/users"),
+        Some(json!({"externalId": "node-user"}).to_string()),
+    )
+    .await;
+    assert_eq!(r["status"], 201, "{r}");
+    assert_eq!(r["body"]["user"]["externalId"], "node-user");
+}

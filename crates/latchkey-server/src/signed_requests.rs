@@ -111,19 +111,6 @@ impl SignedRequest {
     /// only decides which base is rebuilt; a signature still has to match
     /// it).
     pub fn of(parts: &axum::http::request::Parts, tls: bool) -> Self {
-        let headers: Vec<(String, String)> = parts
-            .headers
-            .iter()
-            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect();
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_ascii_lowercase())
-            .filter(|v| v == "http" || v == "https");
-        let scheme = forwarded.unwrap_or_else(|| if tls { "https" } else { "http" }.to_string());
         let authority = parts
             .headers
             .get(header::HOST)
@@ -131,19 +118,77 @@ impl SignedRequest {
             .map(str::to_string)
             .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
             .unwrap_or_default();
-        let has_body = parts
-            .headers
+        Self::from_headers(
+            parts.method.as_str(),
+            parts.uri.path(),
+            parts.uri.query(),
+            authority,
+            &parts.headers,
+            tls,
+        )
+    }
+
+    /// A request a proxy asks about (forward-auth) or the gateway received:
+    /// `uri` its path and query; the authority the proxy's
+    /// `X-Forwarded-Host`, else `Host`. `None` when the path is not known.
+    pub fn forwarded(
+        method: &str,
+        uri: Option<&str>,
+        headers: &HeaderMap,
+        tls: bool,
+    ) -> Option<Self> {
+        let uri: axum::http::Uri = uri?.parse().ok()?;
+        let first = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_string())
+        };
+        let authority = first("x-forwarded-host")
+            .or_else(|| first("host"))
+            .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
+            .unwrap_or_default();
+        Some(Self::from_headers(
+            method,
+            uri.path(),
+            uri.query(),
+            authority,
+            headers,
+            tls,
+        ))
+    }
+
+    fn from_headers(
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        authority: String,
+        headers: &HeaderMap,
+        tls: bool,
+    ) -> Self {
+        let forwarded = headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| v == "http" || v == "https");
+        let scheme = forwarded.unwrap_or_else(|| if tls { "https" } else { "http" }.to_string());
+        let has_body = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0")
-            || parts.headers.contains_key(header::TRANSFER_ENCODING);
+            || headers.contains_key(header::TRANSFER_ENCODING);
         Self {
-            method: parts.method.as_str().to_string(),
+            method: method.to_string(),
             scheme,
             authority,
-            path: parts.uri.path().to_string(),
-            query: parts.uri.query().map(str::to_string),
-            headers,
+            path: path.to_string(),
+            query: query.map(str::to_string),
+            headers: headers
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
             has_body,
         }
     }

@@ -9,6 +9,8 @@
 mod common;
 #[path = "common/jose.rs"]
 mod jose;
+#[path = "common/proxies.rs"]
+mod proxies;
 
 use std::process::Command;
 
@@ -120,8 +122,9 @@ async fn a_captured_signed_request_cannot_be_changed_delayed_or_replayed() {
     let key = app.create_app_key(&app.owner(), &app_id).await;
     let users = format!("/v1/apps/{app_id}/users");
     let body = json!({"externalId": "alice"}).to_string();
+    let other_path = format!("path:/v1/apps/{app_id}/keys");
     for lib in LIBS {
-        for tamper in ["method", "path", "query", "host"] {
+        for tamper in ["method", other_path.as_str(), "query", "host"] {
             let r = send(request(
                 &app,
                 lib,
@@ -293,4 +296,40 @@ async fn the_readmes_node_example_signs_requests_latchkey_accepts() {
     .await;
     assert_eq!(r["status"], 201, "{r}");
     assert_eq!(r["body"]["user"]["externalId"], "node-user");
+}
+
+/// In front of an API with no code: the gateway and forward-auth behind
+/// real nginx, Traefik and Caddy (their shipped configurations) take a
+/// signed request and refuse it changed.
+#[tokio::test]
+async fn the_gateway_and_forward_auth_take_signed_requests() {
+    use proxies::{Rig, Via};
+    for via in [Via::Gateway, Via::Nginx, Via::Traefik, Via::Caddy] {
+        let rig = Rig::start(via).await;
+        let path = rig.app_path();
+        let mut req = request(&rig.app, LIBS[0], &rig.key, "GET", &path, json!({}));
+        req["url"] = json!(format!("{}{path}", rig.base));
+        let before = rig.upstream.hits();
+        let r = send(req.clone()).await;
+        assert_eq!(r[0]["status"], 200, "{via:?}: {}", r[0]);
+        let seen = rig.upstream.only_since(before);
+        assert_eq!(
+            seen.header("x-latchkey-key-id"),
+            Some(rig.key.id.as_str()),
+            "{via:?}"
+        );
+        assert_eq!(seen.header("x-latchkey-scope"), Some("app"), "{via:?}");
+        for tamper in ["path", "method"] {
+            let mut changed = req.clone();
+            changed["tamper"] = json!(tamper);
+            let before = rig.upstream.hits();
+            let r = send(changed).await;
+            assert_eq!(r[0]["status"], 401, "{via:?} {tamper}: {}", r[0]);
+            assert_eq!(
+                rig.upstream.hits(),
+                before,
+                "{via:?} {tamper}: not forwarded"
+            );
+        }
+    }
 }

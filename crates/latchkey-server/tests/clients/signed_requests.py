@@ -9,7 +9,7 @@ prepared request). Reads one JSON request on stdin, writes one JSON answer:
    "key_id": "app_...", "secret": "lksk_...", "now": unix seconds (the
    server's clock), "created_offset": seconds added to now for `created`,
    "nonce": false, "components": null | [...],
-   "tamper": null | "method" | "path" | "query" | "body" | "host",
+   "tamper": null | "method" | "path" | "path:/other/path" | "query" | "body" | "host",
    "repeat": 1}
   -> {"responses": [{"status": 200, "body": {...}, "signature_input": "..."}, ...]}
 """
@@ -83,8 +83,12 @@ def prepare(req):
     tamper = req.get("tamper")
     if tamper == "method":
         prepared.method = "POST" if prepared.method == "GET" else "GET"
-    elif tamper == "path":
-        prepared.url = prepared.url.replace("/v1/apps/", "/v1/apps/x", 1)
+    elif tamper and tamper.startswith("path"):
+        # "path": the path with an x appended; "path:/other": that path.
+        import urllib.parse
+        parts = urllib.parse.urlsplit(prepared.url)
+        path = tamper[5:] if tamper.startswith("path:") else parts.path + "x"
+        prepared.url = urllib.parse.urlunsplit(parts._replace(path=path))
     elif tamper == "query":
         prepared.url += ("&" if "?" in prepared.url else "?") + "limit=1"
     elif tamper == "body":

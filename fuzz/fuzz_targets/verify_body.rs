@@ -7,21 +7,23 @@
 //! The oracle is serde_json's own reading of the object, member by
 //! member: the body is taken exactly when its first byte after JSON's
 //! whitespace is `{`, it is one JSON object, no name repeats, every name
-//! is `authorization`, `appId`, `userId`, `origin`, `permissions`, `ip` or
-//! `cost` (after unescaping), `authorization` is present and a string,
-//! `appId`, `userId` and `origin` are strings or `null`, `permissions` a
+//! is `authorization`, `signedRequest`, `appId`, `userId`, `origin`,
+//! `permissions`, `ip` or `cost` (after unescaping), `authorization`,
+//! `appId`, `userId` and `origin` are strings or `null` (absent:
+//! `null`), `signedRequest` what serde reads as one or `null`, `permissions` a
 //! string, a list of strings or `null`, `ip` an IP address's text or
 //! `null`, `cost` a whole number from 0 to 2^32 - 1 (a zero fraction
 //! allowed) or `null`; and then with those values.
 #![no_main]
 
-use latchkey_core::verify_request::VerifyRequest;
+use latchkey_core::verify_request::{SignedRequestInput, VerifyRequest};
 use latchkey_fuzz::{Members, verify_and_check};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, PartialEq, Default)]
 struct Fields {
     authorization: Option<String>,
+    signed_request: Option<SignedRequestInput>,
     app_id: Option<String>,
     user_id: Option<String>,
     origin: Option<String>,
@@ -81,6 +83,11 @@ fn expected(data: &[u8]) -> Option<Fields> {
                 fields.cost = cost(raw.get())?;
                 continue;
             }
+            "signedRequest" => {
+                fields.signed_request =
+                    serde_json::from_str::<Option<SignedRequestInput>>(raw.get()).ok()?;
+                continue;
+            }
             "ip" => {
                 fields.ip = match serde_json::from_str::<Option<String>>(raw.get()).ok()? {
                     None => None,
@@ -99,17 +106,14 @@ fn expected(data: &[u8]) -> Option<Fields> {
             _ => return None,
         };
         *slot = value;
-        // `authorization` is a string, never null.
-        if name == "authorization" && slot.is_none() {
-            return None;
-        }
     }
-    fields.authorization.is_some().then_some(fields)
+    Some(fields)
 }
 
 fuzz_target!(|data: &[u8]| {
     let ours = VerifyRequest::from_json(data).map(|r| Fields {
-        authorization: Some(r.authorization),
+        authorization: r.authorization,
+        signed_request: r.signed_request,
         app_id: r.app_id,
         user_id: r.user_id,
         origin: r.origin,

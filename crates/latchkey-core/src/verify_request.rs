@@ -12,8 +12,15 @@ use serde::Deserialize;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct VerifyRequest {
-    /// The request's `Authorization` header value.
-    pub authorization: String,
+    /// The request's `Authorization` header value; absent (or null) for a
+    /// signed request, which `signed_request` describes instead.
+    #[serde(default)]
+    pub authorization: Option<String>,
+    /// An RFC 9421 signed request (issue 22): its method, URI and the
+    /// headers its signature needs. The server takes exactly one of this
+    /// and `authorization`.
+    #[serde(default)]
+    pub signed_request: Option<SignedRequestInput>,
     /// The app the request targets, if any.
     #[serde(default)]
     pub app_id: Option<String>,
@@ -34,6 +41,46 @@ pub struct VerifyRequest {
     /// Credits the request spends (default 1; 0 checks without spending).
     #[serde(default, deserialize_with = "whole_number")]
     pub cost: Option<u32>,
+}
+
+/// A signed request as the operator's server saw it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignedRequestInput {
+    /// The method, as received (`GET`).
+    pub method: String,
+    /// The absolute URI the client called: scheme, authority, path and
+    /// query (`https://api.example.com/v2/orders?limit=5`).
+    pub uri: String,
+    /// The request's header fields, names in any case: the two signature
+    /// fields and every field the signature covers. A field sent several
+    /// times is a list.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, HeaderValues>,
+}
+
+/// One header field's value, or its values in order.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum HeaderValues {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl SignedRequestInput {
+    /// The headers as (name, value) pairs, each value of a field once.
+    pub fn header_pairs(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, values) in &self.headers {
+            match values {
+                HeaderValues::One(v) => out.push((name.to_ascii_lowercase(), v.clone())),
+                HeaderValues::Many(vs) => {
+                    out.extend(vs.iter().map(|v| (name.to_ascii_lowercase(), v.clone())))
+                }
+            }
+        }
+        out
+    }
 }
 
 /// `"name"` or `["a", "b"]`; null for none.
@@ -72,6 +119,10 @@ impl std::fmt::Debug for VerifyRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerifyRequest")
             .field("authorization", &"<redacted>")
+            .field(
+                "signed_request",
+                &self.signed_request.as_ref().map(|r| &r.method),
+            )
             .field("app_id", &self.app_id)
             .field("user_id", &self.user_id)
             .field("origin", &self.origin)
@@ -114,13 +165,31 @@ mod tests {
     fn reads_objects_only() {
         let r = VerifyRequest::from_json(br#" {"authorization":"Basic x","appId":null}"#)
             .expect("an object");
-        assert_eq!(r.authorization, "Basic x");
+        assert_eq!(r.authorization.as_deref(), Some("Basic x"));
         assert_eq!(r.app_id, None);
+        // Without authorization it reads (the server then wants a
+        // signedRequest instead).
+        let r = VerifyRequest::from_json(br#"{"appId":"a"}"#).expect("an object");
+        assert_eq!((r.authorization, r.signed_request), (None, None));
+        let r = VerifyRequest::from_json(
+            br#"{"signedRequest":{"method":"GET","uri":"https://h/p","headers":{"Signature":"s","X":["a","b"]}}}"#,
+        )
+        .expect("a signed request");
+        let signed = r.signed_request.expect("signed");
+        assert_eq!(
+            signed.header_pairs(),
+            vec![
+                ("signature".to_string(), "s".to_string()),
+                ("x".to_string(), "a".to_string()),
+                ("x".to_string(), "b".to_string())
+            ]
+        );
         for body in [
             &br#"["Basic x"]"#[..],
             br#"{"authorization":"a","authorization":"a"}"#,
             br#"{"authorization":"a","x":1}"#,
-            br#"{"appId":"a"}"#,
+            br#"{"signedRequest":{"method":"GET"}}"#,
+            br#"{"signedRequest":{"method":"GET","uri":"u","body":"x"}}"#,
             b"\x0c{\"authorization\":\"a\"}",
             b"",
         ] {

@@ -301,7 +301,10 @@ async fn verify_directly(
     };
     // An array would parse too (serde reads a struct from one); the
     // router refuses it, as every body that is not a JSON object.
-    let parsed = VerifyRequest::from_json(&bytes);
+    // A signed request, or a body with neither or both credentials, takes
+    // the router's path too.
+    let parsed = VerifyRequest::from_json(&bytes)
+        .filter(|r| r.authorization.is_some() && r.signed_request.is_none());
     let Some(request) = parsed else {
         // The router answers (and audits) what does not parse.
         parts.extensions.insert(ConnectInfo(peer));
@@ -314,7 +317,7 @@ async fn verify_directly(
         return Ok(finish(&state, HotRoute::Verify, id, response));
     };
     let verified = state.index.verify_authorization(
-        Some(request.authorization.as_bytes()),
+        request.authorization.as_deref().map(str::as_bytes),
         now,
         state.verify_options(),
     );

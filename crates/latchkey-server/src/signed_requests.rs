@@ -159,7 +159,7 @@ impl SignedRequest {
         ))
     }
 
-    fn from_headers(
+    pub(crate) fn from_headers(
         method: &str,
         path: &str,
         query: Option<&str>,
@@ -208,6 +208,62 @@ impl SignedRequest {
             has_body: self.has_body,
         }
     }
+}
+
+/// A signed request that `/v1/verify` is asked about: the operator's
+/// server gives its method, absolute URI and headers. Verified as the API
+/// verifies its own (the body is not seen: a covered `Content-Digest` is
+/// the caller's to check); refusals are `AuthError`s for the answer.
+pub fn verify_described(
+    state: &AppState,
+    input: &latchkey_core::verify_request::SignedRequestInput,
+    now: i64,
+) -> Result<latchkey_core::Verified, AuthError> {
+    let refused = |why: String| AuthError::SignedRequest(why);
+    let uri: axum::http::Uri = input
+        .uri
+        .parse()
+        .map_err(|_| refused("signedRequest.uri must be an absolute URI".into()))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(refused(
+            "signedRequest.uri must be absolute: scheme, host, path and query".into(),
+        ));
+    };
+    let pairs = input.header_pairs();
+    let mut headers = HeaderMap::new();
+    for (name, value) in &pairs {
+        let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(name.as_bytes()),
+            axum::http::HeaderValue::from_str(value),
+        ) else {
+            return Err(refused(format!(
+                "signedRequest.headers: {name:?} is not a header field"
+            )));
+        };
+        headers.append(name, value);
+    }
+    let mut request = SignedRequest::from_headers(
+        &input.method,
+        uri.path(),
+        uri.query(),
+        authority.as_str().to_string(),
+        &headers,
+        scheme == "https",
+    );
+    request.scheme = scheme.to_ascii_lowercase();
+    let prepared = prepare(&headers, &request, now).map_err(|e| refused(e.to_string()))?;
+    let verified = state
+        .index
+        .verify_signed_request(&prepared, now)
+        .map_err(|_| {
+            refused(
+                "the keyid does not name a live key with a secret, or the signature does not \
+                 match the request"
+                    .into(),
+            )
+        })?;
+    remember_nonce(state, &prepared, now).map_err(|e| refused(e.title))?;
+    Ok(verified)
 }
 
 /// Why a signed request is refused, as the 401 says it.

@@ -333,3 +333,84 @@ async fn the_gateway_and_forward_auth_take_signed_requests() {
         }
     }
 }
+
+/// `/v1/verify` takes a signed request as the operator's server saw it:
+/// its method, absolute URI and headers.
+#[tokio::test]
+async fn v1_verify_answers_for_a_described_signed_request() {
+    let app = TestApp::spawn().await;
+    let app_id = app.create_app(&app.owner(), "Signed").await;
+    let key = app.create_app_key(&app.owner(), &app_id).await;
+    let (_, verifier) = app.create_verifier_token("orders API").await;
+    for lib in LIBS {
+        let mut req = request(
+            &app,
+            lib,
+            &key,
+            "GET",
+            "/v2/orders?limit=5",
+            json!({"describe": true, "nonce": true}),
+        );
+        req["url"] = json!("https://api.example.com/v2/orders?limit=5");
+        let described =
+            tokio::task::spawn_blocking(move || jose::python_client("signed_requests.py", req))
+                .await
+                .expect("client thread");
+        let ask = |signed: Value| {
+            app.post(
+                "/v1/verify",
+                &verifier,
+                json!({"signedRequest": signed, "appId": app_id}),
+            )
+        };
+        // A fresh copy: the first answer records the nonce.
+        let r = ask(described.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(r.body["valid"], true, "{lib}: {:?}", r.body);
+        assert_eq!(r.body["keyId"], key.id.as_str());
+        assert_eq!(r.body["scope"], "app");
+        // The same again: its nonce was used.
+        let r = ask(described.clone()).await;
+        assert_eq!(r.body["valid"], false, "{lib}: {:?}", r.body);
+        assert!(
+            r.body["title"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("nonce"),
+            "{:?}",
+            r.body
+        );
+        // Another URI or method: refused.
+        let mut other = described.clone();
+        other["uri"] = json!("https://api.example.com/v2/orders?limit=500");
+        assert_eq!(ask(other).await.body["valid"], false, "{lib}");
+        let mut other = described.clone();
+        other["method"] = json!("DELETE");
+        assert_eq!(ask(other).await.body["valid"], false, "{lib}");
+    }
+    // Neither, or both: 400.
+    for body in [
+        json!({"appId": app_id}),
+        json!({"authorization": key.basic(), "signedRequest": {"method": "GET", "uri": "https://h/"}}),
+    ] {
+        let r = app.post("/v1/verify", &verifier, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    }
+    // A relative URI says what to send.
+    let r = app
+        .post(
+            "/v1/verify",
+            &verifier,
+            json!({"signedRequest": {"method": "GET", "uri": "/v2/orders", "headers": {}}}),
+        )
+        .await;
+    assert_eq!(r.body["valid"], false);
+    assert!(
+        r.body["title"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("absolute"),
+        "{:?}",
+        r.body
+    );
+}

@@ -104,6 +104,9 @@ pub enum AuthError {
     MissingScope,
     #[error("a key of this kind may not sign scope {0:?}")]
     ScopeNotAllowed(String),
+    /// A signed request (RFC 9421) refused, and why.
+    #[error("signed request: {0}")]
+    SignedRequest(String),
 }
 
 impl AuthError {

@@ -25,11 +25,22 @@ pub async fn verify(
         "endpoint",
         "only the operator token or a verifier token may call /v1/verify",
     )?;
-    let verified = state.index.verify_authorization(
-        Some(req.authorization.as_bytes()),
-        state.now(),
-        state.verify_options(),
-    );
+    let verified = match (&req.authorization, &req.signed_request) {
+        (Some(authorization), None) => state.index.verify_authorization(
+            Some(authorization.as_bytes()),
+            state.now(),
+            state.verify_options(),
+        ),
+        (None, Some(signed)) => {
+            crate::signed_requests::verify_described(&state, signed, state.now())
+        }
+        _ => {
+            return Err(crate::error::ApiError::bad_request(
+                "send exactly one of authorization (the request's Authorization header) and \
+                 signedRequest (a signed request's method, uri and headers)",
+            ));
+        }
+    };
     Ok(json_response(
         &answer(&state, &req, verified.as_ref(), started).await,
     ))

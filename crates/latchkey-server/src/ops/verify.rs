@@ -109,7 +109,8 @@ pub async fn answer<'a>(
     let verified = match verified {
         Ok(v) => v,
         Err(e) => {
-            let claimed = crate::refusals::claimed_key_id(Some(req.authorization.as_bytes()));
+            let claimed =
+                crate::refusals::claimed_key_id(req.authorization.as_deref().map(str::as_bytes));
             refused(NO_SCOPE, e.code(), claimed.as_deref());
             return invalid(e.code(), e.to_string());
         }

@@ -10,8 +10,10 @@ prepared request). Reads one JSON request on stdin, writes one JSON answer:
    server's clock), "created_offset": seconds added to now for `created`,
    "nonce": false, "components": null | [...],
    "tamper": null | "method" | "path" | "path:/other/path" | "query" | "body" | "host",
-   "repeat": 1}
+   "repeat": 1, "describe": false}
   -> {"responses": [{"status": 200, "body": {...}, "signature_input": "..."}, ...]}
+  With "describe": the signed request is not sent; the answer is its
+  {"method", "uri", "headers"}, as /v1/verify's signedRequest takes them.
 """
 
 import datetime
@@ -103,6 +105,11 @@ def prepare(req):
 def main():
     req = json.load(sys.stdin)
     session, prepared = prepare(req)
+    if req.get("describe"):
+        # Not sent: what the operator's server would hand to /v1/verify.
+        json.dump({"method": prepared.method, "uri": prepared.url,
+                   "headers": dict(prepared.headers)}, sys.stdout)
+        return
     out = []
     for _ in range(req.get("repeat", 1)):
         resp = session.send(prepared)

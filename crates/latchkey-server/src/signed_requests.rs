@@ -131,11 +131,15 @@ impl SignedRequest {
     /// A request a proxy asks about (forward-auth) or the gateway received:
     /// `uri` its path and query; the authority the proxy's
     /// `X-Forwarded-Host`, else `Host`. `None` when the path is not known.
+    /// `trust_forwarded`: a proxy in front set `X-Forwarded-Host` and
+    /// `X-Forwarded-Proto` (forward-auth); the gateway, which clients reach
+    /// directly, takes `Host` and its own scheme instead.
     pub fn forwarded(
         method: &str,
         uri: Option<&str>,
         headers: &HeaderMap,
         tls: bool,
+        trust_forwarded: bool,
     ) -> Option<Self> {
         let uri: axum::http::Uri = uri?.parse().ok()?;
         let first = |name: &str| {
@@ -145,18 +149,21 @@ impl SignedRequest {
                 .and_then(|v| v.split(',').next())
                 .map(|v| v.trim().to_string())
         };
-        let authority = first("x-forwarded-host")
+        let forwarded_host = if trust_forwarded {
+            first("x-forwarded-host")
+        } else {
+            None
+        };
+        let authority = forwarded_host
             .or_else(|| first("host"))
             .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
             .unwrap_or_default();
-        Some(Self::from_headers(
-            method,
-            uri.path(),
-            uri.query(),
-            authority,
-            headers,
-            tls,
-        ))
+        let mut request =
+            Self::from_headers(method, uri.path(), uri.query(), authority, headers, tls);
+        if !trust_forwarded {
+            request.scheme = if tls { "https" } else { "http" }.to_string();
+        }
+        Some(request)
     }
 
     pub(crate) fn from_headers(
@@ -185,9 +192,17 @@ impl SignedRequest {
             authority,
             path: path.to_string(),
             query: query.map(str::to_string),
+            // A value that is not text is kept as best it reads: the base
+            // then differs from what was signed and the request is refused,
+            // rather than a covered line silently left out.
             headers: headers
                 .iter()
-                .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect(),
             has_body,
         }
@@ -346,14 +361,14 @@ pub async fn check_content_digest(
     req: Request,
     next: Next,
 ) -> Response {
-    if !is_signed(req.headers()) || !req.headers().contains_key("content-digest") {
+    if !is_signed(req.headers()) {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let Ok(digest) = one_value(&parts.headers, "content-digest") else {
-        return refusal(&SignedRequestError::DigestSyntax).into_response();
+    let digest = match one_value(&parts.headers, "content-digest") {
+        Ok(digest) => digest.map(str::to_string),
+        Err(_) => return refusal(&SignedRequestError::DigestSyntax).into_response(),
     };
-    let digest = digest.unwrap_or_default().to_string();
     let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -365,8 +380,21 @@ pub async fn check_content_digest(
             .into_response();
         }
     };
-    if let Err(e) = http_sig::content_digest_matches(&digest, &bytes) {
-        return refusal(&e).into_response();
+    match digest {
+        Some(digest) => {
+            if let Err(e) = http_sig::content_digest_matches(&digest, &bytes) {
+                return refusal(&e).into_response();
+            }
+        }
+        // A body without a digest (HTTP/2 needs no Content-Length, so the
+        // signature's rules could not ask for one): nothing binds it.
+        None if !bytes.is_empty() => {
+            return refusal(&SignedRequestError::NotCovered(
+                "content-digest (the request has a body): send Content-Digest and sign it",
+            ))
+            .into_response();
+        }
+        None => {}
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await

@@ -265,11 +265,47 @@ async fn minting_eddsa_is_refused_where_it_would_give_more_than_the_caller_has()
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     assert_eq!(r.code(), "insufficient_permissions");
     mint(&app, &minter.basic(), &app_id, "alice", json!({})).await;
+    // Any policy, not only a permission list: a rate limit, too.
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys"),
+            &app.owner(),
+            json!({"displayName": "limited", "ratelimit": {"limit": 100, "windowSeconds": 60}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let limited = common::Key::from_reply(&r);
+    let r = app
+        .post(&path, &limited.basic(), json!({"alg": "EdDSA"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     // Nothing was made: the app still has no signing key.
     let r = app
         .get(&format!("/v1/apps/{app_id}/signingKeys"), &app.owner())
         .await;
     assert_eq!(r.body, json!({"signingKeys": []}));
+
+    // An EdDSA token never outlives the key that had it minted.
+    let soon =
+        common::iso(time::OffsetDateTime::from_unix_timestamp(now(&app) + 600).expect("time"));
+    let r = app
+        .post(
+            &format!("/v1/apps/{app_id}/keys"),
+            &app.owner(),
+            json!({"displayName": "short-lived", "expiresAt": soon}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let short = common::Key::from_reply(&r);
+    let r = app
+        .post(
+            &path,
+            &short.basic(),
+            json!({"alg": "EdDSA", "ttlSeconds": 3600}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["expiresAt"], soon.as_str(), "{:?}", r.body);
 
     // An app's signing key signs appUser tokens only: even the owner of a
     // leaked signing key could not get app scope from Latchkey. (Checked

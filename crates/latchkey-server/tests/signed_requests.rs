@@ -319,6 +319,11 @@ async fn the_gateway_and_forward_auth_take_signed_requests() {
             "{via:?}"
         );
         assert_eq!(seen.header("x-latchkey-scope"), Some("app"), "{via:?}");
+        if via == Via::Gateway {
+            // The credential stays with the gateway, as Authorization does.
+            assert_eq!(seen.header("signature"), None);
+            assert_eq!(seen.header("signature-input"), None);
+        }
         for tamper in ["path", "method"] {
             let mut changed = req.clone();
             changed["tamper"] = json!(tamper);
@@ -413,4 +418,39 @@ async fn v1_verify_answers_for_a_described_signed_request() {
         "{:?}",
         r.body
     );
+}
+
+/// A method that may carry a body must cover content-digest, even without
+/// one: a proxy or HTTP/2 may hide the body from Latchkey.
+#[tokio::test]
+async fn a_bodiless_post_must_still_cover_content_digest() {
+    let app = TestApp::spawn().await;
+    let app_id = app.create_app(&app.owner(), "Signed").await;
+    let path = format!("/v1/apps/{app_id}/signingKeys/rotate");
+    // http-message-signatures covers content-digest only with a body.
+    let r = send(request(
+        &app,
+        LIBS[1],
+        &app.owner_key(),
+        "POST",
+        &path,
+        json!({}),
+    ))
+    .await;
+    assert_eq!(r[0]["status"], 401, "{}", r[0]);
+    let title = r[0]["body"]["errors"][0]["title"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(title.contains("content-digest"), "{title}");
+    // requests-http-signature covers it always (the empty body's digest).
+    let r = send(request(
+        &app,
+        LIBS[0],
+        &app.owner_key(),
+        "POST",
+        &path,
+        json!({}),
+    ))
+    .await;
+    assert_eq!(r[0]["status"], 201, "{}", r[0]);
 }

@@ -13,7 +13,8 @@
 //! What a signature must cover, so that a captured request cannot be
 //! replayed for another method, target or body: `@method`; `@target-uri`,
 //! or `@authority` and `@path` (and `@query` when the request has a query);
-//! `content-digest` when the request has a body. `created` is required and
+//! `content-digest` when the request has a body or its method may carry one
+//! (every method but GET, HEAD and OPTIONS). `created` is required and
 //! must be within [`SignedRequestPolicy::window_seconds`] of now (and not
 //! further ahead than the leeway); `expires`, when present, must not have
 //! passed. A `nonce` is read for the caller, which keeps the ones it has
@@ -31,6 +32,9 @@ pub const ALGORITHM: &str = "hmac-sha256";
 
 /// Largest `Signature-Input` or `Signature` value read (4 KiB).
 pub const MAX_FIELD_LEN: usize = 4096;
+
+/// Longest `nonce` taken (the server remembers each for the window).
+pub const MAX_NONCE_LEN: usize = 128;
 
 /// How old a signature may be, and how far ahead of this clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +117,7 @@ pub enum SignedRequestError {
     Stale(i64),
     #[error("the signature has expired (expires)")]
     Expired,
-    #[error("the signature's nonce must be a string")]
+    #[error("the signature's nonce must be a string of at most 128 characters")]
     Nonce,
     #[error("the signature must cover {0}")]
     NotCovered(&'static str),
@@ -230,7 +234,9 @@ pub fn prepare(
     }
     let nonce = match param("nonce") {
         None => None,
-        Some(BareItem::String(s)) => Some(s.as_str().to_string()),
+        Some(BareItem::String(s)) if s.as_str().len() <= MAX_NONCE_LEN => {
+            Some(s.as_str().to_string())
+        }
         Some(_) => return Err(SignedRequestError::Nonce),
     };
 
@@ -260,9 +266,14 @@ pub fn prepare(
             ));
         }
     }
-    if req.has_body && !covers("content-digest") {
+    // A body the verifier may not see (forward-auth, HTTP/2 without a
+    // length) must still be bound: every method that may carry one covers
+    // the digest.
+    let may_have_body = req.has_body || !matches!(req.method, "GET" | "HEAD" | "OPTIONS");
+    if may_have_body && !covers("content-digest") {
         return Err(SignedRequestError::NotCovered(
-            "content-digest (the request has a body)",
+            "content-digest (the request has a body, or its method may carry one: every method \
+             but GET, HEAD and OPTIONS)",
         ));
     }
 

@@ -18,8 +18,10 @@ use crate::ops::signing_keys;
 use crate::state::AppState;
 
 /// How long a JWKS may be cached: 5 minutes. A rotation keeps the previous
-/// key published (and verifying) until the next one, so a verifier with a
-/// cached copy never misses the key of a token minted before it.
+/// key published (and verifying) until the next one, so a cached copy
+/// still holds the key of every token minted before the rotation; a token
+/// minted after it names a `kid` the copy lacks, which a verifier fetches
+/// again (npm jose's `createRemoteJWKSet` does so by itself).
 const JWKS_MAX_AGE: &str = "public, max-age=300";
 
 pub async fn list(

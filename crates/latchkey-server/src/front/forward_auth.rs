@@ -94,6 +94,7 @@ pub async fn answer(
         headers,
         peer,
         client_ip: forwarded_client(headers),
+        behind_proxy: true,
     };
     match decide_counted(state, &asked, crate::metrics::Way::ForwardAuth, started).await {
         Decision::Allow { identity, cors } => {

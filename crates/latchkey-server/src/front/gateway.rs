@@ -327,6 +327,7 @@ async fn handle(
         headers: req.headers(),
         peer: Some(peer),
         client_ip: Some(peer),
+        behind_proxy: false,
     };
     let decision = crate::request_id::scope(
         id.clone(),
@@ -454,6 +455,10 @@ fn upstream_request(
     set_identity_headers(headers, Some(identity));
     if !shared.keep_authorization {
         headers.remove(AUTHORIZATION);
+        // A signed request's credential: the upstream or its logs could
+        // otherwise replay it within its window.
+        headers.remove("signature");
+        headers.remove("signature-input");
     }
     headers.remove(FORWARDED);
     let client_host = headers.remove(HOST);

@@ -65,6 +65,10 @@ pub struct Asked<'a> {
     /// `allowedIps`): the gateway's peer, or what the proxy in front of
     /// forward-auth says it saw.
     pub client_ip: Option<IpAddr>,
+    /// A proxy in front describes the request (forward-auth): its
+    /// `X-Forwarded-Host` and `X-Forwarded-Proto` are the client's host
+    /// and scheme. False at the gateway, which clients reach directly.
+    pub behind_proxy: bool,
 }
 
 /// Who the request speaks for, when it is allowed.
@@ -268,6 +272,7 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
             asked.uri,
             asked.headers,
             state.config.tls.is_some(),
+            asked.behind_proxy,
         ) else {
             return refuse(Refusal::new(
                 StatusCode::UNAUTHORIZED,

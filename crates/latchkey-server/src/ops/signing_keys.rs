@@ -128,17 +128,25 @@ pub async fn sign_eddsa(
 }
 
 /// What minting an EdDSA token takes beyond minting: a token signed with
-/// the app's key carries no key's policy, so only a caller that could make
-/// a key with the full power of its scope may have one made.
+/// the app's key carries no key's policy (permissions, address and origin
+/// restrictions, rate limit, credits) and is not revoked with the calling
+/// key, so only a caller whose key has no policy may have one made.
 pub fn may_mint_eddsa(caller: &Caller) -> ApiResult<()> {
-    caller.may_grant(&KeyPolicy::default()).map_err(|_| {
+    let refused = || {
         ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "insufficient_permissions",
-            "a key with a permission list cannot mint EdDSA tokens (they carry no key's \
-             permissions); mint HS256 tokens, which carry the signing key's",
+            "a key with a policy (permissions, restrictions, a rate limit or credits) cannot \
+             mint EdDSA tokens, which carry none of it; mint HS256 tokens, which carry the \
+             signing key's",
         )
-    })
+    };
+    if caller.policy.is_some() {
+        return Err(refused());
+    }
+    caller
+        .may_grant(&KeyPolicy::default())
+        .map_err(|_| refused())
 }
 
 /// A signing key as the API shows it.

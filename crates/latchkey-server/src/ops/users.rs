@@ -346,7 +346,18 @@ pub async fn mint_token(
         }
     };
     let now = state.now();
-    let expires_at = now.saturating_add(ttl);
+    let mut expires_at = now.saturating_add(ttl);
+    // An EdDSA token outlives nothing its minting key would not: the
+    // signing key verifies it whatever happens to the key that asked.
+    if alg == MintAlg::EdDsa
+        && let Some(key_expiry) = caller
+            .principal
+            .key_id()
+            .and_then(|id| state.index.key(id))
+            .and_then(|k| k.expires_at())
+    {
+        expires_at = expires_at.min(key_expiry);
+    }
     let claims = json!({
         "scope": "appUser",
         "userId": external_id,

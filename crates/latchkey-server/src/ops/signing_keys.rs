@@ -89,10 +89,13 @@ pub async fn current_signer(
 ) -> ApiResult<(String, Ed25519KeyPair)> {
     let mut keys = state.store.signing_keys(&app.id).await?;
     if keys.first().is_none_or(|k| k.retired_at.is_some()) {
+        // The first key: under the write token, as a rotation is, so that
+        // neither indexes a list the other has already changed.
+        let _write = WriteGuard::acquire(state, caller).await?;
         let key = new_signing_key(state, &app.id)?;
         let event = audit::event(state, caller, "signingKey.created", "signingKey", &key.id)
             .in_app(&app.id);
-        // Another request may have made one meanwhile: then it is the one.
+        // Another node may have made one meanwhile: then it is the one.
         state.store.create_signing_key(&key, false, &event).await?;
         keys = state.store.signing_keys(&app.id).await?;
         index_signers(state, &app.id, &keys)?;

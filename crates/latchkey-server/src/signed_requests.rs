@@ -91,6 +91,9 @@ pub struct SignedRequest {
     pub query: Option<String>,
     pub headers: Vec<(String, String)>,
     pub has_body: bool,
+    /// Latchkey does not see the body (forward-auth, the gateway,
+    /// `/v1/verify`): see `verified_nonce_or_body`.
+    pub body_unseen: bool,
 }
 
 impl std::fmt::Debug for SignedRequest {
@@ -163,6 +166,7 @@ impl SignedRequest {
         if !trust_forwarded {
             request.scheme = if tls { "https" } else { "http" }.to_string();
         }
+        request.body_unseen = true;
         Some(request)
     }
 
@@ -205,6 +209,7 @@ impl SignedRequest {
                 })
                 .collect(),
             has_body,
+            body_unseen: false,
         }
     }
 
@@ -266,7 +271,9 @@ pub fn verify_described(
         scheme == "https",
     );
     request.scheme = scheme.to_ascii_lowercase();
+    request.body_unseen = true;
     let prepared = prepare(&headers, &request, now).map_err(|e| refused(e.to_string()))?;
+    verified_nonce_or_body(&request, &prepared).map_err(|e| refused(e.title))?;
     let verified = state
         .index
         .verify_signed_request(&prepared, now)
@@ -295,6 +302,7 @@ pub fn verify(
     now: i64,
 ) -> Result<latchkey_core::Verified, ApiError> {
     let prepared = prepare(headers, request, now).map_err(|e| refusal(&e))?;
+    verified_nonce_or_body(request, &prepared)?;
     let verified = state
         .index
         .verify_signed_request(&prepared, now)
@@ -306,6 +314,27 @@ pub fn verify(
         })?;
     remember_nonce(state, &prepared, now)?;
     Ok(verified)
+}
+
+/// Where Latchkey does not see the body (forward-auth, the gateway: see
+/// [`SignedRequest::body_unseen`]), a request whose method may carry one
+/// must carry a nonce: its body is bound only by `Content-Digest`, which
+/// the upstream checks, so a second use of the same signature is refused
+/// here instead.
+fn verified_nonce_or_body(
+    request: &SignedRequest,
+    prepared: &PreparedSignature,
+) -> Result<(), ApiError> {
+    let may_have_body = !matches!(request.method.as_str(), "GET" | "HEAD" | "OPTIONS");
+    if request.body_unseen && may_have_body && prepared.nonce.is_none() {
+        return Err(
+            ApiError::unauthorized(&AuthError::BadCredentials).with_title(
+                "signed request: through forward-auth or the gateway, a request whose method may \
+             carry a body must carry a nonce (Latchkey does not see the body there)",
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn prepare(

@@ -157,15 +157,8 @@ fn apply_signers(index: &KeyIndex, app: &AppRecord) {
         .signers
         .iter()
         .filter_map(|s| {
-            let bytes = base64::Engine::decode(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                &s.public_key,
-            )
-            .ok()?;
-            Some((
-                s.id.clone(),
-                crate::jwt::Ed25519PublicKey::from_bytes(&bytes)?,
-            ))
+            let key = crate::jwt::Ed25519PublicKey::from_base64url(&s.public_key)?;
+            Some((s.id.clone(), key))
         })
         .collect();
     index.set_app_signers(&app.id, signers);

@@ -98,27 +98,38 @@ async fn build_index_in_batches(
 /// whose public key does not read is left out and logged (its tokens are
 /// refused, as they would be without it).
 pub fn index_signers(index: &KeyIndex, signers: &[latchkey_store::AppSigner]) {
-    let mut by_app: std::collections::BTreeMap<&str, Vec<_>> = std::collections::BTreeMap::new();
-    for signer in signers {
-        let key = base64::Engine::decode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            &signer.public_key,
-        )
-        .ok()
-        .and_then(|bytes| latchkey_core::jwt::Ed25519PublicKey::from_bytes(&bytes));
-        match key {
-            Some(key) => by_app
-                .entry(&signer.app_id)
-                .or_default()
-                .push((signer.id.clone(), key)),
-            None => {
-                tracing::error!(key = %signer.id, "a stored signing key's public key is not readable")
-            }
-        }
+    let mut by_app: std::collections::BTreeMap<&str, Vec<(&str, &str)>> =
+        std::collections::BTreeMap::new();
+    for s in signers {
+        by_app
+            .entry(&s.app_id)
+            .or_default()
+            .push((&s.id, &s.public_key));
     }
     for (app_id, keys) in by_app {
-        index.set_app_signers(app_id, keys);
+        set_app_signers(index, app_id, keys);
     }
+}
+
+/// Sets one app's signing keys, `(id, public key as base64url)` current
+/// first, in the index (none: it has none); one that does not read is
+/// left out and logged.
+pub fn set_app_signers<'a>(
+    index: &KeyIndex,
+    app_id: &str,
+    keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    let signers = keys
+        .into_iter()
+        .filter_map(|(id, public_key)| {
+            let key = latchkey_core::jwt::Ed25519PublicKey::from_base64url(public_key);
+            if key.is_none() {
+                tracing::error!(key = %id, "a stored signing key's public key is not readable");
+            }
+            Some((id.to_string(), key?))
+        })
+        .collect();
+    index.set_app_signers(app_id, signers);
 }
 
 /// Everything but the keys, which need it in place: a key enters the

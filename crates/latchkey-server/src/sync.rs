@@ -481,22 +481,12 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
                 }
                 index.set_app_policy(id, crate::ops::policy::app_policy(&app.settings));
                 // A change of the app may be one of its signing keys.
-                let signers: Vec<latchkey_store::AppSigner> = state
-                    .store
-                    .signing_keys(id)
-                    .await?
-                    .into_iter()
-                    .map(|k| latchkey_store::AppSigner {
-                        id: k.id,
-                        app_id: k.app_id,
-                        public_key: k.public_key,
-                    })
-                    .collect();
-                if signers.is_empty() {
-                    index.set_app_signers(id, Vec::new());
-                } else {
-                    crate::indexing::index_signers(index, &signers);
-                }
+                let keys = state.store.signing_keys(id).await?;
+                crate::indexing::set_app_signers(
+                    index,
+                    id,
+                    keys.iter().map(|k| (k.id.as_str(), k.public_key.as_str())),
+                );
             }
             None => index.remove_app(id),
         },

@@ -39,6 +39,12 @@ impl Ed25519PublicKey {
         <[u8; 32]>::try_from(bytes).ok().map(Self)
     }
 
+    /// The key from its base64url text (no padding), as apps' signing
+    /// keys are stored and replicated; `None` if it does not read.
+    pub fn from_base64url(text: &str) -> Option<Self> {
+        Self::from_bytes(&URL_SAFE_NO_PAD.decode(text).ok()?)
+    }
+
     /// Whether `sig` (64 bytes) is this key's signature of `message`.
     pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
         let Ok(sig) = <[u8; 64]>::try_from(sig) else {

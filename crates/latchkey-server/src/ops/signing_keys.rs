@@ -12,7 +12,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_core::ids::{IdKind, new_id};
-use latchkey_core::jwt::Ed25519PublicKey;
 use latchkey_core::policy::{KeyPolicy, Permission};
 use latchkey_store::{App, SigningKey};
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -57,27 +56,14 @@ fn new_signing_key(state: &AppState, app_id: &str) -> ApiResult<SigningKey> {
     })
 }
 
-/// The public key of a stored signing key.
-fn public_key(key: &SigningKey) -> ApiResult<Ed25519PublicKey> {
-    URL_SAFE_NO_PAD
-        .decode(&key.public_key)
-        .ok()
-        .and_then(|bytes| Ed25519PublicKey::from_bytes(&bytes))
-        .ok_or_else(|| {
-            tracing::error!(key = %key.id, "a stored signing key's public key is not readable");
-            ApiError::internal()
-        })
-}
-
 /// Puts the app's signing keys, as the store has them, in this node's
 /// index (other nodes and replicas follow the change the write recorded).
-pub fn index_signers(state: &AppState, app_id: &str, keys: &[SigningKey]) -> ApiResult<()> {
-    let signers = keys
-        .iter()
-        .map(|k| Ok((k.id.clone(), public_key(k)?)))
-        .collect::<ApiResult<Vec<_>>>()?;
-    state.index.set_app_signers(app_id, signers);
-    Ok(())
+pub fn index_signers(state: &AppState, app_id: &str, keys: &[SigningKey]) {
+    crate::indexing::set_app_signers(
+        &state.index,
+        app_id,
+        keys.iter().map(|k| (k.id.as_str(), k.public_key.as_str())),
+    );
 }
 
 /// The app's current signing key, made (and indexed) if it has none yet,
@@ -98,7 +84,7 @@ pub async fn current_signer(
         // Another node may have made one meanwhile: then it is the one.
         state.store.create_signing_key(&key, false, &event).await?;
         keys = state.store.signing_keys(&app.id).await?;
-        index_signers(state, &app.id, &keys)?;
+        index_signers(state, &app.id, &keys);
     }
     let current = keys
         .into_iter()
@@ -185,7 +171,7 @@ pub async fn rotate(
         audit::event(state, caller, "signingKey.rotated", "signingKey", &key.id).in_app(&app.id);
     state.store.create_signing_key(&key, true, &event).await?;
     let keys = state.store.signing_keys(&app.id).await?;
-    index_signers(state, &app.id, &keys)?;
+    index_signers(state, &app.id, &keys);
     Ok(json!({"signingKeys": keys.iter().map(view).collect::<Vec<_>>()}))
 }
 

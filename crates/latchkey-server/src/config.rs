@@ -99,8 +99,12 @@ pub struct GatewayConfig {
     /// Open client connections at most; when full, the connection idle the
     /// longest is closed to make room (and a new one refused if none is).
     pub max_connections: usize,
-    /// How long the upstream may take to answer with its response head.
+    /// How long the upstream may take to answer with its response head
+    /// (and a client to send a signed request's body).
     pub upstream_timeout: Duration,
+    /// The largest body of a signed request (RFC 9421) the gateway reads
+    /// to check its `Content-Digest`; a larger one is refused with 413.
+    pub max_signed_body_bytes: usize,
 }
 
 impl GatewayConfig {
@@ -113,6 +117,7 @@ impl GatewayConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             upstream_timeout: Duration::from_secs(30),
+            max_signed_body_bytes: DEFAULT_MAX_SIGNED_BODY_BYTES,
         }
     }
 }
@@ -123,6 +128,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// The gateway's default limit on a signed request's body, which it holds
+/// in memory to check: 1 MiB.
+pub const DEFAULT_MAX_SIGNED_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_DATA_DIR: &str = "./latchkey-data";
 
 impl Config {

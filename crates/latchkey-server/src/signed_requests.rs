@@ -166,6 +166,7 @@ impl SignedRequest {
         if !trust_forwarded {
             request.scheme = if tls { "https" } else { "http" }.to_string();
         }
+        // Until the caller says it checks the body (the gateway does).
         request.body_unseen = true;
         Some(request)
     }
@@ -382,9 +383,26 @@ fn remember_nonce(
     }
 }
 
-/// A layer: the body of a signed request with `Content-Digest` must match
-/// it (RFC 9530), so that the signature, which covers the digest, covers
-/// the body. Other requests pass untouched.
+/// Whether a signed request's `body` is the one its signature covers: it
+/// matches the request's `Content-Digest` (RFC 9530), or it is empty and
+/// there is none (a body without a digest is refused: HTTP/2 needs no
+/// Content-Length, so the signature's rules could not ask for one, and
+/// nothing would bind it).
+pub fn body_matches_digest(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let digest = one_value(headers, "content-digest")
+        .map_err(|_| refusal(&SignedRequestError::DigestSyntax))?;
+    match digest {
+        Some(digest) => http_sig::content_digest_matches(digest, body).map_err(|e| refusal(&e)),
+        None if !body.is_empty() => Err(refusal(&SignedRequestError::NotCovered(
+            "content-digest (the request has a body): send Content-Digest and sign it",
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A layer: the body of a signed request must match its `Content-Digest`
+/// ([`body_matches_digest`]), so that the signature, which covers the
+/// digest, covers the body. Other requests pass untouched.
 pub async fn check_content_digest(
     State(state): State<AppState>,
     req: Request,
@@ -394,10 +412,6 @@ pub async fn check_content_digest(
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
-    let digest = match one_value(&parts.headers, "content-digest") {
-        Ok(digest) => digest.map(str::to_string),
-        Err(_) => return refusal(&SignedRequestError::DigestSyntax).into_response(),
-    };
     let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -409,21 +423,8 @@ pub async fn check_content_digest(
             .into_response();
         }
     };
-    match digest {
-        Some(digest) => {
-            if let Err(e) = http_sig::content_digest_matches(&digest, &bytes) {
-                return refusal(&e).into_response();
-            }
-        }
-        // A body without a digest (HTTP/2 needs no Content-Length, so the
-        // signature's rules could not ask for one): nothing binds it.
-        None if !bytes.is_empty() => {
-            return refusal(&SignedRequestError::NotCovered(
-                "content-digest (the request has a body): send Content-Digest and sign it",
-            ))
-            .into_response();
-        }
-        None => {}
+    if let Err(e) = body_matches_digest(&parts.headers, &bytes) {
+        return e.into_response();
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await

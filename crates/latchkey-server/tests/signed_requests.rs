@@ -324,17 +324,44 @@ async fn the_gateway_and_forward_auth_take_signed_requests() {
             assert_eq!(seen.header("signature"), None);
             assert_eq!(seen.header("signature-input"), None);
         }
-        // A method that may carry a body needs a nonce here (the body is
-        // not seen); with one, it passes once.
         let mut post = req.clone();
         post["method"] = json!("POST");
         post["body"] = json!(json!({"order": 1}).to_string());
-        let r = send(post.clone()).await;
-        assert_eq!(
-            r[0]["status"], 401,
-            "{via:?} POST without a nonce: {}",
-            r[0]
-        );
+        if via == Via::Gateway {
+            // The gateway reads a signed body and holds it to its
+            // Content-Digest: no nonce is needed, the body reaches the
+            // upstream whole, and another body is refused.
+            let before = rig.upstream.hits();
+            let r = send(post.clone()).await;
+            assert_eq!(r[0]["status"], 200, "POST through the gateway: {}", r[0]);
+            let seen = rig.upstream.only_since(before);
+            assert_eq!(seen.method, "POST");
+            assert_eq!(seen.body, json!({"order": 1}).to_string());
+            assert!(seen.header("content-digest").is_some());
+            let mut changed = post.clone();
+            changed["tamper"] = json!("body");
+            let before = rig.upstream.hits();
+            let r = send(changed).await;
+            assert_eq!(r[0]["status"], 401, "another body: {}", r[0]);
+            assert!(
+                r[0]["body"]["errors"][0]["title"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("Content-Digest")),
+                "{}",
+                r[0]
+            );
+            assert_eq!(rig.upstream.hits(), before, "another body: not forwarded");
+        } else {
+            // Behind forward-auth a method that may carry a body needs a
+            // nonce (Latchkey does not see the body); with one, it passes
+            // once.
+            let r = send(post.clone()).await;
+            assert_eq!(
+                r[0]["status"], 401,
+                "{via:?} POST without a nonce: {}",
+                r[0]
+            );
+        }
         post["nonce"] = json!(true);
         post["repeat"] = json!(2);
         let r = send(post).await;
@@ -469,4 +496,48 @@ async fn a_bodiless_post_must_still_cover_content_digest() {
     ))
     .await;
     assert_eq!(r[0]["status"], 201, "{}", r[0]);
+}
+
+/// The gateway reads a signed body to check it, so it bounds it
+/// (`--gateway-max-signed-body-bytes`): a larger one is refused with 413
+/// before it reaches the upstream; an unsigned one is streamed whatever
+/// its size.
+#[tokio::test]
+async fn the_gateway_bounds_the_signed_body_it_reads() {
+    use proxies::{Rig, Via};
+    let rig = Rig::start_with(Via::Gateway, |g| g.max_signed_body_bytes = 64).await;
+    let path = rig.app_path();
+    let mut post = request(&rig.app, LIBS[0], &rig.key, "POST", &path, json!({}));
+    post["url"] = json!(format!("{}{path}", rig.base));
+    post["body"] = json!("x".repeat(65));
+    let before = rig.upstream.hits();
+    let r = send(post.clone()).await;
+    assert_eq!(r[0]["status"], 413, "{}", r[0]);
+    assert_eq!(
+        r[0]["body"]["errors"][0]["code"], "payload_too_large",
+        "{}",
+        r[0]
+    );
+    assert!(
+        r[0]["body"]["errors"][0]["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("--gateway-max-signed-body-bytes")),
+        "{}",
+        r[0]
+    );
+    assert_eq!(rig.upstream.hits(), before, "not forwarded");
+    post["body"] = json!("x".repeat(64));
+    let r = send(post).await;
+    assert_eq!(r[0]["status"], 200, "at the limit: {}", r[0]);
+    // Basic with a larger body: streamed, not read.
+    let before = rig.upstream.hits();
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", rig.base))
+        .header("authorization", rig.key.basic())
+        .body("y".repeat(10_000))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(rig.upstream.only_since(before).body.len(), 10_000);
 }

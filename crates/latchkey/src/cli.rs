@@ -335,6 +335,12 @@ pub struct ServeArgs {
     #[arg(long, env = "LATCHKEY_GATEWAY_UPSTREAM_TIMEOUT_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub gateway_upstream_timeout_seconds: u64,
+    /// The largest body of a signed request (RFC 9421) the gateway reads
+    /// to check it against its Content-Digest before forwarding (then
+    /// 413); other bodies are streamed, whatever their size.
+    #[arg(long, env = "LATCHKEY_GATEWAY_MAX_SIGNED_BODY_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub gateway_max_signed_body_bytes: u64,
     /// Log format.
     #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

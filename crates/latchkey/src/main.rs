@@ -290,6 +290,8 @@ fn server_config(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<Config> {
         gateway.max_connections =
             usize::try_from(serve.gateway_max_connections).unwrap_or(usize::MAX);
         gateway.upstream_timeout = Duration::from_secs(serve.gateway_upstream_timeout_seconds);
+        gateway.max_signed_body_bytes =
+            usize::try_from(serve.gateway_max_signed_body_bytes).unwrap_or(usize::MAX);
         config.gateway = Some(gateway);
     }
     Ok(config)

@@ -95,9 +95,10 @@ pub async fn answer(
         peer,
         client_ip: forwarded_client(headers),
         behind_proxy: true,
+        checks_signed_body: false,
     };
     match decide_counted(state, &asked, crate::metrics::Way::ForwardAuth, started).await {
-        Decision::Allow { identity, cors } => {
+        Decision::Allow { identity, cors, .. } => {
             let mut response = Response::new(Body::empty());
             let headers = response.headers_mut();
             set_identity_headers(headers, Some(&identity));

@@ -10,8 +10,10 @@
 //!   `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`,
 //!   `Upgrade`, and `Proxy-Authorization`) and `Forwarded`, and get
 //!   `X-Forwarded-For` (the client's address appended), `X-Forwarded-Proto`
-//!   and `X-Forwarded-Host`. Bodies are streamed both ways, never buffered;
-//!   the upstream is reached over a keep-alive pool of HTTP/1.1
+//!   and `X-Forwarded-Host`. Bodies are streamed both ways, except a
+//!   signed request's (RFC 9421), which is read whole (at most
+//!   `max_signed_body_bytes`) and held to its `Content-Digest` before it is
+//!   sent on; the upstream is reached over a keep-alive pool of HTTP/1.1
 //!   connections.
 //! - CORS is Latchkey's: preflights are answered here, and a response gets
 //!   `Access-Control-Allow-Origin` only for an appUser credential from an
@@ -46,7 +48,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::upstream::{Failure, Pool, Relay};
+use super::upstream::{Failure, Outgoing, Pool, Relay};
 use super::{Asked, Decision, ERROR_HEADER, Refusal, set_identity_headers};
 use crate::config::GatewayConfig;
 use crate::conns::{Active, Admitted, Conns};
@@ -166,6 +168,7 @@ struct Shared {
     pool: Arc<Pool>,
     keep_authorization: bool,
     upstream_timeout: Duration,
+    max_signed_body_bytes: usize,
 }
 
 /// Binds the gateway's address and starts serving in the background.
@@ -185,6 +188,7 @@ pub async fn start(state: AppState, config: &GatewayConfig) -> Result<Gateway, G
         pool,
         keep_authorization: config.keep_authorization,
         upstream_timeout: config.upstream_timeout,
+        max_signed_body_bytes: config.max_signed_body_bytes,
     });
     let conns = Conns::new(
         config.max_connections,
@@ -328,6 +332,7 @@ async fn handle(
         peer: Some(peer),
         client_ip: Some(peer),
         behind_proxy: false,
+        checks_signed_body: true,
     };
     let decision = crate::request_id::scope(
         id.clone(),
@@ -335,8 +340,12 @@ async fn handle(
     )
     .await;
     let response = match decision {
-        Decision::Allow { identity, cors } => {
-            let mut response = forward(shared, peer, req, &identity).await;
+        Decision::Allow {
+            identity,
+            cors,
+            signed,
+        } => {
+            let mut response = forward(shared, peer, req, &identity, signed).await;
             let headers = response.headers_mut();
             for name in [
                 ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -437,9 +446,9 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 fn upstream_request(
     shared: &Shared,
     peer: IpAddr,
-    req: Request<Incoming>,
+    req: Request<Outgoing>,
     identity: &super::Identity,
-) -> Option<Request<Incoming>> {
+) -> Option<Request<Outgoing>> {
     let (mut parts, body) = req.into_parts();
     let uri = shared.upstream.uri_for(&parts.uri)?;
     let headers = &mut parts.headers;
@@ -483,11 +492,71 @@ fn upstream_request(
     Some(Request::from_parts(parts, body))
 }
 
+/// Reads a signed request's body (it was allowed with `signed`) and holds
+/// it to the `Content-Digest` its signature covers: a captured request
+/// cannot carry another body here, on any node. Bounded by
+/// `max_signed_body_bytes`, and by the upstream timeout for a body sent
+/// slowly.
+async fn read_signed_body(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, Response<Body>> {
+    let limit = shared.max_signed_body_bytes;
+    let too_large = || {
+        let mut response = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "a signed request's body is read by the gateway to check its Content-Digest; \
+                 it may be at most {limit} bytes (--gateway-max-signed-body-bytes)"
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(ERROR_HEADER, HeaderValue::from_static("payload_too_large"));
+        response
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = match tokio::time::timeout(
+        shared.upstream_timeout,
+        axum::body::to_bytes(Body::new(body), limit),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) if declared.is_none() => return Err(too_large()),
+        Ok(Err(_)) | Err(_) => {
+            return Err(gateway_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "the signed request's body was cut short or sent too slowly",
+            ));
+        }
+    };
+    crate::signed_requests::body_matches_digest(headers, &bytes).map_err(|e| {
+        let mut response = e.into_response();
+        response
+            .headers_mut()
+            .insert(ERROR_HEADER, HeaderValue::from_static("unauthorized"));
+        response
+    })?;
+    Ok(bytes)
+}
+
 async fn forward(
     shared: &Shared,
     peer: IpAddr,
     req: Request<Incoming>,
     identity: &super::Identity,
+    signed: bool,
 ) -> Response<Sent> {
     // The request's id (set by `handle`), for the lines this writes.
     let request_id = req
@@ -496,6 +565,16 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_string();
+    let (parts, body) = req.into_parts();
+    let body = if signed {
+        match read_signed_body(shared, &parts.headers, body).await {
+            Ok(bytes) => Outgoing::Read(Some(bytes)),
+            Err(refused) => return refused.map(Sent::Local),
+        }
+    } else {
+        Outgoing::Streamed(body)
+    };
+    let req = Request::from_parts(parts, body);
     let Some(outgoing) = upstream_request(shared, peer, req, identity) else {
         return gateway_error(
             StatusCode::BAD_REQUEST,

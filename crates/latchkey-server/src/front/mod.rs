@@ -69,6 +69,11 @@ pub struct Asked<'a> {
     /// `X-Forwarded-Host` and `X-Forwarded-Proto` are the client's host
     /// and scheme. False at the gateway, which clients reach directly.
     pub behind_proxy: bool,
+    /// The caller reads a signed request's body and holds it to its
+    /// `Content-Digest` before sending it on (the gateway, on
+    /// [`Decision::Allow`] with `signed`). Where it does not (forward-auth),
+    /// a signed request whose method may carry a body must carry a nonce.
+    pub checks_signed_body: bool,
 }
 
 /// Who the request speaks for, when it is allowed.
@@ -168,6 +173,10 @@ pub enum Decision {
     Allow {
         identity: Identity,
         cors: Option<HeaderValue>,
+        /// The credential was an RFC 9421 signature: a caller that
+        /// `checks_signed_body` must now hold the body to its
+        /// `Content-Digest`.
+        signed: bool,
     },
     /// A CORS preflight: answered with CORS headers for `allowed`, when
     /// the path names an app that allows that origin.
@@ -263,11 +272,12 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
                 .with_title("send exactly one Authorization header"),
         );
     }
-    let verified = if header.is_none() && crate::signed_requests::is_signed(asked.headers) {
+    let signed = header.is_none() && crate::signed_requests::is_signed(asked.headers);
+    let verified = if signed {
         // An RFC 9421 signed request (crate::signed_requests). Its body is
-        // not seen here: when the signature covers Content-Digest, the
-        // upstream holds the body to it.
-        let Some(request) = crate::signed_requests::SignedRequest::forwarded(
+        // not seen here: the gateway checks it against Content-Digest
+        // after this decision; behind forward-auth, the upstream must.
+        let Some(mut request) = crate::signed_requests::SignedRequest::forwarded(
             asked.method,
             asked.uri,
             asked.headers,
@@ -281,6 +291,7 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
                  X-Original-URI",
             ));
         };
+        request.body_unseen = !asked.checks_signed_body;
         match crate::signed_requests::verify(state, asked.headers, &request, state.now()) {
             Ok(verified) => verified,
             Err(e) => {
@@ -354,7 +365,11 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
         Principal::AppUser { app_id, .. } => app_cors(Some(app_id)),
         _ => None,
     };
-    Decision::Allow { identity, cors }
+    Decision::Allow {
+        identity,
+        cors,
+        signed,
+    }
 }
 
 /// [`decide`], counted in the metrics as a verification on `way` that

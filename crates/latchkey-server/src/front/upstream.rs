@@ -44,6 +44,50 @@ pub enum Failure {
     Unreachable(String),
 }
 
+/// A request body on its way to the upstream: the client's, streamed as it
+/// arrives, or one the gateway has read whole (a signed request's, held to
+/// its `Content-Digest` before it is sent on).
+#[derive(Debug)]
+pub enum Outgoing {
+    Streamed(Incoming),
+    /// `None` once sent.
+    Read(Option<Bytes>),
+}
+
+impl HttpBody for Outgoing {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Streamed(body) => Pin::new(body).poll_frame(cx),
+            Self::Read(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Streamed(body) => body.is_end_stream(),
+            Self::Read(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Streamed(body) => body.size_hint(),
+            Self::Read(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
 /// The upstream's address and the idle connections to it.
 #[derive(Debug)]
 pub struct Pool {
@@ -55,7 +99,7 @@ pub struct Pool {
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<Outgoing>,
     since: Instant,
 }
 
@@ -74,7 +118,7 @@ impl Pool {
     /// never sent twice.
     pub async fn send(
         self: &Arc<Self>,
-        mut request: Request<Incoming>,
+        mut request: Request<Outgoing>,
     ) -> Result<Response<Relay>, Failure> {
         loop {
             let (mut sender, fresh) = match self.take_idle() {
@@ -110,7 +154,7 @@ impl Pool {
         }
     }
 
-    fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+    fn take_idle(&self) -> Option<SendRequest<Outgoing>> {
         let mut idle = self
             .idle
             .lock()
@@ -123,7 +167,7 @@ impl Pool {
         None
     }
 
-    fn give_back(&self, sender: SendRequest<Incoming>) {
+    fn give_back(&self, sender: SendRequest<Outgoing>) {
         if sender.is_closed() {
             return;
         }
@@ -142,7 +186,7 @@ impl Pool {
         });
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, Failure> {
+    async fn connect(&self) -> Result<SendRequest<Outgoing>, Failure> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address))
             .await
             .map_err(|_| Failure::Unreachable("connecting to the upstream timed out".to_string()))?
@@ -166,7 +210,7 @@ impl Pool {
 #[derive(Debug)]
 pub struct Relay {
     inner: Incoming,
-    sender: Option<SendRequest<Incoming>>,
+    sender: Option<SendRequest<Outgoing>>,
     pool: Arc<Pool>,
 }
 

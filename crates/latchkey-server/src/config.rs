@@ -79,6 +79,30 @@ pub struct Config {
     /// Bounds on failed credentials presented to the API (see
     /// [`crate::throttle`]).
     pub auth_throttle: crate::throttle::ThrottleConfig,
+    /// The URL clients reach Latchkey at, without a trailing slash
+    /// ([`public_url`]): the issuer of minted EdDSA tokens.
+    pub public_url: Option<String>,
+}
+
+/// Checks `--public-url`: an absolute `http` or `https` URL, without user
+/// name, query or fragment; returned without a trailing slash.
+pub fn public_url(text: &str) -> Result<String, &'static str> {
+    let uri: axum::http::Uri = text
+        .parse()
+        .map_err(|_| "not a URL; give https://host[:port][/path]")?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err("must start with https:// (or http://)");
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("no host; give https://host[:port][/path]");
+    };
+    if authority.as_str().contains('@') {
+        return Err("must not carry a user name or password");
+    }
+    if uri.query().is_some() || text.contains('#') {
+        return Err("must not carry a query or a fragment");
+    }
+    Ok(text.trim_end_matches('/').to_string())
 }
 
 /// The gateway: a second listener that verifies every request and forwards
@@ -162,6 +186,7 @@ impl Config {
             target_routes: TargetRoutes::default(),
             gateway: None,
             auth_throttle: crate::throttle::ThrottleConfig::default(),
+            public_url: None,
         }
     }
 
@@ -171,5 +196,34 @@ impl Config {
 
     pub fn master_key_path(&self) -> PathBuf {
         self.data_dir.join("master.key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_url;
+
+    #[test]
+    fn public_urls_are_absolute_http_urls_without_a_trailing_slash() {
+        assert_eq!(
+            public_url("https://auth.example.com/").as_deref(),
+            Ok("https://auth.example.com")
+        );
+        assert_eq!(
+            public_url("http://127.0.0.1:7400/latchkey").as_deref(),
+            Ok("http://127.0.0.1:7400/latchkey")
+        );
+        for bad in [
+            "auth.example.com",
+            "/v1",
+            "ftp://auth.example.com",
+            "https://user:pw@auth.example.com",
+            "https://auth.example.com/?a=1",
+            "https://auth.example.com/#top",
+            "https://",
+            "",
+        ] {
+            assert!(public_url(bad).is_err(), "{bad:?} was taken");
+        }
     }
 }

@@ -9,7 +9,7 @@ mod common;
 mod jose;
 
 use common::{StatusCode, TestApp};
-use jose::{joserfc_verify, node_jose_verify};
+use jose::{joserfc_verify, joserfc_verify_for, node_jose_verify, node_jose_verify_for};
 use serde_json::{Value, json};
 
 /// Mints an appUser token for `user` with `auth`; its token.
@@ -29,6 +29,16 @@ async fn mint(app: &TestApp, auth: &str, app_id: &str, user: &str, body: Value) 
 fn now(app: &TestApp) -> i64 {
     use latchkey_core::Clock;
     app.clock.now().unix_timestamp()
+}
+
+/// The decoded claims of a compact JWS.
+fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let part = token.split('.').nth(1).expect("claims");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("json")
 }
 
 /// The decoded header of a compact JWS.
@@ -93,6 +103,9 @@ async fn a_minted_eddsa_token_verifies_with_the_public_jwks_in_python_and_node()
     let py = joserfc_verify(&url, &token, now(&app)).await;
     assert_eq!(py["claims"]["scope"], "appUser", "{py}");
     assert_eq!(py["claims"]["userId"], "alice", "{py}");
+    // Without --public-url, the issuer is named by the app id.
+    assert_eq!(py["claims"]["iss"], format!("latchkey:{app_id}"), "{py}");
+    assert!(py["claims"].get("aud").is_none(), "{py}");
     let node = node_jose_verify(&url, &token, now(&app)).await;
     assert_eq!(node["payload"]["userId"], "alice", "{node}");
     assert_eq!(node["header"]["kid"], kid.as_str(), "{node}");
@@ -237,6 +250,155 @@ async fn the_signing_key_rotates_with_overlap_and_the_one_before_goes() {
         .get(&format!("/v1/apps/{app_id}/signingKeys"), &app.owner())
         .await;
     assert_eq!(r.body["signingKeys"].as_array().map(Vec::len), Some(2));
+
+    // A key that leaked: a rotation that revokes removes every other key
+    // at once, and what they signed is refused from then on, by Latchkey
+    // and by anyone who fetches the JWKS again.
+    let r = app
+        .post(&rotate, &app.owner(), json!({"revokeOldKeys": "yes"}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    let r = app
+        .post(&rotate, &app.owner(), json!({"revokeOldKeys": true}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let listed = r.body["signingKeys"].as_array().expect("keys").clone();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["status"], "current");
+    let r = app
+        .get(
+            &format!("/v1/apps/{app_id}/users/alice"),
+            &format!("Bearer {second}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    let r = app.call(reqwest::Method::GET, &jwks_path, None, None).await;
+    assert_eq!(
+        r.body["keys"].as_array().map(Vec::len),
+        Some(1),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(r.body["keys"][0]["kid"], listed[0]["id"]);
+    assert!(
+        joserfc_verify(&url, &second, now(&app))
+            .await
+            .get("error")
+            .is_some()
+    );
+    let third = mint(&app, &app.owner(), &app_id, "alice", eddsa).await;
+    assert_eq!(header_of(&third)["kid"], listed[0]["id"]);
+    let r = app
+        .get("/v1/audit?action=signingKey.replaced", &app.owner())
+        .await;
+    assert_eq!(
+        r.body["events"][0]["target"]["id"], listed[0]["id"],
+        "{:?}",
+        r.body
+    );
+}
+
+/// RFC 8725 §3.10-3.11: a minted EdDSA token names its issuer (the app,
+/// under `--public-url`) and, when asked, its audience, so that a service
+/// that trusts the JWKS of one app and is one audience takes only the
+/// tokens meant for it.
+#[tokio::test]
+async fn minted_eddsa_tokens_name_their_issuer_and_audience() {
+    let app = TestApp::spawn_with(|c| c.public_url = Some("https://auth.example.com".into())).await;
+    let app_id = app.create_app(&app.owner(), "Orders").await;
+    let other_id = app.create_app(&app.owner(), "Billing").await;
+    let issuer = format!("https://auth.example.com/v1/apps/{app_id}");
+    let token = mint(
+        &app,
+        &app.owner(),
+        &app_id,
+        "alice",
+        json!({"alg": "EdDSA", "aud": "orders-api"}),
+    )
+    .await;
+    let url = app.url(&format!("/v1/apps/{app_id}/jwks.json"));
+    let now = now(&app);
+    let py = joserfc_verify_for(&url, &token, now, Some(&issuer), Some("orders-api")).await;
+    assert_eq!(py["claims"]["iss"], issuer.as_str(), "{py}");
+    assert_eq!(py["claims"]["aud"], "orders-api", "{py}");
+    let node = node_jose_verify_for(&url, &token, now, Some(&issuer), Some("orders-api")).await;
+    assert_eq!(node["payload"]["userId"], "alice", "{node}");
+    // Another audience, or another app's issuer: refused by both.
+    let other_issuer = format!("https://auth.example.com/v1/apps/{other_id}");
+    for (iss, aud) in [(&issuer, "billing-api"), (&other_issuer, "orders-api")] {
+        let py = joserfc_verify_for(&url, &token, now, Some(iss), Some(aud)).await;
+        assert!(py.get("error").is_some(), "joserfc took {iss} {aud}: {py}");
+        let node = node_jose_verify_for(&url, &token, now, Some(iss), Some(aud)).await;
+        assert!(node.get("error").is_some(), "jose took {iss} {aud}: {node}");
+    }
+    // A list of audiences: each of them takes it.
+    let token = mint(
+        &app,
+        &app.owner(),
+        &app_id,
+        "alice",
+        json!({"alg": "EdDSA", "aud": ["orders-api", "search-api"]}),
+    )
+    .await;
+    let node = node_jose_verify_for(&url, &token, now, Some(&issuer), Some("search-api")).await;
+    assert_eq!(
+        node["payload"]["aud"],
+        json!(["orders-api", "search-api"]),
+        "{node}"
+    );
+    // Latchkey itself takes the token whatever its audience (it is the
+    // issuer's own authority).
+    let r = app
+        .get(
+            &format!("/v1/apps/{app_id}/users/alice"),
+            &format!("Bearer {token}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // The signing keys' listing names the issuer to configure.
+    let r = app
+        .get(&format!("/v1/apps/{app_id}/signingKeys"), &app.owner())
+        .await;
+    assert_eq!(r.body["issuer"], issuer.as_str(), "{:?}", r.body);
+    // An HS256 token (signed with an app key's secret) carries the
+    // audience too, and no issuer.
+    app.create_app_key(&app.owner(), &app_id).await;
+    let token = mint(
+        &app,
+        &app.owner(),
+        &app_id,
+        "alice",
+        json!({"aud": "orders-api"}),
+    )
+    .await;
+    let claims = claims_of(&token);
+    assert_eq!(claims["aud"], "orders-api");
+    assert!(claims.get("iss").is_none(), "{claims}");
+    // Audiences that are not strings, empty, too long or too many: 400,
+    // and nothing minted.
+    for aud in [
+        json!(""),
+        json!(7),
+        json!([]),
+        json!(["ok", 1]),
+        json!("x".repeat(257)),
+        json!(["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]),
+        json!("tab\there"),
+    ] {
+        let r = app
+            .post(
+                &format!("/v1/apps/{app_id}/users/alice/tokens"),
+                &app.owner(),
+                json!({"alg": "EdDSA", "aud": aud}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{aud}: {:?}", r.body);
+        assert!(
+            r.body["errors"][0]["title"]
+                .as_str()
+                .is_some_and(|t| t.contains("aud"))
+        );
+    }
 }
 
 #[tokio::test]
@@ -283,7 +445,7 @@ async fn minting_eddsa_is_refused_where_it_would_give_more_than_the_caller_has()
     let r = app
         .get(&format!("/v1/apps/{app_id}/signingKeys"), &app.owner())
         .await;
-    assert_eq!(r.body, json!({"signingKeys": []}));
+    assert_eq!(r.body["signingKeys"], json!([]), "{:?}", r.body);
 
     // An EdDSA token never outlives the key that had it minted.
     let soon =

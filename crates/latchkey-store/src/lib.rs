@@ -216,13 +216,13 @@ pub trait Store:
     // --- apps' signing keys (issue 22) --------------------------------------
     /// An app's signing keys, the current one first (at most two).
     async fn signing_keys(&self, app_id: &str) -> Result<Vec<SigningKey>>;
-    /// Makes `key` its app's current signing key. With `rotate`, the
-    /// current one is retired and the one retired before removed; without,
-    /// nothing is written if the app already has a current key (false).
+    /// Makes `key` its app's current signing key, as `how` says (false:
+    /// [`NewSigningKey::First`] and the app already has a current key,
+    /// nothing written).
     async fn create_signing_key(
         &self,
         key: &SigningKey,
-        rotate: bool,
+        how: NewSigningKey,
         audit: &AuditEvent,
     ) -> Result<bool>;
 

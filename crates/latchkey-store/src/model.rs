@@ -255,6 +255,20 @@ pub struct PageOf<T> {
     pub has_more: bool,
 }
 
+/// How a new signing key joins its app's ([`crate::Store::create_signing_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewSigningKey {
+    /// The app's first: nothing is written if it already has a current
+    /// key.
+    First,
+    /// A rotation: the current key is retired (still published and
+    /// verified), the one retired before is removed.
+    Rotate,
+    /// A rotation that revokes: every other key of the app is removed at
+    /// once (a key that leaked), and tokens they signed are refused.
+    Replace,
+}
+
 /// An app's signing key (issue 22): Latchkey's own Ed25519 key for the
 /// appUser tokens it mints with `alg` `EdDSA`.
 #[derive(Clone, PartialEq, Eq)]

@@ -211,6 +211,12 @@ pub struct ServeArgs {
     /// authentication: give it a private interface.
     #[arg(long, env = "LATCHKEY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The URL clients reach Latchkey at (https://auth.example.com, with a
+    /// path if it is served under one). The EdDSA tokens Latchkey mints
+    /// name {public-url}/v1/apps/{appId} as their issuer (iss); without it,
+    /// latchkey:{appId}.
+    #[arg(long, env = "LATCHKEY_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
     /// PEM certificate chain; with --tls-key, serve HTTPS.
     #[arg(long, env = "LATCHKEY_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,

@@ -252,6 +252,12 @@ fn server_config(store: StoreArgs, serve: ServeArgs) -> anyhow::Result<Config> {
     let mut config = config(store)?;
     config.listen = serve.listen;
     config.metrics_listen = serve.metrics_listen;
+    config.public_url = serve
+        .public_url
+        .as_deref()
+        .map(latchkey_server::config::public_url)
+        .transpose()
+        .map_err(|why| anyhow::anyhow!("--public-url: {why}"))?;
     let tls_key = serve.tls_key.or(serve.tls_key_file);
     config.tls = match (serve.tls_cert, tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),

@@ -716,6 +716,30 @@ fn config_file_is_layered_under_variables_and_flags() {
     assert!(setting(&again, "idle_timeout_seconds").contains("= 62"));
 }
 
+#[test]
+fn the_public_url_is_checked() {
+    let dir = tempdir();
+    let file = dir.path().join("latchkey.toml");
+    std::fs::write(&file, "public_url = \"https://auth.example.com/\"\n").expect("write");
+    let out = config_check(&file, &[], &[]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(setting(&out, "public_url").contains("https://auth.example.com"));
+    for (bad, why) in [
+        ("auth.example.com", "https://"),
+        ("https://", "not a URL"),
+        ("ftp://auth.example.com", "https://"),
+        ("https://auth.example.com/?x=1", "query"),
+    ] {
+        let out = config_check(&file, &[], &["--public-url", bad]);
+        out.assert_failed(bad);
+        assert!(
+            out.stderr.contains("--public-url") && out.stderr.contains(why),
+            "{bad}: {}",
+            out.stderr
+        );
+    }
+}
+
 #[tokio::test]
 async fn serve_reads_its_settings_from_the_file() {
     let dir = tempdir();

@@ -8,10 +8,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, PathParams};
+use crate::extract::{Caller, JsonBodyOrEmpty, PathParams};
 use crate::ops::WriteGuard;
 use crate::ops::keys::app_for_keys;
 use crate::ops::signing_keys;
@@ -33,14 +34,24 @@ pub async fn list(
     Ok(Json(signing_keys::list(&state, &caller, &app).await?))
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rotate {
+    /// Remove every other signing key at once (one leaked): tokens they
+    /// signed are refused from now on.
+    #[serde(default)]
+    revoke_old_keys: bool,
+}
+
 pub async fn rotate(
     State(state): State<AppState>,
     caller: Caller,
     PathParams(app_id): PathParams<String>,
+    JsonBodyOrEmpty(body): JsonBodyOrEmpty<Rotate>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let write = WriteGuard::acquire(&state, &caller).await?;
     let app = app_for_keys(&state, &caller, &app_id).await?;
-    let out = signing_keys::rotate(&state, &write, &caller, &app).await?;
+    let out = signing_keys::rotate(&state, &write, &caller, &app, body.revoke_old_keys).await?;
     Ok((StatusCode::CREATED, Json(out)))
 }
 

@@ -110,6 +110,9 @@ pub struct MintToken {
     /// `HS256` (the default) or `EdDSA`.
     #[serde(default)]
     alg: Option<String>,
+    /// The token's `aud`: a string or a list of strings.
+    #[serde(default)]
+    aud: Option<Value>,
 }
 
 /// Mints an appUser JWT for one user (see [`ops::mint_token`]).
@@ -120,8 +123,17 @@ pub async fn mint_token(
     JsonBodyOrEmpty(body): JsonBodyOrEmpty<MintToken>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let alg = ops::MintAlg::parse(body.alg.as_deref())?;
-    let (token, expires_at) =
-        ops::mint_token(&state, &caller, &app_id, user, body.ttl_seconds, alg).await?;
+    let audience = ops::parse_audience(body.aud.as_ref())?;
+    let (token, expires_at) = ops::mint_token(
+        &state,
+        &caller,
+        &app_id,
+        user,
+        body.ttl_seconds,
+        alg,
+        audience,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"token": token, "expiresAt": rfc3339(expires_at)})),

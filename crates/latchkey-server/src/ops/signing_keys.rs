@@ -7,13 +7,15 @@
 //! and verifies the tokens as it verifies any other. An app gets its first
 //! key with its first EdDSA token; a rotation makes a new current key and
 //! keeps the previous one published and verifying (tokens live at most a
-//! day), and removes the one before that.
+//! day), and removes the one before that; a rotation that revokes removes
+//! every other key at once. Minted tokens name their app's issuer
+//! ([`issuer`]) in `iss`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use latchkey_core::ids::{IdKind, new_id};
 use latchkey_core::policy::{KeyPolicy, Permission};
-use latchkey_store::{App, SigningKey};
+use latchkey_store::{App, NewSigningKey, SigningKey};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
 
@@ -82,7 +84,10 @@ pub async fn current_signer(
         let event = audit::event(state, caller, "signingKey.created", "signingKey", &key.id)
             .in_app(&app.id);
         // Another node may have made one meanwhile: then it is the one.
-        state.store.create_signing_key(&key, false, &event).await?;
+        state
+            .store
+            .create_signing_key(&key, NewSigningKey::First, &event)
+            .await?;
         keys = state.store.signing_keys(&app.id).await?;
         index_signers(state, &app.id, &keys);
     }
@@ -138,6 +143,25 @@ pub fn may_mint_eddsa(caller: &Caller) -> ApiResult<()> {
         .map_err(|_| refused())
 }
 
+/// The `iss` of the EdDSA tokens minted for `app_id`: the app's URL under
+/// `--public-url` (`{public-url}/v1/apps/{appId}`, whose JWKS is
+/// `{iss}/jwks.json`), or `latchkey:{appId}` when none is configured.
+pub fn issuer(state: &AppState, app_id: &str) -> String {
+    match &state.config.public_url {
+        Some(base) => format!("{base}/v1/apps/{app_id}"),
+        None => format!("latchkey:{app_id}"),
+    }
+}
+
+/// The app's signing keys as the API shows them, with the issuer its
+/// tokens name.
+fn list_view(state: &AppState, app_id: &str, keys: &[SigningKey]) -> Value {
+    json!({
+        "issuer": issuer(state, app_id),
+        "signingKeys": keys.iter().map(view).collect::<Vec<_>>(),
+    })
+}
+
 /// A signing key as the API shows it.
 fn view(key: &SigningKey) -> Value {
     json!({
@@ -154,25 +178,31 @@ fn view(key: &SigningKey) -> Value {
 pub async fn list(state: &AppState, caller: &Caller, app: &App) -> ApiResult<Value> {
     caller.require(Permission::KeysRead)?;
     let keys = state.store.signing_keys(&app.id).await?;
-    Ok(json!({"signingKeys": keys.iter().map(view).collect::<Vec<_>>()}))
+    Ok(list_view(state, &app.id, &keys))
 }
 
 /// `POST /v1/apps/{appId}/signingKeys/rotate`: a new current key; the
-/// previous one stays published and verifying, the one before goes.
+/// previous one stays published and verifying, the one before goes. With
+/// `revoke_old_keys` (a key leaked), every other key goes at once.
 pub async fn rotate(
     state: &AppState,
     _write: &WriteGuard,
     caller: &Caller,
     app: &App,
+    revoke_old_keys: bool,
 ) -> ApiResult<Value> {
     caller.require(Permission::KeysWrite)?;
     let key = new_signing_key(state, &app.id)?;
-    let event =
-        audit::event(state, caller, "signingKey.rotated", "signingKey", &key.id).in_app(&app.id);
-    state.store.create_signing_key(&key, true, &event).await?;
+    let (how, action) = if revoke_old_keys {
+        (NewSigningKey::Replace, "signingKey.replaced")
+    } else {
+        (NewSigningKey::Rotate, "signingKey.rotated")
+    };
+    let event = audit::event(state, caller, action, "signingKey", &key.id).in_app(&app.id);
+    state.store.create_signing_key(&key, how, &event).await?;
     let keys = state.store.signing_keys(&app.id).await?;
     index_signers(state, &app.id, &keys);
-    Ok(json!({"signingKeys": keys.iter().map(view).collect::<Vec<_>>()}))
+    Ok(list_view(state, &app.id, &keys))
 }
 
 /// The app's JWKS (RFC 7517 §5): its signing keys' public keys, current

@@ -306,6 +306,36 @@ impl MintAlg {
     }
 }
 
+/// The most audiences a minted token names, and the longest one.
+const MAX_AUDIENCES: usize = 10;
+const MAX_AUDIENCE_LEN: usize = 256;
+
+/// The `aud` of a mint request (RFC 7519 §4.1.3): one audience or a list,
+/// each a non-empty string of at most 256 characters without control
+/// characters; the value the token carries, as given.
+pub fn parse_audience(aud: Option<&Value>) -> ApiResult<Option<Value>> {
+    const WHAT: &str = "aud must be a string, or a list of 1 to 10 strings, each 1 to 256 \
+                        characters without control characters (the services that will accept \
+                        the token)";
+    let one_ok = |v: &Value| {
+        v.as_str().is_some_and(|s| {
+            !s.is_empty()
+                && s.chars().count() <= MAX_AUDIENCE_LEN
+                && !s.chars().any(char::is_control)
+        })
+    };
+    match aud {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::String(_)) if one_ok(v) => Ok(Some(v.clone())),
+        Some(Value::Array(list))
+            if (1..=MAX_AUDIENCES).contains(&list.len()) && list.iter().all(one_ok) =>
+        {
+            Ok(Some(Value::Array(list.clone())))
+        }
+        Some(_) => Err(ApiError::bad_request(WHAT)),
+    }
+}
+
 /// Default and bounds of a minted token's lifetime.
 const DEFAULT_TOKEN_TTL: i64 = 3600;
 const TOKEN_TTL_RANGE: (i64, i64) = (60, 86_400);
@@ -313,7 +343,9 @@ const TOKEN_TTL_RANGE: (i64, i64) = (60, 86_400);
 /// Mints an appUser JWT for one user, for platforms that would rather not
 /// sign tokens themselves: HS256 with the app's newest live key with a
 /// secret, or EdDSA with the app's signing key. The lifetime is capped by
-/// the app's `maxTokenTtlSeconds`.
+/// the app's `maxTokenTtlSeconds`. An EdDSA token names the app's issuer
+/// (`iss`, [`super::signing_keys::issuer`]); either names `audience` as
+/// `aud` when given ([`parse_audience`]).
 /// Returns the token and when it expires.
 pub async fn mint_token(
     state: &AppState,
@@ -322,6 +354,7 @@ pub async fn mint_token(
     user: String,
     ttl_seconds: Option<i64>,
     alg: MintAlg,
+    audience: Option<Value>,
 ) -> ApiResult<(String, i64)> {
     caller.require(Permission::TokensMint)?;
     let app = app_for(state, caller, app_id, None, UserAction::Manage).await?;
@@ -358,12 +391,23 @@ pub async fn mint_token(
     {
         expires_at = expires_at.min(key_expiry);
     }
-    let claims = json!({
+    let mut claims = json!({
         "scope": "appUser",
         "userId": external_id,
         "iat": now,
         "exp": expires_at,
     });
+    if let Some(members) = claims.as_object_mut() {
+        if alg == MintAlg::EdDsa {
+            members.insert(
+                "iss".into(),
+                json!(super::signing_keys::issuer(state, &app.id)),
+            );
+        }
+        if let Some(aud) = &audience {
+            members.insert("aud".into(), aud.clone());
+        }
+    }
     let (token, kid) = match alg {
         MintAlg::Hs256 => {
             let signing = signing_key(state, caller, &app.id, now).await?;
@@ -384,7 +428,8 @@ pub async fn mint_token(
         .in_app(&app.id)
         .detail("keyId", json!(kid))
         .detail("alg", json!(alg.name()))
-        .detail("ttlSeconds", json!(ttl));
+        .detail("ttlSeconds", json!(ttl))
+        .detail("aud", audience.unwrap_or(Value::Null));
     state.store.record_audit(&event).await?;
     Ok((token, expires_at))
 }

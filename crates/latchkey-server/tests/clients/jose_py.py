@@ -8,7 +8,8 @@ would. Reads one JSON request on stdin, writes one JSON answer on stdout.
   {"op": "sign", "lib": "pyjwt" | "joserfc", "alg": ..., "kid": ...,
    "private": JWK, "claims": {...}}
       -> {"token": "..."}
-  {"op": "verify", "jwks_url": "...", "token": "...", "now": unix seconds}
+  {"op": "verify", "jwks_url": "...", "token": "...", "now": unix seconds,
+   "iss": null | "required issuer", "aud": null | "required audience"}
       -> {"claims": {...}, "header": {...}} or {"error": "..."}
          (joserfc, with the JWKS fetched over HTTP; exp, nbf and iat
          checked at `now`, the test server's clock)
@@ -63,7 +64,12 @@ def verify(req):
         keys = KeySet.import_key_set(json.load(resp))
     try:
         token = jjwt.decode(req["token"], keys, algorithms=["EdDSA", "Ed25519"])
-        jjwt.JWTClaimsRegistry(now=req["now"], exp={"essential": True}).validate(token.claims)
+        claims = {"exp": {"essential": True}}
+        if req.get("iss") is not None:
+            claims["iss"] = {"essential": True, "value": req["iss"]}
+        if req.get("aud") is not None:
+            claims["aud"] = {"essential": True, "value": req["aud"]}
+        jjwt.JWTClaimsRegistry(now=req["now"], **claims).validate(token.claims)
     except (JoseError, ValueError) as e:
         return {"error": type(e).__name__}
     return {"claims": token.claims, "header": token.header}

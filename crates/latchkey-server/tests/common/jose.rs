@@ -66,7 +66,21 @@ pub fn signed(lib: &str, alg: &str, kid: &str, private: &Value, claims: Value) -
 /// a blocking thread: the
 /// JWKS is fetched from the test's own server, on the test's runtime.
 pub async fn joserfc_verify(jwks_url: &str, token: &str, now: i64) -> Value {
-    let request = json!({"op": "verify", "jwks_url": jwks_url, "token": token, "now": now});
+    joserfc_verify_for(jwks_url, token, now, None, None).await
+}
+
+/// As [`joserfc_verify`], also requiring the token's `iss` and `aud` to be
+/// `iss` and `aud` (each when given), as a service that trusts one issuer
+/// and is one audience would.
+pub async fn joserfc_verify_for(
+    jwks_url: &str,
+    token: &str,
+    now: i64,
+    iss: Option<&str>,
+    aud: Option<&str>,
+) -> Value {
+    let request = json!({"op": "verify", "jwks_url": jwks_url, "token": token, "now": now,
+        "iss": iss, "aud": aud});
     tokio::task::spawn_blocking(move || python(request))
         .await
         .expect("python thread")
@@ -76,7 +90,20 @@ pub async fn joserfc_verify(jwks_url: &str, token: &str, now: i64) -> Value {
 /// `{"payload", "header"}` or `{"error"}`. Runs on a blocking thread: the
 /// JWKS is fetched from the test's own server.
 pub async fn node_jose_verify(jwks_url: &str, token: &str, now: i64) -> Value {
+    node_jose_verify_for(jwks_url, token, now, None, None).await
+}
+
+/// As [`node_jose_verify`], with jose's `issuer` and `audience` options
+/// (each when given).
+pub async fn node_jose_verify_for(
+    jwks_url: &str,
+    token: &str,
+    now: i64,
+    iss: Option<&str>,
+    aud: Option<&str>,
+) -> Value {
     let (url, token) = (jwks_url.to_string(), token.to_string());
+    let (iss, aud) = (iss.unwrap_or("").to_string(), aud.unwrap_or("").to_string());
     tokio::task::spawn_blocking(move || {
         let dir = clients_dir();
         assert!(
@@ -88,6 +115,8 @@ pub async fn node_jose_verify(jwks_url: &str, token: &str, now: i64) -> Value {
             .arg(url)
             .arg(token)
             .arg(now.to_string())
+            .arg(iss)
+            .arg(aud)
             .current_dir(dir)
             .output()
             .expect("node");

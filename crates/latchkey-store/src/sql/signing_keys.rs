@@ -10,7 +10,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::audit::insert_audit_tx;
 use super::{SqlStore, classify};
-use crate::{AppSigner, AuditEvent, Change, Result, SigningKey};
+use crate::{AppSigner, AuditEvent, Change, NewSigningKey, Result, SigningKey};
 
 const COLUMNS: &str = "id, app_id, private_sealed, public_key, created_at, retired_at";
 
@@ -38,13 +38,14 @@ pub(super) async fn list(store: &SqlStore, app_id: &str) -> Result<Vec<SigningKe
     rows.iter().map(signing_key_from).collect()
 }
 
-/// Makes `key` the app's current signing key. With `rotate`, the current
-/// one (if any) is retired and the one retired before is removed; without,
-/// nothing is written when the app already has a current key (false).
+/// Makes `key` the app's current signing key, as `how` says: the first
+/// (nothing written when the app already has a current key: false), a
+/// rotation (the current one retired, the one retired before removed), or
+/// a replacement (every other key removed).
 pub(super) async fn create(
     store: &SqlStore,
     key: &SigningKey,
-    rotate: bool,
+    how: NewSigningKey,
     audit: &AuditEvent,
 ) -> Result<bool> {
     let mut tx = store.write_tx().await?;
@@ -54,22 +55,34 @@ pub(super) async fn create(
     .bind(&key.app_id)
     .fetch_optional(&mut *tx)
     .await?;
-    if current.is_some() && !rotate {
-        tx.commit().await?;
-        return Ok(false);
-    }
-    if rotate {
-        sqlx::query("DELETE FROM app_signing_keys WHERE app_id = $1 AND retired_at IS NOT NULL")
+    match how {
+        NewSigningKey::First if current.is_some() => {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        NewSigningKey::First => {}
+        NewSigningKey::Rotate => {
+            sqlx::query(
+                "DELETE FROM app_signing_keys WHERE app_id = $1 AND retired_at IS NOT NULL",
+            )
             .bind(&key.app_id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "UPDATE app_signing_keys SET retired_at = $1 WHERE app_id = $2 AND retired_at IS NULL",
-        )
-        .bind(key.created_at)
-        .bind(&key.app_id)
-        .execute(&mut *tx)
-        .await?;
+            sqlx::query(
+                "UPDATE app_signing_keys SET retired_at = $1 \
+                 WHERE app_id = $2 AND retired_at IS NULL",
+            )
+            .bind(key.created_at)
+            .bind(&key.app_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        NewSigningKey::Replace => {
+            sqlx::query("DELETE FROM app_signing_keys WHERE app_id = $1")
+                .bind(&key.app_id)
+                .execute(&mut *tx)
+                .await?;
+        }
     }
     insert_tx(&mut tx, key).await?;
     insert_audit_tx(&mut tx, audit).await?;

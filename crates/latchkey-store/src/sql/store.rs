@@ -9,9 +9,9 @@ use super::{
 };
 use crate::{
     Account, ApiKey, App, AppUser, AuditEvent, AuditFilter, Change, ChangeBatch, Initialization,
-    KeyNotice, KeyOwnerRef, NewAccount, OperatorToken, Page, PageOf, Result, Rotation,
-    ServiceAccount, SigningKey, Snapshot, SnapshotHead, SnapshotKey, Store, TokenKind, UserAccount,
-    VerifierToken,
+    KeyNotice, KeyOwnerRef, NewAccount, NewSigningKey, OperatorToken, Page, PageOf, Result,
+    Rotation, ServiceAccount, SigningKey, Snapshot, SnapshotHead, SnapshotKey, Store, TokenKind,
+    UserAccount, VerifierToken,
 };
 
 #[async_trait]
@@ -128,10 +128,10 @@ impl Store for SqlStore {
     async fn create_signing_key(
         &self,
         key: &SigningKey,
-        rotate: bool,
+        how: NewSigningKey,
         audit: &AuditEvent,
     ) -> Result<bool> {
-        signing_keys::create(self, key, rotate, audit).await
+        signing_keys::create(self, key, how, audit).await
     }
 
     async fn create_key(

@@ -3024,22 +3024,34 @@ async fn last_used_at_is_not_lost_between_nodes() {
 
     // older_on_b: used on B, then (a second later) on C, which flushes.
     // newer_on_b: used on C, which flushes, then a second later on B.
+    // The whole second each use on C was made in: C's flush of that use
+    // is awaited (the checks that the keys had reached B and C may have
+    // used them on C already, and C may have flushed that first).
+    let second = || {
+        time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .expect("whole second")
+    };
     use_on(&b, &older_on_b).await;
+    let c_newer_from = second();
     use_on(&c, &newer_on_b).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
+    let c_older_from = second();
     use_on(&c, &older_on_b).await;
     use_on(&b, &newer_on_b).await;
-    let flushed_by_c = async |key: &Key| {
+    let flushed_by_c = async |key: &Key, from: time::OffsetDateTime| {
         let what = format!("lastUsedAt of {} flushed by c", key.id);
         eventually(&what, SETTLE, async || {
             let v = key_json(http, &a, &owner, &app, &key.id).await;
-            last_used(&v).ok_or_else(|| v.to_string())
+            last_used(&v)
+                .filter(|t| *t >= from)
+                .ok_or_else(|| v.to_string())
         })
         .await
         .0
     };
-    let c_older = flushed_by_c(&older_on_b).await;
-    let c_newer = flushed_by_c(&newer_on_b).await;
+    let c_older = flushed_by_c(&older_on_b, c_older_from).await;
+    let c_newer = flushed_by_c(&newer_on_b, c_newer_from).await;
 
     // B flushes on shutdown: its value of older_on_b is older than C's,
     // its value of newer_on_b newer.

@@ -37,4 +37,6 @@ mod replica;
 
 pub use latchkey_core::{Principal, Scope, TargetRoutes};
 pub use layer::{ClientIp, ReplicaLayer, ReplicaService};
-pub use replica::{ConnectError, Refusal, Replica, ReplicaBuilder, Target, Verification};
+pub use replica::{
+    ConnectError, Refusal, Replica, ReplicaBuilder, SignedRequest, Target, Verification,
+};

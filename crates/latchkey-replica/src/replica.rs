@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use latchkey_core::http_sig::{NonceCache, ReceivedRequest, SignedRefusal};
 use latchkey_core::policy::checks::{self, Demand, Subject};
 use latchkey_core::policy::{LivePolicy, RateLimiter};
-use latchkey_core::{Clock, KeyIndex, Principal, SecretString, SystemClock, VerifyOptions};
+use latchkey_core::{
+    Clock, KeyIndex, Principal, SecretString, SystemClock, Verified, VerifyOptions,
+};
 
 use crate::feed;
 
@@ -20,6 +23,8 @@ pub const DEFAULT_STALENESS_WINDOW: Duration = Duration::from_secs(5);
 pub(crate) struct State {
     pub(crate) index: KeyIndex,
     pub(crate) limiter: RateLimiter,
+    /// The nonces of signed requests this replica verified.
+    nonces: NonceCache,
     base: Instant,
     /// When (ms after `base`) the replica last heard the server say it was
     /// current.
@@ -214,6 +219,7 @@ impl ReplicaBuilder {
         let state = Arc::new(State {
             index,
             limiter: RateLimiter::new(),
+            nonces: NonceCache::default(),
             base: asked,
             heard_ms: AtomicU64::new(0),
             seq: AtomicI64::new(seq),
@@ -267,6 +273,26 @@ impl<'a> Target<'a> {
             ..Self::default()
         }
     }
+}
+
+/// A request signed with RFC 9421 HTTP Message Signatures (`Signature-Input`
+/// and `Signature`, `hmac-sha256` under a key's secret), as your service
+/// received it.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedRequest<'a> {
+    /// The request's method.
+    pub method: &'a str,
+    /// The URL the client called, absolute: scheme, host (and port), path
+    /// and query. Behind a proxy, the client's URL, not your listener's.
+    pub url: &'a str,
+    /// The request's header fields.
+    pub headers: &'a http::HeaderMap,
+    /// The body, when you have read it: it must match the request's
+    /// `Content-Digest`, which the signature covers. `None`: the body is
+    /// not checked here (check `Content-Digest` yourself), and a request
+    /// whose method may carry a body must then carry a `nonce`, so that its
+    /// signature is used once (on this replica).
+    pub body: Option<&'a [u8]>,
 }
 
 /// A credential that verified, and what it reached.
@@ -387,6 +413,66 @@ impl Replica {
         target: &Target<'_>,
     ) -> Result<Verification, Refusal> {
         let state = self.state();
+        let now = self.fresh_now()?;
+        let verified = state
+            .index
+            .verify_authorization(authorization.map(str::as_bytes), now, state.options)
+            .map_err(|e| Refusal::new(401, e.code(), e.to_string()))?;
+        self.reach(verified, target, now)
+    }
+
+    /// Verifies a signed request (RFC 9421, `hmac-sha256` under the key's
+    /// secret, as the server takes them) for `target`, from memory: the
+    /// signature must cover the method, the URL and (for a method that may
+    /// carry a body) `Content-Digest`, be made within the last 5 minutes,
+    /// and its nonce, if any, is accepted once.
+    pub fn verify_signed_request(
+        &self,
+        request: &SignedRequest<'_>,
+        target: &Target<'_>,
+    ) -> Result<Verification, Refusal> {
+        let state = self.state();
+        let now = self.fresh_now()?;
+        let refused =
+            |why: String| Refusal::new(401, "unauthorized", format!("signed request: {why}"));
+        let url: http::Uri = request
+            .url
+            .parse()
+            .map_err(|_| refused("the request's URL must be absolute".into()))?;
+        let (Some(scheme), Some(authority)) = (url.scheme_str(), url.authority()) else {
+            return Err(refused(
+                "the request's URL must be absolute: scheme, host, path and query".into(),
+            ));
+        };
+        let received = ReceivedRequest::new(
+            request.method,
+            scheme,
+            authority.as_str().to_string(),
+            url.path(),
+            url.query(),
+            request
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        );
+        if let Some(body) = request.body {
+            received
+                .check_body(body)
+                .map_err(|e| refused(e.to_string()))?;
+        }
+        let verified = received
+            .verify(&state.index, &state.nonces, request.body.is_some(), now)
+            .map_err(|e| match e {
+                SignedRefusal::NoncesFull => Refusal::new(503, "unavailable", e.to_string()),
+                e => refused(e.to_string()),
+            })?;
+        self.reach(verified, target, now)
+    }
+
+    /// Unix seconds now, unless the replica is stale (then every
+    /// credential is refused).
+    fn fresh_now(&self) -> Result<i64, Refusal> {
+        let state = self.state();
         let (since_ms, now) = state.now();
         if state.stale_at(since_ms) {
             return Err(Refusal::new(
@@ -398,10 +484,18 @@ impl Replica {
                 ),
             ));
         }
-        let verified = state
-            .index
-            .verify_authorization(authorization.map(str::as_bytes), now, state.options)
-            .map_err(|e| Refusal::new(401, e.code(), e.to_string()))?;
+        Ok(now)
+    }
+
+    /// What a verified credential reaches of `target`, and its policy's
+    /// checks (permissions, addresses, origins, rate limit).
+    fn reach(
+        &self,
+        verified: Verified,
+        target: &Target<'_>,
+        now: i64,
+    ) -> Result<Verification, Refusal> {
+        let state = self.state();
         let p = &verified.principal;
         let reached = state
             .index

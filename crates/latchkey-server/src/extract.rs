@@ -134,7 +134,7 @@ async fn authenticate(
         // An RFC 9421 signed request: the key's secret never went on the
         // wire (crate::signed_requests).
         let request = crate::signed_requests::SignedRequest::of(parts, state.config.tls.is_some());
-        match crate::signed_requests::verify(state, &parts.headers, &request, now) {
+        match crate::signed_requests::verify(state, &request, now) {
             Ok(verified) => verified,
             Err(e) => {
                 state.throttle.failed(peer, None, &state.index, now);

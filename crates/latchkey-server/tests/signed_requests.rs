@@ -541,3 +541,150 @@ async fn the_gateway_bounds_the_signed_body_it_reads() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(rig.upstream.only_since(before).body.len(), 10_000);
 }
+
+/// In-process: a replica verifies a signed request from memory, holding
+/// the body it is given to `Content-Digest`, and asking a request whose
+/// body it is not given for a nonce, as the server does.
+#[tokio::test]
+async fn a_replica_verifies_signed_requests_from_memory() {
+    use latchkey_replica::{Replica, SignedRequest, Target};
+    let app = TestApp::spawn().await;
+    let app_id = app.create_app(&app.owner(), "Signed").await;
+    let other_app = app.create_app(&app.owner(), "Other").await;
+    let key = app.create_app_key(&app.owner(), &app_id).await;
+    let r = app
+        .post(
+            "/v1/replicaTokens",
+            &app.operator(),
+            json!({"displayName": "edge"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let token = r.body["replicaToken"]["token"].as_str().expect("token");
+    let replica = Replica::builder(&app.base, token)
+        .clock(app.clock.clone())
+        .connect()
+        .await
+        .expect("connect the replica");
+    let url = format!("https://api.example.com/v2/apps/{app_id}?view=full");
+    let body = json!({"order": 1}).to_string();
+    let describe = |lib: &str, method: &str, nonce: bool| {
+        let mut req = request(
+            &app,
+            lib,
+            &key,
+            method,
+            "/",
+            json!({"describe": true, "nonce": nonce}),
+        );
+        req["url"] = json!(url);
+        if method == "POST" {
+            req["body"] = json!(body);
+        }
+        async move {
+            let described =
+                tokio::task::spawn_blocking(move || jose::python_client("signed_requests.py", req))
+                    .await
+                    .expect("client thread");
+            let mut headers = axum::http::HeaderMap::new();
+            for (name, value) in described["headers"].as_object().expect("headers") {
+                headers.append(
+                    axum::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                    value.as_str().expect("text").parse().expect("value"),
+                );
+            }
+            (
+                described["method"].as_str().expect("method").to_string(),
+                described["uri"].as_str().expect("uri").to_string(),
+                headers,
+            )
+        }
+    };
+    let target = Target::app(&app_id);
+    let title = |r: Result<latchkey_replica::Verification, latchkey_replica::Refusal>| {
+        let refusal = r.expect_err("refused");
+        assert_eq!(refusal.status, 401, "{refusal:?}");
+        refusal.title
+    };
+    for lib in LIBS {
+        // A POST with its body: verified, and again (the body binds it).
+        let (method, uri, headers) = describe(lib, "POST", false).await;
+        let signed = |body: Option<&'static [u8]>| SignedRequest {
+            method: &method,
+            url: &uri,
+            headers: &headers,
+            body,
+        };
+        let body: &'static [u8] = Box::leak(body.clone().into_bytes().into_boxed_slice());
+        for _ in 0..2 {
+            let v = replica
+                .verify_signed_request(&signed(Some(body)), &target)
+                .unwrap_or_else(|r| panic!("{lib}: {r:?}"));
+            assert_eq!(v.principal.key_id(), Some(key.id.as_str()));
+            assert_eq!(v.app_id(), Some(app_id.as_str()));
+        }
+        // Another body, or none without a nonce: refused, saying why.
+        let t = title(replica.verify_signed_request(&signed(Some(b"{\"order\":2}")), &target));
+        assert!(t.contains("Content-Digest"), "{lib}: {t}");
+        let t = title(replica.verify_signed_request(&signed(None), &target));
+        assert!(t.contains("nonce"), "{lib}: {t}");
+        // Another app than the key's: not found, as the server answers.
+        let r = replica.verify_signed_request(&signed(Some(body)), &Target::app(&other_app));
+        assert_eq!(r.expect_err("another app").status, 404);
+        // Another URL: refused.
+        let moved = uri.replace("view=full", "view=all");
+        let r = replica.verify_signed_request(
+            &SignedRequest {
+                url: &moved,
+                ..signed(Some(body))
+            },
+            &target,
+        );
+        let t = title(r);
+        assert!(t.contains("does not match"), "{lib}: {t}");
+        // With a nonce and no body: once.
+        let (method, uri, headers) = describe(lib, "POST", true).await;
+        let once = SignedRequest {
+            method: &method,
+            url: &uri,
+            headers: &headers,
+            body: None,
+        };
+        replica
+            .verify_signed_request(&once, &target)
+            .unwrap_or_else(|r| panic!("{lib} with a nonce: {r:?}"));
+        let t = title(replica.verify_signed_request(&once, &target));
+        assert!(t.contains("already used"), "{lib}: {t}");
+        // A GET needs neither body nor nonce.
+        let (method, uri, headers) = describe(lib, "GET", false).await;
+        let get = SignedRequest {
+            method: &method,
+            url: &uri,
+            headers: &headers,
+            body: None,
+        };
+        replica
+            .verify_signed_request(&get, &target)
+            .unwrap_or_else(|r| panic!("{lib} GET: {r:?}"));
+    }
+    // The key deleted: refused once the replica has the change.
+    let (method, uri, headers) = describe(LIBS[0], "GET", false).await;
+    let get = SignedRequest {
+        method: &method,
+        url: &uri,
+        headers: &headers,
+        body: None,
+    };
+    let r = app
+        .delete(&format!("/v1/apps/{app_id}/keys/{}", key.id), &app.owner())
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let started = std::time::Instant::now();
+    while replica.verify_signed_request(&get, &target).is_ok() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "the deleted key still signs at the replica"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -3028,9 +3028,9 @@ async fn last_used_at_is_not_lost_between_nodes() {
     // is awaited (the checks that the keys had reached B and C may have
     // used them on C already, and C may have flushed that first).
     let second = || {
-        time::OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .expect("whole second")
+        use latchkey_core::Clock;
+        time::OffsetDateTime::from_unix_timestamp(latchkey_core::SystemClock.unix())
+            .expect("a time")
     };
     use_on(&b, &older_on_b).await;
     let c_newer_from = second();

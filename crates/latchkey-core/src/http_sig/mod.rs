@@ -17,12 +17,16 @@
 //! (every method but GET, HEAD and OPTIONS). `created` is required and
 //! must be within [`SignedRequestPolicy::window_seconds`] of now (and not
 //! further ahead than the leeway); `expires`, when present, must not have
-//! passed. A `nonce` is read for the caller, which keeps the ones it has
-//! seen (the index is stateless). Component parameters (`;sf`, `;key`,
+//! passed. A `nonce` is read for the verifier, which keeps the ones it has
+//! seen in a [`NonceCache`] (the index is stateless); [`ReceivedRequest`]
+//! puts these steps together for every verifier. Component parameters (`;sf`, `;key`,
 //! `;bs`, `;req`, `;name`) are not supported, and a request carries one
 //! signature.
 
 use sfv::{BareItem, Dictionary, FieldType, Item, List, ListEntry, Parser};
+
+mod received;
+pub use received::{MAX_NONCES, NonceCache, ReceivedRequest, SignedRefusal};
 
 use crate::index::KeyIndex;
 use crate::verify::{AuthError, Verified, key_principal};
@@ -129,6 +133,11 @@ pub enum SignedRequestError {
     DigestSyntax,
     #[error("Content-Digest does not match the body")]
     DigestMismatch,
+    #[error(
+        "a request whose method may carry a body must carry a nonce where its body is not checked \
+         against Content-Digest (forward-auth, /v1/verify, a replica not given the body)"
+    )]
+    NonceRequired,
 }
 
 /// A signed request read and checked, its key not yet looked up.

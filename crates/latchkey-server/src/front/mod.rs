@@ -292,7 +292,7 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
             ));
         };
         request.body_unseen = !asked.checks_signed_body;
-        match crate::signed_requests::verify(state, asked.headers, &request, state.now()) {
+        match crate::signed_requests::verify(state, &request, state.now()) {
             Ok(verified) => verified,
             Err(e) => {
                 return Decision::Refuse {

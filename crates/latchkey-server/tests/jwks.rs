@@ -360,6 +360,32 @@ async fn minted_eddsa_tokens_name_their_issuer_and_audience() {
         .get(&format!("/v1/apps/{app_id}/signingKeys"), &app.owner())
         .await;
     assert_eq!(r.body["issuer"], issuer.as_str(), "{:?}", r.body);
+    // The largest audience a mint takes still makes a token Latchkey
+    // reads (at most 8 KiB).
+    let widest: Vec<String> = (0..10)
+        .map(|i| format!("{i}{}", "\u{1F511}".repeat(63)))
+        .collect();
+    let token = mint(
+        &app,
+        &app.owner(),
+        &app_id,
+        "alice",
+        json!({"alg": "EdDSA", "aud": widest}),
+    )
+    .await;
+    let r = app
+        .get(
+            &format!("/v1/apps/{app_id}/users/alice"),
+            &format!("Bearer {token}"),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{} bytes: {:?}",
+        token.len(),
+        r.body
+    );
     // An HS256 token (signed with an app key's secret) carries the
     // audience too, and no issuer.
     app.create_app_key(&app.owner(), &app_id).await;
@@ -384,6 +410,8 @@ async fn minted_eddsa_tokens_name_their_issuer_and_audience() {
         json!("x".repeat(257)),
         json!(["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"]),
         json!("tab\there"),
+        // 65 four-byte characters: 260 bytes.
+        json!("\u{1F511}".repeat(65)),
     ] {
         let r = app
             .post(

@@ -527,8 +527,29 @@ async fn the_gateway_bounds_the_signed_body_it_reads() {
     );
     assert_eq!(rig.upstream.hits(), before, "not forwarded");
     post["body"] = json!("x".repeat(64));
-    let r = send(post).await;
+    let r = send(post.clone()).await;
     assert_eq!(r[0]["status"], 200, "at the limit: {}", r[0]);
+    // Sent chunked (no Content-Length): read and checked all the same,
+    // and framed for the upstream by its length.
+    post["chunked"] = json!(true);
+    let before = rig.upstream.hits();
+    let r = send(post.clone()).await;
+    assert_eq!(r[0]["status"], 200, "chunked: {}", r[0]);
+    let seen = rig.upstream.only_since(before);
+    assert_eq!(seen.body, "x".repeat(64));
+    assert_eq!(seen.header("content-length"), Some("64"));
+    assert_eq!(seen.header("transfer-encoding"), None);
+    post["body"] = json!("x".repeat(32));
+    post["tamper"] = json!("body");
+    let before = rig.upstream.hits();
+    let r = send(post.clone()).await;
+    assert_eq!(r[0]["status"], 401, "chunked, another body: {}", r[0]);
+    assert_eq!(rig.upstream.hits(), before);
+    post["tamper"] = json!(null);
+    post["body"] = json!("x".repeat(65));
+    let r = send(post).await;
+    assert_eq!(r[0]["status"], 413, "chunked, over the limit: {}", r[0]);
+    assert_eq!(rig.upstream.hits(), before);
     // Basic with a larger body: streamed, not read.
     let before = rig.upstream.hits();
     let response = reqwest::Client::new()
@@ -686,5 +707,90 @@ async fn a_replica_verifies_signed_requests_from_memory() {
             "the deleted key still signs at the replica"
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// The signed bodies the gateway holds at once are bounded too (64 MiB,
+/// or four at the limit): past it a signed request with a body is answered
+/// 503 with Retry-After instead of read, and is served again once the
+/// bodies held are gone.
+#[tokio::test]
+async fn the_gateway_bounds_the_signed_bodies_it_holds_at_once() {
+    use proxies::{Rig, Via};
+    use tokio::io::AsyncWriteExt;
+    let limit = 16 * 1024 * 1024;
+    let rig = Rig::start_with(Via::Gateway, |g| g.max_signed_body_bytes = limit).await;
+    assert_eq!(
+        latchkey_server::front::gateway::signed_body_budget(limit),
+        4 * limit
+    );
+    let path = rig.app_path();
+    let mut post = request(&rig.app, LIBS[0], &rig.key, "POST", &path, json!({}));
+    post["url"] = json!(format!("{}{path}", rig.base));
+    post["body"] = json!("{}");
+    // Four signed requests that declare a body at the limit and send none:
+    // each takes its declared share while the gateway waits for it.
+    let mut describe = post.clone();
+    describe["describe"] = json!(true);
+    let described =
+        tokio::task::spawn_blocking(move || jose::python_client("signed_requests.py", describe))
+            .await
+            .expect("client thread");
+    let authority = rig.base.trim_start_matches("http://").to_string();
+    let mut head =
+        format!("POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-length: {limit}\r\n");
+    for (name, value) in described["headers"].as_object().expect("headers") {
+        if !["host", "content-length"].contains(&name.to_ascii_lowercase().as_str()) {
+            head.push_str(&format!("{name}: {}\r\n", value.as_str().expect("text")));
+        }
+    }
+    head.push_str("\r\n");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(&authority)
+            .await
+            .expect("connect to the gateway");
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .expect("send the head");
+        held.push(stream);
+    }
+    // A small signed body is refused once they are all held.
+    let started = std::time::Instant::now();
+    loop {
+        let r = send(post.clone()).await;
+        if r[0]["status"] == 503 {
+            assert_eq!(r[0]["body"]["errors"][0]["code"], "unavailable", "{}", r[0]);
+            break;
+        }
+        assert_eq!(r[0]["status"], 200, "{}", r[0]);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the budget never filled"
+        );
+    }
+    // Unsigned bodies are streamed, whatever the budget.
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", rig.base))
+        .header("authorization", rig.key.basic())
+        .body("unsigned")
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(response.status(), StatusCode::OK);
+    // The held requests gone, their shares come back.
+    drop(held);
+    let started = std::time::Instant::now();
+    loop {
+        let r = send(post.clone()).await;
+        if r[0]["status"] == 200 {
+            break;
+        }
+        assert_eq!(r[0]["status"], 503, "{}", r[0]);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the budget was not given back"
+        );
     }
 }

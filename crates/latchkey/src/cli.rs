@@ -343,9 +343,11 @@ pub struct ServeArgs {
     pub gateway_upstream_timeout_seconds: u64,
     /// The largest body of a signed request (RFC 9421) the gateway reads
     /// to check it against its Content-Digest before forwarding (then
-    /// 413); other bodies are streamed, whatever their size.
+    /// 413); other bodies are streamed, whatever their size. Signed bodies
+    /// held at once take at most 64 MiB, or four times this if more (then
+    /// 503).
     #[arg(long, env = "LATCHKEY_GATEWAY_MAX_SIGNED_BODY_BYTES", default_value_t = 1024 * 1024,
-          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+          value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
     pub gateway_max_signed_body_bytes: u64,
     /// Log format.
     #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

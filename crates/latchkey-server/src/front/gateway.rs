@@ -21,7 +21,10 @@
 //!   removed).
 //! - Refusals are the documented JSON errors with their real status (401,
 //!   403, 404, 503, and 400 for an ambiguous path); an upstream that cannot
-//!   be reached is 502, one that does not answer in time 504.
+//!   be reached is 502, one that does not answer in time 504. A signed
+//!   body over the limit is 413, one cut short 400, one sent too slowly
+//!   408, and one past the budget of signed bodies held at once
+//!   ([`signed_body_budget`]) 503.
 //! - The listener faces the internet: see [`crate::conns`] for its
 //!   connection limit and timeouts.
 
@@ -45,7 +48,7 @@ use axum::response::IntoResponse;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::upstream::{Failure, Outgoing, Pool, Relay};
@@ -169,6 +172,18 @@ struct Shared {
     keep_authorization: bool,
     upstream_timeout: Duration,
     max_signed_body_bytes: usize,
+    /// Bytes of signed bodies the gateway may hold at once
+    /// ([`signed_body_budget`]), one permit per byte.
+    signed_bodies: Arc<Semaphore>,
+}
+
+/// How many bytes of signed bodies the gateway holds at once: 64 MiB, or
+/// four bodies at the limit when that is more. Past it, a signed request
+/// with a body is answered 503 (retry) instead of read.
+pub fn signed_body_budget(max_signed_body_bytes: usize) -> usize {
+    (64 * 1024 * 1024)
+        .max(max_signed_body_bytes.saturating_mul(4))
+        .min(Semaphore::MAX_PERMITS)
 }
 
 /// Binds the gateway's address and starts serving in the background.
@@ -189,6 +204,9 @@ pub async fn start(state: AppState, config: &GatewayConfig) -> Result<Gateway, G
         keep_authorization: config.keep_authorization,
         upstream_timeout: config.upstream_timeout,
         max_signed_body_bytes: config.max_signed_body_bytes,
+        signed_bodies: Arc::new(Semaphore::new(signed_body_budget(
+            config.max_signed_body_bytes,
+        ))),
     });
     let conns = Conns::new(
         config.max_connections,
@@ -495,13 +513,14 @@ fn upstream_request(
 /// Reads a signed request's body (it was allowed with `signed`) and holds
 /// it to the `Content-Digest` its signature covers: a captured request
 /// cannot carry another body here, on any node. Bounded by
-/// `max_signed_body_bytes`, and by the upstream timeout for a body sent
-/// slowly.
+/// `max_signed_body_bytes`, by the upstream timeout for a body sent
+/// slowly, and by the bytes all signed bodies may hold at once (the
+/// permit returned holds its share until the request is sent on).
 async fn read_signed_body(
     shared: &Shared,
     headers: &HeaderMap,
     body: Incoming,
-) -> Result<Bytes, Response<Body>> {
+) -> Result<(Bytes, OwnedSemaphorePermit), Response<Body>> {
     let limit = shared.max_signed_body_bytes;
     let too_large = || {
         let mut response = ApiError::new(
@@ -525,19 +544,42 @@ async fn read_signed_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let bytes = match tokio::time::timeout(
+    // What this body may take: its declared length, else the limit.
+    let share = declared.map_or(limit, |n| usize::try_from(n).unwrap_or(limit));
+    let Ok(permit) = Arc::clone(&shared.signed_bodies)
+        .try_acquire_many_owned(u32::try_from(share).unwrap_or(u32::MAX))
+    else {
+        let mut response = gateway_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the gateway holds as many signed bodies as it may at once; retry shortly",
+        );
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from_static("1"),
+        );
+        return Err(response);
+    };
+    let read = tokio::time::timeout(
         shared.upstream_timeout,
-        axum::body::to_bytes(Body::new(body), limit),
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit)),
     )
-    .await
-    {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) if declared.is_none() => return Err(too_large()),
-        Ok(Err(_)) | Err(_) => {
+    .await;
+    let bytes = match read {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Ok(Err(_)) => {
             return Err(gateway_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                "the signed request's body was cut short or sent too slowly",
+                "the signed request's body was cut short",
+            ));
+        }
+        Err(_) => {
+            return Err(gateway_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the signed request's body was not sent in time (--gateway-upstream-timeout-seconds)",
             ));
         }
     };
@@ -548,7 +590,7 @@ async fn read_signed_body(
             .insert(ERROR_HEADER, HeaderValue::from_static("unauthorized"));
         response
     })?;
-    Ok(bytes)
+    Ok((bytes, permit))
 }
 
 async fn forward(
@@ -566,9 +608,14 @@ async fn forward(
         .unwrap_or("-")
         .to_string();
     let (parts, body) = req.into_parts();
+    // A read body's share of the budget, held until the upstream answers.
+    let mut _held = None;
     let body = if signed {
         match read_signed_body(shared, &parts.headers, body).await {
-            Ok(bytes) => Outgoing::Read(Some(bytes)),
+            Ok((bytes, permit)) => {
+                _held = Some(permit);
+                Outgoing::Read(Some(bytes))
+            }
             Err(refused) => return refused.map(Sent::Local),
         }
     } else {

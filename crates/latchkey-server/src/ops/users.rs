@@ -311,17 +311,16 @@ const MAX_AUDIENCES: usize = 10;
 const MAX_AUDIENCE_LEN: usize = 256;
 
 /// The `aud` of a mint request (RFC 7519 §4.1.3): one audience or a list,
-/// each a non-empty string of at most 256 characters without control
-/// characters; the value the token carries, as given.
+/// each a non-empty string of at most 256 bytes without control
+/// characters (so that a token stays well under the 8 KiB Latchkey
+/// reads); the value the token carries, as given.
 pub fn parse_audience(aud: Option<&Value>) -> ApiResult<Option<Value>> {
     const WHAT: &str = "aud must be a string, or a list of 1 to 10 strings, each 1 to 256 \
-                        characters without control characters (the services that will accept \
-                        the token)";
+                        bytes (UTF-8) without control characters (the services that will \
+                        accept the token)";
     let one_ok = |v: &Value| {
         v.as_str().is_some_and(|s| {
-            !s.is_empty()
-                && s.chars().count() <= MAX_AUDIENCE_LEN
-                && !s.chars().any(char::is_control)
+            !s.is_empty() && s.len() <= MAX_AUDIENCE_LEN && !s.chars().any(char::is_control)
         })
     };
     match aud {

@@ -10,10 +10,12 @@ prepared request). Reads one JSON request on stdin, writes one JSON answer:
    server's clock), "created_offset": seconds added to now for `created`,
    "nonce": false, "components": null | [...],
    "tamper": null | "method" | "path" | "path:/other/path" | "query" | "body" | "host",
-   "repeat": 1, "describe": false}
+   "repeat": 1, "describe": false, "chunked": false}
   -> {"responses": [{"status": 200, "body": {...}, "signature_input": "..."}, ...]}
   With "describe": the signed request is not sent; the answer is its
   {"method", "uri", "headers"}, as /v1/verify's signedRequest takes them.
+  With "chunked": the body is sent with Transfer-Encoding: chunked (no
+  Content-Length), as signed.
 """
 
 import datetime
@@ -99,6 +101,11 @@ def prepare(req):
         prepared.headers["content-length"] = str(len(prepared.body))
     elif tamper == "host":
         prepared.headers["host"] = "evil.example"
+    if req.get("chunked") and prepared.body is not None:
+        # requests sends an iterable body without Content-Length chunked.
+        body = prepared.body if isinstance(prepared.body, bytes) else prepared.body.encode()
+        prepared.body = iter([body[: len(body) // 2], body[len(body) // 2:]])
+        del prepared.headers["content-length"]
     return session, prepared
 
 

@@ -533,7 +533,7 @@ async fn minting_eddsa_is_refused_where_it_would_give_more_than_the_caller_has()
 /// keys following the app's rotations.
 #[tokio::test]
 async fn the_replica_verifies_minted_eddsa_tokens_and_follows_rotation() {
-    use latchkey_replica::{Replica, Target};
+    use latchkey_replica::Target;
     let app = TestApp::spawn().await;
     let app_id = app.create_app(&app.owner(), "Chat").await;
     let first = mint(
@@ -544,20 +544,7 @@ async fn the_replica_verifies_minted_eddsa_tokens_and_follows_rotation() {
         json!({"alg": "EdDSA"}),
     )
     .await;
-    let r = app
-        .post(
-            "/v1/replicaTokens",
-            &app.operator(),
-            json!({"displayName": "r"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let token = r.body["replicaToken"]["token"].as_str().expect("token");
-    let replica = Replica::builder(&app.base, token)
-        .clock(app.clock.clone())
-        .connect()
-        .await
-        .expect("connect the replica");
+    let replica = app.replica().await;
     let alice = Target::user(&app_id, "alice");
     let first_bearer = format!("Bearer {first}");
     replica

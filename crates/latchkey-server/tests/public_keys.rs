@@ -433,25 +433,12 @@ async fn a_service_account_signs_account_jwts_with_its_public_key_and_keys_survi
 /// stream, and a deletion that follows.
 #[tokio::test]
 async fn public_keys_reach_the_in_process_replica_by_snapshot_and_by_change() {
-    use latchkey_replica::{Replica, Target};
+    use latchkey_replica::Target;
     let app = TestApp::spawn().await;
     let app_id = app.create_app(&app.owner(), "Replicated").await;
     let (ed_private, ed_public) = keypair("ed25519");
     let before = public_key_of_app(&app, &app_id, &ed_public).await;
-    let r = app
-        .post(
-            "/v1/replicaTokens",
-            &app.operator(),
-            json!({"displayName": "r"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let token = r.body["replicaToken"]["token"].as_str().expect("token");
-    let replica = Replica::builder(&app.base, token)
-        .clock(app.clock.clone())
-        .connect()
-        .await
-        .expect("connect the replica");
+    let replica = app.replica().await;
     let target = Target::app(&app_id);
     let ed_jwt = signed(
         "pyjwt",

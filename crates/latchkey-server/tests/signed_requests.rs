@@ -568,25 +568,12 @@ async fn the_gateway_bounds_the_signed_body_it_reads() {
 /// body it is not given for a nonce, as the server does.
 #[tokio::test]
 async fn a_replica_verifies_signed_requests_from_memory() {
-    use latchkey_replica::{Replica, SignedRequest, Target};
+    use latchkey_replica::{SignedRequest, Target};
     let app = TestApp::spawn().await;
     let app_id = app.create_app(&app.owner(), "Signed").await;
     let other_app = app.create_app(&app.owner(), "Other").await;
     let key = app.create_app_key(&app.owner(), &app_id).await;
-    let r = app
-        .post(
-            "/v1/replicaTokens",
-            &app.operator(),
-            json!({"displayName": "edge"}),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let token = r.body["replicaToken"]["token"].as_str().expect("token");
-    let replica = Replica::builder(&app.base, token)
-        .clock(app.clock.clone())
-        .connect()
-        .await
-        .expect("connect the replica");
+    let replica = app.replica().await;
     let url = format!("https://api.example.com/v2/apps/{app_id}?view=full");
     let body = json!({"order": 1}).to_string();
     let describe = |lib: &str, method: &str, nonce: bool| {

@@ -209,6 +209,25 @@ impl TestApp {
         )
     }
 
+    /// An in-process replica of this server, on its clock, with a replica
+    /// token made for it.
+    pub async fn replica(&self) -> latchkey_replica::Replica {
+        let r = self
+            .post(
+                "/v1/replicaTokens",
+                &self.operator(),
+                json!({"displayName": "test replica"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        let token = r.body["replicaToken"]["token"].as_str().expect("token");
+        latchkey_replica::Replica::builder(&self.base, token)
+            .clock(self.clock.clone())
+            .connect()
+            .await
+            .expect("connect the replica")
+    }
+
     pub async fn get(&self, path: &str, auth: &str) -> Reply {
         self.call(Method::GET, path, Some(auth), None).await
     }

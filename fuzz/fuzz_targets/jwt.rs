@@ -121,14 +121,22 @@ fn check_token(token: &str, fast: Option<&jwt::UnverifiedJwt<'_>>) {
     };
     let parts = jwt_parts(&parsed);
     // The signature check, against every key (one of them signed it when
-    // the token was built).
+    // the token was built): it passes only for a token whose header names
+    // the key's algorithm (HS256; never the token's choice, RFC 8725) and
+    // whose HMAC matches.
     let sig = URL_SAFE_NO_PAD.decode(parts.signature).ok();
+    let hs256 = parsed.algorithm() == jwt::Algorithm::Hs256;
     for key in &FIXTURE.keys {
         let hmac = Hs256Key::new(key.secret.as_bytes());
-        let expected = sig.as_ref().is_some_and(|sig| {
-            sig.len() == 32 && hmac.sign(parts.signing_input).as_slice() == sig.as_slice()
-        });
-        assert_eq!(parsed.verify_signature(&hmac).is_ok(), expected);
+        let expected = hs256
+            && sig.as_ref().is_some_and(|sig| {
+                sig.len() == 32 && hmac.sign(parts.signing_input).as_slice() == sig.as_slice()
+            });
+        let verified = parsed.verify_signature(&hmac);
+        assert_eq!(verified.is_ok(), expected, "{verified:?}");
+        if !hs256 {
+            assert_eq!(verified, Err(JwtError::Algorithm));
+        }
     }
     // The claims: as serde alone reads them.
     let claims = parsed.claims();

@@ -111,6 +111,14 @@ fn write_seeds() {
             br#"{"scope":"app"}"#,
             &[0, 0, 1, 2],
         ),
+        // Another algorithm than the key's, with the key's HMAC (the
+        // algorithm is the key's, never the token's choice).
+        (
+            br#"{"kid":"a","alg":"ES256","typ":"JWT"}"#,
+            br#"{"scope":"app"}"#,
+            &[0],
+        ),
+        (br#"{"alg":"EdDSA","kid":"a"}"#, br#"{"scope":"app"}"#, &[1]),
     ] {
         jwt.push(with(
             1,

@@ -202,6 +202,30 @@ async fn webhooks_are_created_listed_read_updated_and_deleted() {
         r.body["webhook"]["triggers"],
         json!(["key:deleted", "key:expiring"])
     );
+    // Every trigger at once: the response still matches its schema.
+    let every = json!([
+        "key:created",
+        "key:rotated",
+        "key:updated",
+        "key:deleted",
+        "key:expiring",
+        "key:expired",
+        "key:rotation-due",
+        "key:rate-limited",
+        "key:credits-low",
+        "credential:exposed"
+    ]);
+    let r = t
+        .call(
+            "patch",
+            "/v1/apps/{app_id}/webhooks/{webhook_id}",
+            &hook,
+            owner,
+            Some(json!({ "triggers": every })),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(r.body["webhook"]["triggers"], every);
     let r = t
         .call(
             "get",

@@ -133,8 +133,10 @@ async fn authenticate(
     let verified = if header.is_none() && crate::signed_requests::is_signed(&parts.headers) {
         // An RFC 9421 signed request: the key's secret never went on the
         // wire (crate::signed_requests).
-        let request = crate::signed_requests::SignedRequest::of(parts, state.config.tls.is_some());
-        match crate::signed_requests::verify(state, &request, now) {
+        // Its body was held to Content-Digest by the router's layer
+        // (`signed_requests::check_content_digest`).
+        let request = crate::signed_requests::received_by_api(parts, state.config.tls.is_some());
+        match crate::signed_requests::verify(state, &request, true, now) {
             Ok(verified) => verified,
             Err(e) => {
                 state.throttle.failed(peer, None, &state.index, now);

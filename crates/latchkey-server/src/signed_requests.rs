@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use latchkey_core::AuthError;
-use latchkey_core::http_sig::{ReceivedRequest, SignedRefusal, SignedRequestError};
+use latchkey_core::http_sig::{self, ReceivedRequest, SignedRefusal, SignedRequestError};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -28,87 +28,73 @@ pub fn is_signed(headers: &HeaderMap) -> bool {
     headers.contains_key("signature-input")
 }
 
-/// A request's parts as a signature covers them, and whether Latchkey
-/// holds its body to `Content-Digest`.
-#[derive(Debug)]
-pub struct SignedRequest {
-    pub received: ReceivedRequest,
-    /// Latchkey does not check the body against `Content-Digest` (forward-auth,
-    /// `/v1/verify`; the gateway does, after its decision): then a method
-    /// that may carry a body must carry a nonce.
-    pub body_unseen: bool,
+/// The request Latchkey's API received: its method and target, its `Host`
+/// (or the URI's authority, HTTP/2), and its scheme: the listener's, unless
+/// a proxy in front says otherwise in `X-Forwarded-Proto` (it only decides
+/// which base is rebuilt; a signature still has to match it).
+pub fn received_by_api(parts: &axum::http::request::Parts, tls: bool) -> ReceivedRequest {
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
+        .unwrap_or_default();
+    let scheme = forwarded_proto(&parts.headers).unwrap_or(if tls { "https" } else { "http" });
+    received(
+        parts.method.as_str(),
+        scheme,
+        authority,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+    )
 }
 
-impl SignedRequest {
-    /// The request Latchkey received: its method and target, its `Host`
-    /// (or the URI's authority, HTTP/2), and its scheme: the listener's,
-    /// unless a proxy in front says otherwise in `X-Forwarded-Proto` (it
-    /// only decides which base is rebuilt; a signature still has to match
-    /// it).
-    pub fn of(parts: &axum::http::request::Parts, tls: bool) -> Self {
-        let authority = parts
-            .headers
-            .get(header::HOST)
+/// A request a proxy asks about (forward-auth) or the gateway received:
+/// `uri` its path and query; the authority the proxy's `X-Forwarded-Host`,
+/// else `Host`. `None` when the path is not known. `trust_forwarded`: a
+/// proxy in front set `X-Forwarded-Host` and `X-Forwarded-Proto`
+/// (forward-auth); the gateway, which clients reach directly, takes `Host`
+/// and its own scheme instead.
+pub fn received_in_front(
+    method: &str,
+    uri: Option<&str>,
+    headers: &HeaderMap,
+    tls: bool,
+    trust_forwarded: bool,
+) -> Option<ReceivedRequest> {
+    let uri: axum::http::Uri = uri?.parse().ok()?;
+    let first = |name: &str| {
+        headers
+            .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
-            .unwrap_or_default();
-        let scheme = forwarded_proto(&parts.headers).unwrap_or(if tls { "https" } else { "http" });
-        Self {
-            received: received(
-                parts.method.as_str(),
-                scheme,
-                authority,
-                parts.uri.path(),
-                parts.uri.query(),
-                &parts.headers,
-            ),
-            body_unseen: false,
-        }
-    }
-
-    /// A request a proxy asks about (forward-auth) or the gateway received:
-    /// `uri` its path and query; the authority the proxy's
-    /// `X-Forwarded-Host`, else `Host`. `None` when the path is not known.
-    /// `trust_forwarded`: a proxy in front set `X-Forwarded-Host` and
-    /// `X-Forwarded-Proto` (forward-auth); the gateway, which clients reach
-    /// directly, takes `Host` and its own scheme instead. The body counts
-    /// as unseen until the caller says it checks it (the gateway does).
-    pub fn forwarded(
-        method: &str,
-        uri: Option<&str>,
-        headers: &HeaderMap,
-        tls: bool,
-        trust_forwarded: bool,
-    ) -> Option<Self> {
-        let uri: axum::http::Uri = uri?.parse().ok()?;
-        let first = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(|v| v.trim().to_string())
-        };
-        let forwarded_host = if trust_forwarded {
-            first("x-forwarded-host")
-        } else {
-            None
-        };
-        let authority = forwarded_host
-            .or_else(|| first("host"))
-            .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
-            .unwrap_or_default();
-        let own = if tls { "https" } else { "http" };
-        let scheme = if trust_forwarded {
-            forwarded_proto(headers).unwrap_or(own)
-        } else {
-            own
-        };
-        Some(Self {
-            received: received(method, scheme, authority, uri.path(), uri.query(), headers),
-            body_unseen: true,
-        })
-    }
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string())
+    };
+    let forwarded_host = if trust_forwarded {
+        first("x-forwarded-host")
+    } else {
+        None
+    };
+    let authority = forwarded_host
+        .or_else(|| first("host"))
+        .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
+        .unwrap_or_default();
+    let own = if tls { "https" } else { "http" };
+    let scheme = if trust_forwarded {
+        forwarded_proto(headers).unwrap_or(own)
+    } else {
+        own
+    };
+    Some(received(
+        method,
+        scheme,
+        authority,
+        uri.path(),
+        uri.query(),
+        headers,
+    ))
 }
 
 /// `X-Forwarded-Proto`'s first value, when it is `http` or `https`.
@@ -189,16 +175,18 @@ pub fn refusal(e: &SignedRequestError) -> ApiError {
     ApiError::unauthorized(&AuthError::BadCredentials).with_title(format!("signed request: {e}"))
 }
 
-/// Verifies a signed request at `now` (see [`ReceivedRequest::verify`]):
-/// a 401 that says why, or a 503 when too many nonces are remembered.
+/// Verifies a signed request at `now` (see [`ReceivedRequest::verify`]);
+/// `body_checked`: its body is held to `Content-Digest` (the API's layer,
+/// the gateway after its decision; not forward-auth). A 401 that says why,
+/// or a 503 when too many nonces are remembered.
 pub fn verify(
     state: &AppState,
-    request: &SignedRequest,
+    request: &ReceivedRequest,
+    body_checked: bool,
     now: i64,
 ) -> Result<latchkey_core::Verified, ApiError> {
     request
-        .received
-        .verify(&state.index, &state.nonces, !request.body_unseen, now)
+        .verify(&state.index, &state.nonces, body_checked, now)
         .map_err(|e| match e {
             SignedRefusal::NoncesFull => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -211,10 +199,20 @@ pub fn verify(
 }
 
 /// Whether a signed request's `body` is the one its signature covers
-/// ([`ReceivedRequest::check_body`]): a 401 that says why when not.
+/// (`http_sig::body_matches_digest` with its one `Content-Digest`): a 401
+/// that says why when not.
 pub fn body_matches_digest(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
-    let request = received("", "", String::new(), "", None, headers);
-    request.check_body(body).map_err(|e| refusal(&e))
+    let mut values = headers.get_all("content-digest").iter();
+    let digest = match (values.next(), values.next()) {
+        (None, _) => None,
+        (Some(value), None) => Some(
+            value
+                .to_str()
+                .map_err(|_| refusal(&SignedRequestError::DigestSyntax))?,
+        ),
+        (Some(_), Some(_)) => return Err(refusal(&SignedRequestError::DigestSyntax)),
+    };
+    http_sig::body_matches_digest(digest, body).map_err(|e| refusal(&e))
 }
 
 /// A layer: the body of a signed request must match its `Content-Digest`

@@ -482,11 +482,7 @@ async fn apply(state: &AppState, change: &ChangeRecord) -> Result<(), SyncError>
                 index.set_app_policy(id, crate::ops::policy::app_policy(&app.settings));
                 // A change of the app may be one of its signing keys.
                 let keys = state.store.signing_keys(id).await?;
-                crate::indexing::set_app_signers(
-                    index,
-                    id,
-                    keys.iter().map(|k| (k.id.as_str(), k.public_key.as_str())),
-                );
+                crate::ops::signing_keys::index_signers(state, id, &keys);
             }
             None => index.remove_app(id),
         },

@@ -404,6 +404,21 @@ pub fn content_digest_matches(header: &str, body: &[u8]) -> Result<(), SignedReq
     }
 }
 
+/// Whether a signed request's `body` is the one its signature covers: it
+/// matches the request's `Content-Digest` value `digest` (RFC 9530), or it
+/// is empty and there is none (a body without a digest is refused: HTTP/2
+/// needs no Content-Length, so the signature's rules could not ask for
+/// one, and nothing would bind it).
+pub fn body_matches_digest(digest: Option<&str>, body: &[u8]) -> Result<(), SignedRequestError> {
+    match digest {
+        Some(digest) => content_digest_matches(digest, body),
+        None if !body.is_empty() => Err(SignedRequestError::NotCovered(
+            "content-digest (the request has a body): send Content-Digest and sign it",
+        )),
+        None => Ok(()),
+    }
+}
+
 impl KeyIndex {
     /// A signed request whose base [`prepare`] rebuilt: the key named by
     /// `keyid`, live at `now`, holding a secret whose HMAC-SHA256 of the

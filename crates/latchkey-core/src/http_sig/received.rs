@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{
-    PreparedSignature, RequestParts, SignedRequestError, SignedRequestPolicy,
-    content_digest_matches, prepare,
+    PreparedSignature, RequestParts, SignedRequestError, SignedRequestPolicy, body_matches_digest,
+    prepare,
 };
 use crate::index::KeyIndex;
 use crate::verify::Verified;
@@ -127,22 +127,13 @@ impl ReceivedRequest {
         Ok(first.map(|(_, v)| v.as_str()))
     }
 
-    /// Whether `body` is the one the signature covers: it matches the
-    /// request's `Content-Digest` (RFC 9530), or it is empty and there is
-    /// none (a body without a digest is refused: HTTP/2 needs no
-    /// Content-Length, so the signature's rules could not ask for one, and
-    /// nothing would bind it).
+    /// Whether `body` is the one the signature covers
+    /// ([`body_matches_digest`] with the request's `Content-Digest`).
     pub fn check_body(&self, body: &[u8]) -> Result<(), SignedRequestError> {
         let digest = self
             .one_field("content-digest")
             .map_err(|_| SignedRequestError::DigestSyntax)?;
-        match digest {
-            Some(digest) => content_digest_matches(digest, body),
-            None if !body.is_empty() => Err(SignedRequestError::NotCovered(
-                "content-digest (the request has a body): send Content-Digest and sign it",
-            )),
-            None => Ok(()),
-        }
+        body_matches_digest(digest, body)
     }
 
     /// Verifies the request's signature at `now`: `Signature-Input` and

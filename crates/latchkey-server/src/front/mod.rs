@@ -277,7 +277,7 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
         // An RFC 9421 signed request (crate::signed_requests). Its body is
         // not seen here: the gateway checks it against Content-Digest
         // after this decision; behind forward-auth, the upstream must.
-        let Some(mut request) = crate::signed_requests::SignedRequest::forwarded(
+        let Some(request) = crate::signed_requests::received_in_front(
             asked.method,
             asked.uri,
             asked.headers,
@@ -291,8 +291,8 @@ pub async fn decide(state: &AppState, asked: &Asked<'_>) -> Decision {
                  X-Original-URI",
             ));
         };
-        request.body_unseen = !asked.checks_signed_body;
-        match crate::signed_requests::verify(state, &request, state.now()) {
+        match crate::signed_requests::verify(state, &request, asked.checks_signed_body, state.now())
+        {
             Ok(verified) => verified,
             Err(e) => {
                 return Decision::Refuse {
